@@ -1,0 +1,144 @@
+package wasmbin
+
+import (
+	"fmt"
+	"math"
+)
+
+// reader walks bytes, remembering the first error; every method is safe after an error.
+type reader struct {
+	b   []byte
+	off int
+	err error
+}
+
+func (r *reader) fail(format string, args ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: "+format+" at offset %d", append([]any{ErrMalformed}, append(args, r.off)...)...)
+	}
+}
+
+func (r *reader) done() bool { return r.err != nil || r.off >= len(r.b) }
+
+func (r *reader) byte() byte {
+	if r.err != nil {
+		return 0
+	}
+	if r.off >= len(r.b) {
+		r.fail("unexpected end")
+		return 0
+	}
+	c := r.b[r.off]
+	r.off++
+	return c
+}
+
+func (r *reader) bytes(n uint32) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if uint64(n) > uint64(len(r.b)-r.off) {
+		r.fail("length %d past the end", n)
+		return nil
+	}
+	s := r.b[r.off : r.off+int(n)]
+	r.off += int(n)
+	return s
+}
+
+func (r *reader) skip(n int) {
+	if r.err != nil {
+		return
+	}
+	if n > len(r.b)-r.off {
+		r.fail("immediate past the end")
+		return
+	}
+	r.off += n
+}
+
+// uleb reads an unsigned LEB128 of at most bits bits.
+func (r *reader) uleb(bits uint) uint64 {
+	var v uint64
+	var shift uint
+	for {
+		c := r.byte()
+		if r.err != nil {
+			return 0
+		}
+		if shift >= bits || (bits-shift < 7 && uint64(c&0x7f)>>(bits-shift) != 0) {
+			r.fail("integer too large")
+			return 0
+		}
+		v |= uint64(c&0x7f) << shift
+		if c&0x80 == 0 {
+			return v
+		}
+		shift += 7
+	}
+}
+
+// sleb skips a signed LEB128 of at most bits bits.
+func (r *reader) sleb(bits uint) {
+	var shift uint
+	for {
+		c := r.byte()
+		if r.err != nil {
+			return
+		}
+		shift += 7
+		if c&0x80 == 0 {
+			return
+		}
+		if shift >= bits+7 {
+			r.fail("integer too long")
+			return
+		}
+	}
+}
+
+func (r *reader) u32() uint32 { return uint32(r.uleb(32)) }
+
+// count reads a vector length and bounds it by the bytes left, so that a hostile count
+// cannot make a caller loop or allocate without end.
+func (r *reader) count() uint32 {
+	n := r.u32()
+	if r.err == nil && uint64(n) > uint64(len(r.b)-r.off) {
+		r.fail("count %d larger than the bytes left", n)
+		return 0
+	}
+	return n
+}
+
+func (r *reader) name() string { return string(r.bytes(r.count())) }
+
+func (r *reader) limits() Limits {
+	flags := r.byte()
+	if r.err != nil {
+		return Limits{}
+	}
+	if flags&^0x03 != 0 {
+		r.fail("unsupported limits flags 0x%02x", flags)
+		return Limits{}
+	}
+	l := Limits{Min: r.uleb(32), Shared: flags&0x02 != 0}
+	if flags&0x01 != 0 {
+		l.Max, l.HasMax = r.uleb(32), true
+	}
+	return l
+}
+
+// skipConstExpr skips a constant expression up to and including its end opcode.
+func (r *reader) skipConstExpr() {
+	for depth := 0; r.err == nil; depth++ {
+		if depth > math.MaxInt16 {
+			r.fail("constant expression too long")
+			return
+		}
+		op := r.byte()
+		if op == 0x0b {
+			return
+		}
+		r.skipImmediates(op)
+	}
+}

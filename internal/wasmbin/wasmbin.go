@@ -1,0 +1,295 @@
+// Package wasmbin reads the parts of a WebAssembly binary that wasmvisor needs (types,
+// imports, exports, memories, function bodies) and rewrites a module so that the sandbox can
+// interrupt it and cap its memory without wazero's per-call goroutine.
+//
+// It is not a validator: wazero validates the rewritten module. It must, however, never panic
+// and never accept bytes it cannot walk exactly, since every module a user loads passes here
+// first (see FuzzParse).
+package wasmbin
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrMalformed is returned for bytes that are not a WebAssembly binary this package can walk.
+var ErrMalformed = errors.New("malformed wasm binary")
+
+// Section IDs.
+const (
+	secCustom    = 0
+	secType      = 1
+	secImport    = 2
+	secFunction  = 3
+	secTable     = 4
+	secMemory    = 5
+	secGlobal    = 6
+	secExport    = 7
+	secStart     = 8
+	secElement   = 9
+	secCode      = 10
+	secData      = 11
+	secDataCount = 12
+	secTag       = 13
+)
+
+// order gives each known section its position in a valid module (the tag section sits
+// between memory and global).
+func order(id byte) int {
+	switch id {
+	case secType:
+		return 1
+	case secImport:
+		return 2
+	case secFunction:
+		return 3
+	case secTable:
+		return 4
+	case secMemory:
+		return 5
+	case secTag:
+		return 6
+	case secGlobal:
+		return 7
+	case secExport:
+		return 8
+	case secStart:
+		return 9
+	case secElement:
+		return 10
+	case secDataCount:
+		return 11
+	case secCode:
+		return 12
+	case secData:
+		return 13
+	}
+	return 0
+}
+
+// External kinds of imports and exports.
+const (
+	KindFunc   byte = 0
+	KindTable  byte = 1
+	KindMemory byte = 2
+	KindGlobal byte = 3
+	KindTag    byte = 4
+)
+
+// KindName names an external kind.
+func KindName(k byte) string {
+	switch k {
+	case KindFunc:
+		return "function"
+	case KindTable:
+		return "table"
+	case KindMemory:
+		return "memory"
+	case KindGlobal:
+		return "global"
+	case KindTag:
+		return "tag"
+	}
+	return fmt.Sprintf("kind %d", k)
+}
+
+// FuncType is a function signature as value-type bytes.
+type FuncType struct {
+	Params, Results []byte
+}
+
+// Limits are a memory's page limits.
+type Limits struct {
+	Min    uint64
+	Max    uint64
+	HasMax bool
+	Shared bool
+}
+
+// Import is one import entry.
+type Import struct {
+	Module, Name string
+	Kind         byte
+	TypeIndex    uint32 // functions
+	Memory       Limits // memories
+}
+
+// Export is one export entry.
+type Export struct {
+	Name  string
+	Kind  byte
+	Index uint32
+}
+
+// section is a section as it appears in the binary.
+type section struct {
+	id      byte
+	payload []byte
+}
+
+// Module is what Parse learned of a binary.
+type Module struct {
+	Types    []FuncType
+	Imports  []Import
+	Funcs    []uint32 // type index of each defined function
+	Memories []Limits // defined memories
+	Exports  []Export
+	// NumGlobals counts imported plus defined globals.
+	NumGlobals uint32
+	// NumImportedFuncs counts imported functions.
+	NumImportedFuncs uint32
+	// HasStart is true when the module has a start section.
+	HasStart bool
+
+	sections []section
+	bodies   [][]byte // code section entries, without their size prefix
+}
+
+// FuncType returns the type of function index idx (imports first), and whether it exists.
+func (m *Module) FuncType(idx uint32) (FuncType, bool) {
+	var ti uint32
+	if idx < m.NumImportedFuncs {
+		n := uint32(0)
+		for _, im := range m.Imports {
+			if im.Kind != KindFunc {
+				continue
+			}
+			if n == idx {
+				ti = im.TypeIndex
+				break
+			}
+			n++
+		}
+	} else {
+		d := idx - m.NumImportedFuncs
+		if d >= uint32(len(m.Funcs)) {
+			return FuncType{}, false
+		}
+		ti = m.Funcs[d]
+	}
+	if ti >= uint32(len(m.Types)) {
+		return FuncType{}, false
+	}
+	return m.Types[ti], true
+}
+
+const magicVersion = "\x00asm\x01\x00\x00\x00"
+
+// Parse reads b. It checks the structure it walks and nothing more.
+func Parse(b []byte) (*Module, error) {
+	if len(b) < 8 || string(b[:8]) != magicVersion {
+		return nil, fmt.Errorf("%w: missing magic number or version 1 header", ErrMalformed)
+	}
+	m := &Module{}
+	r := reader{b: b, off: 8}
+	last := 0
+	for !r.done() {
+		id := r.byte()
+		size := r.u32()
+		payload := r.bytes(size)
+		if r.err != nil {
+			return nil, r.err
+		}
+		if id != secCustom {
+			o := order(id)
+			if o == 0 {
+				return nil, fmt.Errorf("%w: unknown section id %d", ErrMalformed, id)
+			}
+			if o <= last {
+				return nil, fmt.Errorf("%w: section id %d out of order or repeated", ErrMalformed, id)
+			}
+			last = o
+		}
+		m.sections = append(m.sections, section{id: id, payload: payload})
+		if err := m.readSection(id, payload); err != nil {
+			return nil, err
+		}
+	}
+	if len(m.bodies) != len(m.Funcs) {
+		return nil, fmt.Errorf("%w: %d function declarations but %d bodies", ErrMalformed, len(m.Funcs), len(m.bodies))
+	}
+	return m, nil
+}
+
+func (m *Module) readSection(id byte, payload []byte) error {
+	r := reader{b: payload}
+	switch id {
+	case secType:
+		n := r.count()
+		for i := uint32(0); i < n && r.err == nil; i++ {
+			if form := r.byte(); form != 0x60 && r.err == nil {
+				return fmt.Errorf("%w: type %d is not a function type (0x%02x)", ErrMalformed, i, form)
+			}
+			p := r.bytes(r.count())
+			res := r.bytes(r.count())
+			m.Types = append(m.Types, FuncType{Params: p, Results: res})
+		}
+	case secImport:
+		n := r.count()
+		for i := uint32(0); i < n && r.err == nil; i++ {
+			im := Import{Module: r.name(), Name: r.name(), Kind: r.byte()}
+			switch im.Kind {
+			case KindFunc:
+				im.TypeIndex = r.u32()
+				m.NumImportedFuncs++
+			case KindTable:
+				r.byte() // reftype
+				r.limits()
+			case KindMemory:
+				im.Memory = r.limits()
+			case KindGlobal:
+				r.byte() // valtype
+				r.byte() // mutability
+				m.NumGlobals++
+			case KindTag:
+				r.byte()
+				r.u32()
+			default:
+				if r.err == nil {
+					return fmt.Errorf("%w: import %q.%q has unknown kind %d", ErrMalformed, im.Module, im.Name, im.Kind)
+				}
+			}
+			m.Imports = append(m.Imports, im)
+		}
+	case secFunction:
+		n := r.count()
+		for i := uint32(0); i < n && r.err == nil; i++ {
+			m.Funcs = append(m.Funcs, r.u32())
+		}
+	case secMemory:
+		n := r.count()
+		for i := uint32(0); i < n && r.err == nil; i++ {
+			m.Memories = append(m.Memories, r.limits())
+		}
+	case secGlobal:
+		n := r.count()
+		for i := uint32(0); i < n && r.err == nil; i++ {
+			r.byte() // valtype
+			r.byte() // mutability
+			r.skipConstExpr()
+			m.NumGlobals++
+		}
+	case secExport:
+		n := r.count()
+		for i := uint32(0); i < n && r.err == nil; i++ {
+			m.Exports = append(m.Exports, Export{Name: r.name(), Kind: r.byte(), Index: r.u32()})
+		}
+	case secStart:
+		r.u32()
+		m.HasStart = true
+	case secCode:
+		n := r.count()
+		for i := uint32(0); i < n && r.err == nil; i++ {
+			m.bodies = append(m.bodies, r.bytes(r.u32()))
+		}
+	default:
+		return nil
+	}
+	if r.err != nil {
+		return fmt.Errorf("section %d: %w", id, r.err)
+	}
+	if !r.done() {
+		return fmt.Errorf("%w: section %d has %d trailing bytes", ErrMalformed, id, len(r.b)-r.off)
+	}
+	return nil
+}

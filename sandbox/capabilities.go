@@ -1,0 +1,117 @@
+package sandbox
+
+import (
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path"
+
+	"github.com/tetratelabs/wazero"
+)
+
+// Clock selects the clocks a guest sees through WASI.
+type Clock int
+
+const (
+	// ClockDeterministic, the default, gives every instance the same fake clocks: the wall
+	// clock starts at a fixed instant and both clocks advance by one millisecond per reading,
+	// and sleeping returns at once. Tests of a plugin are then reproducible.
+	ClockDeterministic Clock = iota
+	// ClockReal gives the host's wall and monotonic clocks, and real sleeps (cut short when
+	// the call is stopped). A policy that checks token expiry needs it.
+	ClockReal
+)
+
+// Random selects the guest's source of random bytes.
+type Random int
+
+const (
+	// RandomDeterministic, the default, gives every instance the same seeded sequence.
+	RandomDeterministic Random = iota
+	// RandomCrypto gives the host's cryptographic random source.
+	RandomCrypto
+)
+
+// Dir is a host directory mounted read-only into the guest.
+type Dir struct {
+	Host  string // a directory on the host
+	Guest string // where the guest sees it, an absolute path such as "/data"
+}
+
+// Capabilities grant a plugin access beyond its sandbox. The zero value grants nothing: no
+// files, no environment, no arguments, no sockets, deterministic clocks and randomness.
+type Capabilities struct {
+	// Env sets environment variables in the guest.
+	Env map[string]string
+	// InheritEnv names host environment variables passed to the guest when they are set.
+	InheritEnv []string
+	// Dirs are mounted read-only.
+	Dirs []Dir
+	// Clock selects the guest's clocks. Default ClockDeterministic.
+	Clock Clock
+	// Random selects the guest's random source. Default RandomDeterministic.
+	Random Random
+}
+
+func (c Capabilities) validate() error {
+	for _, d := range c.Dirs {
+		if !path.IsAbs(d.Guest) {
+			return fmt.Errorf("sandbox: mount %q: guest path must be absolute", d.Guest)
+		}
+		st, err := os.Stat(d.Host)
+		if err != nil {
+			return fmt.Errorf("sandbox: mount %q: %w", d.Host, err)
+		}
+		if !st.IsDir() {
+			return fmt.Errorf("sandbox: mount %q: not a directory", d.Host)
+		}
+	}
+	if c.Clock != ClockDeterministic && c.Clock != ClockReal {
+		return fmt.Errorf("sandbox: unknown clock %d", c.Clock)
+	}
+	if c.Random != RandomDeterministic && c.Random != RandomCrypto {
+		return fmt.Errorf("sandbox: unknown random source %d", c.Random)
+	}
+	return nil
+}
+
+// baseConfig turns the grants into wazero's module config, the part shared by every
+// instance of a module; withInstance adds each instance's own streams and sleep.
+func (c Capabilities) baseConfig() wazero.ModuleConfig {
+	mc := wazero.NewModuleConfig().
+		WithName(""). // anonymous: any number of instances of one module
+		WithStartFunctions()
+	for k, v := range c.Env {
+		mc = mc.WithEnv(k, v)
+	}
+	for _, k := range c.InheritEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			mc = mc.WithEnv(k, v)
+		}
+	}
+	if len(c.Dirs) > 0 {
+		fs := wazero.NewFSConfig()
+		for _, d := range c.Dirs {
+			fs = fs.WithReadOnlyDirMount(d.Host, d.Guest)
+		}
+		mc = mc.WithFSConfig(fs)
+	}
+	if c.Clock == ClockReal {
+		mc = mc.WithSysWalltime().WithSysNanotime()
+	} else {
+		mc = mc.WithNanosleep(func(int64) {})
+	}
+	if c.Random == RandomCrypto {
+		mc = mc.WithRandSource(rand.Reader)
+	}
+	return mc
+}
+
+// withInstance adds an instance's stdout, stderr and, with ClockReal, its interruptible sleep.
+func (c Capabilities) withInstance(base wazero.ModuleConfig, stdout, stderr *lineLogger, sleep func(ns int64)) wazero.ModuleConfig {
+	mc := base.WithStdout(stdout).WithStderr(stderr)
+	if c.Clock == ClockReal {
+		mc = mc.WithNanosleep(sleep)
+	}
+	return mc
+}

@@ -1,0 +1,228 @@
+// Package sandbox runs WebAssembly plugins in isolated, limited instances: one compiled
+// module, any number of fresh instances, each with its own linear memory and stores.
+//
+// It knows wazero and the wasmvisor ABI (package abi), and nothing about names, supervision or
+// restarts: that is the host's job. The pieces:
+//
+//   - Engine: one wazero runtime, one deadline watchdog, a compiled-module cache keyed by
+//     digest and memory limit, and an optional on-disk compilation cache.
+//   - Module: a compiled, ABI-checked plugin with its limits and capabilities.
+//   - Instance: one sandbox. It serves one call at a time; an instance that trapped, exited,
+//     hit its memory limit, ran past its deadline or broke the ABI is never entered again.
+//
+// Limits are per plugin even though the runtime is shared: the memory limit is written into
+// the module (its maximum is clamped at load), and deadlines are enforced by instrumentation
+// and a shared watchdog rather than by wazero's goroutine per call. RATIONALE.md explains both.
+package sandbox
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"go.uber.org/zap"
+)
+
+// Defaults of the Engine options.
+const (
+	// DefaultDeadlineResolution is how often the watchdog checks calls in flight: a call is
+	// stopped at most about two resolutions after its deadline.
+	DefaultDeadlineResolution = time.Millisecond
+)
+
+// Option configures an Engine.
+type Option interface{ apply(*engineConfig) }
+
+type optionFunc func(*engineConfig)
+
+func (f optionFunc) apply(c *engineConfig) { f(c) }
+
+type engineConfig struct {
+	cacheDir   string
+	cache      wazero.CompilationCache
+	logger     *zap.Logger
+	resolution time.Duration
+}
+
+// WithCacheDir keeps compiled code in dir, so that a later Engine (another process, another
+// test) compiles the same module in milliseconds. The cache is content-addressed and safe to
+// share.
+func WithCacheDir(dir string) Option {
+	return optionFunc(func(c *engineConfig) { c.cacheDir = dir })
+}
+
+// WithCompilationCache shares an in-memory or on-disk wazero compilation cache between
+// engines. The caller closes it after every engine using it is closed.
+func WithCompilationCache(cache wazero.CompilationCache) Option {
+	return optionFunc(func(c *engineConfig) { c.cache = cache })
+}
+
+// WithLogger sets the logger for the engine and the default logger of plugins (guest logs,
+// stdout and stderr). Default: no-op.
+func WithLogger(l *zap.Logger) Option {
+	return optionFunc(func(c *engineConfig) { c.logger = l })
+}
+
+// WithDeadlineResolution sets how often the watchdog checks calls in flight. Default 1ms.
+func WithDeadlineResolution(d time.Duration) Option {
+	return optionFunc(func(c *engineConfig) { c.resolution = d })
+}
+
+// Engine compiles and runs plugins. It is safe for concurrent use. Close it when done: it
+// closes every module and instance it made.
+type Engine struct {
+	rt       wazero.Runtime
+	ownCache wazero.CompilationCache // closed with the engine when it made it
+	logger   *zap.Logger
+	wd       *watchdog
+
+	// insts maps each live instance's wazero module to it, for the host functions.
+	insts sync.Map // api.Module -> *Instance
+
+	mu       sync.Mutex
+	compiled map[compileKey]*compiled
+	closed   bool
+}
+
+func (e *Engine) register(i *Instance) {
+	e.insts.Store(i.wm, i)
+	e.wd.add(i)
+}
+
+func (e *Engine) unregister(i *Instance) {
+	e.wd.remove(i)
+	e.insts.Delete(i.wm)
+}
+
+type compileKey struct {
+	digest   [sha256.Size]byte
+	maxPages uint32
+}
+
+// compiled is code shared by the Modules of one digest and memory limit.
+type compiled struct {
+	key   compileKey
+	code  wazero.CompiledModule
+	refs  int           // guarded by Engine.mu
+	ready chan struct{} // closed when code or err is set
+	err   error
+}
+
+// NewEngine makes an Engine.
+func NewEngine(ctx context.Context, opts ...Option) (*Engine, error) {
+	cfg := engineConfig{resolution: DefaultDeadlineResolution}
+	for _, o := range opts {
+		o.apply(&cfg)
+	}
+	if cfg.resolution <= 0 {
+		return nil, fmt.Errorf("sandbox: deadline resolution %v: must be positive", cfg.resolution)
+	}
+	if cfg.logger == nil {
+		cfg.logger = zap.NewNop()
+	}
+	e := &Engine{logger: cfg.logger, compiled: make(map[compileKey]*compiled)}
+	rc := wazero.NewRuntimeConfigCompiler().
+		WithCloseOnContextDone(false). // deadlines are ours: see RATIONALE.md
+		WithMemoryLimitPages(65536)    // per plugin limits are clamped into each module
+	cache := cfg.cache
+	if cache == nil && cfg.cacheDir != "" {
+		c, err := wazero.NewCompilationCacheWithDir(cfg.cacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: compilation cache %q: %w", cfg.cacheDir, err)
+		}
+		cache, e.ownCache = c, c
+	}
+	if cache != nil {
+		rc = rc.WithCompilationCache(cache)
+	}
+	e.rt = wazero.NewRuntimeWithConfig(ctx, rc)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, e.rt); err != nil {
+		_ = e.rt.Close(ctx)
+		return nil, fmt.Errorf("sandbox: WASI: %w", err)
+	}
+	if err := e.instantiateHostModule(ctx); err != nil {
+		_ = e.rt.Close(ctx)
+		return nil, fmt.Errorf("sandbox: host module: %w", err)
+	}
+	e.wd = newWatchdog(cfg.resolution)
+	return e, nil
+}
+
+// Close closes every instance and module of the engine, and the engine. It is idempotent.
+func (e *Engine) Close(ctx context.Context) error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.mu.Unlock()
+	e.wd.close()
+	err := e.rt.Close(ctx)
+	if e.ownCache != nil {
+		if cerr := e.ownCache.Close(ctx); err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+// Digest returns the hex SHA-256 of wasm: the identity under which an engine compiles it.
+func Digest(wasm []byte) string {
+	d := sha256.Sum256(wasm)
+	return hex.EncodeToString(d[:])
+}
+
+// acquire returns the compiled code for key, compiling with build on a miss. Concurrent
+// acquirers of one key wait for one compilation; other keys compile in parallel.
+func (e *Engine) acquire(ctx context.Context, key compileKey, build func() ([]byte, error)) (*compiled, error) {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, fmt.Errorf("sandbox: engine: %w", ErrClosed)
+	}
+	if c, ok := e.compiled[key]; ok {
+		c.refs++
+		e.mu.Unlock()
+		<-c.ready
+		if c.err != nil {
+			return nil, c.err
+		}
+		return c, nil
+	}
+	c := &compiled{key: key, refs: 1, ready: make(chan struct{})}
+	e.compiled[key] = c
+	e.mu.Unlock()
+
+	bin, err := build()
+	if err == nil {
+		c.code, err = e.rt.CompileModule(ctx, bin)
+		if err != nil {
+			err = &ModuleError{Reason: err.Error(), Err: err}
+		}
+	}
+	c.err = err
+	close(c.ready)
+	if err != nil {
+		e.mu.Lock()
+		delete(e.compiled, key)
+		e.mu.Unlock()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (e *Engine) release(ctx context.Context, c *compiled) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c.refs--
+	if c.refs == 0 && !e.closed && e.compiled[c.key] == c {
+		delete(e.compiled, c.key)
+		_ = c.code.Close(ctx)
+	}
+}

@@ -1,0 +1,310 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero/api"
+
+	"github.com/wasmvisor/wasmvisor/abi"
+	"github.com/wasmvisor/wasmvisor/internal/wasmbin"
+)
+
+// Instance states, in the low bits of Instance.state; while busy, the bits above hold the id
+// of the operation in progress (and, in the other states, the id of the last one).
+const (
+	stIdle   uint64 = iota
+	stBusy          // serving an operation: a call, a configure, a delivery or a store read
+	stFailed        // ended by a fatal error; memory still readable until Close
+	stClosed
+
+	stMask  = 3
+	idShift = 2
+)
+
+// Instance is one sandbox: a fresh module instance with its own linear memory, control block
+// and stores.
+//
+// Concurrency: an Instance serves one operation at a time. Call, CallAppend, Configure,
+// Deliver, Events, Telemetry and AppliedConfig may be called from any goroutine, but one
+// entered while another runs returns ErrBusy at once: a pool of instances gives concurrency.
+// Kill and Close may be called from any goroutine at any time. After a fatal error (see
+// Fatal) every call returns that error again; Events, Telemetry and AppliedConfig still read
+// the memory the instance died with, until Close.
+type Instance struct {
+	mod    *Module
+	wm     api.Module
+	mem    api.Memory
+	logger *lineLoggerPair
+
+	fns     [numFns]api.Function // looked up on first use: each costs wazero a 10 KiB stack
+	seqG    api.MutableGlobal
+	intrG   api.MutableGlobal
+	growG   api.Global
+	ctrl    uint32
+	stack   [2]uint64
+	lastH   string // the handler name of the last call, and its index: a one-entry cache
+	lastIdx uint32
+
+	handlers   []string
+	handlerIdx map[string]uint32
+
+	state atomic.Uint64
+
+	// The deadline of the operation in progress, for the watchdog: valid while armed holds the
+	// operation's id. deadline is in watchdog ticks.
+	deadline atomic.Int64
+	armed    atomic.Uint64
+	ctxMu    sync.Mutex
+	callCtx  context.Context // guarded by ctxMu; set for cancellable contexts only
+	ctxID    uint64          // guarded by ctxMu
+
+	intrMu     sync.Mutex    // serialises stop
+	stoppedID  atomic.Uint64 // the id of the operation that was stopped
+	stopReason atomic.Uint32
+	killed     atomic.Bool
+	wake       chan struct{} // cuts a real sleep short
+	failure    atomic.Pointer[failure]
+
+	publishDropped atomic.Uint64
+	logTruncated   atomic.Uint64
+}
+
+// Functions looked up lazily.
+const (
+	fnCall = iota
+	fnReserve
+	fnConfigure
+	fnDeliver
+	numFns
+)
+
+var fnNames = [numFns]string{abi.ExportCall, abi.ExportReserve, abi.ExportConfigure, abi.ExportDeliver}
+
+func (i *Instance) fn(n int) api.Function {
+	f := i.fns[n]
+	if f == nil {
+		f = i.wm.ExportedFunction(fnNames[n])
+		i.fns[n] = f
+	}
+	return f
+}
+
+type failure struct{ err error }
+
+// Instantiate starts a fresh instance: it runs _initialize and wasmvisor_init, checks the
+// control block and pushes config (unless it is empty), all within the start deadline.
+func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*Instance, error) {
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("sandbox: module: %w", ErrClosed)
+	}
+	i := &Instance{mod: m, wake: make(chan struct{}, 1)}
+	i.logger = newLineLoggerPair(m.logger, &i.logTruncated)
+	mc := m.cfg.Capabilities.withInstance(m.base, i.logger.stdout, i.logger.stderr, i.sleep)
+	wm, err := m.eng.rt.InstantiateModule(ctx, m.code.code, mc)
+	if err != nil {
+		return nil, classifyInstantiate(err, m.cfg.Limits.MemoryPages)
+	}
+	i.wm = wm
+	i.mem = wm.Memory()
+	i.seqG = wm.ExportedGlobal(wasmbin.ExportSeq).(api.MutableGlobal)
+	i.intrG = wm.ExportedGlobal(wasmbin.ExportInterrupt).(api.MutableGlobal)
+	i.growG = wm.ExportedGlobal(wasmbin.ExportGrowFailed)
+	m.eng.register(i)
+
+	if err := i.start(ctx, config); err != nil {
+		i.fail(err)
+		_ = i.Close(context.Background())
+		return nil, err
+	}
+	return i, nil
+}
+
+func classifyInstantiate(err error, pages uint32) error {
+	msg := err.Error()
+	if strings.Contains(msg, "memory") && (strings.Contains(msg, "limit") || strings.Contains(msg, "max")) {
+		return &MemoryLimitError{LimitPages: pages, Cause: err}
+	}
+	return &ModuleError{Reason: "instantiate: " + msg, Err: err}
+}
+
+// start runs the start sequence as one operation under the start deadline.
+func (i *Instance) start(ctx context.Context, config map[string]string) error {
+	o, err := i.enter(ctx, i.mod.cfg.Limits.StartTimeout)
+	if err != nil {
+		return err
+	}
+	defer i.leave(o)
+	o.name = "start"
+	if i.mod.hasInitialize {
+		if _, err := i.invoke(o, i.wm.ExportedFunction(abi.ExportInitialize)); err != nil {
+			return fmt.Errorf("%s: %w", abi.ExportInitialize, err)
+		}
+	}
+	st, err := i.invoke(o, i.wm.ExportedFunction(abi.ExportInit))
+	if err != nil {
+		return fmt.Errorf("%s: %w", abi.ExportInit, err)
+	}
+	i.ctrl = uint32(st)
+	if err := i.readHandlers(); err != nil {
+		i.fail(err)
+		return err
+	}
+	if len(config) > 0 {
+		if err := i.configure(o, config); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (i *Instance) readHandlers() error {
+	bad := func(detail string) error {
+		return &ABIError{Problems: []Problem{{Kind: Malformed, What: "control block", Name: "wasmvisor_init", Detail: detail}}}
+	}
+	if i.ctrl == 0 || i.ctrl%8 != 0 {
+		return bad(fmt.Sprintf("address %#x is not 8-aligned and non-zero", i.ctrl))
+	}
+	blk, ok := i.mem.Read(i.ctrl, abi.CtrlSize)
+	if !ok {
+		return bad(fmt.Sprintf("address %#x out of memory", i.ctrl))
+	}
+	if got := binary.LittleEndian.Uint32(blk[abi.CtrlMagic:]); got != abi.Magic {
+		return bad(fmt.Sprintf("magic %#x, want %#x", got, abi.Magic))
+	}
+	if v := binary.LittleEndian.Uint32(blk[abi.CtrlVersion:]); v != abi.Version {
+		return &ABIError{Problems: []Problem{{Kind: Malformed, What: "control block", Name: "version",
+			Detail: fmt.Sprintf("the plugin speaks ABI version %d, this host speaks %d", v, abi.Version)}}}
+	}
+	names, err := i.view(binary.LittleEndian.Uint32(blk[abi.CtrlHandlersPtr:]), binary.LittleEndian.Uint32(blk[abi.CtrlHandlersLen:]), "handler list")
+	if err != nil {
+		return bad(err.Error())
+	}
+	i.handlerIdx = make(map[string]uint32)
+	if len(names) > 0 {
+		for n, h := range strings.Split(string(names), "\n") {
+			if !abi.ValidHandlerName(h) {
+				return bad(fmt.Sprintf("handler %d: invalid name %q", n, h))
+			}
+			if _, dup := i.handlerIdx[h]; dup {
+				return bad(fmt.Sprintf("handler %q listed twice", h))
+			}
+			if n >= abi.MaxHandlers {
+				return bad("too many handlers")
+			}
+			i.handlerIdx[h] = uint32(n)
+			i.handlers = append(i.handlers, h)
+		}
+	}
+	return nil
+}
+
+// Handlers lists the plugin's handler names, in the guest's order.
+func (i *Instance) Handlers() []string { return append([]string(nil), i.handlers...) }
+
+// Module returns the module the instance was made from.
+func (i *Instance) Module() *Module { return i.mod }
+
+// fail records the fatal error that ends the instance. The first one wins.
+func (i *Instance) fail(err error) {
+	i.failure.CompareAndSwap(nil, &failure{err: err})
+	for {
+		s := i.state.Load()
+		if st := s & stMask; st == stFailed || st == stClosed || i.state.CompareAndSwap(s, s&^stMask|stFailed) {
+			return
+		}
+	}
+}
+
+// Kill stops the instance from any goroutine: an operation in progress is interrupted and
+// returns an error matching ErrCanceled, and the instance is never entered again. Close it
+// afterwards to free its memory.
+func (i *Instance) Kill() {
+	if i.killed.Swap(true) {
+		return
+	}
+	i.failure.CompareAndSwap(nil, &failure{err: fmt.Errorf("sandbox: instance killed: %w", ErrCanceled)})
+	for {
+		s := i.state.Load()
+		switch s & stMask {
+		case stIdle:
+			if !i.state.CompareAndSwap(s, s&^stMask|stFailed) {
+				continue
+			}
+		case stBusy:
+			// Kill stored killed before it read the state; the operation stored its state
+			// before it reads killed: either it does not enter the guest, or this stops it.
+			i.stop(s>>idShift, stopKilled)
+		}
+		return
+	}
+}
+
+// Err returns the fatal error that ended the instance, ErrClosed after Close, or nil while it
+// is usable.
+func (i *Instance) Err() error {
+	switch i.state.Load() & stMask {
+	case stFailed:
+		return i.failure.Load().err
+	case stClosed:
+		return fmt.Errorf("sandbox: instance: %w", ErrClosed)
+	}
+	return nil
+}
+
+// MemoryPages is the instance's current memory size in 64 KiB pages.
+func (i *Instance) MemoryPages() uint32 { return i.mem.Size() / 65536 }
+
+// Stats counts what the instance dropped.
+type Stats struct {
+	PublishDropped uint64 // publishes the host refused or had no receiver for
+	LogTruncated   uint64 // guest log lines cut at the line limit
+}
+
+// Stats returns the instance's counters.
+func (i *Instance) Stats() Stats {
+	return Stats{PublishDropped: i.publishDropped.Load(), LogTruncated: i.logTruncated.Load()}
+}
+
+// Close frees the instance. An operation in progress is interrupted first and Close waits,
+// within ctx, for it to unwind (a guest blocked in a host function that never returns, such
+// as an OnPublish hook that blocks, keeps it busy: Close then returns ctx's error and may be
+// called again). Close is idempotent.
+func (i *Instance) Close(ctx context.Context) error {
+	i.Kill()
+	var poll *time.Ticker
+	for {
+		s := i.state.Load()
+		st := s & stMask
+		if st == stClosed {
+			return nil
+		}
+		if st != stBusy && i.state.CompareAndSwap(s, s&^stMask|stClosed) {
+			break
+		}
+		if poll == nil {
+			poll = time.NewTicker(100 * time.Microsecond)
+			defer poll.Stop()
+		}
+		select { // the interrupted call unwinds at its next safe point
+		case <-ctx.Done():
+			return fmt.Errorf("sandbox: close: the operation in progress did not unwind: %w", ctx.Err())
+		case <-poll.C:
+		}
+	}
+	i.mod.eng.unregister(i)
+	i.logger.flush()
+	return i.wm.Close(context.Background())
+}
+
+// errKilledBeforeEntry marks an operation that Kill prevented from entering the guest.
+var errKilledBeforeEntry = errors.New("killed before entry")
