@@ -1,0 +1,157 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	sdk "github.com/wasmvisor/wasmvisor/sdk/go"
+)
+
+func req(id string, roles []string, action, typ, resID, owner string) *Request {
+	r := &Request{Action: action}
+	r.Subject.ID, r.Subject.Roles = id, roles
+	r.Resource.Type, r.Resource.ID, r.Resource.Owner = typ, resID, owner
+	return r
+}
+
+func TestEvaluate(t *testing.T) {
+	def := mustPolicy(sdk.ConfigView{})
+	custom := mustPolicy(sdk.NewConfigView(map[string]string{
+		"role.auditor":  "document:read, invoice:*",
+		"role.editor":   "",
+		"owner_actions": "read",
+		"default_roles": "auditor",
+	}))
+	allowAll := mustPolicy(sdk.NewConfigView(map[string]string{"default": "allow"}))
+	for _, tc := range []struct {
+		name    string
+		p       *Policy
+		req     *Request
+		allow   bool
+		reasons []string
+	}{
+		{"admin deletes anything", def, req("root", []string{"admin"}, "delete", "invoice", "7", "bob"), true,
+			[]string{`role "admin" grants "delete" on "invoice"`}},
+		{"viewer reads", def, req("alice", []string{"viewer"}, "read", "document", "42", "bob"), true,
+			[]string{`role "viewer" grants "read" on "document"`}},
+		{"viewer non-owner writes", def, req("alice", []string{"viewer"}, "write", "document", "42", "bob"), false,
+			[]string{`no role of subject "alice" grants "write" on "document"`, `subject "alice" does not own document "42"`}},
+		{"owner writes own doc", def, req("alice", []string{"viewer"}, "write", "document", "42", "alice"), true,
+			[]string{`subject "alice" owns document "42"`}},
+		{"owner without roles reads", def, req("alice", nil, "read", "document", "42", "alice"), true,
+			[]string{`subject "alice" owns document "42"`}},
+		{"owner may not delete", def, req("alice", []string{"editor"}, "delete", "document", "42", "alice"), false,
+			[]string{`no role of subject "alice" grants "delete" on "document"`, `subject "alice" owns document "42", but owners may not "delete"`}},
+		{"two roles grant", def, req("eve", []string{"viewer", "editor", "viewer"}, "read", "document", "1", ""), true,
+			[]string{`role "viewer" grants "read" on "document"`, `role "editor" grants "read" on "document"`}},
+		{"unknown role", def, req("mallory", []string{"superuser"}, "delete", "document", "42", "bob"), false,
+			[]string{`no role of subject "mallory" grants "delete" on "document"`, `role "superuser" is not defined`}},
+		{"no roles", def, req("bob", nil, "read", "document", "42", ""), false,
+			[]string{`subject "bob" has no roles`, `subject "bob" does not own document "42"`}},
+		{"empty subject with admin role", def, req("", []string{"admin"}, "read", "document", "42", ""), false,
+			[]string{"subject has no id"}},
+		{"empty owner is nobody", def, req("bob", nil, "read", "document", "42", ""), false,
+			[]string{`subject "bob" has no roles`, `subject "bob" does not own document "42"`}},
+		{"default role and typed permission", custom, req("carol", nil, "delete", "invoice", "9", ""), true,
+			[]string{`role "auditor" grants "delete" on "invoice"`}},
+		{"typed permission does not leak to other types", custom, req("carol", nil, "write", "document", "9", ""), false,
+			[]string{`no role of subject "carol" grants "write" on "document"`}},
+		{"emptied default role", custom, req("dave", []string{"editor"}, "write", "report", "3", "dave"), false,
+			[]string{`no role of subject "dave" grants "write" on "report"`, `subject "dave" owns report "3", but owners may not "write"`}},
+		{"default allow", allowAll, req("zed", nil, "fly", "kite", "k", ""), true,
+			[]string{`subject "zed" has no roles`, `allowed by config "default" = "allow"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := tc.p.Evaluate(tc.req)
+			if d.Allow != tc.allow || strings.Join(d.Reasons, "|") != strings.Join(tc.reasons, "|") {
+				t.Errorf("got allow=%v %q\nwant allow=%v %q", d.Allow, d.Reasons, tc.allow, tc.reasons)
+			}
+		})
+	}
+}
+
+func TestParsePolicyRejects(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  map[string]string
+		want string
+	}{
+		{map[string]string{"rol.admin": "*"}, `unknown config key "rol.admin"`},
+		{map[string]string{"role.": "*"}, `config key "role.": role name must match`},
+		{map[string]string{"role.x": "read,,write"}, `config key "role.x": empty item`},
+		{map[string]string{"role.x": "a:b:c"}, `config key "role.x": bad permission "a:b:c"`},
+		{map[string]string{"role.x": "doc:"}, `bad permission "doc:"`},
+		{map[string]string{"owner_actions": "read write"}, `config key "owner_actions": bad item "read write"`},
+		{map[string]string{"default_roles": "ghost"}, `config key "default_roles": role "ghost" is not defined`},
+		{map[string]string{"default_roles": "*"}, `config key "default_roles": bad item "*"`},
+		{map[string]string{"default": "maybe"}, `config key "default": want deny or allow, got "maybe"`},
+	} {
+		_, err := ParsePolicy(sdk.NewConfigView(tc.cfg))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParsePolicy(%v) = %v, want an error containing %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+func TestEvaluateHandler(t *testing.T) {
+	t.Cleanup(func() { policy = mustPolicy(sdk.ConfigView{}) })
+	for _, tc := range []struct {
+		name, in string
+		out      string
+		invalid  string
+	}{
+		{name: "allow", in: `{"subject":{"id":"alice","roles":["viewer"]},"action":"read","resource":{"type":"document","id":"42","owner":"bob"}}`,
+			out: `{"allow":true,"reasons":["role \"viewer\" grants \"read\" on \"document\""]}`},
+		{name: "deny", in: `{"subject":{"id":"alice","roles":["viewer"]},"action":"delete","resource":{"type":"document","id":"42","owner":"bob"}}`,
+			out: `{"allow":false,"reasons":["no role of subject \"alice\" grants \"delete\" on \"document\""]}`},
+		{name: "malformed JSON", in: `{"subject":`, invalid: "malformed request: unexpected EOF"},
+		{name: "not an object", in: `[]`, invalid: "malformed request: json: cannot unmarshal array"},
+		{name: "unknown field", in: `{"subjet":{}}`, invalid: `malformed request: json: unknown field "subjet"`},
+		{name: "trailing data", in: `{"action":"read","resource":{"type":"d"}} {}`, invalid: "data after the JSON object"},
+		{name: "no action", in: `{"subject":{"id":"a"},"resource":{"type":"d"}}`, invalid: `"action" is missing or empty`},
+		{name: "no type", in: `{"subject":{"id":"a"},"action":"read"}`, invalid: `"resource.type" is missing or empty`},
+		{name: "empty input", in: ``, invalid: "malformed request: EOF"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := evaluate([]byte(tc.in))
+			if tc.invalid != "" {
+				// sdk.InvalidInput keeps the message and maps to STATUS_INVALID_INPUT; its
+				// wrapper is what the SDK recognises, so check the text and that it wraps.
+				if err == nil || !strings.Contains(err.Error(), tc.invalid) || errors.Unwrap(err) == nil {
+					t.Errorf("err = %v, want an InvalidInput containing %q", err, tc.invalid)
+				}
+				return
+			}
+			if err != nil || string(out) != tc.out {
+				t.Errorf("got %s %v\nwant %s", out, err, tc.out)
+			}
+			var d Decision
+			if err := json.Unmarshal(out, &d); err != nil || len(d.Reasons) == 0 {
+				t.Errorf("output %s: %v", out, err)
+			}
+		})
+	}
+}
+
+func TestConfigChangeTakesEffect(t *testing.T) {
+	t.Cleanup(func() { policy = mustPolicy(sdk.ConfigView{}) })
+	in := []byte(`{"subject":{"id":"alice","roles":["viewer"]},"action":"delete","resource":{"type":"document","id":"42"}}`)
+	if out, _ := evaluate(in); !strings.Contains(string(out), `"allow":false`) {
+		t.Fatalf("before: %s", out)
+	}
+	if err := applyConfig(sdk.ConfigView{}, sdk.NewConfigView(map[string]string{"role.viewer": "read,document:delete"})); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := evaluate(in); !strings.Contains(string(out), `"allow":true`) {
+		t.Fatalf("after: %s", out)
+	}
+	// A bad config is rejected and the previous policy keeps serving.
+	err := applyConfig(sdk.ConfigView{}, sdk.NewConfigView(map[string]string{"role.viewer": "read,,"}))
+	if err == nil || !strings.Contains(err.Error(), `config key "role.viewer"`) {
+		t.Fatalf("bad config accepted: %v", err)
+	}
+	if out, _ := evaluate(in); !strings.Contains(string(out), `"allow":true`) {
+		t.Fatalf("after rejected config: %s", out)
+	}
+}
