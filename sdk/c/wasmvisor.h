@@ -1,0 +1,301 @@
+/*
+ * wasmvisor.h: the C guest SDK for wasmvisor. It implements ABI v1 (abi/README.md) for
+ * plugins written in C or C++ and built as WASI reactors:
+ *
+ *     clang --target=wasm32-wasi -mexec-model=reactor -O2 -Wl,--strip-all -I sdk/c \
+ *         -o plugin.wasm plugin.c sdk/c/wasmvisor.c
+ *
+ * The implementation is wasmvisor.c; compile it into every plugin. See README.md beside this
+ * file for the toolchain, a complete plugin and the exact build flags.
+ *
+ * Register in wasmvisor_main
+ * --------------------------
+ * A plugin defines
+ *
+ *     void wasmvisor_main(void) { wv_handle("hello", hello); ... }
+ *
+ * and registers its handlers, callbacks and metrics there. The SDK calls it once, from the
+ * wasmvisor_init export, before it fixes the handler list. (A function marked
+ * __attribute__((constructor)) works too: constructors run in _initialize, which the host
+ * calls before wasmvisor_init. wasmvisor_main is optional.) After wasmvisor_init, wv_handle
+ * aborts: the host reads the handler list once.
+ *
+ * Errors and aborts
+ * -----------------
+ * A handler returns a status: WV_STATUS_OK (with an output set by wv_ok, wv_ok_copy or
+ * wv_output_buffer + wv_ok, else an empty output), or an error made by wv_error,
+ * wv_invalid_input, wv_errorf... which set the message and return the status. wv_abort(msg)
+ * is the C "panic": the host's abort import traps the instance with kind "abort" and the
+ * message, and the host replaces the instance. A plain C trap (abort(), __builtin_trap(), an
+ * out-of-bounds access) ends the instance the same way, with the trap's own kind.
+ *
+ * Lifetimes
+ * ---------
+ * A wasm instance runs one export at a time on one thread, so nothing here is thread-safe
+ * and nothing needs to be. Every wv_bytes the SDK hands out (a handler's input, config
+ * values, a delivered topic and payload) points into SDK memory that is valid until the
+ * handler or callback returns: copy what you keep.
+ *
+ * The header is plain C11 and also compiles as C++ (the declarations are extern "C").
+ */
+#ifndef WASMVISOR_H
+#define WASMVISOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The ABI version this SDK implements (the control block's version field). */
+#define WV_ABI_VERSION 1
+
+/* Status codes returned by handlers and callbacks, and by the SDK's exports to the host. */
+typedef enum wv_status {
+	WV_STATUS_OK = 0,
+	WV_STATUS_ERROR = 1,
+	WV_STATUS_UNKNOWN_HANDLER = 2,
+	WV_STATUS_INVALID_INPUT = 3,
+	WV_STATUS_CONFIG_REJECTED = 4,
+	WV_STATUS_NO_MEMORY = 5
+} wv_status;
+
+/* A byte string that the SDK or the caller owns: ptr may be NULL when len is 0. */
+typedef struct wv_bytes {
+	const uint8_t *ptr;
+	uint32_t len;
+} wv_bytes;
+
+/* wv_str views a NUL-terminated string (without the NUL) as bytes. */
+static inline wv_bytes wv_str(const char *s) {
+	wv_bytes b;
+	b.ptr = (const uint8_t *)s;
+	b.len = s ? (uint32_t)__builtin_strlen(s) : 0;
+	return b;
+}
+
+/* wv_bytes_of views len bytes at ptr. */
+static inline wv_bytes wv_bytes_of(const void *ptr, uint32_t len) {
+	wv_bytes b;
+	b.ptr = (const uint8_t *)ptr;
+	b.len = len;
+	return b;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Handlers
+ * ---------------------------------------------------------------------------------------- */
+
+/* A handler gets its input (the SDK's input buffer, valid until it returns) and returns a
+ * status. See "Output" below for how it sets its output or error message. */
+typedef wv_status (*wv_handler)(wv_bytes input);
+
+/* wv_handle registers fn under name. The handler list the host sees is the registration
+ * order. It aborts if name does not match [A-Za-z0-9_.-]{1,64}, is already registered, if
+ * fn is NULL, past 1024 handlers, or after wasmvisor_init (register in wasmvisor_main). */
+void wv_handle(const char *name, wv_handler fn);
+
+/* ------------------------------------------------------------------------------------------
+ * Output. Each of these sets the output (or error message) of the current handler or
+ * callback and returns the status to return from it, as in `return wv_ok(p, n);`. A handler
+ * that returns WV_STATUS_OK without calling any of them has an empty output.
+ * ---------------------------------------------------------------------------------------- */
+
+/* wv_ok makes the len bytes at ptr the output, without copying: they must stay valid after
+ * the handler returns (static data, the input, wv_output_buffer, a heap block the plugin
+ * keeps; never the stack). Returns WV_STATUS_OK. */
+wv_status wv_ok(const void *ptr, uint32_t len);
+
+/* wv_ok_copy copies the len bytes at ptr into the SDK's output buffer and makes them the
+ * output. Returns WV_STATUS_OK, or WV_STATUS_NO_MEMORY if the buffer cannot grow. */
+wv_status wv_ok_copy(const void *ptr, uint32_t len);
+
+/* wv_ok_str is wv_ok_copy of a NUL-terminated string. */
+wv_status wv_ok_str(const char *s);
+
+/* wv_output_buffer returns the SDK's output buffer, grown to at least len bytes, to build an
+ * output in place and then return wv_ok(buf, n). Valid until the handler returns; NULL if it
+ * cannot grow. Its previous contents are not kept. */
+uint8_t *wv_output_buffer(uint32_t len);
+
+/* wv_error sets msg (copied) as the error message and returns WV_STATUS_ERROR. */
+wv_status wv_error(const char *msg);
+
+/* wv_error_bytes is wv_error with a message of len bytes. */
+wv_status wv_error_bytes(const void *msg, uint32_t len);
+
+/* wv_errorf formats the message with vsnprintf and returns WV_STATUS_ERROR. */
+wv_status wv_errorf(const char *format, ...) __attribute__((format(printf, 1, 2)));
+
+/* wv_invalid_input sets msg (copied) and returns WV_STATUS_INVALID_INPUT: use it when the
+ * handler cannot decode its input. */
+wv_status wv_invalid_input(const char *msg);
+
+/* wv_reject sets msg (copied) and returns WV_STATUS_CONFIG_REJECTED: for config callbacks. */
+wv_status wv_reject(const char *msg);
+
+/* wv_fail sets the len-byte message at msg (copied) and returns status: the general form of
+ * the functions above. */
+wv_status wv_fail(wv_status status, const void *msg, uint32_t len);
+
+/* ------------------------------------------------------------------------------------------
+ * Config
+ * ---------------------------------------------------------------------------------------- */
+
+/* A config: a read-only view of its ABI encoding (u32 count, then count x (u32 key_len,
+ * key, u32 value_len, value), keys unique and ascending). The SDK only hands out
+ * well-formed ones. Keys and values are bytes; plugins usually treat them as UTF-8. */
+typedef struct wv_config {
+	const uint8_t *raw;
+	uint32_t raw_len;
+} wv_config;
+
+/* wv_config_current returns the applied config: the empty config until the host's first
+ * wasmvisor_configure. Valid until the current handler or callback returns. */
+wv_config wv_config_current(void);
+
+/* wv_config_get looks up the NUL-terminated key; on success sets *value (if value is not
+ * NULL) to a view of its value and returns true. */
+bool wv_config_get(wv_config config, const char *key, wv_bytes *value);
+
+/* wv_config_get_bytes is wv_config_get with a key of any bytes. */
+bool wv_config_get_bytes(wv_config config, wv_bytes key, wv_bytes *value);
+
+/* wv_config_count returns the number of keys. */
+uint32_t wv_config_count(wv_config config);
+
+/* Iterating over the keys in ascending byte order:
+ *
+ *     wv_config_iter it = wv_config_iterate(config);
+ *     wv_bytes key, value;
+ *     while (wv_config_next(&it, &key, &value)) { ... }
+ */
+typedef struct wv_config_iter {
+	wv_config config;
+	uint32_t pos;  /* offset of the next entry in config.raw */
+	uint32_t left; /* entries not yet returned */
+} wv_config_iter;
+
+wv_config_iter wv_config_iterate(wv_config config);
+bool wv_config_next(wv_config_iter *it, wv_bytes *key, wv_bytes *value);
+
+/* A config change callback gets the applied config and the new one. It returns WV_STATUS_OK
+ * to accept, or anything else to reject the new config (return wv_reject("why")): the host
+ * then gets WV_STATUS_CONFIG_REJECTED with that message, the old config stays, and the
+ * remaining callbacks do not run. */
+typedef wv_status (*wv_config_callback)(wv_config old_config, wv_config new_config);
+
+/* wv_on_config_change registers fn. Callbacks run in registration order when
+ * wasmvisor_configure brings a config that differs byte-wise from the applied one ("no config
+ * yet" compares as the empty config, so a first empty config is not a change), before the new
+ * config is applied. A malformed encoding is rejected with "malformed config" before any
+ * callback runs. At most 64 callbacks. */
+void wv_on_config_change(wv_config_callback fn);
+
+/* ------------------------------------------------------------------------------------------
+ * Events
+ * ---------------------------------------------------------------------------------------- */
+
+/* Defaults of the event ring: its number of slots and the largest event (topic + data) it
+ * records. */
+#define WV_DEFAULT_EVENT_CAPACITY 64
+#define WV_DEFAULT_MAX_EVENT_SIZE 65536
+
+/* wv_set_event_capacity sets the number of slots of the event ring (0: no ring, at most
+ * 65536). Call it in wasmvisor_main before any wv_emit; it aborts once the ring exists. */
+void wv_set_event_capacity(uint32_t slots);
+
+/* wv_set_max_event_size sets the largest event (topic + data bytes) wv_emit records; a
+ * larger one is refused and counted in the ring's dropped field. */
+void wv_set_max_event_size(uint32_t bytes);
+
+/* wv_emit records an event in the instance's event ring, which the host reads without
+ * calling in. topic and data are copied. When the ring is full the oldest event is
+ * overwritten. Returns false when the event was refused (too large, or no memory for its
+ * copy: counted as dropped) or when there is no ring. */
+bool wv_emit(wv_bytes topic, wv_bytes data);
+
+/* Results of wv_publish: the host accepted the event, or dropped it (and counted it). */
+#define WV_PUBLISH_ACCEPTED 0u
+#define WV_PUBLISH_DROPPED 1u
+
+/* wv_publish publishes an event on the host's bus through the publish import and returns
+ * the host's answer: WV_PUBLISH_ACCEPTED or WV_PUBLISH_DROPPED. */
+uint32_t wv_publish(wv_bytes topic, wv_bytes data);
+
+/* An event callback gets a bus event delivered by the host (wasmvisor_deliver). Its status
+ * is the delivery's status, as for a handler. */
+typedef wv_status (*wv_event_callback)(wv_bytes topic, wv_bytes data);
+
+/* wv_on_event registers fn. Callbacks run in registration order; the first that does not
+ * return WV_STATUS_OK ends the delivery with its status. Without any callback a delivery
+ * gets WV_STATUS_ERROR. A malformed delivery gets WV_STATUS_INVALID_INPUT "bad delivery".
+ * At most 64 callbacks. */
+void wv_on_event(wv_event_callback fn);
+
+/* ------------------------------------------------------------------------------------------
+ * Telemetry: metric records in guest memory, read by the host without calling in.
+ * Declare metrics in wasmvisor_main (a later declaration still works). A declaration aborts
+ * if the name does not match [a-zA-Z_][a-zA-Z0-9_]{0,63}, is already declared, or past 1024
+ * metrics.
+ * ---------------------------------------------------------------------------------------- */
+
+typedef struct wv_counter { uint32_t index; } wv_counter;
+typedef struct wv_gauge { uint32_t index; } wv_gauge;
+typedef struct wv_histogram { uint32_t index; } wv_histogram;
+
+/* A counter: a u64 that only goes up (wrapping at 2^64). */
+wv_counter wv_counter_new(const char *name);
+void wv_counter_add(wv_counter counter, uint64_t n);
+void wv_counter_inc(wv_counter counter);
+
+/* A gauge: an f64 that goes up and down. */
+wv_gauge wv_gauge_new(const char *name);
+void wv_gauge_set(wv_gauge gauge, double value);
+void wv_gauge_add(wv_gauge gauge, double delta);
+
+/* A histogram with count upper bounds (at most 64, finite, strictly ascending; a last +Inf
+ * bucket is implicit; it aborts otherwise). The bounds are copied. */
+wv_histogram wv_histogram_new(const char *name, const double *bounds, uint32_t count);
+/* wv_histogram_observe counts v in the first bucket whose bound is >= v (else +Inf), and
+ * adds v to the sum. */
+void wv_histogram_observe(wv_histogram histogram, double v);
+
+/* ------------------------------------------------------------------------------------------
+ * Logging and aborting
+ * ---------------------------------------------------------------------------------------- */
+
+typedef enum wv_level {
+	WV_LEVEL_DEBUG = 0,
+	WV_LEVEL_INFO = 1,
+	WV_LEVEL_WARN = 2,
+	WV_LEVEL_ERROR = 3
+} wv_level;
+
+/* wv_log sends a NUL-terminated line to the host's logger. */
+void wv_log(wv_level level, const char *msg);
+/* wv_log_bytes sends msg.len bytes. */
+void wv_log_bytes(wv_level level, wv_bytes msg);
+/* wv_logf formats the line with vsnprintf. */
+void wv_logf(wv_level level, const char *format, ...) __attribute__((format(printf, 2, 3)));
+
+/* wv_abort never returns: the host's abort import ends the call with a trap of kind "abort"
+ * and msg, and the instance is replaced. It is the SDK's panic. */
+__attribute__((noreturn)) void wv_abort(const char *msg);
+__attribute__((noreturn)) void wv_abort_bytes(wv_bytes msg);
+
+/* ------------------------------------------------------------------------------------------
+ * The plugin's entry point
+ * ---------------------------------------------------------------------------------------- */
+
+/* wasmvisor_main, if the plugin defines it, is called once by wasmvisor_init, before the
+ * handler list is fixed. Register handlers, callbacks and metrics there. */
+void wasmvisor_main(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* WASMVISOR_H */

@@ -1,0 +1,1128 @@
+//! The Rust guest SDK for wasmvisor: it implements ABI v1 (`abi/README.md`) with the standard
+//! library only. It is one source file that a plugin includes as a module:
+//!
+//! ```ignore
+//! #[path = "../../sdk/rust/wasmvisor.rs"] // relative to the plugin's source file
+//! mod wasmvisor;
+//!
+//! // The SDK calls `init` once, from wasmvisor_init: register handlers, callbacks and
+//! // metrics here. It is the counterpart of a Go plugin's init().
+//! fn init() {
+//!     wasmvisor::handle("hello", |input| {
+//!         let mut out = b"hello, ".to_vec();
+//!         out.extend_from_slice(input);
+//!         Ok(out)
+//!     });
+//! }
+//! ```
+//!
+//! and builds with one command (a WASI reactor, no `_start`):
+//!
+//! ```sh
+//! /usr/bin/rustc --edition 2021 --target wasm32-wasi --crate-type cdylib \
+//!     -C opt-level=z -C panic=abort -C lto -C codegen-units=1 -C strip=debuginfo \
+//!     -C link-arg=-zstack-size=65536 sdk/rust/hello.rs -o hello.wasm
+//! ```
+//!
+//! (see README.md: toolchain, flags, an optional `wasm-opt` pass).
+//!
+//! # Rules
+//!
+//! - The crate root must define `fn init()` (it may be private): the SDK calls it from
+//!   `wasmvisor_init`, then fixes the handler list. `handle` after that panics.
+//! - The SDK exports `_initialize` (it runs the C library's constructors once, as a WASI
+//!   reactor must, and installs the panic hook), `wasmvisor_init`, `_reserve`, `_call`,
+//!   `_configure` and `_deliver`, and imports `wasmvisor.log`, `.publish` and `.abort`.
+//! - Build with `-C panic=abort`: a panic calls the `abort` import with Rust's panic message
+//!   (`panicked at '…', file:line:col`), the call traps with kind `abort`, and the host replaces
+//!   the instance. An allocation failure ends in `unreachable` (a memory-limit error).
+//! - Handlers and callbacks run one at a time on the one thread of the instance; they may call
+//!   every function of this module (`emit`, `config`, metrics, `log`, …).
+//!
+//! Natively (any target but wasm32) the module compiles with stand-in imports (log to stderr,
+//! publish drops, abort panics) and a `native` module that drives the exports by handler name,
+//! so a plugin can be unit-tested with `rustc --test`.
+
+#![allow(dead_code)]
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::atomic::{compiler_fence, Ordering};
+
+// ---------------------------------------------------------------------------------------------
+// ABI constants
+// ---------------------------------------------------------------------------------------------
+
+const MAGIC: u32 = 0x6261_7677; // the bytes `w v a b`
+const VERSION: u32 = 1;
+const KIND_COUNTER: u32 = 1;
+const KIND_GAUGE: u32 = 2;
+const KIND_HISTOGRAM: u32 = 3;
+const MAX_HANDLERS: usize = 1024;
+const MAX_METRICS: usize = 1024;
+const MAX_BUCKETS: usize = 64;
+const MAX_SLOTS: usize = 1 << 16;
+const EMPTY_CONFIG: &[u8] = &[0, 0, 0, 0];
+
+/// The input buffer's capacity after `wasmvisor_init`, so that small inputs need no
+/// `wasmvisor_reserve`.
+const INITIAL_IN_CAP: usize = 4 << 10;
+
+/// A status code of the ABI, returned by every export but `wasmvisor_init`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Status {
+    Ok = 0,
+    Error = 1,
+    UnknownHandler = 2,
+    InvalidInput = 3,
+    ConfigRejected = 4,
+    NoMemory = 5,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public API
+// ---------------------------------------------------------------------------------------------
+
+/// An error returned by a handler or a callback: an ABI status and a message (bytes, usually
+/// UTF-8). `Error::new` and the `From` conversions give `Status::Error`; `invalid_input` gives
+/// `Status::InvalidInput`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Error {
+    status: Status,
+    message: Vec<u8>,
+}
+
+impl Error {
+    /// An error with `Status::Error`.
+    pub fn new(message: impl Into<Vec<u8>>) -> Error {
+        Error { status: Status::Error, message: message.into() }
+    }
+
+    /// An error with `Status::InvalidInput`: the handler could not decode its input.
+    pub fn invalid_input(message: impl Into<Vec<u8>>) -> Error {
+        Error { status: Status::InvalidInput, message: message.into() }
+    }
+
+    /// The status the error maps to (for a config callback it is always
+    /// `Status::ConfigRejected`).
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// The message handed to the host.
+    pub fn message(&self) -> &[u8] {
+        &self.message
+    }
+}
+
+impl From<&str> for Error {
+    fn from(s: &str) -> Error {
+        Error::new(s)
+    }
+}
+
+impl From<String> for Error {
+    fn from(s: String) -> Error {
+        Error::new(s)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        Error::new(e.to_string())
+    }
+}
+
+impl From<fmt::Error> for Error {
+    fn from(_: fmt::Error) -> Error {
+        Error::new("formatting failed")
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.message))
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "Error({:?}, {:?})", self.status, String::from_utf8_lossy(&self.message))
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// What a handler returns: its output, or an error.
+pub type HandlerResult = Result<Vec<u8>, Error>;
+
+/// Registers handler `h` under `name`; the handler list the host sees is the registration
+/// order. Call it from `init()`. It panics if `name` does not match `[A-Za-z0-9_.-]{1,64}`, is
+/// already registered, or if the list is already fixed.
+///
+/// The input is the SDK's input buffer, valid only while `h` runs. An `Err` maps to its status
+/// and message; a panic aborts the instance.
+pub fn handle(name: &str, h: impl Fn(&[u8]) -> HandlerResult + 'static) {
+    with(|g| g.handle(name, Rc::new(h)))
+}
+
+/// The applied config: empty until the host's first `wasmvisor_configure`.
+pub fn config() -> Config {
+    with(|g| g.config.clone().unwrap_or_else(Config::empty))
+}
+
+/// Registers `f` to run when `wasmvisor_configure` brings a config that differs, byte for byte
+/// in its encoding, from the applied one (the first config counts as a change unless it is
+/// empty). Callbacks run in registration order with the old and new configs, before the new
+/// one is applied; the first that returns an error rejects the config
+/// (`STATUS_CONFIG_REJECTED` with the error's message), the old config stays and the remaining
+/// callbacks do not run. A malformed encoding is rejected before any callback, with
+/// `malformed config`.
+pub fn on_config_change(f: impl Fn(&Config, &Config) -> Result<(), Error> + 'static) {
+    with(|g| g.on_config.push(Rc::new(f)))
+}
+
+/// Registers `f` to receive the bus events the host delivers (`wasmvisor_deliver`) as
+/// `(topic, data)`. Callbacks run in registration order; the first error becomes the
+/// delivery's status as for a handler. Without any callback a delivery answers
+/// `STATUS_ERROR`; a malformed one answers `STATUS_INVALID_INPUT` `bad delivery`.
+pub fn on_event(f: impl Fn(&[u8], &[u8]) -> Result<(), Error> + 'static) {
+    with(|g| g.on_event.push(Rc::new(f)))
+}
+
+/// The number of event ring slots unless `set_event_capacity` says otherwise.
+pub const DEFAULT_EVENT_CAPACITY: usize = 64;
+
+/// The largest event (topic and data together) `emit` records unless `set_max_event_size`
+/// says otherwise.
+pub const DEFAULT_MAX_EVENT_SIZE: usize = 64 << 10;
+
+/// Sets the number of slots of the event ring; 0 means no ring. Call it in `init()` before any
+/// `emit`; it panics later, or if `n` is above 65536.
+pub fn set_event_capacity(n: usize) {
+    with(|g| {
+        if g.ring.header.is_some() {
+            panic!("wasmvisor: set_event_capacity after the event ring was set up; call it in init() before any emit");
+        }
+        if n > MAX_SLOTS {
+            panic!("wasmvisor: set_event_capacity({}): want 0 (no ring) to {}", n, MAX_SLOTS);
+        }
+        g.ring.capacity = n;
+    })
+}
+
+/// Sets the largest event `emit` records, topic and data together; a larger one is refused and
+/// counted in the ring's `dropped` field. It may be called at any time.
+pub fn set_max_event_size(n: usize) {
+    with(|g| g.ring.max_size = n)
+}
+
+/// Records an event in the instance's event ring, which the host reads without calling in.
+/// `topic` and `data` are copied. When the ring is full the oldest event is overwritten; an
+/// event larger than the maximum size is refused and counted as dropped.
+pub fn emit(topic: impl AsRef<[u8]>, data: impl AsRef<[u8]>) {
+    with(|g| g.emit(topic.as_ref(), data.as_ref()))
+}
+
+/// The host dropped a published event (its bus was full or refused the topic); it counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dropped;
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("wasmvisor: publish: event dropped by the host")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+/// Publishes an event on the host's bus through the `publish` import.
+pub fn publish(topic: impl AsRef<[u8]>, data: impl AsRef<[u8]>) -> Result<(), Dropped> {
+    let (t, d) = (topic.as_ref(), data.as_ref());
+    match host::publish(t, d) {
+        0 => Ok(()),
+        _ => Err(Dropped),
+    }
+}
+
+/// A log level of the `log` import.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Level {
+    Debug = 0,
+    Info = 1,
+    Warn = 2,
+    Error = 3,
+}
+
+/// Sends `msg` to the host's logger at `level`. Format with `format!` first.
+pub fn log(level: Level, msg: impl AsRef<[u8]>) {
+    host::log(level as u32, msg.as_ref())
+}
+
+/// The applied config: keys to values, both bytes (UTF-8 in practice). Cheap to clone; a
+/// `Config` never changes, a new config is a new `Config`.
+#[derive(Clone)]
+pub struct Config(Rc<ConfigData>);
+
+struct ConfigData {
+    raw: Vec<u8>,               // the ABI encoding
+    entries: Vec<[usize; 4]>,   // key start, key end, value start, value end, in raw
+}
+
+impl Config {
+    /// The empty config.
+    pub fn empty() -> Config {
+        Config(Rc::new(ConfigData { raw: EMPTY_CONFIG.to_vec(), entries: Vec::new() }))
+    }
+
+    /// A config holding `pairs` (for tests of config callbacks). A later duplicate key wins.
+    pub fn from_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (K, V)>) -> Config {
+        let mut kv: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for (k, v) in pairs {
+            let (k, v) = (k.as_ref().to_vec(), v.as_ref().to_vec());
+            match kv.iter_mut().find(|e| e.0 == k) {
+                Some(e) => e.1 = v,
+                None => kv.push((k, v)),
+            }
+        }
+        kv.sort();
+        let mut raw = (kv.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in &kv {
+            raw.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            raw.extend_from_slice(k);
+            raw.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            raw.extend_from_slice(v);
+        }
+        let entries = parse_config(&raw).expect("well-formed");
+        Config(Rc::new(ConfigData { raw, entries }))
+    }
+
+    /// The value of `key` as a string: `None` when the key is absent or its value is not
+    /// UTF-8 (use `get_bytes` for raw values).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.get_bytes(key).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The value of `key`, or `None` when the key is absent.
+    pub fn get_bytes(&self, key: impl AsRef<[u8]>) -> Option<&[u8]> {
+        let (raw, key) = (&self.0.raw, key.as_ref());
+        self.0
+            .entries
+            .binary_search_by(|e| raw[e[0]..e[1]].cmp(key))
+            .ok()
+            .map(|i| &raw[self.0.entries[i][2]..self.0.entries[i][3]])
+    }
+
+    /// The `(key, value)` pairs in ascending key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let raw = &self.0.raw;
+        self.0.entries.iter().map(move |e| (&raw[e[0]..e[1]], &raw[e[2]..e[3]]))
+    }
+
+    /// The number of keys.
+    pub fn len(&self) -> usize {
+        self.0.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.entries.is_empty()
+    }
+
+    /// The config in the ABI's config encoding (`u32 count`, then `u32 len, key, u32 len,
+    /// value` per entry, keys ascending), as the host sent it.
+    pub fn encoded(&self) -> &[u8] {
+        &self.0.raw
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(k, v)| (String::from_utf8_lossy(k), String::from_utf8_lossy(v))))
+            .finish()
+    }
+}
+
+/// A monotonically increasing u64 in a metric record of kind counter. Its value is in guest
+/// memory as soon as it changes; the host reads it without calling in. Copy it into the
+/// handlers that update it.
+#[derive(Clone, Copy, Debug)]
+pub struct Counter(usize);
+
+impl Counter {
+    /// Declares a counter. Declare metrics in `init()`; the record order is the declaration
+    /// order. It panics if `name` does not match `[a-zA-Z_][a-zA-Z0-9_]{0,63}` or is already
+    /// declared.
+    pub fn new(name: &str) -> Counter {
+        Counter(with(|g| g.declare("Counter::new", name, KIND_COUNTER, &[])))
+    }
+
+    /// Adds `n` (wrapping at 2^64).
+    pub fn add(self, n: u64) {
+        with(|g| {
+            let r = &mut g.metrics.recs[self.0];
+            r.value = r.value.wrapping_add(n);
+        })
+    }
+
+    /// Adds 1.
+    pub fn inc(self) {
+        self.add(1)
+    }
+}
+
+/// An f64 that goes up and down, in a metric record of kind gauge.
+#[derive(Clone, Copy, Debug)]
+pub struct Gauge(usize);
+
+impl Gauge {
+    /// Declares a gauge, with the same rules as `Counter::new`.
+    pub fn new(name: &str) -> Gauge {
+        Gauge(with(|g| g.declare("Gauge::new", name, KIND_GAUGE, &[])))
+    }
+
+    /// Sets the gauge to `v`.
+    pub fn set(self, v: f64) {
+        with(|g| g.metrics.recs[self.0].value = v.to_bits())
+    }
+
+    /// Adds `d` (which may be negative).
+    pub fn add(self, d: f64) {
+        with(|g| {
+            let r = &mut g.metrics.recs[self.0];
+            r.value = (f64::from_bits(r.value) + d).to_bits();
+        })
+    }
+}
+
+/// Counts observations in buckets with fixed upper bounds, in a metric record of kind
+/// histogram.
+#[derive(Clone, Copy, Debug)]
+pub struct Histogram(usize);
+
+impl Histogram {
+    /// Declares a histogram with the given upper bounds (at most 64, finite, strictly
+    /// ascending; a last +Inf bucket is implicit), with the same naming rules as
+    /// `Counter::new`. It panics on invalid bounds.
+    pub fn new(name: &str, bounds: &[f64]) -> Histogram {
+        Histogram(with(|g| g.declare("Histogram::new", name, KIND_HISTOGRAM, bounds)))
+    }
+
+    /// Records `v`: it counts `v` in the first bucket whose upper bound is ≥ `v` (else the +Inf
+    /// bucket), adds `v` to the sum and 1 to the count.
+    pub fn observe(self, v: f64) {
+        with(|g| {
+            let m = &mut g.metrics.meta[self.0];
+            let i = m.bounds.iter().position(|&b| v <= b).unwrap_or(m.bounds.len());
+            m.buckets[i] = m.buckets[i].wrapping_add(1);
+            let r = &mut g.metrics.recs[self.0];
+            r.value = r.value.wrapping_add(1);
+            r.sum += v;
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory layouts the host reads
+// ---------------------------------------------------------------------------------------------
+
+#[repr(C, align(8))]
+struct Ctrl {
+    magic: u32,
+    version: u32,
+    in_ptr: u32,
+    in_cap: u32,
+    out_ptr: u32,
+    out_len: u32,
+    handlers_ptr: u32,
+    handlers_len: u32,
+    config_ptr: u32,
+    config_len: u32,
+    metrics_ptr: u32,
+    metrics_count: u32,
+    events_ptr: u32,
+    flags: u32,
+    reserved: u64,
+}
+
+#[repr(C, align(8))]
+struct RingHeader {
+    slots_ptr: u32,
+    slot_count: u32,
+    written: u64,
+    dropped: u64,
+    reserved: u64,
+}
+
+#[repr(C, align(8))]
+struct Slot {
+    seq: u64,
+    topic_ptr: u32,
+    topic_len: u32,
+    data_ptr: u32,
+    data_len: u32,
+}
+
+#[repr(C, align(8))]
+struct MetricRecord {
+    name_ptr: u32,
+    name_len: u32,
+    kind: u32,
+    bucket_count: u32,
+    bounds_ptr: u32,
+    buckets_ptr: u32,
+    value: u64,
+    sum: f64,
+    reserved: u64,
+}
+
+// The ABI's sizes, checked at compile time.
+const _: [(); 64] = [(); std::mem::size_of::<Ctrl>()];
+const _: [(); 32] = [(); std::mem::size_of::<RingHeader>()];
+const _: [(); 24] = [(); std::mem::size_of::<Slot>()];
+const _: [(); 48] = [(); std::mem::size_of::<MetricRecord>()];
+
+/// The guest address of `p`: linear memory is the address space (wasm32).
+fn addr<T: ?Sized>(p: *const T) -> u32 {
+    p as *const u8 as usize as u32
+}
+
+/// The guest address of the bytes of `b`, or 0 when it holds no allocation.
+fn addr_of(b: &[u8]) -> u32 {
+    if b.is_empty() {
+        0
+    } else {
+        addr(b.as_ptr())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// State
+// ---------------------------------------------------------------------------------------------
+
+type HandlerFn = Rc<dyn Fn(&[u8]) -> HandlerResult>;
+type ConfigFn = Rc<dyn Fn(&Config, &Config) -> Result<(), Error>>;
+type EventFn = Rc<dyn Fn(&[u8], &[u8]) -> Result<(), Error>>;
+
+/// One instance's whole SDK state. Every address handed to the host points into a heap
+/// allocation owned from here, and the state lives for the life of the instance.
+struct Guest {
+    ctrl: Box<Ctrl>,
+    init_done: bool,
+    handlers: Vec<(String, HandlerFn)>,
+    names: Vec<u8>,
+    out: Cow<'static, [u8]>,
+    config: Option<Config>,
+    on_config: Vec<ConfigFn>,
+    on_event: Vec<EventFn>,
+    ring: Ring,
+    metrics: Metrics,
+}
+
+struct Ring {
+    capacity: usize,
+    max_size: usize,
+    header: Option<Box<RingHeader>>,
+    slots: Box<[Slot]>,
+    held: Vec<Vec<u8>>, // held[i] is the storage slot i points into
+}
+
+struct Metrics {
+    recs: Vec<MetricRecord>, // may move when it grows; the control block follows
+    meta: Vec<MetricMeta>,
+}
+
+struct MetricMeta {
+    name: Box<str>,
+    bounds: Box<[f64]>,
+    buckets: Box<[u64]>,
+}
+
+thread_local! {
+    // The instance has one thread; these are plain statics there. The input buffer is apart
+    // from the rest so that a handler can read its input while it calls the SDK.
+    static GUEST: RefCell<Guest> = RefCell::new(Guest::new());
+    static INPUT: RefCell<Vec<u8>> = RefCell::new(Vec::new());
+}
+
+/// Runs `f` on the state. Never call user code inside: it may call back into the SDK.
+fn with<R>(f: impl FnOnce(&mut Guest) -> R) -> R {
+    GUEST.with(|g| f(&mut g.borrow_mut()))
+}
+
+impl Guest {
+    fn new() -> Guest {
+        Guest {
+            ctrl: Box::new(Ctrl {
+                magic: 0,
+                version: 0,
+                in_ptr: 0,
+                in_cap: 0,
+                out_ptr: 0,
+                out_len: 0,
+                handlers_ptr: 0,
+                handlers_len: 0,
+                config_ptr: 0,
+                config_len: 0,
+                metrics_ptr: 0,
+                metrics_count: 0,
+                events_ptr: 0,
+                flags: 0,
+                reserved: 0,
+            }),
+            init_done: false,
+            handlers: Vec::new(),
+            names: Vec::new(),
+            out: Cow::Borrowed(&[]),
+            config: None,
+            on_config: Vec::new(),
+            on_event: Vec::new(),
+            ring: Ring {
+                capacity: DEFAULT_EVENT_CAPACITY,
+                max_size: DEFAULT_MAX_EVENT_SIZE,
+                header: None,
+                slots: Box::new([]),
+                held: Vec::new(),
+            },
+            metrics: Metrics { recs: Vec::new(), meta: Vec::new() },
+        }
+    }
+
+    fn handle(&mut self, name: &str, h: HandlerFn) {
+        if self.init_done {
+            panic!("wasmvisor: handle({:?}) after wasmvisor_init: the handler list is fixed; register handlers in init()", name);
+        }
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-');
+        if !valid {
+            panic!("wasmvisor: handle({:?}): a handler name must match [A-Za-z0-9_.-]{{1,64}}", name);
+        }
+        if self.handlers.len() >= MAX_HANDLERS {
+            panic!("wasmvisor: handle({:?}): more than {} handlers", name, MAX_HANDLERS);
+        }
+        if self.handlers.iter().any(|(n, _)| n == name) {
+            panic!("wasmvisor: handle({:?}): duplicate handler name", name);
+        }
+        self.handlers.push((name.to_string(), h));
+    }
+
+    /// The end of wasmvisor_init: fix the handler list, set up the stores, fill the block.
+    fn finish_init(&mut self) {
+        self.init_done = true;
+        let names: Vec<&str> = self.handlers.iter().map(|(n, _)| n.as_str()).collect();
+        self.names = names.join("\n").into_bytes();
+        self.ring.setup();
+        self.ctrl.magic = MAGIC;
+        self.ctrl.version = VERSION;
+        INPUT.with(|i| {
+            let mut i = i.borrow_mut();
+            if i.is_empty() {
+                *i = vec![0; INITIAL_IN_CAP];
+            }
+            self.ctrl.in_ptr = addr_of(&i);
+            self.ctrl.in_cap = i.len() as u32;
+        });
+        self.sync();
+    }
+
+    /// Writes the pointer/length fields of the control block that follow the stores. A no-op
+    /// before wasmvisor_init (the host does not read the block before then). in_ptr/in_cap
+    /// and out_ptr/out_len are written where they change.
+    fn sync(&mut self) {
+        if !self.init_done {
+            return;
+        }
+        let c = &mut *self.ctrl;
+        c.handlers_ptr = addr_of(&self.names);
+        c.handlers_len = self.names.len() as u32;
+        match &self.config {
+            Some(cfg) => {
+                c.config_ptr = addr_of(&cfg.0.raw);
+                c.config_len = cfg.0.raw.len() as u32;
+            }
+            None => {
+                c.config_ptr = 0;
+                c.config_len = 0;
+            }
+        }
+        c.metrics_ptr = if self.metrics.recs.is_empty() { 0 } else { addr(self.metrics.recs.as_ptr()) };
+        c.metrics_count = self.metrics.recs.len() as u32;
+        c.events_ptr = match &self.ring.header {
+            Some(h) => addr(&**h),
+            None => 0,
+        };
+    }
+
+    /// Makes `out` the output of the current export and returns `st`.
+    fn set_out(&mut self, st: Status, out: Cow<'static, [u8]>) -> u32 {
+        self.out = out;
+        self.ctrl.out_ptr = addr_of(&self.out);
+        self.ctrl.out_len = self.out.len() as u32;
+        st as u32
+    }
+
+    fn declare(&mut self, what: &str, name: &str, kind: u32, bounds: &[f64]) -> usize {
+        let b = name.as_bytes();
+        let valid = !b.is_empty()
+            && b.len() <= 64
+            && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+            && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_');
+        if !valid {
+            panic!("wasmvisor: {}({:?}): a metric name must match [a-zA-Z_][a-zA-Z0-9_]{{0,63}}", what, name);
+        }
+        if self.metrics.meta.iter().any(|m| &*m.name == name) {
+            panic!("wasmvisor: {}({:?}): duplicate metric name", what, name);
+        }
+        if self.metrics.meta.len() >= MAX_METRICS {
+            panic!("wasmvisor: {}({:?}): more than {} metrics", what, name, MAX_METRICS);
+        }
+        if bounds.len() > MAX_BUCKETS {
+            panic!("wasmvisor: {}({:?}): {} bounds, at most {}", what, name, bounds.len(), MAX_BUCKETS);
+        }
+        for (i, &v) in bounds.iter().enumerate() {
+            if !v.is_finite() {
+                panic!("wasmvisor: {}({:?}): bound {} is not finite", what, name, v);
+            }
+            if i > 0 && v <= bounds[i - 1] {
+                panic!("wasmvisor: {}({:?}): bounds not strictly ascending at {}", what, name, v);
+            }
+        }
+        let meta = MetricMeta {
+            name: name.into(),
+            bounds: bounds.into(),
+            buckets: if kind == KIND_HISTOGRAM { vec![0; bounds.len() + 1].into() } else { Box::new([]) },
+        };
+        let rec = MetricRecord {
+            name_ptr: addr(meta.name.as_ptr()),
+            name_len: meta.name.len() as u32,
+            kind,
+            bucket_count: if kind == KIND_HISTOGRAM { bounds.len() as u32 } else { 0 },
+            bounds_ptr: if kind == KIND_HISTOGRAM && !bounds.is_empty() { addr(meta.bounds.as_ptr()) } else { 0 },
+            buckets_ptr: if kind == KIND_HISTOGRAM { addr(meta.buckets.as_ptr()) } else { 0 },
+            value: 0,
+            sum: 0.0,
+            reserved: 0,
+        };
+        self.metrics.meta.push(meta);
+        self.metrics.recs.push(rec);
+        self.sync();
+        self.metrics.recs.len() - 1
+    }
+
+    fn emit(&mut self, topic: &[u8], data: &[u8]) {
+        if self.ring.header.is_none() {
+            self.ring.setup();
+            if self.ring.header.is_none() {
+                return; // no ring
+            }
+            self.sync();
+        }
+        self.ring.record(topic, data);
+    }
+}
+
+impl Ring {
+    /// Allocates the ring and writes its header on first use (emit or wasmvisor_init).
+    fn setup(&mut self) {
+        if self.header.is_some() || self.capacity == 0 {
+            return;
+        }
+        self.slots = (0..self.capacity)
+            .map(|_| Slot { seq: u64::MAX, topic_ptr: 0, topic_len: 0, data_ptr: 0, data_len: 0 })
+            .collect();
+        self.held = (0..self.capacity).map(|_| Vec::new()).collect();
+        self.header = Some(Box::new(RingHeader {
+            slots_ptr: addr(self.slots.as_ptr()),
+            slot_count: self.capacity as u32,
+            written: 0,
+            dropped: 0,
+            reserved: 0,
+        }));
+    }
+
+    /// Records an event with the ABI's order of writes, so that a host reading the ring after
+    /// an interrupted call never sees a torn event: invalidate the slot, write the bytes and
+    /// the fields, write seq, then increment written.
+    fn record(&mut self, topic: &[u8], data: &[u8]) {
+        let h = self.header.as_mut().expect("ring set up");
+        let fits = topic.len().checked_add(data.len()).map_or(false, |n| n <= self.max_size);
+        if !fits {
+            let d = h.dropped + 1;
+            unsafe { std::ptr::write_volatile(&mut h.dropped, d) };
+            return;
+        }
+        let seq = h.written;
+        let i = (seq % self.capacity as u64) as usize;
+        let slot = &mut self.slots[i];
+        unsafe { std::ptr::write_volatile(&mut slot.seq, u64::MAX) };
+        compiler_fence(Ordering::SeqCst);
+        let buf = &mut self.held[i];
+        buf.clear();
+        buf.extend_from_slice(topic);
+        buf.extend_from_slice(data);
+        let base = addr_of(buf);
+        slot.topic_ptr = base;
+        slot.topic_len = topic.len() as u32;
+        slot.data_ptr = if data.is_empty() { 0 } else { base + topic.len() as u32 };
+        slot.data_len = data.len() as u32;
+        compiler_fence(Ordering::SeqCst);
+        unsafe { std::ptr::write_volatile(&mut slot.seq, seq) };
+        compiler_fence(Ordering::SeqCst);
+        unsafe { std::ptr::write_volatile(&mut h.written, seq + 1) };
+    }
+}
+
+/// Checks the ABI's config encoding: `u32 count`, then `count` entries of `u32 key_len, key,
+/// u32 value_len, value`, every length inside the input, keys strictly ascending, nothing
+/// left over. Returns the entries' byte ranges.
+fn parse_config(b: &[u8]) -> Option<Vec<[usize; 4]>> {
+    fn u32_at(b: &[u8], pos: usize) -> Option<usize> {
+        let w = b.get(pos..pos.checked_add(4)?)?;
+        Some(u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as usize)
+    }
+    let count = u32_at(b, 0)?;
+    let mut pos = 4;
+    let mut entries = Vec::new();
+    for _ in 0..count {
+        let klen = u32_at(b, pos)?;
+        let k0 = pos + 4;
+        if klen > b.len() - k0 {
+            return None;
+        }
+        let k1 = k0 + klen;
+        if let Some(prev) = entries.last() {
+            let prev: &[usize; 4] = prev;
+            if b[prev[0]..prev[1]] >= b[k0..k1] {
+                return None;
+            }
+        }
+        let vlen = u32_at(b, k1)?;
+        let v0 = k1 + 4;
+        if vlen > b.len() - v0 {
+            return None;
+        }
+        pos = v0 + vlen;
+        entries.push([k0, k1, v0, pos]);
+    }
+    if pos != b.len() {
+        return None;
+    }
+    Some(entries)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exports
+// ---------------------------------------------------------------------------------------------
+
+/// The input length the host announced, checked against the buffer: a larger one means the
+/// host skipped wasmvisor_reserve, and the instance aborts.
+fn checked_input_len(in_len: u32) -> usize {
+    let cap = INPUT.with(|i| i.borrow().len());
+    if in_len as usize > cap {
+        host::abort(b"input larger than input buffer");
+    }
+    in_len as usize
+}
+
+fn output(st: Status, out: Cow<'static, [u8]>) -> u32 {
+    with(|g| g.set_out(st, out))
+}
+
+fn error_output(e: Error) -> u32 {
+    output(e.status, Cow::Owned(e.message))
+}
+
+extern "C" {
+    #[cfg(target_arch = "wasm32")]
+    fn __wasm_call_ctors();
+}
+
+/// The WASI reactor initialiser: runs the C library's constructors (once; otherwise the linker
+/// wraps every export in them) and installs the panic hook.
+#[no_mangle]
+pub extern "C" fn _initialize() {
+    #[cfg(target_arch = "wasm32")]
+    unsafe {
+        __wasm_call_ctors()
+    };
+    install_panic_hook();
+}
+
+/// wasmvisor_init: runs the plugin's `init()` once, fixes the handler list, sets up the stores
+/// and returns the control block's address. A second call returns the same address.
+#[no_mangle]
+pub extern "C" fn wasmvisor_init() -> u32 {
+    install_panic_hook();
+    if !with(|g| g.init_done) {
+        crate::init();
+        with(|g| g.finish_init());
+    }
+    with(|g| addr(&*g.ctrl))
+}
+
+/// wasmvisor_reserve: makes the input buffer at least `size` bytes (rounded up to 4 KiB). The
+/// old buffer stays if the allocation fails (`STATUS_NO_MEMORY` `out of memory`).
+#[no_mangle]
+pub extern "C" fn wasmvisor_reserve(size: u32) -> u32 {
+    let size = size as usize;
+    let grown = INPUT.with(|i| {
+        let mut i = i.borrow_mut();
+        if size <= i.len() {
+            return Some(None);
+        }
+        let n = size.checked_add(4095)? & !4095;
+        let mut b = Vec::new();
+        b.try_reserve_exact(n).ok()?;
+        b.resize(n, 0);
+        *i = b;
+        Some(Some((addr_of(&i), n as u32)))
+    });
+    match grown {
+        None => output(Status::NoMemory, Cow::Borrowed(b"out of memory")),
+        Some(new) => with(|g| {
+            if let Some((ptr, cap)) = new {
+                g.ctrl.in_ptr = ptr;
+                g.ctrl.in_cap = cap;
+            }
+            g.set_out(Status::Ok, Cow::Borrowed(&[]))
+        }),
+    }
+}
+
+/// wasmvisor_call: runs handler number `handler` on the `in_len` input bytes. An unknown
+/// number answers `STATUS_UNKNOWN_HANDLER` with an empty message.
+#[no_mangle]
+pub extern "C" fn wasmvisor_call(handler: u32, in_len: u32) -> u32 {
+    let n = checked_input_len(in_len);
+    let h = with(|g| g.handlers.get(handler as usize).map(|(_, h)| h.clone()));
+    let h = match h {
+        Some(h) => h,
+        None => return output(Status::UnknownHandler, Cow::Borrowed(&[])),
+    };
+    let result = INPUT.with(|i| h(&i.borrow()[..n]));
+    match result {
+        Ok(out) => output(Status::Ok, Cow::Owned(out)),
+        Err(e) => error_output(e),
+    }
+}
+
+/// wasmvisor_configure: checks the encoding, decides whether the config changed (byte-wise;
+/// "no config yet" compares as the empty config), runs the change callbacks and applies it
+/// unless one of them returns an error.
+#[no_mangle]
+pub extern "C" fn wasmvisor_configure(in_len: u32) -> u32 {
+    let n = checked_input_len(in_len);
+    let (old, callbacks) = with(|g| (g.config.clone(), g.on_config.clone()));
+    let parsed = INPUT.with(|i| {
+        let i = i.borrow();
+        let b = &i[..n];
+        let entries = parse_config(b)?;
+        let current = old.as_ref().map_or(EMPTY_CONFIG, |c| &c.0.raw[..]);
+        Some(if b == current { None } else { Some(Config(Rc::new(ConfigData { raw: b.to_vec(), entries }))) })
+    });
+    let new = match parsed {
+        None => return output(Status::ConfigRejected, Cow::Borrowed(b"malformed config")),
+        Some(None) => {
+            // Unchanged; a first empty config still becomes the applied one.
+            return with(|g| {
+                if g.config.is_none() {
+                    g.config = Some(Config::empty());
+                    g.sync();
+                }
+                g.set_out(Status::Ok, Cow::Borrowed(&[]))
+            });
+        }
+        Some(Some(c)) => c,
+    };
+    let old = old.unwrap_or_else(Config::empty);
+    for cb in &callbacks {
+        if let Err(e) = cb(&old, &new) {
+            return output(Status::ConfigRejected, Cow::Owned(e.message));
+        }
+    }
+    with(|g| {
+        g.config = Some(new);
+        g.sync();
+        g.set_out(Status::Ok, Cow::Borrowed(&[]))
+    })
+}
+
+/// wasmvisor_deliver: decodes `u32 topic_len, topic, payload` and hands it to the event
+/// callbacks.
+#[no_mangle]
+pub extern "C" fn wasmvisor_deliver(in_len: u32) -> u32 {
+    let n = checked_input_len(in_len);
+    let callbacks = with(|g| g.on_event.clone());
+    let result = INPUT.with(|i| {
+        let i = i.borrow();
+        let b = &i[..n];
+        if b.len() < 4 {
+            return Err(Error::invalid_input("bad delivery"));
+        }
+        let tlen = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        if tlen > b.len() - 4 {
+            return Err(Error::invalid_input("bad delivery"));
+        }
+        if callbacks.is_empty() {
+            return Err(Error::new("no event callback registered"));
+        }
+        let (topic, data) = b[4..].split_at(tlen);
+        for cb in &callbacks {
+            cb(topic, data)?;
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => output(Status::Ok, Cow::Borrowed(&[])),
+        Err(e) => error_output(e),
+    }
+}
+
+/// Native test driver (any target but wasm32): runs the real export code paths as the host
+/// would, by handler name, and returns the status and output as a `Result`. `init()` runs on
+/// first use.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native {
+    use super::*;
+
+    fn status_of(st: u32) -> Status {
+        match st {
+            0 => Status::Ok,
+            1 => Status::Error,
+            2 => Status::UnknownHandler,
+            3 => Status::InvalidInput,
+            4 => Status::ConfigRejected,
+            _ => Status::NoMemory,
+        }
+    }
+
+    fn run(input: &[u8], export: impl FnOnce(u32) -> u32) -> Result<Vec<u8>, Error> {
+        wasmvisor_init();
+        let mut st = wasmvisor_reserve(input.len() as u32);
+        if st == 0 {
+            INPUT.with(|i| i.borrow_mut()[..input.len()].copy_from_slice(input));
+            st = export(input.len() as u32);
+        }
+        let out = with(|g| g.out.to_vec());
+        match status_of(st) {
+            Status::Ok => Ok(out),
+            status => Err(Error { status, message: out }),
+        }
+    }
+
+    /// Calls the handler registered as `name`, as `wasmvisor_call` does.
+    pub fn call(name: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
+        wasmvisor_init();
+        let h = with(|g| g.handlers.iter().position(|(n, _)| n == name)).unwrap_or(usize::MAX);
+        run(input, |n| wasmvisor_call(h as u32, n))
+    }
+
+    /// Pushes `config`, as `wasmvisor_configure` does.
+    pub fn configure(config: &Config) -> Result<(), Error> {
+        run(config.encoded(), |n| wasmvisor_configure(n)).map(|_| ())
+    }
+
+    /// Delivers a bus event, as `wasmvisor_deliver` does.
+    pub fn deliver(topic: &[u8], data: &[u8]) -> Result<(), Error> {
+        let mut b = (topic.len() as u32).to_le_bytes().to_vec();
+        b.extend_from_slice(topic);
+        b.extend_from_slice(data);
+        run(&b, |n| wasmvisor_deliver(n)).map(|_| ())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Panics
+// ---------------------------------------------------------------------------------------------
+
+/// Installs (once) the hook that turns a panic into a call to the abort import with Rust's
+/// panic message. The message is formatted into a fixed buffer, so that a panic needs no
+/// allocation.
+fn install_panic_hook() {
+    if cfg!(not(target_arch = "wasm32")) {
+        return; // natively, panics stay panics (the stand-in abort panics)
+    }
+    use std::sync::atomic::AtomicBool;
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    if INSTALLED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        use std::fmt::Write;
+        let mut buf = FixedBuf { b: [0; 512], n: 0 };
+        let _ = write!(buf, "{}", info);
+        host::abort(&buf.b[..buf.n]);
+    }));
+}
+
+/// A fmt::Write into a fixed array that truncates at a character boundary.
+struct FixedBuf {
+    b: [u8; 512],
+    n: usize,
+}
+
+impl fmt::Write for FixedBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.b.len() - self.n;
+        let mut k = s.len().min(room);
+        while !s.is_char_boundary(k) {
+            k -= 1;
+        }
+        self.b[self.n..self.n + k].copy_from_slice(&s.as_bytes()[..k]);
+        self.n += k;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Imports
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(target_arch = "wasm32")]
+mod host {
+    #[link(wasm_import_module = "wasmvisor")]
+    extern "C" {
+        // rustc gives imports with an explicit module their own symbol names, so these do not
+        // clash with libc's `log` and `abort`.
+        #[link_name = "log"]
+        fn host_log(level: u32, ptr: *const u8, len: u32);
+        #[link_name = "publish"]
+        fn host_publish(topic_ptr: *const u8, topic_len: u32, data_ptr: *const u8, data_len: u32) -> u32;
+        #[link_name = "abort"]
+        fn host_abort(ptr: *const u8, len: u32);
+    }
+
+    pub fn log(level: u32, msg: &[u8]) {
+        unsafe { host_log(level, msg.as_ptr(), msg.len() as u32) }
+    }
+
+    pub fn publish(topic: &[u8], data: &[u8]) -> u32 {
+        unsafe { host_publish(topic.as_ptr(), topic.len() as u32, data.as_ptr(), data.len() as u32) }
+    }
+
+    pub fn abort(msg: &[u8]) -> ! {
+        unsafe { host_abort(msg.as_ptr(), msg.len() as u32) };
+        std::process::abort() // not reached: the import traps
+    }
+}
+
+/// Stand-ins for native builds (unit tests of a plugin's logic).
+#[cfg(not(target_arch = "wasm32"))]
+mod host {
+    pub fn log(level: u32, msg: &[u8]) {
+        eprintln!("wasmvisor log {}: {}", level, String::from_utf8_lossy(msg));
+    }
+
+    pub fn publish(_topic: &[u8], _data: &[u8]) -> u32 {
+        1 // dropped: there is no bus
+    }
+
+    pub fn abort(msg: &[u8]) -> ! {
+        panic!("wasmvisor abort: {}", String::from_utf8_lossy(msg))
+    }
+}
