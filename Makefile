@@ -1,0 +1,85 @@
+# wasmvisor — see README.md. Every target works with only Go installed, except `plugins`,
+# which needs the guest toolchains (`make toolchains` installs them on Debian).
+
+GO      ?= go
+GOWASM  := GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -buildvcs=false -ldflags=-buildid=
+BIN     := bin/wasmvisor
+
+# Go plugins: directory -> output .wasm
+GO_PLUGINS := \
+	plugins/authz:plugins/authz/authz.wasm \
+	plugins/conformance/go:plugins/conformance/go/conformance.wasm \
+	sandbox/testdata/caps:sandbox/testdata/caps/caps.wasm
+WAT_PLUGINS := plugins/reference/reference sandbox/testdata/mini sandbox/testdata/noabi sandbox/testdata/hang
+
+.PHONY: all build test run plugins plugins-go plugins-wat plugins-rust plugins-c plugins-assemblyscript \
+	plugins-check check lint fmt tidy bench fuzz toolchains clean
+
+all: build
+
+build:
+	$(GO) build ./...
+	$(GO) build -o $(BIN) ./cmd/wasmvisor
+
+test:
+	$(GO) test -race ./...
+
+# The main job: evaluate a request with the authz policy plugin in a fresh sandbox.
+run:
+	$(GO) run ./cmd/wasmvisor call plugins/authz/authz.wasm evaluate \
+		--input '{"subject":{"id":"alice","roles":["viewer"]},"action":"read","resource":{"type":"document","id":"42","owner":"bob"}}'
+
+plugins: plugins-wat plugins-go plugins-rust plugins-c plugins-assemblyscript
+
+plugins-wat:
+	@for p in $(WAT_PLUGINS); do echo "wat2wasm $$p.wat"; wat2wasm $$p.wat -o $$p.wasm || exit 1; done
+
+plugins-go:
+	@for p in $(GO_PLUGINS); do dir=$${p%%:*}; out=$${p#*:}; echo "go build $$dir"; $(GOWASM) -o $$out ./$$dir || exit 1; done
+
+plugins-rust:
+	sh plugins/conformance/rust/build.sh
+
+plugins-c:
+	sh plugins/conformance/c/build.sh
+
+plugins-assemblyscript:
+	sh plugins/conformance/assemblyscript/build.sh
+
+# Rebuild every committed .wasm and fail if any differs from the committed bytes.
+plugins-check: plugins
+	@git diff --stat --exit-code -- '*.wasm' || { echo "rebuilt .wasm files differ from the committed ones" >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- '*.wasm')" || { git status --porcelain -- '*.wasm'; echo "untracked .wasm files" >&2; exit 1; }
+
+# Debian packages and npm modules for `make plugins`.
+toolchains:
+	apt-get update
+	apt-get install -y --no-install-recommends wabt binaryen clang lld wasi-libc libclang-rt-dev-wasm32 rustc libstd-rust-dev-wasm32 nodejs npm
+	cd sdk/assemblyscript && npm ci --no-audit --no-fund
+
+fmt:
+	gofmt -w .
+
+tidy:
+	$(GO) mod tidy
+
+lint:
+	$(GO) tool golangci-lint run ./...
+
+# Format, vet, lint and tidy, then fail if any of them changed a tracked file.
+check:
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting" >&2; exit 1; }
+	$(GO) vet ./...
+	GOOS=wasip1 GOARCH=wasm $(GO) vet ./sdk/... ./plugins/authz/... ./plugins/conformance/go/...
+	$(GO) tool golangci-lint run ./...
+	$(GO) mod tidy
+	git diff --exit-code -- go.mod go.sum
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./sandbox/ ./supervisor/
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzLoad -fuzztime=60s ./sandbox/
+
+clean:
+	rm -rf bin

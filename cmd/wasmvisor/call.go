@@ -1,0 +1,166 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/wasmvisor/wasmvisor/sandbox"
+)
+
+type callFlags struct {
+	input      string
+	inputFile  string
+	config     []string
+	pages      uint32
+	timeout    time.Duration
+	cacheDir   string
+	noCache    bool
+	verbose    bool
+	realClock  bool
+	env        []string
+	dirs       []string
+	startLimit time.Duration
+}
+
+func newCallCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	var f callFlags
+	cmd := &cobra.Command{
+		Use:   "call <plugin.wasm> <handler>",
+		Short: "Run one handler in a fresh sandbox and write its raw output to stdout",
+		Long: `Run one handler of a plugin in a fresh sandbox and write its raw output to stdout.
+
+The input is --input, or the contents of --input-file ("-" reads stdin), or empty.
+The plugin gets no capabilities unless granted (--env, --dir, --real-clock).
+Guest logs and output go to stderr with --verbose, and nowhere otherwise.
+
+Exit codes: 0 ok, 1 failure, 2 usage, 3 the guest returned an error,
+4 the instance ended (trap, deadline, memory limit, exit, ABI violation).`,
+		Args: args(cobra.ExactArgs(2)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runCall(cmd, a[0], a[1], f, stdin, stdout, stderr)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.input, "input", "", "the input, as a string")
+	fl.StringVar(&f.inputFile, "input-file", "", `read the input from a file ("-" for stdin)`)
+	fl.StringArrayVar(&f.config, "config", nil, "a config entry KEY=VALUE (repeatable)")
+	fl.Uint32Var(&f.pages, "memory-pages", 0, fmt.Sprintf("memory limit in 64 KiB pages (default %d)", sandbox.DefaultMemoryPages))
+	fl.DurationVar(&f.timeout, "timeout", 0, fmt.Sprintf("call deadline (default %v; -1ns for none)", sandbox.DefaultCallTimeout))
+	fl.DurationVar(&f.startLimit, "start-timeout", 0, fmt.Sprintf("start deadline (default %v)", sandbox.DefaultStartTimeout))
+	fl.StringVar(&f.cacheDir, "cache-dir", "", "compilation cache directory (default: the user cache directory)")
+	fl.BoolVar(&f.noCache, "no-cache", false, "compile without the on-disk cache")
+	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log guest output and logs to stderr")
+	fl.BoolVar(&f.realClock, "real-clock", false, "give the guest the real clocks (default: deterministic)")
+	fl.StringArrayVar(&f.env, "env", nil, "set a guest environment variable NAME=VALUE (repeatable)")
+	fl.StringArrayVar(&f.dirs, "dir", nil, "mount a host directory read-only, HOST:GUEST (repeatable)")
+	return cmd
+}
+
+func runCall(cmd *cobra.Command, path, handler string, f callFlags, stdin io.Reader, stdout, stderr io.Writer) error {
+	ctx := cmd.Context()
+	if cmd.Flags().Changed("input") && cmd.Flags().Changed("input-file") {
+		return usageError{fmt.Errorf("--input and --input-file: give one")}
+	}
+	config, err := parsePairs(f.config, "=", "--config")
+	if err != nil {
+		return err
+	}
+	env, err := parsePairs(f.env, "=", "--env")
+	if err != nil {
+		return err
+	}
+	var dirs []sandbox.Dir
+	for _, d := range f.dirs {
+		host, guest, ok := strings.Cut(d, ":")
+		if !ok || host == "" || guest == "" {
+			return usageError{fmt.Errorf("--dir %q: want HOST:GUEST", d)}
+		}
+		dirs = append(dirs, sandbox.Dir{Host: host, Guest: guest})
+	}
+	input := []byte(f.input)
+	switch f.inputFile {
+	case "":
+	case "-":
+		if input, err = io.ReadAll(stdin); err != nil {
+			return fmt.Errorf("reading stdin: %w", err)
+		}
+	default:
+		if input, err = os.ReadFile(f.inputFile); err != nil {
+			return err
+		}
+	}
+	wasm, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+
+	logger := zap.NewNop()
+	if f.verbose {
+		enc := zap.NewDevelopmentEncoderConfig()
+		logger = zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(stderr), zap.DebugLevel))
+	}
+	opts := []sandbox.Option{sandbox.WithLogger(logger)}
+	if dir := cacheDir(f); dir != "" {
+		opts = append(opts, sandbox.WithCacheDir(dir))
+	}
+	eng, err := sandbox.NewEngine(ctx, opts...)
+	if err != nil {
+		return err
+	}
+	defer eng.Close(ctx)
+	caps := sandbox.Capabilities{Env: env, Dirs: dirs}
+	if f.realClock {
+		caps.Clock, caps.Random = sandbox.ClockReal, sandbox.RandomCrypto
+	}
+	mod, err := eng.Compile(ctx, wasm, sandbox.Config{
+		Limits:       sandbox.Limits{MemoryPages: f.pages, CallTimeout: f.timeout, StartTimeout: f.startLimit},
+		Capabilities: caps,
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	inst, err := mod.Instantiate(ctx, config)
+	if err != nil {
+		return fmt.Errorf("%s: start: %w", path, err)
+	}
+	defer inst.Close(ctx)
+	out, err := inst.Call(ctx, handler, input)
+	if err != nil {
+		return fmt.Errorf("%s: call %q: %w", path, handler, err)
+	}
+	_, err = stdout.Write(out)
+	return err
+}
+
+func cacheDir(f callFlags) string {
+	if f.noCache {
+		return ""
+	}
+	if f.cacheDir != "" {
+		return f.cacheDir
+	}
+	if dir, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(dir, "wasmvisor")
+	}
+	return ""
+}
+
+func parsePairs(items []string, sep, flag string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, it := range items {
+		k, v, ok := strings.Cut(it, sep)
+		if !ok || k == "" {
+			return nil, usageError{fmt.Errorf("%s %q: want KEY%sVALUE", flag, it, sep)}
+		}
+		m[k] = v
+	}
+	return m, nil
+}

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wasmvisor/wasmvisor/abi"
+	"github.com/wasmvisor/wasmvisor/sandbox"
+)
+
+// inspectStartTimeout bounds the one start inspect makes.
+const inspectStartTimeout = 2 * time.Second
+
+// report is what inspect prints.
+type report struct {
+	File           string           `json:"file"`
+	Digest         string           `json:"digest"`
+	Size           int              `json:"size"`
+	ABI            string           `json:"abi"`
+	Handlers       []string         `json:"handlers"`
+	MemoryMinPages uint64           `json:"memory_min_pages"`
+	MemoryMaxPages uint64           `json:"memory_max_pages,omitempty"`
+	PagesAfterInit uint32           `json:"pages_after_start,omitempty"`
+	Exports        []sandbox.Symbol `json:"exports"`
+	Imports        []sandbox.Symbol `json:"imports"`
+	Problems       []string         `json:"problems"`
+}
+
+func newInspectCmd(stdout io.Writer) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "inspect <plugin.wasm>",
+		Short: "Print a module's ABI version, handlers, imports, exports, memory and every problem",
+		Long: `Print what a module is: its ABI version, handlers, imports, exports, memory
+requirements and every way it breaks the wasmvisor ABI. It reads any module, valid or
+not; a valid plugin is also started once in a sandbox to list its handlers.
+
+Exits 1 when the module has problems, so that it can gate a build.`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			wasm, err := os.ReadFile(a[0])
+			if err != nil {
+				return err
+			}
+			r, err := inspect(cmd, a[0], wasm)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(r); err != nil {
+					return err
+				}
+			} else {
+				printReport(stdout, r)
+			}
+			if len(r.Problems) > 0 {
+				return fmt.Errorf("%s: %d problem(s)", a[0], len(r.Problems))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func inspect(cmd *cobra.Command, path string, wasm []byte) (*report, error) {
+	info, err := sandbox.Inspect(wasm)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	r := &report{File: path, Digest: info.Digest, Size: info.Size, Exports: info.Exports, Imports: info.Imports,
+		MemoryMinPages: info.MemoryMinPages, MemoryMaxPages: info.MemoryMaxPages, ABI: "none", Handlers: []string{}, Problems: []string{}}
+	for _, ex := range info.Exports {
+		if ex.Name == abi.ExportInit {
+			r.ABI = fmt.Sprintf("wasmvisor v%d (claimed)", abi.Version)
+		}
+	}
+	for _, p := range info.Problems {
+		r.Problems = append(r.Problems, p.String())
+	}
+	if len(info.Problems) > 0 {
+		return r, nil
+	}
+	// Statically valid: start it once to read the control block.
+	ctx := cmd.Context()
+	var opts []sandbox.Option
+	if dir := cacheDir(callFlags{}); dir != "" {
+		opts = append(opts, sandbox.WithCacheDir(dir))
+	}
+	eng, err := sandbox.NewEngine(ctx, opts...)
+	if err != nil {
+		return nil, err
+	}
+	defer eng.Close(ctx)
+	mod, err := eng.Compile(ctx, wasm, sandbox.Config{Limits: sandbox.Limits{StartTimeout: inspectStartTimeout}})
+	if err != nil {
+		r.Problems = append(r.Problems, "compile: "+oneLine(err.Error()))
+		return r, nil
+	}
+	inst, err := mod.Instantiate(ctx, nil)
+	if err != nil {
+		var ae *sandbox.ABIError
+		if errors.As(err, &ae) {
+			for _, p := range ae.Problems {
+				r.Problems = append(r.Problems, p.String())
+			}
+		} else {
+			r.Problems = append(r.Problems, "start: "+oneLine(err.Error()))
+		}
+		return r, nil
+	}
+	defer inst.Close(ctx)
+	r.ABI = fmt.Sprintf("wasmvisor v%d", abi.Version)
+	r.Handlers = inst.Handlers()
+	r.PagesAfterInit = inst.MemoryPages()
+	return r, nil
+}
+
+func printReport(w io.Writer, r *report) {
+	fmt.Fprintf(w, "file:      %s\n", r.File)
+	fmt.Fprintf(w, "digest:    sha256:%s\n", r.Digest)
+	fmt.Fprintf(w, "size:      %d bytes\n", r.Size)
+	fmt.Fprintf(w, "abi:       %s\n", r.ABI)
+	mem := fmt.Sprintf("%d pages at least", r.MemoryMinPages)
+	if r.MemoryMaxPages > 0 {
+		mem += fmt.Sprintf(", %d at most", r.MemoryMaxPages)
+	}
+	if r.PagesAfterInit > 0 {
+		mem += fmt.Sprintf(", %d after start", r.PagesAfterInit)
+	}
+	fmt.Fprintf(w, "memory:    %s (64 KiB pages)\n", mem)
+	fmt.Fprintf(w, "handlers:  %s\n", orNone(strings.Join(r.Handlers, ", ")))
+	fmt.Fprintf(w, "imports:\n")
+	for _, s := range r.Imports {
+		fmt.Fprintf(w, "  %s.%s %s %s\n", s.Module, s.Name, s.Kind, s.Type)
+	}
+	fmt.Fprintf(w, "exports:\n")
+	for _, s := range r.Exports {
+		fmt.Fprintf(w, "  %s %s %s\n", s.Name, s.Kind, s.Type)
+	}
+	if len(r.Problems) == 0 {
+		fmt.Fprintf(w, "problems:  none\n")
+		return
+	}
+	fmt.Fprintf(w, "problems:\n")
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "  %s\n", p)
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+func newVersionCmd(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version of wasmvisor, its ABI and wazero",
+		Args:  args(cobra.NoArgs),
+		RunE: func(*cobra.Command, []string) error {
+			version, wazero := "(devel)", "unknown"
+			if bi, ok := debug.ReadBuildInfo(); ok {
+				if bi.Main.Version != "" {
+					version = bi.Main.Version
+				}
+				for _, d := range bi.Deps {
+					if d.Path == "github.com/tetratelabs/wazero" {
+						wazero = d.Version
+					}
+				}
+			}
+			_, err := fmt.Fprintf(stdout, "wasmvisor %s\nabi v%d\nwazero %s\n", version, abi.Version, wazero)
+			return err
+		},
+	}
+}
