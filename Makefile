@@ -80,6 +80,7 @@ bench:
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzLoad -fuzztime=60s ./sandbox/
+	$(GO) test -run='^$$' -fuzz=FuzzInstrument -fuzztime=60s ./internal/wasmbin/
 
 clean:
 	rm -rf bin

@@ -142,3 +142,32 @@ func (r *reader) skipConstExpr() {
 		r.skipImmediates(op)
 	}
 }
+
+// skipElementSegment skips one element segment, in any of its eight encodings.
+func (r *reader) skipElementSegment() {
+	flags := r.u32()
+	if r.err != nil {
+		return
+	}
+	if flags > 7 {
+		r.fail("unknown element segment flags %d", flags)
+		return
+	}
+	if flags&0x02 != 0 && flags&0x01 == 0 { // explicit table index
+		r.u32()
+	}
+	if flags&0x01 == 0 { // active: an offset expression
+		r.skipConstExpr()
+	}
+	if flags&0x03 != 0 { // an element kind or reference type
+		r.byte()
+	}
+	n := r.count()
+	for i := uint32(0); i < n && r.err == nil; i++ {
+		if flags&0x04 != 0 {
+			r.skipConstExpr()
+		} else {
+			r.u32()
+		}
+	}
+}

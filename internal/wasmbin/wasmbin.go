@@ -175,7 +175,13 @@ func (m *Module) FuncType(idx uint32) (FuncType, bool) {
 
 const magicVersion = "\x00asm\x01\x00\x00\x00"
 
-// Parse reads b. It checks the structure it walks and nothing more.
+// MaxLocals bounds the locals of one function, as other engines do (wasmtime: 50,000).
+const MaxLocals = 50_000
+
+// Parse reads b. It walks every section wazero would decode, and checks each vector count
+// against the bytes left and each function's locals against MaxLocals, so that a hostile
+// module cannot make the decoder behind it allocate without bound. It does not validate
+// instructions or types: wazero does, on the rewritten module.
 func Parse(b []byte) (*Module, error) {
 	if len(b) < 8 || string(b[:8]) != magicVersion {
 		return nil, fmt.Errorf("%w: missing magic number or version 1 header", ErrMalformed)
@@ -280,7 +286,45 @@ func (m *Module) readSection(id byte, payload []byte) error {
 	case secCode:
 		n := r.count()
 		for i := uint32(0); i < n && r.err == nil; i++ {
-			m.bodies = append(m.bodies, r.bytes(r.u32()))
+			body := r.bytes(r.u32())
+			if err := checkLocals(body); err != nil {
+				return fmt.Errorf("function body %d: %w", i, err)
+			}
+			m.bodies = append(m.bodies, body)
+		}
+	case secTable:
+		n := r.count()
+		for i := uint32(0); i < n && r.err == nil; i++ {
+			r.byte() // reftype
+			r.limits()
+		}
+	case secElement:
+		n := r.count()
+		for i := uint32(0); i < n && r.err == nil; i++ {
+			r.skipElementSegment()
+		}
+	case secData:
+		n := r.count()
+		for i := uint32(0); i < n && r.err == nil; i++ {
+			switch flags := r.u32(); flags {
+			case 0:
+				r.skipConstExpr()
+			case 1:
+			case 2:
+				r.u32()
+				r.skipConstExpr()
+			default:
+				r.fail("unknown data segment flags %d", flags)
+			}
+			r.bytes(r.u32())
+		}
+	case secDataCount:
+		r.u32()
+	case secTag:
+		n := r.count()
+		for i := uint32(0); i < n && r.err == nil; i++ {
+			r.byte()
+			r.u32()
 		}
 	default:
 		return nil
@@ -292,4 +336,19 @@ func (m *Module) readSection(id byte, payload []byte) error {
 		return fmt.Errorf("%w: section %d has %d trailing bytes", ErrMalformed, id, len(r.b)-r.off)
 	}
 	return nil
+}
+
+// checkLocals walks a function body's local declarations and bounds their total.
+func checkLocals(body []byte) error {
+	r := reader{b: body}
+	n := r.count()
+	var total uint64
+	for i := uint32(0); i < n && r.err == nil; i++ {
+		total += uint64(r.u32())
+		r.byte()
+		if total > MaxLocals {
+			return fmt.Errorf("%w: more than %d locals", ErrMalformed, MaxLocals)
+		}
+	}
+	return r.err
 }
