@@ -8,10 +8,12 @@ import (
 	"strings"
 	"time"
 
+	extismsdk "github.com/extism/go-sdk"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/wasmvisor/wasmvisor/extism"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
@@ -40,6 +42,10 @@ func newCallCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 The input is --input, or the contents of --input-file ("-" reads stdin), or empty.
 The plugin gets no capabilities unless granted (--env, --dir, --real-clock).
 Guest logs and output go to stderr with --verbose, and nowhere otherwise.
+
+A plugin built with an Extism PDK (one that imports "extism:host/env") is run through the
+Extism Go SDK under the same limits: --config fills Extism's config map, and a command-style
+Extism plugin is called with the handler _start.
 
 Exit codes: 0 ok, 1 failure, 2 usage, 3 the guest returned an error,
 4 the instance ended (trap, deadline, memory limit, exit, ABI violation).`,
@@ -107,6 +113,21 @@ func runCall(cmd *cobra.Command, path, handler string, f callFlags, stdin io.Rea
 		enc := zap.NewDevelopmentEncoderConfig()
 		logger = zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(stderr), zap.DebugLevel))
 	}
+	caps := sandbox.Capabilities{Env: env, Dirs: dirs}
+	if f.realClock {
+		caps.Clock, caps.Random = sandbox.ClockReal, sandbox.RandomCrypto
+	}
+	cfg := sandbox.Config{
+		Limits:       sandbox.Limits{MemoryPages: f.pages, CallTimeout: f.timeout, StartTimeout: f.startLimit},
+		Capabilities: caps,
+	}
+	if extism.IsPlugin(wasm) {
+		if f.verbose {
+			extismsdk.SetLogLevel(extismsdk.LogLevelTrace) // process-wide in the SDK: this process is ours
+		}
+		cfg.Logger = logger
+		return runExtismCall(cmd, path, handler, wasm, cfg, config, cacheDir(f), input, stdout)
+	}
 	opts := []sandbox.Option{sandbox.WithLogger(logger)}
 	if dir := cacheDir(f); dir != "" {
 		opts = append(opts, sandbox.WithCacheDir(dir))
@@ -116,17 +137,36 @@ func runCall(cmd *cobra.Command, path, handler string, f callFlags, stdin io.Rea
 		return err
 	}
 	defer eng.Close(ctx)
-	caps := sandbox.Capabilities{Env: env, Dirs: dirs}
-	if f.realClock {
-		caps.Clock, caps.Random = sandbox.ClockReal, sandbox.RandomCrypto
-	}
-	mod, err := eng.Compile(ctx, wasm, sandbox.Config{
-		Limits:       sandbox.Limits{MemoryPages: f.pages, CallTimeout: f.timeout, StartTimeout: f.startLimit},
-		Capabilities: caps,
-	})
+	mod, err := eng.Compile(ctx, wasm, cfg)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
+	inst, err := mod.Instantiate(ctx, config)
+	if err != nil {
+		return fmt.Errorf("%s: start: %w", path, err)
+	}
+	defer inst.Close(ctx)
+	out, err := inst.Call(ctx, handler, input)
+	if err != nil {
+		return fmt.Errorf("%s: call %q: %w", path, handler, err)
+	}
+	_, err = stdout.Write(out)
+	return err
+}
+
+// runExtismCall is runCall for an Extism plugin: the same flags, limits, errors and exit codes.
+func runExtismCall(cmd *cobra.Command, path, handler string, wasm []byte, cfg sandbox.Config, config map[string]string,
+	cache string, input []byte, stdout io.Writer) error {
+	ctx := cmd.Context()
+	var opts []extism.Option
+	if cache != "" {
+		opts = append(opts, extism.WithCacheDir(cache))
+	}
+	mod, err := extism.Compile(ctx, wasm, cfg, opts...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	defer mod.Close(ctx)
 	inst, err := mod.Instantiate(ctx, config)
 	if err != nil {
 		return fmt.Errorf("%s: start: %w", path, err)

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/wasmvisor/wasmvisor/abi"
+	"github.com/wasmvisor/wasmvisor/extism"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
@@ -42,6 +43,8 @@ func newInspectCmd(stdout io.Writer) *cobra.Command {
 		Long: `Print what a module is: its ABI version, handlers, imports, exports, memory
 requirements and every way it breaks the wasmvisor ABI. It reads any module, valid or
 not; a valid plugin is also started once in a sandbox to list its handlers.
+A plugin built with an Extism PDK (it imports "extism:host/env") is reported as "abi: extism",
+checked against what wasmvisor's Extism support runs, and started once.
 
 Exits 1 when the module has problems, so that it can gate a build.`,
 		Args: args(cobra.ExactArgs(1)),
@@ -80,6 +83,9 @@ func inspect(cmd *cobra.Command, path string, wasm []byte) (*report, error) {
 	}
 	r := &report{File: path, Digest: info.Digest, Size: info.Size, Exports: info.Exports, Imports: info.Imports,
 		MemoryMinPages: info.MemoryMinPages, MemoryMaxPages: info.MemoryMaxPages, ABI: "none", Handlers: []string{}, Problems: []string{}}
+	if extism.IsPlugin(wasm) {
+		return inspectExtism(cmd, r, wasm), nil
+	}
 	for _, ex := range info.Exports {
 		if ex.Name == abi.ExportInit {
 			r.ABI = fmt.Sprintf("wasmvisor v%d (claimed)", abi.Version)
@@ -124,6 +130,33 @@ func inspect(cmd *cobra.Command, path string, wasm []byte) (*report, error) {
 	r.Handlers = inst.Handlers()
 	r.PagesAfterInit = inst.MemoryPages()
 	return r, nil
+}
+
+// inspectExtism fills r for an Extism plugin: the wasmvisor ABI's problems do not apply; what
+// does is whether wasmvisor's Extism support compiles and starts it (host functions, for one,
+// are refused).
+func inspectExtism(cmd *cobra.Command, r *report, wasm []byte) *report {
+	ctx := cmd.Context()
+	r.ABI = "extism"
+	var opts []extism.Option
+	if dir := cacheDir(callFlags{}); dir != "" {
+		opts = append(opts, extism.WithCacheDir(dir))
+	}
+	mod, err := extism.Compile(ctx, wasm, sandbox.Config{Limits: sandbox.Limits{StartTimeout: inspectStartTimeout}}, opts...)
+	if err != nil {
+		r.Problems = append(r.Problems, "compile: "+oneLine(err.Error()))
+		return r
+	}
+	defer mod.Close(ctx)
+	r.Handlers = mod.Handlers()
+	inst, err := mod.Instantiate(ctx, nil)
+	if err != nil {
+		r.Problems = append(r.Problems, "start: "+oneLine(err.Error()))
+		return r
+	}
+	defer inst.Close(ctx)
+	r.PagesAfterInit = inst.MemoryPages()
+	return r
 }
 
 func printReport(w io.Writer, r *report) {

@@ -1,0 +1,110 @@
+package extism_test
+
+import (
+	"context"
+	"testing"
+
+	sdk "github.com/extism/go-sdk"
+	"github.com/tetratelabs/wazero"
+
+	"github.com/wasmvisor/wasmvisor/extism"
+	"github.com/wasmvisor/wasmvisor/extism/extismtest"
+	"github.com/wasmvisor/wasmvisor/sandbox"
+)
+
+// The same work through this package and through the Extism Go SDK directly, side by side:
+// one call on a warm instance, and a fresh instance (instantiate, one call, close) of a
+// module compiled once. Plugins: count_vowels (Rust PDK) and hello (C PDK).
+var benchPlugins = []struct{ file, handler, input string }{
+	{"count_vowels.wasm", "count_vowels", "hello world"},
+	{"hello.wasm", "run_test", ""},
+}
+
+func BenchmarkCall(b *testing.B) {
+	ctx := context.Background()
+	for _, p := range benchPlugins {
+		wasm := extismtest.Read(b, p.file)
+		in := []byte(p.input)
+		b.Run(p.file+"/wasmvisor", func(b *testing.B) {
+			m, err := extism.Compile(ctx, wasm, sandbox.Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer m.Close(ctx)
+			inst, err := m.Instantiate(ctx, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer inst.Close(ctx)
+			var out []byte
+			b.ReportAllocs()
+			for b.Loop() {
+				if out, err = inst.CallAppend(ctx, p.handler, in, out[:0]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(p.file+"/sdk", func(b *testing.B) {
+			cp, err := sdk.NewCompiledPlugin(ctx, sdk.Manifest{Wasm: []sdk.Wasm{sdk.WasmData{Data: wasm}}}, sdk.PluginConfig{EnableWasi: true}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cp.Close(ctx)
+			inst, err := cp.Instance(ctx, sdk.PluginInstanceConfig{ModuleConfig: wazero.NewModuleConfig()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer inst.Close(ctx)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := inst.CallWithContext(ctx, p.handler, in); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkFreshInstance(b *testing.B) {
+	ctx := context.Background()
+	for _, p := range benchPlugins {
+		wasm := extismtest.Read(b, p.file)
+		in := []byte(p.input)
+		b.Run(p.file+"/wasmvisor", func(b *testing.B) {
+			m, err := extism.Compile(ctx, wasm, sandbox.Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer m.Close(ctx)
+			b.ReportAllocs()
+			for b.Loop() {
+				inst, err := m.Instantiate(ctx, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := inst.Call(ctx, p.handler, in); err != nil {
+					b.Fatal(err)
+				}
+				inst.Close(ctx)
+			}
+		})
+		b.Run(p.file+"/sdk", func(b *testing.B) {
+			cp, err := sdk.NewCompiledPlugin(ctx, sdk.Manifest{Wasm: []sdk.Wasm{sdk.WasmData{Data: wasm}}}, sdk.PluginConfig{EnableWasi: true}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cp.Close(ctx)
+			b.ReportAllocs()
+			for b.Loop() {
+				inst, err := cp.Instance(ctx, sdk.PluginInstanceConfig{ModuleConfig: wazero.NewModuleConfig()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := inst.CallWithContext(ctx, p.handler, in); err != nil {
+					b.Fatal(err)
+				}
+				inst.Close(ctx)
+			}
+		})
+	}
+}

@@ -1,0 +1,297 @@
+// Package extism runs plugins built with any Extism PDK (Rust, C, TinyGo, Haskell, …) under
+// the same contract as package sandbox: one compiled Module, any number of fresh Instances,
+// one call at a time per instance, typed errors, and an instance that is never entered again
+// after a fatal error. It uses the Extism Go SDK (github.com/extism/go-sdk) for the Extism
+// ABI: the SDK's kernel holds input, output, vars and the error string, and the SDK's host
+// module "extism:host/env" serves the guest's imports.
+//
+// # Mapping of the sandbox's contract
+//
+//   - Limits.MemoryPages caps each linear memory of an instance (the plugin's and the Extism
+//     kernel's, as the SDK's manifest Memory.MaxPages does). It is enforced by a wazero memory
+//     allocator per instance instead of the runtime-wide WithMemoryLimitPages, so that a
+//     refused growth is seen: a guest that then traps or exits fails with a
+//     *sandbox.MemoryLimitError wrapping that trap or exit.
+//   - Limits.CallTimeout bounds each call (the SDK's manifest timeout_ms, built on wazero's
+//     WithCloseOnContextDone): past it the guest is stopped and the call returns a
+//     *sandbox.DeadlineError. Kill and the caller's context stop a call the same way.
+//   - Limits.StartTimeout bounds Instantiate. The guest language's own initialisation
+//     (Haskell's hs_init, a WASI reactor's _initialize, __wasm_call_ctors) is run by the SDK
+//     lazily inside the first call, so it counts against that call's timeout.
+//   - Capabilities map to WASI as in the sandbox: Env, InheritEnv, Dirs (read-only mounts),
+//     Clock and Random. Extism's allowed_paths (read-write mounts) and allowed_hosts are not
+//     offered: HTTP from the guest (Extism's http_request) is always denied.
+//   - The config map of Instantiate and Configure is Extism's config (config_get). Extism has
+//     no change callbacks: Configure only replaces the map that later calls read.
+//   - Vars (var_get/var_set) live and die with the instance: a new instance starts with none.
+//   - Logger receives the guest's stdout and stderr lines ("guest output") and its Extism log
+//     calls ("guest log"). Extism filters log calls by the SDK's process-wide level
+//     (extism.SetLogLevel in the SDK), which is off unless the program sets it; this package
+//     never changes it. The SDK's EXTISM_ENABLE_WASI_OUTPUT environment variable, when set,
+//     sends guest stdout and stderr to the process's own streams instead.
+//
+// # Errors
+//
+// The SDK reports an exit, a trap and a guest error all as a plain error; this package tells
+// them apart so that sandbox.Fatal gives the right answer:
+//
+//   - A guest error (the PDK's error_set, e.g. Rust's Err or TinyGo's pdk.SetError) is a
+//     *sandbox.GuestError with Status abi.StatusError and the guest's message, exactly the
+//     string the SDK returns. It is recognised by reading the kernel's error slot after the
+//     call: the SDK's error is a guest error when it is that string. The instance keeps
+//     serving. A handler that returns a non-zero code without setting an error (the SDK
+//     returns no error then) is also a *sandbox.GuestError, with the message "returned N".
+//   - A WASI proc_exit is seen through a wazero close notifier: a non-zero code is a
+//     *sandbox.ExitError{Code}. Exit code 0 (a command-style plugin whose _start returns
+//     through exit(0)) is what the SDK treats as success: the call returns its output and no
+//     error, but the module is closed, so the instance has ended: Err reports
+//     *sandbox.ExitError{Code: 0} and every later call returns it.
+//   - Any other error from the guest's code is a *sandbox.TrapError.
+//
+// Not supported: host functions (imports other than "extism:host/env" and WASI preview 1,
+// such as "extism:host/user"), linking several modules (the manifest's list of wasm), HTTP,
+// read-write directory mounts, and the Observe SDK adapter. Compile refuses a module that
+// imports host functions with a *sandbox.ModuleError that names them.
+package extism
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+
+	sdk "github.com/extism/go-sdk"
+	"github.com/tetratelabs/wazero"
+	"go.uber.org/zap"
+
+	"github.com/wasmvisor/wasmvisor/sandbox"
+)
+
+// KernelModule is the import module of the Extism kernel; a module that imports from it is an
+// Extism plugin.
+const KernelModule = "extism:host/env"
+
+const wasiModule = "wasi_snapshot_preview1"
+
+// Option configures Compile.
+type Option interface{ apply(*options) }
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+type options struct {
+	cacheDir string
+	cache    wazero.CompilationCache
+}
+
+// WithCacheDir keeps compiled code in dir (a wazero file cache, like sandbox.WithCacheDir), so
+// that compiling the same plugin again, in this process or another, is quick. The Module
+// closes the cache it opens.
+func WithCacheDir(dir string) Option { return optionFunc(func(o *options) { o.cacheDir = dir }) }
+
+// WithCompilationCache shares a wazero compilation cache between modules. The caller closes
+// it after every Module using it is closed.
+func WithCompilationCache(c wazero.CompilationCache) Option {
+	return optionFunc(func(o *options) { o.cache = c })
+}
+
+// Module is a compiled Extism plugin. It is safe for concurrent use.
+type Module struct {
+	cp       *sdk.CompiledPlugin
+	cache    wazero.CompilationCache // closed with the module when it opened it
+	digest   string
+	cfg      sandbox.Config
+	logger   *zap.Logger
+	base     wazero.ModuleConfig
+	handlers []string
+	callable map[string]bool
+
+	mu     sync.Mutex
+	refs   int // open instances
+	closed bool
+	done   bool // the SDK's runtime is closed
+}
+
+// Compile compiles an Extism plugin once; Instantiate then makes fresh instances of it. The
+// zero Limits mean sandbox's defaults. Bytes that are not a module give a *sandbox.ModuleError;
+// a module whose initial memory is above the limit gives a *sandbox.MemoryLimitError.
+func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config, opts ...Option) (*Module, error) {
+	var o options
+	for _, opt := range opts {
+		opt.apply(&o)
+	}
+	cfg.Limits = withDefaults(cfg.Limits)
+	if cfg.Limits.MemoryPages > 65536 {
+		return nil, fmt.Errorf("extism: memory limit %d pages: at most 65536", cfg.Limits.MemoryPages)
+	}
+	if err := validate(cfg.Capabilities); err != nil {
+		return nil, err
+	}
+	info, err := sandbox.Inspect(wasm)
+	if err != nil {
+		return nil, err
+	}
+	var unsupported []string
+	for _, s := range info.Imports {
+		if s.Module != KernelModule && s.Module != wasiModule {
+			unsupported = append(unsupported, fmt.Sprintf("%q.%q", s.Module, s.Name))
+		}
+	}
+	if len(unsupported) > 0 {
+		return nil, &sandbox.ModuleError{Reason: "host functions are not supported: imports " + strings.Join(unsupported, ", ")}
+	}
+	if info.MemoryMinPages > uint64(cfg.Limits.MemoryPages) {
+		return nil, &sandbox.MemoryLimitError{LimitPages: cfg.Limits.MemoryPages,
+			Cause: fmt.Errorf("initial memory of %d pages", info.MemoryMinPages)}
+	}
+	m := &Module{digest: info.Digest, cfg: cfg, logger: cfg.Logger, callable: map[string]bool{}}
+	if m.logger == nil {
+		m.logger = zap.NewNop()
+	}
+	for _, s := range info.Exports {
+		if s.Kind != "function" || (s.Type != "() -> i32" && s.Type != "() -> ()") {
+			continue
+		}
+		m.callable[s.Name] = true
+		if !internal(s.Name) {
+			m.handlers = append(m.handlers, s.Name)
+		}
+	}
+	sort.Strings(m.handlers)
+
+	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(true)
+	switch {
+	case o.cache != nil:
+		rc = rc.WithCompilationCache(o.cache)
+	case o.cacheDir != "":
+		if m.cache, err = wazero.NewCompilationCacheWithDir(o.cacheDir); err != nil {
+			return nil, fmt.Errorf("extism: cache dir: %w", err)
+		}
+		rc = rc.WithCompilationCache(m.cache)
+	}
+	manifest := sdk.Manifest{Wasm: []sdk.Wasm{sdk.WasmData{Data: wasm, Name: "main"}}}
+	m.cp, err = sdk.NewCompiledPlugin(ctx, manifest, sdk.PluginConfig{RuntimeConfig: rc, EnableWasi: true}, nil)
+	if err != nil {
+		if m.cache != nil {
+			_ = m.cache.Close(ctx)
+		}
+		return nil, &sandbox.ModuleError{Reason: err.Error(), Err: err}
+	}
+	m.base = baseConfig(cfg.Capabilities)
+	return m, nil
+}
+
+// internal reports exports that are callable but not handlers: WASI and language-runtime
+// entry points, and the asyncify helpers TinyGo adds.
+func internal(name string) bool {
+	switch name {
+	case "_start", "_initialize", "hs_init", "hs_exit":
+		return true
+	}
+	return strings.HasPrefix(name, "__") || strings.HasPrefix(name, "asyncify_")
+}
+
+// Digest is the hex SHA-256 of the module's bytes, as sandbox.Digest.
+func (m *Module) Digest() string { return m.digest }
+
+// Handlers lists the exports a caller may name: functions of type () -> i32 or () -> (),
+// without _start, _initialize, language-runtime entry points and TinyGo's asyncify helpers.
+// Call still accepts _start, for command-style plugins.
+func (m *Module) Handlers() []string { return append([]string(nil), m.handlers...) }
+
+// Config returns the module's config with the defaults filled in.
+func (m *Module) Config() sandbox.Config { return m.cfg }
+
+// Close releases the module. Instances already made keep running until closed; the compiled
+// code is freed with the last of them. Close is idempotent.
+func (m *Module) Close(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	return m.release(ctx)
+}
+
+// release closes the SDK's runtime once the module is closed and no instance is open; m.mu
+// is held.
+func (m *Module) release(ctx context.Context) error {
+	if !m.closed || m.refs > 0 || m.done {
+		return nil
+	}
+	m.done = true
+	err := m.cp.Close(ctx)
+	if m.cache != nil {
+		err = errors.Join(err, m.cache.Close(ctx))
+	}
+	return err
+}
+
+func withDefaults(l sandbox.Limits) sandbox.Limits {
+	if l.MemoryPages == 0 {
+		l.MemoryPages = sandbox.DefaultMemoryPages
+	}
+	if l.CallTimeout == 0 {
+		l.CallTimeout = sandbox.DefaultCallTimeout
+	}
+	if l.StartTimeout == 0 {
+		l.StartTimeout = sandbox.DefaultStartTimeout
+	}
+	return l
+}
+
+func validate(c sandbox.Capabilities) error {
+	for _, d := range c.Dirs {
+		if !path.IsAbs(d.Guest) {
+			return fmt.Errorf("extism: mount %q: guest path must be absolute", d.Guest)
+		}
+		st, err := os.Stat(d.Host)
+		if err != nil {
+			return fmt.Errorf("extism: mount %q: %w", d.Host, err)
+		}
+		if !st.IsDir() {
+			return fmt.Errorf("extism: mount %q: not a directory", d.Host)
+		}
+	}
+	if c.Clock != sandbox.ClockDeterministic && c.Clock != sandbox.ClockReal {
+		return fmt.Errorf("extism: unknown clock %d", c.Clock)
+	}
+	if c.Random != sandbox.RandomDeterministic && c.Random != sandbox.RandomCrypto {
+		return fmt.Errorf("extism: unknown random source %d", c.Random)
+	}
+	return nil
+}
+
+// baseConfig is the WASI config shared by the instances, as the sandbox's: nothing granted
+// by default, deterministic clocks and randomness.
+func baseConfig(c sandbox.Capabilities) wazero.ModuleConfig {
+	mc := wazero.NewModuleConfig()
+	for k, v := range c.Env {
+		mc = mc.WithEnv(k, v)
+	}
+	for _, k := range c.InheritEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			mc = mc.WithEnv(k, v)
+		}
+	}
+	if len(c.Dirs) > 0 {
+		fs := wazero.NewFSConfig()
+		for _, d := range c.Dirs {
+			fs = fs.WithReadOnlyDirMount(d.Host, d.Guest)
+		}
+		mc = mc.WithFSConfig(fs)
+	}
+	if c.Clock == sandbox.ClockReal {
+		mc = mc.WithSysWalltime().WithSysNanotime()
+	} else {
+		mc = mc.WithNanosleep(func(int64) {})
+	}
+	if c.Random == sandbox.RandomCrypto {
+		mc = mc.WithRandSource(rand.Reader)
+	}
+	return mc
+}

@@ -1,0 +1,414 @@
+package extism
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	sdk "github.com/extism/go-sdk"
+	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/sys"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/wasmvisor/wasmvisor/abi"
+	"github.com/wasmvisor/wasmvisor/sandbox"
+)
+
+// Instance states.
+const (
+	stIdle uint32 = iota
+	stBusy
+	stFailed
+	stClosed
+)
+
+// Instance is one Extism plugin instance: its own memory, kernel, vars and config.
+//
+// It serves one call at a time: a call or Configure entered while another runs returns
+// sandbox.ErrBusy at once. Kill and Close may be called from any goroutine at any time. After
+// a fatal error (see sandbox.Fatal) every call returns that error again.
+type Instance struct {
+	mod    *Module
+	p      *sdk.Plugin
+	stdout *lineWriter
+	stderr *lineWriter
+
+	state   atomic.Uint32
+	failure atomic.Pointer[failure]
+	killed  atomic.Bool
+
+	mu     sync.Mutex
+	cancel context.CancelFunc // of the call in progress; guarded by mu
+
+	done          atomic.Pointer[<-chan struct{}] // the call's Done, for an interruptible real sleep
+	exited        atomic.Bool                     // a module of the instance was closed by the guest
+	exitCode      atomic.Uint32
+	closing       atomic.Bool
+	refused       atomic.Bool                  // a memory growth was refused during this call
+	kernelRefused atomic.Bool                  // … in the kernel's memory: input, output or a var was lost
+	mem           atomic.Pointer[linearMemory] // the memory allocated last: the plugin's own
+}
+
+type failure struct{ err error }
+
+// Instantiate makes a fresh instance with config as its Extism config map. Instantiation is
+// bounded by Limits.StartTimeout.
+func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*Instance, error) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("extism: module: %w", sandbox.ErrClosed)
+	}
+	m.refs++
+	m.mu.Unlock()
+	i := &Instance{mod: m, stdout: &lineWriter{log: m.logger, stream: "stdout"}, stderr: &lineWriter{log: m.logger, stream: "stderr"}}
+	mc := m.base.WithStdout(i.stdout).WithStderr(i.stderr)
+	if m.cfg.Capabilities.Clock == sandbox.ClockReal {
+		mc = mc.WithNanosleep(i.sleep)
+	}
+	sctx := ctx
+	if m.cfg.Limits.StartTimeout != sandbox.NoTimeout {
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithTimeout(ctx, m.cfg.Limits.StartTimeout)
+		defer cancel()
+	}
+	sctx = experimental.WithMemoryAllocator(sctx, experimental.MemoryAllocatorFunc(i.allocate))
+	sctx = experimental.WithCloseNotifier(sctx, experimental.CloseNotifyFunc(i.closeNotify))
+	p, err := m.cp.Instance(sctx, sdk.PluginInstanceConfig{ModuleConfig: mc})
+	if err != nil {
+		m.unref(ctx)
+		switch {
+		case sctx.Err() != nil && ctx.Err() == nil:
+			return nil, &sandbox.DeadlineError{Op: "start", Timeout: m.cfg.Limits.StartTimeout.String()}
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("extism: start: %w", ctx.Err())
+		case i.refused.Load():
+			return nil, &sandbox.MemoryLimitError{LimitPages: m.cfg.Limits.MemoryPages, Cause: err}
+		}
+		return nil, &sandbox.ModuleError{Reason: "instantiate: " + err.Error(), Err: err}
+	}
+	p.SetLogger(i.log)
+	p.Config = maps.Clone(config)
+	if p.Config == nil {
+		p.Config = map[string]string{}
+	}
+	i.p = p
+	return i, nil
+}
+
+func (m *Module) unref(ctx context.Context) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.refs--
+	_ = m.release(ctx)
+}
+
+// Handlers lists the plugin's handlers, as Module.Handlers.
+func (i *Instance) Handlers() []string { return i.mod.Handlers() }
+
+// MemoryPages is the current size of the plugin's linear memory in 64 KiB pages (not
+// counting the Extism kernel's memory).
+func (i *Instance) MemoryPages() uint32 {
+	if lm := i.mem.Load(); lm != nil {
+		return lm.pages.Load()
+	}
+	return 0
+}
+
+// Call runs handler with input and returns a copy of the output.
+func (i *Instance) Call(ctx context.Context, handler string, input []byte) ([]byte, error) {
+	return i.CallAppend(ctx, handler, input, nil)
+}
+
+// CallAppend is Call appending the output to dst.
+func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []byte) ([]byte, error) {
+	if err := i.enter(ctx); err != nil {
+		return dst, err
+	}
+	defer i.leave()
+	if !i.mod.callable[handler] {
+		return dst, fmt.Errorf("extism: handler %q: %w", handler, sandbox.ErrUnknownHandler)
+	}
+	timeout := i.mod.cfg.Limits.CallTimeout
+	var cctx context.Context
+	var cancel context.CancelFunc
+	if timeout == sandbox.NoTimeout {
+		cctx, cancel = context.WithCancel(ctx)
+	} else {
+		cctx, cancel = context.WithTimeout(ctx, timeout)
+	}
+	defer cancel()
+	i.mu.Lock()
+	i.cancel = cancel
+	i.mu.Unlock()
+	if i.killed.Load() { // Kill ran before it could see cancel
+		cancel()
+	}
+	d := cctx.Done()
+	i.done.Store(&d)
+	i.refused.Store(false)
+	i.kernelRefused.Store(false)
+
+	rc, out, err := i.p.CallWithContext(cctx, handler, input)
+
+	i.done.Store(nil)
+	i.mu.Lock()
+	i.cancel = nil
+	i.mu.Unlock()
+	i.stdout.flush()
+	i.stderr.flush()
+
+	if err := i.classify(ctx, cctx, timeout, handler, rc, err); err != nil {
+		return dst, err
+	}
+	if i.exited.Load() { // exit(0): the SDK's success, but the module is closed
+		i.fail(&sandbox.ExitError{Code: i.exitCode.Load()})
+	}
+	return append(dst, out...), nil
+}
+
+// classify turns what the SDK returned into the package's errors, and records a fatal one.
+func (i *Instance) classify(ctx, cctx context.Context, timeout time.Duration, handler string, rc uint32, err error) error {
+	fatal := func(e error) error {
+		if i.refused.Load() && !errors.Is(e, sandbox.ErrCanceled) && !errors.Is(e, sandbox.ErrDeadline) {
+			e = &sandbox.MemoryLimitError{LimitPages: i.mod.cfg.Limits.MemoryPages, Cause: e}
+		}
+		i.fail(e)
+		return e
+	}
+	var exit *sys.ExitError
+	isExit := errors.As(err, &exit)
+	switch {
+	case i.killed.Load():
+		return fatal(fmt.Errorf("extism: call %q: instance killed: %w", handler, sandbox.ErrCanceled))
+	case err != nil && cctx.Err() != nil && closedByContext(err, exit):
+		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			dl, _ := ctx.Deadline()
+			return fatal(&sandbox.DeadlineError{Op: "call", Timeout: "context deadline " + dl.Format(time.RFC3339Nano)})
+		case ctx.Err() != nil:
+			return fatal(fmt.Errorf("extism: call %q: %w: %w", handler, sandbox.ErrCanceled, context.Canceled))
+		}
+		return fatal(&sandbox.DeadlineError{Op: "call", Timeout: timeout.String()})
+	case i.exited.Load() && (err != nil || i.exitCode.Load() != 0):
+		return fatal(&sandbox.ExitError{Code: i.exitCode.Load()})
+	case isExit && exit.ExitCode() != 0:
+		return fatal(&sandbox.ExitError{Code: exit.ExitCode()})
+	case err != nil:
+		if msg := i.p.GetErrorWithContext(context.Background()); msg != "" && msg == err.Error() {
+			return &sandbox.GuestError{Status: abi.StatusError, Message: msg}
+		}
+		return fatal(trapOf(err.Error()))
+	case i.kernelRefused.Load():
+		// The SDK ignores a failed kernel allocation: the guest saw a truncated input, or
+		// the output or a var was dropped. The result cannot be trusted.
+		return fatal(errors.New("extism: the kernel could not grow its memory for input, output or vars"))
+	case rc != 0 && !i.exited.Load():
+		return &sandbox.GuestError{Status: abi.StatusError, Message: fmt.Sprintf("returned %d", rc)}
+	}
+	return nil
+}
+
+// closedByContext reports an error of wazero's close-on-context-done.
+func closedByContext(err error, exit *sys.ExitError) bool {
+	if exit != nil {
+		return exit.ExitCode() == sys.ExitCodeDeadlineExceeded || exit.ExitCode() == sys.ExitCodeContextCanceled
+	}
+	return strings.Contains(err.Error(), "module closed with context")
+}
+
+// Configure replaces the config map that the next calls read through config_get. Extism has
+// no change callback, so the guest is not told and cannot reject it.
+func (i *Instance) Configure(ctx context.Context, config map[string]string) error {
+	if err := i.enter(ctx); err != nil {
+		return err
+	}
+	defer i.leave()
+	c := maps.Clone(config)
+	if c == nil {
+		c = map[string]string{}
+	}
+	i.p.Config = c
+	return nil
+}
+
+func (i *Instance) enter(ctx context.Context) error {
+	if !i.state.CompareAndSwap(stIdle, stBusy) {
+		return i.unavailable()
+	}
+	if i.killed.Load() {
+		i.leave()
+		return i.Err()
+	}
+	if err := ctx.Err(); err != nil {
+		i.leave()
+		return err
+	}
+	return nil
+}
+
+func (i *Instance) leave() {
+	if i.failure.Load() != nil {
+		i.state.CompareAndSwap(stBusy, stFailed)
+		return
+	}
+	i.state.CompareAndSwap(stBusy, stIdle)
+	if i.failure.Load() != nil { // failed (killed) meanwhile
+		i.state.CompareAndSwap(stIdle, stFailed)
+	}
+}
+
+func (i *Instance) unavailable() error {
+	switch i.state.Load() {
+	case stBusy:
+		return sandbox.ErrBusy
+	case stFailed:
+		return i.failure.Load().err
+	case stIdle:
+		return sandbox.ErrBusy // lost a race with another caller
+	}
+	return fmt.Errorf("extism: instance: %w", sandbox.ErrClosed)
+}
+
+// fail records the fatal error that ends the instance; the first one wins.
+func (i *Instance) fail(err error) {
+	i.failure.CompareAndSwap(nil, &failure{err: err})
+	i.state.CompareAndSwap(stIdle, stFailed)
+}
+
+// Err returns the fatal error that ended the instance, sandbox.ErrClosed after Close, or nil
+// while it is usable.
+func (i *Instance) Err() error {
+	if i.state.Load() == stClosed {
+		return fmt.Errorf("extism: instance: %w", sandbox.ErrClosed)
+	}
+	if f := i.failure.Load(); f != nil {
+		return f.err
+	}
+	return nil
+}
+
+// Kill stops the instance from any goroutine: a call in progress is interrupted (wazero
+// closes the module when the call's context is cancelled) and returns an error matching
+// sandbox.ErrCanceled, and the instance is never entered again. Close it afterwards.
+func (i *Instance) Kill() {
+	if i.killed.Swap(true) {
+		return
+	}
+	i.fail(fmt.Errorf("extism: instance killed: %w", sandbox.ErrCanceled))
+	i.mu.Lock()
+	if i.cancel != nil {
+		i.cancel()
+	}
+	i.mu.Unlock()
+}
+
+// Close frees the instance. A call in progress is interrupted first and Close waits, within
+// ctx, for it to return. Close is idempotent.
+func (i *Instance) Close(ctx context.Context) error {
+	i.Kill()
+	var poll *time.Ticker
+	for {
+		s := i.state.Load()
+		if s == stClosed {
+			return nil
+		}
+		if s != stBusy && i.state.CompareAndSwap(s, stClosed) {
+			break
+		}
+		if poll == nil {
+			poll = time.NewTicker(100 * time.Microsecond)
+			defer poll.Stop()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("extism: close: the call in progress did not return: %w", ctx.Err())
+		case <-poll.C:
+		}
+	}
+	i.closing.Store(true)
+	err := i.p.Close(context.Background())
+	i.stdout.flush()
+	i.stderr.flush()
+	i.mod.unref(ctx)
+	return err
+}
+
+// closeNotify is wazero's notice that a module of the instance is being closed: by the
+// guest's proc_exit, by a context, or by Close.
+func (i *Instance) closeNotify(_ context.Context, code uint32) {
+	if i.closing.Load() || i.exited.Load() {
+		return
+	}
+	i.exitCode.Store(code)
+	i.exited.Store(true)
+}
+
+// sleep is WASI's sleep with ClockReal, cut short when the call is stopped.
+func (i *Instance) sleep(ns int64) {
+	t := time.NewTimer(time.Duration(ns))
+	defer t.Stop()
+	var done <-chan struct{}
+	if d := i.done.Load(); d != nil {
+		done = *d
+	}
+	select {
+	case <-t.C:
+	case <-done:
+	}
+}
+
+// log receives the guest's Extism log calls.
+func (i *Instance) log(level sdk.LogLevel, msg string) {
+	lvl := zapcore.InfoLevel
+	switch level {
+	case sdk.LogLevelTrace, sdk.LogLevelDebug:
+		lvl = zapcore.DebugLevel
+	case sdk.LogLevelWarn:
+		lvl = zapcore.WarnLevel
+	case sdk.LogLevelError:
+		lvl = zapcore.ErrorLevel
+	}
+	if ce := i.mod.logger.Check(lvl, "guest log"); ce != nil {
+		ce.Write(zap.String("message", msg), zap.String("level", level.String()))
+	}
+}
+
+// trapOf parses wazero's "wasm error: KIND\nwasm stack trace:\n\t..." message, as the
+// sandbox does.
+func trapOf(msg string) *sandbox.TrapError {
+	first, _, _ := strings.Cut(msg, "\n")
+	first = strings.TrimPrefix(first, "failed to initialize runtime: ")
+	t := &sandbox.TrapError{Kind: sandbox.TrapOther, Message: first, Stack: stackOf(msg)}
+	if k, ok := strings.CutPrefix(first, "wasm error: "); ok {
+		t.Message = k
+		switch kind := sandbox.TrapKind(k); kind {
+		case sandbox.TrapUnreachable, sandbox.TrapOutOfBounds, sandbox.TrapDivideByZero, sandbox.TrapIntegerOverflow,
+			sandbox.TrapInvalidConv, sandbox.TrapStackOverflow, sandbox.TrapTableAccess, sandbox.TrapIndirectCall:
+			t.Kind = kind
+		}
+	}
+	return t
+}
+
+func stackOf(msg string) []string {
+	_, trace, ok := strings.Cut(msg, "wasm stack trace:\n")
+	if !ok {
+		return nil
+	}
+	var frames []string
+	for _, l := range strings.Split(trace, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" {
+			break
+		}
+		frames = append(frames, l)
+	}
+	return frames
+}
