@@ -1,0 +1,45 @@
+package policy_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/wasmvisor/wasmvisor/host"
+	"github.com/wasmvisor/wasmvisor/host/hosttest"
+
+	policy "github.com/wasmvisor/wasmvisor/examples/hosttest"
+)
+
+func TestMain(m *testing.M) { hosttest.VerifyTestMain(m) }
+
+// Test_main is the example: each case gets a fresh host with the same plugin name and its
+// own policy, in parallel.
+func Test_main(t *testing.T) {
+	wasm := hosttest.ReadFile(t, "../../plugins/authz/authz.wasm")
+	cases := []struct {
+		name   string
+		config map[string]string
+		want   bool
+	}{
+		{"default policy denies delete", nil, false},
+		{"viewers may delete", map[string]string{"role.viewer": "read,delete"}, true},
+		{"default allow", map[string]string{"default": "allow"}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			h := hosttest.New(t) // fresh host, closed and leak-checked at cleanup
+			hosttest.LoadPlugin(t, h, host.Plugin{Name: "authz", Wasm: wasm, Config: c.config})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			got, err := policy.Checker{Host: h}.Allowed(ctx, "alice", []string{"viewer"}, "delete", "bob")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != c.want {
+				t.Fatalf("allowed = %v, want %v", got, c.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,179 @@
+package host_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/wasmvisor/wasmvisor/host"
+	"github.com/wasmvisor/wasmvisor/host/hosttest"
+	"github.com/wasmvisor/wasmvisor/sandbox"
+)
+
+func benchHost(b *testing.B, opts ...host.Option) *host.Host {
+	b.Helper()
+	ctx := context.Background()
+	h, err := host.New(ctx, append([]host.Option{host.WithCacheDir(hosttest.CacheDir())}, opts...)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := h.Close(ctx); err != nil {
+			b.Error(err)
+		}
+	})
+	return h
+}
+
+var in64 = make([]byte, 64)
+
+// BenchmarkCall64 is Host.Call next to a bare sandbox Instance.Call of the same plugin,
+// handler and input, both appending into a reused buffer.
+func BenchmarkCall64(b *testing.B) {
+	ctx := context.Background()
+	b.Run("sandbox", func(b *testing.B) {
+		e, err := sandbox.NewEngine(ctx, sandbox.WithCacheDir(hosttest.CacheDir()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer e.Close(ctx)
+		m, err := e.Compile(ctx, reference, sandbox.Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		inst, err := m.Instantiate(ctx, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var dst []byte
+		b.ReportAllocs()
+		for b.Loop() {
+			if dst, err = inst.CallAppend(ctx, "echo", in64, dst[:0]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("host", func(b *testing.B) {
+		h := benchHost(b)
+		if err := h.Load(ctx, host.Plugin{Name: "ref", Wasm: reference}); err != nil {
+			b.Fatal(err)
+		}
+		var dst []byte
+		var err error
+		b.ReportAllocs()
+		for b.Loop() {
+			if dst, err = h.CallAppend(ctx, "ref", "echo", in64, dst[:0]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("host-every-call-timed", func(b *testing.B) {
+		h := benchHost(b, host.WithLatencySampling(0))
+		if err := h.Load(ctx, host.Plugin{Name: "ref", Wasm: reference}); err != nil {
+			b.Fatal(err)
+		}
+		var dst []byte
+		var err error
+		b.ReportAllocs()
+		for b.Loop() {
+			if dst, err = h.CallAppend(ctx, "ref", "echo", in64, dst[:0]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkRestart is crash → successor serving: kill the instance, then call until the
+// successor answers. Fresh is what a new instance costs by itself, for comparison.
+func BenchmarkRestart(b *testing.B) {
+	ctx := context.Background()
+	b.Run("crash-to-serving", func(b *testing.B) {
+		h := benchHost(b, many())
+		if err := h.Load(ctx, host.Plugin{Name: "ref", Wasm: reference}); err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			hd, err := h.Lookup(ctx, "ref", 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			hd.Kill()
+			if _, err := h.CallAppend(ctx, "ref", "echo", in64, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("fresh-instance", func(b *testing.B) {
+		e, err := sandbox.NewEngine(ctx, sandbox.WithCacheDir(hosttest.CacheDir()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer e.Close(ctx)
+		m, err := e.Compile(ctx, reference, sandbox.Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			inst, err := m.Instantiate(ctx, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := inst.CallAppend(ctx, "echo", in64, nil); err != nil {
+				b.Fatal(err)
+			}
+			_ = inst.Close(ctx)
+		}
+	})
+}
+
+// BenchmarkHosttestNew is what a test pays for its own host and one plugin: what
+// hosttest.New and hosttest.Load do (a host on the shared cache dir, a load), then Close.
+func BenchmarkHosttestNew(b *testing.B) {
+	ctx := context.Background()
+	for b.Loop() {
+		h, err := host.New(ctx, host.WithCacheDir(hosttest.CacheDir()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := h.Load(ctx, host.Plugin{Name: "ref", Wasm: reference}); err != nil {
+			b.Fatal(err)
+		}
+		if err := h.Close(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPool2 is the throughput of a 2-instance pool from 1 and 2 goroutines.
+func BenchmarkPool2(b *testing.B) {
+	ctx := context.Background()
+	for _, procs := range []int{1, 2} {
+		b.Run("goroutines="+string(rune('0'+procs)), func(b *testing.B) {
+			h := benchHost(b)
+			if err := h.Load(ctx, host.Plugin{Name: "ref", Wasm: reference, Instances: 2}); err != nil {
+				b.Fatal(err)
+			}
+			b.SetParallelism(1)
+			b.ReportAllocs()
+			if procs == 1 {
+				var dst []byte
+				var err error
+				for b.Loop() {
+					if dst, err = h.CallAppend(ctx, "ref", "echo", in64, dst[:0]); err != nil {
+						b.Fatal(err)
+					}
+				}
+				return
+			}
+			b.RunParallel(func(pb *testing.PB) {
+				var dst []byte
+				var err error
+				for pb.Next() {
+					if dst, err = h.CallAppend(ctx, "ref", "echo", in64, dst[:0]); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}

@@ -1,0 +1,62 @@
+// Package host joins sandbox and supervisor into the object a program embeds: a Host is one
+// service context holding an engine (and its compiled-module cache), a root supervisor, a
+// registry of plugins, an event bus, a Prometheus registry, a logger and a clock. There is no
+// package-level mutable state: two hosts in one process, using the same plugin names, share
+// nothing. Package hosttest gives each test a host of its own.
+//
+//	h, err := host.New(ctx, host.WithLogger(log))
+//	defer h.Close(ctx)
+//	err = h.Load(ctx, host.Plugin{Name: "authz", Wasm: wasm, Instances: 4,
+//		Config: map[string]string{"default": "deny"}})
+//	out, err := h.Call(ctx, "authz", "evaluate", input) // survives the plugin crashing
+//
+// # Supervision
+//
+// Each plugin is a child of the host's root supervisor (one_for_one) and is itself a
+// supervisor over its pool: one child per pool slot, whose Start instantiates a fresh sandbox
+// instance and returns it as a supervisor.Child. The child ends when a call finds the
+// instance dead (trap, deadline, memory limit, exit, ABI violation), when it is killed, or
+// when the supervisor stops it; the supervisor then starts a successor, which is a new
+// instance with new memory. Instance restarts count against the plugin's own restart
+// intensity; a plugin that exceeds it is restarted as a whole by the root, and the plugins
+// that declared DependsOn on it are restarted after it. Reset, Unload and Close go through the
+// supervisor (terminate, restart, delete child). The two background tasks, config retry and
+// bus delivery, are supervised children of the root; the host starts no other goroutine.
+//
+// # Registry and pool
+//
+// Names map to plugins in a sync.Map, so a call's lookup takes no lock. A plugin's pool is a
+// fixed array of slots, each holding its current incarnation (an atomic pointer, nil while it
+// restarts). A call takes the first free instance with one compare-and-swap and gives it back
+// with another; only when none is free does it wait, within its context, on a channel that
+// releases and starts signal. An incarnation clears its slot before it reports its end to
+// the supervisor, so the name is released synchronously and the successor's registration can
+// never find it taken. Handles (Lookup) name one incarnation and go stale when it ends.
+//
+// # Config
+//
+// The host keeps each plugin's desired config, versioned. A new instance starts with it.
+// Configure pushes it into every free instance at once; a busy instance gets it when its call
+// ends and a restarting one when its successor starts, both by the supervised config task,
+// whose work is triggered by the release or start that finds the instance stale: latest
+// wins, and nothing polls. A config the guest rejects is reported to Configure's caller and
+// the last accepted config becomes desired again.
+//
+// # Bus
+//
+// Subscribers are Go functions (Subscribe) or plugins (Plugin.Subscribe), each with a
+// bounded buffer: a message that does not fit is dropped, counted and reported as
+// EventDropped, never silently. Subscribing and monitoring are one step under the bus lock;
+// Unsubscribe, Unload and Close remove a subscription before its subscriber ends, and a
+// plugin message goes only to an instance currently in its slot, so nothing reaches an ended
+// subscriber. Messages for a plugin whose instances are busy or restarting wait in its
+// buffer and are delivered by the bus task when an instance is released or started. Guests
+// publish through the ABI's publish import.
+//
+// # Telemetry
+//
+// Host metrics (calls, errors by kind, sampled latency, restarts, live instances, memory
+// pages, bus outcomes) and each instance's own telemetry, read from its memory at scrape
+// time, are served by a per-host Prometheus registry (Metrics). Host events are typed
+// (Event) and go to the injected zap logger (no-op by default) and an optional hook.
+package host

@@ -1,0 +1,125 @@
+package host
+
+import (
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/wasmvisor/wasmvisor/supervisor"
+	"github.com/wasmvisor/wasmvisor/supervisor/supervisorzap"
+)
+
+// EventKind is the kind of an Event.
+type EventKind uint8
+
+// Event kinds.
+const (
+	// EventLoaded: a plugin was loaded and all its instances are ready.
+	EventLoaded EventKind = iota + 1
+	// EventUnloaded: a plugin was unloaded.
+	EventUnloaded
+	// EventInstanceStarted: an instance (Instance, Incarnation) is serving.
+	EventInstanceStarted
+	// EventInstanceEnded: an instance ended (Err); its slot was released before this event.
+	EventInstanceEnded
+	// EventConfigApplied: an instance holds the desired config (Version).
+	EventConfigApplied
+	// EventConfigRejected: the guest refused a config (Err); the previous one stays desired.
+	EventConfigRejected
+	// EventDelivered: a bus message (Topic) reached a subscriber plugin's instance.
+	EventDelivered
+	// EventDeliveryFailed: a bus message could not be delivered to a plugin (Err).
+	EventDeliveryFailed
+	// EventDropped: a bus message did not fit in a subscription's buffer (Topic, Subscriber).
+	EventDropped
+	// EventSupervisor: a supervisor event (Supervisor holds it).
+	EventSupervisor
+)
+
+var eventNames = [...]string{"", "loaded", "unloaded", "instance started", "instance ended",
+	"config applied", "config rejected", "delivered", "delivery failed", "dropped", "supervisor"}
+
+func (k EventKind) String() string {
+	if int(k) < len(eventNames) {
+		return eventNames[k]
+	}
+	return "unknown"
+}
+
+// Event is something that happened in a host. Which fields are set depends on Kind.
+type Event struct {
+	Kind        EventKind
+	Time        time.Time
+	Plugin      string
+	Instance    int    // the pool slot
+	Incarnation uint64 // unique within the host, increasing, never reused
+	Version     uint64 // config version
+	Topic       string
+	Data        []byte // EventDelivered: the payload (do not modify)
+	Subscriber  string // "plugin:<name>" or "func:<id>"
+	Err         error
+	Supervisor  *supervisor.Event
+}
+
+func (h *Host) emit(e Event) {
+	if h.opts.eventHook == nil && !h.log.Core().Enabled(e.level()) {
+		return
+	}
+	e.Time = time.Now()
+	if h.opts.eventHook != nil {
+		h.opts.eventHook(e)
+	}
+	if ce := h.log.Check(e.level(), "host: "+e.Kind.String()); ce != nil {
+		ce.Write(e.fields()...)
+	}
+}
+
+func (e Event) level() zapcore.Level {
+	switch e.Kind {
+	case EventDelivered, EventConfigApplied:
+		return zapcore.DebugLevel
+	case EventConfigRejected, EventDeliveryFailed, EventDropped:
+		return zapcore.WarnLevel
+	case EventInstanceEnded:
+		if e.Err != nil && supervisor.Classify(e.Err) == supervisor.ExitAbnormal {
+			return zapcore.WarnLevel
+		}
+		return zapcore.InfoLevel
+	case EventSupervisor:
+		return supervisorzap.Level(*e.Supervisor)
+	}
+	return zapcore.InfoLevel
+}
+
+func (e Event) fields() []zap.Field {
+	if e.Kind == EventSupervisor {
+		return supervisorzap.Fields(*e.Supervisor)
+	}
+	f := make([]zap.Field, 0, 6)
+	if e.Plugin != "" {
+		f = append(f, zap.String("plugin", e.Plugin))
+	}
+	if e.Incarnation != 0 {
+		f = append(f, zap.Int("instance", e.Instance), zap.Uint64("incarnation", e.Incarnation))
+	}
+	if e.Version != 0 {
+		f = append(f, zap.Uint64("config_version", e.Version))
+	}
+	if e.Topic != "" {
+		f = append(f, zap.String("topic", e.Topic))
+	}
+	if e.Subscriber != "" {
+		f = append(f, zap.String("subscriber", e.Subscriber))
+	}
+	if e.Err != nil {
+		f = append(f, zap.Error(e.Err))
+	}
+	return f
+}
+
+// supervisorHook turns supervisor events into host events: one adapter, never blocking (the
+// supervisor already calls it from its own event goroutine).
+func (h *Host) supervisorHook(e supervisor.Event) {
+	h.emit(Event{Kind: EventSupervisor, Supervisor: &e})
+}

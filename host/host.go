@@ -1,0 +1,230 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/supervisor"
+)
+
+// Host is one service context: an engine with its compiled-module cache, a root supervisor,
+// a registry of plugins, an event bus, a metrics registry, a logger and a clock. Nothing is
+// shared with another Host.
+//
+// Concurrency: every method is safe for concurrent use. Load, Unload, Reset and Close are
+// serialised with each other; Call, Configure, Publish and the introspection methods are not
+// serialised with anything. After Close every method returns ErrClosed.
+type Host struct {
+	opts    options
+	log     *zap.Logger
+	engine  *sandbox.Engine
+	root    *supervisor.Supervisor
+	plugins atomic.Pointer[map[string]*plugin] // copy-on-write under life: lock-free lookups
+	bus     bus
+	metrics *prometheus.Registry
+
+	life   sync.Mutex // Load, Unload, Reset, Close
+	order  []*plugin  // load order, under life
+	closed atomic.Bool
+
+	closeOnce sync.Once
+	closeErr  error
+
+	incarnation atomic.Uint64
+	live        atomic.Int64 // instances started and not yet closed
+	cfgKick     chan struct{}
+}
+
+// New starts a host: its engine, its root supervisor and the supervised tasks that retry
+// config pushes and bus deliveries.
+func New(ctx context.Context, opts ...Option) (*Host, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt.apply(&o)
+	}
+	h := &Host{opts: o, log: o.log, cfgKick: make(chan struct{}, 1), metrics: prometheus.NewRegistry()}
+	h.bus.init(h, o.busBuffer)
+	h.plugins.Store(&map[string]*plugin{})
+
+	eopts := []sandbox.Option{sandbox.WithLogger(o.log)}
+	if o.cacheDir != "" {
+		eopts = append(eopts, sandbox.WithCacheDir(o.cacheDir))
+	}
+	if o.cache != nil {
+		eopts = append(eopts, sandbox.WithCompilationCache(o.cache))
+	}
+	if o.resolution > 0 {
+		eopts = append(eopts, sandbox.WithDeadlineResolution(o.resolution))
+	}
+	engine, err := sandbox.NewEngine(ctx, eopts...)
+	if err != nil {
+		return nil, fmt.Errorf("host: %w", err)
+	}
+	h.engine = engine
+
+	rc := o.root
+	rc.Name, rc.Strategy, rc.Clock, rc.EventHook = "host", supervisor.OneForOne, o.clock, h.supervisorHook
+	root, err := supervisor.New(rc,
+		supervisor.Spec{ID: "task:config", Start: supervisor.Func(h.configLoop)},
+		supervisor.Spec{ID: "task:bus", Start: supervisor.Func(h.bus.loop)},
+	)
+	if err == nil {
+		err = root.Start(ctx)
+	}
+	if err != nil {
+		_ = engine.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("host: %w", err)
+	}
+	h.root = root
+	h.metrics.MustRegister(collector{h})
+	return h, nil
+}
+
+// Close unloads every plugin through the supervisor (dependents first), stops the host's
+// tasks and closes the engine. It is idempotent: later calls return the first result. It
+// returns the supervisor's exit reason if it had given up, ctx's error if the stop did not
+// finish in time, and ErrLeak if an instance outlived its supervisor.
+func (h *Host) Close(ctx context.Context) error {
+	h.closeOnce.Do(func() {
+		h.life.Lock()
+		defer h.life.Unlock()
+		h.closed.Store(true)
+		var errs []error
+		if err := h.root.Stop(ctx); err != nil {
+			errs = append(errs, err)
+		} else if rerr := h.root.Err(); rerr != nil && !errors.Is(rerr, supervisor.ErrShutdown) {
+			errs = append(errs, fmt.Errorf("host: supervisor: %w", rerr))
+		}
+		for _, p := range h.order {
+			h.unregister(p.name)
+			close(p.gone)
+			h.bus.removePlugin(p)
+			_ = p.mod.Close(ctx)
+		}
+		h.order = nil
+		if err := h.engine.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		if n := h.live.Load(); n != 0 {
+			errs = append(errs, fmt.Errorf("%w: %d", ErrLeak, n))
+		}
+		h.closeErr = errors.Join(errs...)
+	})
+	return h.closeErr
+}
+
+// Done is closed once the host has stopped: after Close, or when its root supervisor gave up
+// (a plugin kept failing past the restart intensity). Err says why.
+func (h *Host) Done() <-chan struct{} { return h.root.Done() }
+
+// Err is nil while the host runs, supervisor.ErrShutdown after Close, and the root
+// supervisor's *supervisor.IntensityError if it gave up.
+func (h *Host) Err() error { return h.root.Err() }
+
+// Metrics returns the host's own Prometheus registry: host metrics and every instance's
+// telemetry, read from guest memory at each scrape. Serve it with promhttp.HandlerFor.
+func (h *Host) Metrics() *prometheus.Registry { return h.metrics }
+
+// Call runs handler on input in a free instance of the named plugin and returns a copy of the
+// output. With no instance free (all busy or restarting) it waits within ctx, then returns an
+// error wrapping ErrNoInstance. An error that ended the instance (sandbox.Fatal) is returned
+// as is, wrapped; the supervisor replaces the instance, and later calls go to its successor.
+func (h *Host) Call(ctx context.Context, name, handler string, input []byte) ([]byte, error) {
+	return h.CallAppend(ctx, name, handler, input, nil)
+}
+
+// CallAppend is Call appending the output to dst: a caller that reuses dst makes no
+// allocation.
+func (h *Host) CallAppend(ctx context.Context, name, handler string, input, dst []byte) ([]byte, error) {
+	p := (*h.plugins.Load())[name]
+	if p == nil {
+		return dst, h.notFound(name)
+	}
+	m := p.tryAcquire()
+	if m == nil {
+		var err error
+		if m, err = p.acquire(ctx); err != nil {
+			p.stats.count(errNoInstance)
+			return dst, err
+		}
+	}
+	n := m.calls.Load() + 1 // only the holder writes: a plain store, no locked instruction
+	m.calls.Store(n)
+	var t0 time.Time
+	timed := n&p.stats.sampleMask == 0
+	if timed {
+		t0 = time.Now()
+	}
+	out, err := m.inst.CallAppend(ctx, handler, input, dst)
+	if timed {
+		p.stats.observe(time.Since(t0))
+	}
+	p.release(m, err)
+	if err != nil {
+		p.stats.count(errKind(err))
+		return out, fmt.Errorf("plugin %q: call %q: %w", name, handler, err)
+	}
+	return out, nil
+}
+
+func (h *Host) lookup(name string) (*plugin, error) {
+	if p := (*h.plugins.Load())[name]; p != nil {
+		return p, nil
+	}
+	return nil, h.notFound(name)
+}
+
+func (h *Host) notFound(name string) error {
+	if h.closed.Load() {
+		return fmt.Errorf("plugin %q: %w", name, ErrClosed)
+	}
+	return fmt.Errorf("plugin %q: %w", name, ErrNotFound)
+}
+
+func (h *Host) kick(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// snapshot lists the loaded plugins.
+func (h *Host) snapshot() []*plugin {
+	m := *h.plugins.Load()
+	ps := make([]*plugin, 0, len(m))
+	for _, p := range m {
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+// register adds p under its name unless the name is taken. The caller holds life.
+func (h *Host) register(p *plugin) bool {
+	old := *h.plugins.Load()
+	if old[p.name] != nil {
+		return false
+	}
+	m := make(map[string]*plugin, len(old)+1)
+	maps.Copy(m, old)
+	m[p.name] = p
+	h.plugins.Store(&m)
+	return true
+}
+
+// unregister removes name. The caller holds life.
+func (h *Host) unregister(name string) {
+	old := *h.plugins.Load()
+	m := make(map[string]*plugin, len(old))
+	maps.Copy(m, old)
+	delete(m, name)
+	h.plugins.Store(&m)
+}

@@ -1,0 +1,97 @@
+// Package hosttest gives every test a host of its own.
+//
+//	func TestPolicy(t *testing.T) {
+//		t.Parallel()
+//		h := hosttest.New(t)               // fresh host, closed and leak-checked at cleanup
+//		hosttest.Load(t, h, "authz", wasm) // fresh sandbox
+//		out, err := h.Call(t.Context(), "authz", "evaluate", input)
+//	}
+//
+// Hosts made here share nothing but an on-disk compilation cache (content-addressed, so
+// sharing it shares no state), which is what makes a few hundred parallel tests that load the
+// same multi-megabyte Go plugin cheap: the first test compiles it, the others load the code.
+package hosttest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/wasmvisor/wasmvisor/host"
+)
+
+// CloseTimeout bounds the Close at cleanup.
+const CloseTimeout = 30 * time.Second
+
+// CacheDir is the compilation cache New uses unless an option overrides it:
+// $WASMVISOR_TEST_CACHE, or a directory per user under os.TempDir.
+func CacheDir() string {
+	if d := os.Getenv("WASMVISOR_TEST_CACHE"); d != "" {
+		return d
+	}
+	return filepath.Join(os.TempDir(), "wasmvisor-hosttest-"+strconv.Itoa(os.Getuid()))
+}
+
+// New returns a fresh host with a test logger (shown only when the test fails) and the shared
+// compilation cache; opts come after these defaults and override them. At t.Cleanup the host
+// is closed and the test fails if Close reports an error: a supervisor that gave up, a stop
+// that did not finish within CloseTimeout, or an instance that outlived the host (ErrLeak).
+// Every goroutine the host started has ended once Close returns; check the whole process with
+// VerifyTestMain.
+func New(t testing.TB, opts ...host.Option) *host.Host {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
+	defer cancel()
+	base := []host.Option{host.WithLogger(zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))), host.WithCacheDir(CacheDir())}
+	h, err := host.New(ctx, append(base, opts...)...)
+	if err != nil {
+		t.Fatalf("hosttest: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
+		defer cancel()
+		if err := h.Close(ctx); err != nil {
+			t.Errorf("hosttest: close: %v", err)
+		}
+	})
+	return h
+}
+
+// Load loads wasm under name with the plugin's defaults and fails the test on error.
+func Load(t testing.TB, h *host.Host, name string, wasm []byte) {
+	t.Helper()
+	LoadPlugin(t, h, host.Plugin{Name: name, Wasm: wasm})
+}
+
+// LoadPlugin loads p and fails the test on error.
+func LoadPlugin(t testing.TB, h *host.Host, p host.Plugin) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
+	defer cancel()
+	if err := h.Load(ctx, p); err != nil {
+		t.Fatalf("hosttest: %v", err)
+	}
+}
+
+// ReadFile reads a plugin (or any fixture) and fails the test on error.
+func ReadFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("hosttest: %v", err)
+	}
+	return b
+}
+
+// VerifyTestMain runs the package's tests and then fails if any goroutine is left: call it
+// from TestMain.
+func VerifyTestMain(m *testing.M, opts ...goleak.Option) {
+	goleak.VerifyTestMain(m, opts...)
+}

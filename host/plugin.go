@@ -1,0 +1,281 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/supervisor"
+)
+
+// Plugin describes a plugin to load. Name and one of Wasm or Path are required; every other
+// field's zero value works.
+type Plugin struct {
+	// Name is the plugin's name in this host's registry: any non-empty string, for example
+	// "tenant-42/authz". Another host may use the same name for something else.
+	Name string
+	// Wasm is the module's bytes. Exactly one of Wasm and Path is set.
+	Wasm []byte
+	// Path is a file holding the module.
+	Path string
+	// Config is the initial desired config, pushed into every instance at start.
+	Config map[string]string
+	// Limits bound each instance. Zero fields take sandbox's defaults.
+	Limits sandbox.Limits
+	// Capabilities grants access beyond the sandbox; the zero value grants nothing.
+	Capabilities sandbox.Capabilities
+	// Instances is the pool size. Zero means 1. A call goes to a free instance; with none
+	// free it waits within the caller's context.
+	Instances int
+	// Restart says when a failed instance is replaced: supervisor.Permanent (default, always),
+	// Transient (after an abnormal end; every fatal error is abnormal) or Temporary (never:
+	// the pool shrinks).
+	Restart supervisor.RestartType
+	// DependsOn names plugins of this host that must be loaded and ready first. Restarting
+	// one of them (Reset, or its supervisor giving up) restarts this plugin after it.
+	DependsOn []string
+	// Subscribe lists bus topics delivered to the plugin's wasmvisor_deliver, each message
+	// to one free instance of the pool.
+	Subscribe []string
+}
+
+// plugin is a loaded Plugin: its module, its pool of slots and its desired config.
+type plugin struct {
+	h    *Host
+	name string
+	spec Plugin
+	mod  module
+	id   string // the root supervisor's child ID
+
+	slots   []slot
+	waiters atomic.Int32
+	wake    chan struct{} // capacity 1
+	gone    chan struct{} // closed when unloaded
+	live    atomic.Int64
+	pending atomic.Int64 // bus messages waiting for this plugin
+
+	cfgMu   sync.Mutex
+	desired atomic.Pointer[desiredConfig]
+	version atomic.Uint64  // desired.version, for a cheap check on release
+	good    *desiredConfig // the last config an instance accepted, under cfgMu
+
+	chMu sync.Mutex
+	ch   chan struct{} // closed and replaced on every member or config change
+
+	tree     atomic.Pointer[supervisor.Supervisor]
+	restarts atomic.Uint64
+	stats    stats
+	subs     []*Subscription // under h.bus.mu
+}
+
+func (p *plugin) changed() chan struct{} {
+	p.chMu.Lock()
+	defer p.chMu.Unlock()
+	return p.ch
+}
+
+func (p *plugin) notify() {
+	p.chMu.Lock()
+	close(p.ch)
+	p.ch = make(chan struct{})
+	p.chMu.Unlock()
+}
+
+// Load compiles a plugin, registers its name and starts its instances under the host's
+// supervisor. It returns once every instance is ready, after the plugins it depends on.
+// A name already loaded gets ErrAlreadyLoaded.
+func (h *Host) Load(ctx context.Context, spec Plugin) error {
+	if err := validate(&spec); err != nil {
+		return err
+	}
+	wasm := spec.Wasm
+	if spec.Path != "" {
+		b, err := os.ReadFile(spec.Path)
+		if err != nil {
+			return pluginErr(spec.Name, "load", err)
+		}
+		wasm = b
+	}
+	h.life.Lock()
+	defer h.life.Unlock()
+	if h.closed.Load() {
+		return pluginErr(spec.Name, "load", ErrClosed)
+	}
+	for _, dep := range spec.DependsOn {
+		if _, err := h.lookup(dep); err != nil {
+			return pluginErr(spec.Name, "load", fmt.Errorf("%w: %q is not loaded", ErrDependency, dep))
+		}
+	}
+	p := &plugin{h: h, name: spec.Name, spec: spec, id: "plugin:" + spec.Name,
+		slots: make([]slot, spec.Instances), wake: make(chan struct{}, 1), gone: make(chan struct{}),
+		ch: make(chan struct{})}
+	p.stats.init(h.opts.sampleShift)
+	d := &desiredConfig{cfg: maps.Clone(spec.Config), version: 1}
+	p.desired.Store(d)
+	p.version.Store(1)
+	p.good = d
+	if !h.register(p) {
+		return pluginErr(spec.Name, "load", ErrAlreadyLoaded)
+	}
+	fail := func(err error) error {
+		h.bus.removePlugin(p)
+		h.unregister(spec.Name)
+		close(p.gone)
+		if p.mod != nil {
+			_ = p.mod.Close(context.WithoutCancel(ctx))
+		}
+		return pluginErr(spec.Name, "load", err)
+	}
+	mod, err := h.compile(ctx, wasm, sandbox.Config{Limits: spec.Limits, Capabilities: spec.Capabilities,
+		Logger: h.log.With(zapPlugin(spec.Name)), OnPublish: p.onPublish})
+	if err != nil {
+		return fail(err)
+	}
+	p.mod = mod
+	h.bus.addPlugin(p) // subscribed before the first instance can publish or be delivered to
+	deps := make([]string, len(spec.DependsOn))
+	for i, dep := range spec.DependsOn {
+		deps[i] = "plugin:" + dep
+	}
+	if _, err := h.root.StartChild(ctx, supervisor.Spec{ID: p.id, Start: p.startTree,
+		Type: supervisor.TypeSupervisor, DependsOn: deps}); err != nil {
+		if errors.Is(err, supervisor.ErrStopped) {
+			err = fmt.Errorf("%w: %w", ErrClosed, err)
+		}
+		return fail(err)
+	}
+	h.order = append(h.order, p)
+	h.emit(Event{Kind: EventLoaded, Plugin: p.name})
+	return nil
+}
+
+func validate(spec *Plugin) error {
+	bad := func(why string) error {
+		return pluginErr(spec.Name, "load", fmt.Errorf("%w: %s", ErrInvalidPlugin, why))
+	}
+	switch {
+	case spec.Name == "":
+		return bad("no name")
+	case (spec.Wasm == nil) == (spec.Path == ""):
+		return bad("exactly one of Wasm and Path must be set")
+	case spec.Instances < 0:
+		return bad("negative Instances")
+	case slices.Contains(spec.DependsOn, spec.Name):
+		return bad("depends on itself")
+	}
+	if spec.Instances == 0 {
+		spec.Instances = 1
+	}
+	spec.DependsOn = slices.Clone(spec.DependsOn)
+	spec.Subscribe = slices.Clone(spec.Subscribe)
+	return nil
+}
+
+// startTree is the root supervisor's Start for a plugin: a supervisor of its own over the
+// pool's slots, so that instance restarts count against the plugin's intensity, not the
+// host's, and a restart of the whole plugin restarts its dependents.
+func (p *plugin) startTree(ctx context.Context) (supervisor.Child, error) {
+	cfg := p.h.opts.strategy
+	cfg.Name, cfg.Strategy, cfg.Clock, cfg.EventHook = p.id, supervisor.OneForOne, p.h.opts.clock, p.h.supervisorHook
+	specs := make([]supervisor.Spec, len(p.slots))
+	for i := range specs {
+		specs[i] = supervisor.Spec{ID: strconv.Itoa(i), Start: p.startMember(i), Restart: p.spec.Restart}
+	}
+	s, err := supervisor.New(cfg, specs...)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Start(ctx); err != nil {
+		return nil, err
+	}
+	p.tree.Store(s)
+	return tree{s}, nil
+}
+
+// tree is a plugin's supervisor seen as a Child of the root.
+type tree struct{ *supervisor.Supervisor }
+
+// Stop asks the plugin's supervisor to stop without waiting (a Child's Stop must not block).
+func (t tree) Stop() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = t.Supervisor.Stop(ctx)
+}
+
+// Unload stops the plugin's instances through the supervisor, removes it and frees its name:
+// when Unload returns, Load may use the name again. A plugin others depend on gets
+// ErrDependency.
+func (h *Host) Unload(ctx context.Context, name string) error {
+	h.life.Lock()
+	defer h.life.Unlock()
+	p, err := h.lookup(name)
+	if err != nil {
+		return err
+	}
+	for _, q := range h.order {
+		if slices.Contains(q.spec.DependsOn, name) {
+			return pluginErr(name, "unload", fmt.Errorf("%w: %q depends on it", ErrDependency, q.name))
+		}
+	}
+	h.bus.removePlugin(p) // its subscriptions end before its instances do
+	if err := h.root.TerminateChild(ctx, p.id); err != nil {
+		return pluginErr(name, "unload", err)
+	}
+	if err := h.root.DeleteChild(ctx, p.id); err != nil {
+		return pluginErr(name, "unload", err)
+	}
+	h.unregister(name)
+	close(p.gone)
+	h.order = slices.DeleteFunc(h.order, func(q *plugin) bool { return q == p })
+	err = p.mod.Close(ctx)
+	h.emit(Event{Kind: EventUnloaded, Plugin: name})
+	if err != nil {
+		return pluginErr(name, "unload", err)
+	}
+	return nil
+}
+
+// Reset replaces every instance of the plugin with a fresh one holding the desired config,
+// and restarts the plugins that depend on it, after it. It goes through the supervisor
+// (terminate, then restart), so it does not count as a crash.
+func (h *Host) Reset(ctx context.Context, name string) error {
+	h.life.Lock()
+	defer h.life.Unlock()
+	p, err := h.lookup(name)
+	if err != nil {
+		return err
+	}
+	if err := h.root.TerminateChild(ctx, p.id); err != nil {
+		return pluginErr(name, "reset", err)
+	}
+	// The root stopped the dependents first; start the plugin, then them, in load order.
+	for _, q := range h.order {
+		if q != p && !h.dependsOn(q, name) {
+			continue
+		}
+		if _, err := h.root.RestartChild(ctx, q.id); err != nil && !errors.Is(err, supervisor.ErrRunning) {
+			return pluginErr(name, "reset", err)
+		}
+	}
+	return nil
+}
+
+// dependsOn reports whether q depends on name, directly or not.
+func (h *Host) dependsOn(q *plugin, name string) bool {
+	for _, dep := range q.spec.DependsOn {
+		if dep == name {
+			return true
+		}
+		if d, err := h.lookup(dep); err == nil && h.dependsOn(d, name) {
+			return true
+		}
+	}
+	return false
+}
