@@ -108,7 +108,7 @@ func (h *Host) Close(ctx context.Context) error {
 			h.unregister(p.name)
 			close(p.gone)
 			h.bus.removePlugin(p)
-			_ = p.mod.Close(ctx)
+			_ = p.mod().Close(ctx)
 		}
 		h.order = nil
 		if err := h.engine.Close(ctx); err != nil {

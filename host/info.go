@@ -60,7 +60,7 @@ func (h *Host) Plugin(name string) (PluginInfo, error) {
 
 func (p *plugin) info() PluginInfo {
 	d := p.desired.Load()
-	pi := PluginInfo{Name: p.name, Digest: p.mod.Digest(), Config: maps.Clone(d.cfg), ConfigVersion: d.version,
+	pi := PluginInfo{Name: p.name, Digest: p.mod().Digest(), Config: maps.Clone(d.cfg), ConfigVersion: d.version,
 		Restarts: p.restarts.Load(), DependsOn: p.spec.DependsOn, Subscribe: p.spec.Subscribe}
 	for i := range p.slots {
 		ii := InstanceInfo{Index: i}

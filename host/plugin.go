@@ -51,8 +51,10 @@ type plugin struct {
 	h    *Host
 	name string
 	spec Plugin
-	mod  module
-	id   string // the root supervisor's child ID
+	modp atomic.Pointer[moduleRef] // swapped by Replace
+	id   string                    // the root supervisor's child ID
+
+	prepared []atomic.Pointer[preparedInstance] // set by Replace, taken by the slot's next start
 
 	slots   []slot
 	waiters atomic.Int32
@@ -115,7 +117,7 @@ func (h *Host) Load(ctx context.Context, spec Plugin) error {
 	}
 	p := &plugin{h: h, name: spec.Name, spec: spec, id: "plugin:" + spec.Name,
 		slots: make([]slot, spec.Instances), wake: make(chan struct{}, 1), gone: make(chan struct{}),
-		ch: make(chan struct{})}
+		ch: make(chan struct{}), prepared: make([]atomic.Pointer[preparedInstance], spec.Instances)}
 	p.stats.init(h.opts.sampleShift)
 	d := &desiredConfig{cfg: maps.Clone(spec.Config), version: 1}
 	p.desired.Store(d)
@@ -128,8 +130,8 @@ func (h *Host) Load(ctx context.Context, spec Plugin) error {
 		h.bus.removePlugin(p)
 		h.unregister(spec.Name)
 		close(p.gone)
-		if p.mod != nil {
-			_ = p.mod.Close(context.WithoutCancel(ctx))
+		if m := p.mod(); m != nil {
+			_ = m.Close(context.WithoutCancel(ctx))
 		}
 		return pluginErr(spec.Name, "load", err)
 	}
@@ -138,7 +140,7 @@ func (h *Host) Load(ctx context.Context, spec Plugin) error {
 	if err != nil {
 		return fail(err)
 	}
-	p.mod = mod
+	p.modp.Store(&moduleRef{mod})
 	h.bus.addPlugin(p) // subscribed before the first instance can publish or be delivered to
 	deps := make([]string, len(spec.DependsOn))
 	for i, dep := range spec.DependsOn {
@@ -234,7 +236,7 @@ func (h *Host) Unload(ctx context.Context, name string) error {
 	h.unregister(name)
 	close(p.gone)
 	h.order = slices.DeleteFunc(h.order, func(q *plugin) bool { return q == p })
-	err = p.mod.Close(ctx)
+	err = p.mod().Close(ctx)
 	h.emit(Event{Kind: EventUnloaded, Plugin: name})
 	if err != nil {
 		return pluginErr(name, "unload", err)

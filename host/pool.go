@@ -211,12 +211,19 @@ func (p *plugin) release(m *member, err error) {
 func (p *plugin) startMember(i int) func(ctx context.Context) (supervisor.Child, error) {
 	return func(ctx context.Context) (supervisor.Child, error) {
 		h := p.h
+		var inst instance
+		var err error
 		d := p.desired.Load()
-		inst, err := p.mod.instantiate(ctx, d.cfg)
-		if err != nil && isRejected(err) {
-			p.reject(d, err)
-			d = p.desired.Load()
-			inst, err = p.mod.instantiate(ctx, d.cfg)
+		if pre := p.prepared[i].Swap(nil); pre != nil { // made by Replace, before the old one stopped
+			inst, d = pre.inst, pre.d
+		} else {
+			mod := p.mod()
+			inst, err = mod.instantiate(ctx, d.cfg)
+			if err != nil && isRejected(err) {
+				p.reject(d, err)
+				d = p.desired.Load()
+				inst, err = mod.instantiate(ctx, d.cfg)
+			}
 		}
 		if err != nil {
 			return nil, pluginErr(p.name, "start", err)

@@ -1,0 +1,125 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+
+	"github.com/wasmvisor/wasmvisor/sandbox"
+)
+
+// moduleRef boxes a module so that Replace can swap it atomically.
+type moduleRef struct{ module }
+
+func (p *plugin) mod() module {
+	if r := p.modp.Load(); r != nil {
+		return r.module
+	}
+	return nil
+}
+
+// preparedInstance is an instance Replace started ahead of the slot it will serve.
+type preparedInstance struct {
+	inst instance
+	d    *desiredConfig // the desired config when it was made; its config is the new one
+}
+
+// Replace swaps a loaded plugin's module, config, limits and capabilities for spec's,
+// make-before-break: the new module is compiled and checked, and one new instance per pool
+// slot is started and configured, before any old instance stops. Then each slot in turn hands
+// over: its old instance finishes the call in flight (if any) and stops, and the new one,
+// already running, takes the slot, so a caller waits at most for that hand-over and no call
+// fails. If compiling or starting the new version fails, nothing changes: the old version
+// keeps serving and the error is returned.
+//
+// Replace keeps the plugin's name, pool size, restart type, dependencies and subscriptions;
+// changing those takes Unload and Load. Dependents are not restarted.
+func (h *Host) Replace(ctx context.Context, spec Plugin) error {
+	if err := validate(&spec); err != nil {
+		return err
+	}
+	wasm := spec.Wasm
+	if spec.Path != "" {
+		b, err := os.ReadFile(spec.Path)
+		if err != nil {
+			return pluginErr(spec.Name, "replace", err)
+		}
+		wasm = b
+	}
+	h.life.Lock()
+	defer h.life.Unlock()
+	p, err := h.lookup(spec.Name)
+	if err != nil {
+		return err
+	}
+	bad := func(why string) error {
+		return pluginErr(spec.Name, "replace", fmt.Errorf("%w: %s; Unload and Load instead", ErrInvalidPlugin, why))
+	}
+	switch {
+	case spec.Instances != len(p.slots):
+		return bad("Replace keeps the pool size")
+	case spec.Restart != p.spec.Restart:
+		return bad("Replace keeps the restart type")
+	case !slices.Equal(spec.DependsOn, p.spec.DependsOn):
+		return bad("Replace keeps the dependencies")
+	case !slices.Equal(spec.Subscribe, p.spec.Subscribe):
+		return bad("Replace keeps the subscriptions")
+	}
+	tree := p.tree.Load()
+	if tree == nil {
+		return pluginErr(spec.Name, "replace", fmt.Errorf("%w: the plugin is restarting", ErrNoInstance))
+	}
+
+	mod, err := h.compile(ctx, wasm, sandbox.Config{Limits: spec.Limits, Capabilities: spec.Capabilities,
+		Logger: h.log.With(zapPlugin(spec.Name)), OnPublish: p.onPublish})
+	if err != nil {
+		return pluginErr(spec.Name, "replace", err)
+	}
+	d := p.desired.Load()
+	made := make([]instance, 0, len(p.slots))
+	abandon := func(err error) error {
+		for _, inst := range made {
+			_ = inst.Close(context.WithoutCancel(ctx))
+		}
+		_ = mod.Close(context.WithoutCancel(ctx))
+		return pluginErr(spec.Name, "replace", err)
+	}
+	for range p.slots {
+		inst, err := mod.instantiate(ctx, spec.Config)
+		if err != nil {
+			return abandon(err)
+		}
+		made = append(made, inst)
+	}
+
+	// The new version is up: from here on, restarts use it, and each slot hands over.
+	old := p.mod()
+	p.modp.Store(&moduleRef{mod})
+	var handErr error
+	for i, inst := range made {
+		p.prepared[i].Store(&preparedInstance{inst: inst, d: d})
+		id := strconv.Itoa(i)
+		if err := tree.TerminateChild(ctx, id); err != nil && handErr == nil {
+			handErr = err
+		}
+		if _, err := tree.RestartChild(ctx, id); err != nil && handErr == nil {
+			handErr = err
+		}
+		if pre := p.prepared[i].Swap(nil); pre != nil { // the slot did not take it
+			_ = pre.inst.Close(context.WithoutCancel(ctx))
+		}
+	}
+	_ = old.Close(context.WithoutCancel(ctx))
+	// The new config becomes the desired one; the new instances hold it already, so the push
+	// that follows changes nothing in them (their change callbacks do not fire again).
+	p.setDesired(spec.Config)
+	p.pushFree(ctx)
+	h.kick(h.cfgKick)
+	h.emit(Event{Kind: EventLoaded, Plugin: p.name})
+	if handErr != nil {
+		return pluginErr(spec.Name, "replace", handErr)
+	}
+	return nil
+}
