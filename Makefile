@@ -8,6 +8,8 @@ BIN     := bin/wasmvisor
 # Go plugins: directory -> output .wasm
 GO_PLUGINS := \
 	plugins/authz:plugins/authz/authz.wasm \
+	plugins/validate:plugins/validate/validate.wasm \
+	plugins/ratelimit:plugins/ratelimit/ratelimit.wasm \
 	plugins/conformance/go:plugins/conformance/go/conformance.wasm \
 	sandbox/testdata/caps:sandbox/testdata/caps/caps.wasm
 WAT_PLUGINS := plugins/reference/reference sandbox/testdata/mini sandbox/testdata/noabi sandbox/testdata/hang
@@ -54,7 +56,8 @@ plugins-check: plugins
 # Debian packages and npm modules for `make plugins`.
 toolchains:
 	apt-get update
-	apt-get install -y --no-install-recommends wabt binaryen clang lld wasi-libc libclang-rt-dev-wasm32 rustc libstd-rust-dev-wasm32 nodejs npm
+	apt-get install -y --no-install-recommends wabt binaryen clang lld wasi-libc libclang-rt-dev-wasm32 rustc libstd-rust-dev-wasm32
+	command -v npm >/dev/null || apt-get install -y --no-install-recommends nodejs npm
 	cd sdk/assemblyscript && npm ci --no-audit --no-fund
 
 fmt:
