@@ -267,7 +267,7 @@ func TestBusyAndClosed(t *testing.T) {
 	var loopErr error
 	go func() {
 		defer wg.Done()
-		_, loopErr = i.Call(context.Background(), "loop", nil)
+		loopErr = callUntilEntered(context.Background(), i, "loop")
 	}()
 	waitBusy(t, i)
 	if err := i.Close(context.Background()); err != nil {
@@ -692,10 +692,7 @@ func TestSpinningGuestDoesNotStallGC(t *testing.T) {
 			e := newEngine(t)
 			i := instantiate(t, compile(t, e, p.path, sandbox.Config{Limits: sandbox.Limits{CallTimeout: sandbox.NoTimeout}}), nil)
 			done := make(chan error, 1)
-			go func() {
-				_, err := i.Call(context.Background(), "loop", nil)
-				done <- err
-			}()
+			go func() { done <- callUntilEntered(context.Background(), i, "loop") }()
 			waitBusy(t, i)
 			runtime.GC()
 			runtime.GC()
@@ -709,6 +706,17 @@ func TestSpinningGuestDoesNotStallGC(t *testing.T) {
 				t.Fatalf("err = %v, want ErrCanceled", err)
 			}
 		})
+	}
+}
+
+// callUntilEntered calls handler, again while waitBusy's probes hold the instance.
+func callUntilEntered(ctx context.Context, i *sandbox.Instance, handler string) error {
+	for {
+		_, err := i.Call(ctx, handler, nil)
+		if !errors.Is(err, sandbox.ErrBusy) {
+			return err
+		}
+		runtime.Gosched()
 	}
 }
 
