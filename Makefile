@@ -14,7 +14,7 @@ GO_PLUGINS := \
 	sandbox/testdata/caps:sandbox/testdata/caps/caps.wasm
 WAT_PLUGINS := plugins/reference/reference sandbox/testdata/mini sandbox/testdata/noabi sandbox/testdata/hang
 
-.PHONY: all build test run plugins plugins-go plugins-wat plugins-rust plugins-c plugins-assemblyscript \
+.PHONY: all build test run loadtest plugins plugins-go plugins-wat plugins-rust plugins-c plugins-assemblyscript \
 	plugins-check check lint fmt tidy bench fuzz toolchains clean
 
 all: build
@@ -26,10 +26,20 @@ build:
 test:
 	$(GO) test -race ./...
 
-# The main job: evaluate a request with the authz policy plugin in a fresh sandbox.
+# The main job: serve the built-in policy plugins on 127.0.0.1:8080 (embedded default config).
 run:
-	$(GO) run ./cmd/wasmvisor call plugins/authz/authz.wasm evaluate \
-		--input '{"subject":{"id":"alice","roles":["viewer"]},"action":"read","resource":{"type":"document","id":"42","owner":"bob"}}'
+	$(GO) run ./cmd/wasmvisor serve
+
+# Not in CI: the server on loopback under HTTP load, authz policy; figures in BENCHMARKS.md.
+LOADTEST_ADDR ?= 127.0.0.1:18080
+LOADTEST_ARGS ?= -c 8 -d 10s
+loadtest: build
+	@rm -f bin/loadtest.addr; \
+	$(BIN) serve --listen $(LOADTEST_ADDR) --addr-file bin/loadtest.addr 2>bin/loadtest.log & pid=$$!; \
+	for i in $$(seq 1 300); do test -s bin/loadtest.addr && break; sleep 0.1; done; \
+	test -s bin/loadtest.addr || { kill $$pid; cat bin/loadtest.log; exit 1; }; \
+	$(GO) run ./internal/server/loadgen -url http://$(LOADTEST_ADDR)/v1/plugins/authz/call/evaluate $(LOADTEST_ARGS); rc=$$?; \
+	kill -TERM $$pid; wait $$pid; exit $$rc
 
 plugins: plugins-wat plugins-go plugins-rust plugins-c plugins-assemblyscript
 
@@ -73,7 +83,7 @@ lint:
 check:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting" >&2; exit 1; }
 	$(GO) vet ./...
-	GOOS=wasip1 GOARCH=wasm $(GO) vet ./sdk/... ./plugins/authz/... ./plugins/conformance/go/...
+	GOOS=wasip1 GOARCH=wasm $(GO) vet ./sdk/... ./plugins/authz/... ./plugins/validate/... ./plugins/ratelimit/... ./plugins/conformance/go/...
 	$(GO) tool golangci-lint run ./...
 	$(GO) mod tidy
 	git diff --exit-code -- go.mod go.sum

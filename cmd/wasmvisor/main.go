@@ -1,7 +1,9 @@
 // Command wasmvisor runs and inspects wasmvisor plugins.
 //
+//	wasmvisor serve [--config FILE] [--listen ADDR]
 //	wasmvisor call <plugin.wasm> <handler> [--input STRING | --input-file PATH] [--config KEY=VALUE]...
 //	wasmvisor inspect <plugin.wasm>
+//	wasmvisor test <plugin.wasm> <cases.yaml>
 //	wasmvisor version
 //
 // Every failure exits non-zero with a one-line error on stderr; see exitCode for the codes.
@@ -99,7 +101,8 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newCallCmd(stdin, stdout, stderr), newInspectCmd(stdout), newVersionCmd(stdout))
+	root.AddCommand(newServeCmd(stderr), newCallCmd(stdin, stdout, stderr), newInspectCmd(stdout),
+		newTestCmd(stdout, stderr), newVersionCmd(stdout))
 	return root
 }
 

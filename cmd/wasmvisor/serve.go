@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/wasmvisor/wasmvisor/internal/config"
+	"github.com/wasmvisor/wasmvisor/internal/server"
+	"github.com/wasmvisor/wasmvisor/plugins"
+)
+
+//go:embed default.yaml
+var defaultConfig []byte
+
+// defaultSource names the embedded default configuration.
+const defaultSource = "(embedded default)"
+
+func newServeCmd(stderr io.Writer) *cobra.Command {
+	var configFile, addrFile string
+	cmd := &cobra.Command{
+		Use:   "serve [--config FILE] [--listen ADDR]",
+		Short: "Serve policy plugins over HTTP, with hot reload",
+		Long: `Serve plugins over HTTP: load the plugins of a configuration, serve calls and the admin
+API (internal/server/API.md), reload on SIGHUP and when the file or a module it names changes,
+and drain in-flight calls on SIGTERM or SIGINT.
+
+With no --config, the embedded default configuration serves the built-in policies (authz,
+validate, ratelimit) on 127.0.0.1:8080. Keys: internal/config/CONFIG.md. Environment
+variables WASMVISOR_<KEY> override the file, and flags override both. An invalid
+configuration is refused with one line naming the key and the problem.`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runServe(cmd, configFile, addrFile, stderr)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&configFile, "config", "", "configuration file (default: the embedded default)")
+	fl.String("listen", "", "listen address HOST:PORT (overrides listen; port 0 picks a free one)")
+	fl.String("log-level", "", "debug, info, warn or error (overrides log.level)")
+	fl.String("log-format", "", "json or console (overrides log.format)")
+	fl.StringVar(&addrFile, "addr-file", "", "write the bound address to this file once listening")
+	return cmd
+}
+
+func runServe(cmd *cobra.Command, configFile, addrFile string, stderr io.Writer) error {
+	ctx := cmd.Context()
+	read := func() (*config.Config, error) {
+		in := config.Input{Data: defaultConfig, Source: defaultSource}
+		if configFile != "" {
+			var err error
+			if in, err = config.ReadFile(configFile); err != nil {
+				return nil, err
+			}
+		}
+		in.Flags, in.Builtin, in.Builtins = cmd.Flags(), plugins.Builtin, plugins.Builtins()
+		return config.Parse(in)
+	}
+	c, err := read()
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(c.Log, stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	reread := read
+	if configFile == "" {
+		reread = nil // the embedded default cannot change
+	}
+	srv, err := server.New(ctx, server.Options{Config: c, Reread: reread, Logger: log, Builtin: plugins.Builtin})
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	if addrFile != "" {
+		if err := os.WriteFile(addrFile, []byte(ln.Addr().String()), 0o600); err != nil {
+			_ = ln.Close()
+			_ = srv.Shutdown(ctx)
+			return err
+		}
+	}
+
+	// Execute/interrupt pairs: the HTTP server, the file watcher, the signals.
+	var g server.Group
+	g.Add(func() error { return srv.Serve(ln) }, func(error) {
+		if err := srv.Shutdown(context.WithoutCancel(ctx)); err != nil {
+			log.Error("shutdown", zap.Error(err))
+		}
+	})
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	g.Add(func() error { return srv.Watch(watchCtx) }, func(error) { stopWatch() })
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	sigCtx, stopSig := context.WithCancel(ctx)
+	g.Add(func() error {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-sigCtx.Done():
+				if ctx.Err() != nil {
+					log.Info("shutting down: draining calls in flight")
+				}
+				return nil
+			case <-hup:
+				if err := srv.Reload(sigCtx, "SIGHUP"); err != nil && reread == nil {
+					log.Warn("SIGHUP: nothing to reload", zap.Error(err))
+				}
+			case <-srv.Host().Done():
+				return fmt.Errorf("host stopped: %w", srv.Host().Err())
+			}
+		}
+	}, func(error) { stopSig() })
+	err = g.Run()
+	log.Info("stopped")
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	ec := zap.NewProductionEncoderConfig()
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	enc := zapcore.NewJSONEncoder(ec)
+	if c.Format == "console" {
+		ec = zap.NewDevelopmentEncoderConfig()
+		enc = zapcore.NewConsoleEncoder(ec)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)), nil
+}

@@ -1,0 +1,691 @@
+// Package config reads the configuration of `wasmvisor serve`: a YAML file, overridden by
+// environment variables (WASMVISOR_<KEY>, dots as underscores) and then by flags, through
+// viper. It validates everything and names the key and the problem in every error. Every key
+// is documented in CONFIG.md, next to this file; Parse is the only entry point.
+//
+// Only cmd/ and internal/ use this package: library packages (host, sandbox) take the plain
+// Go values it produces.
+package config
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
+)
+
+// EnvPrefix prefixes the environment variables that override scalar keys:
+// WASMVISOR_LISTEN, WASMVISOR_ADMIN_TOKEN, WASMVISOR_LOG_LEVEL, WASMVISOR_HTTP_REQUEST_TIMEOUT…
+const EnvPrefix = "WASMVISOR"
+
+// BuiltinPrefix marks a plugin's wasm as a built-in module: `wasm: builtin:authz`.
+const BuiltinPrefix = "builtin:"
+
+// Failure policies: what a call's response is when the plugin fails (see CONFIG.md).
+const (
+	FailDeny    = "deny"
+	FailAllow   = "allow"
+	FailMonitor = "monitor"
+)
+
+// Config is a validated configuration.
+type Config struct {
+	Listen     string
+	AdminToken string
+	CacheDir   string // "" for none
+	Log        Log
+	HTTP       HTTP
+	Reload     Reload
+	Events     Events
+	Supervisor Supervisor
+	Plugins    []Plugin
+	// Source is the file the config came from, or "(embedded default)".
+	Source string
+	// Digest identifies the file's bytes (sha256, hex).
+	Digest string
+}
+
+// Log configures the server's zap logger.
+type Log struct {
+	Level     string // debug, info, warn, error
+	Format    string // json, console
+	Decisions bool   // one info line per policy call
+}
+
+// HTTP bounds requests.
+type HTTP struct {
+	MaxBodyBytes    int64
+	MaxModuleBytes  int64
+	RequestTimeout  time.Duration
+	ShutdownTimeout time.Duration
+}
+
+// Reload configures hot reload.
+type Reload struct {
+	Watch    bool
+	Interval time.Duration
+}
+
+// Events configures the server-sent event streams.
+type Events struct {
+	Buffer    int // per client
+	BusBuffer int // per host subscription
+}
+
+// Supervisor is the host's supervision settings.
+type Supervisor struct {
+	Strategy    string
+	MaxRestarts int
+	Period      time.Duration
+	MinUptime   time.Duration
+}
+
+// Plugin is one plugin's settings.
+type Plugin struct {
+	Name string
+	// Wasm is the key as written: "builtin:NAME" or a path.
+	Wasm string
+	// Builtin is NAME for a built-in; Path is the resolved file otherwise.
+	Builtin       string
+	Path          string
+	Config        map[string]string
+	MemoryPages   uint32
+	CallTimeout   time.Duration // 0: default; -1: none
+	StartTimeout  time.Duration
+	Instances     int
+	Restart       string // permanent, transient, temporary
+	DependsOn     []string
+	Subscribe     []string
+	FailurePolicy string
+	Env           map[string]string
+	InheritEnv    []string
+	Dirs          [][2]string // host, guest
+	Clock         string      // deterministic, real
+	Random        string      // deterministic, crypto
+}
+
+// Error is one problem with one key.
+type Error struct {
+	Key     string // plugins[0].limits.call_timeout
+	Problem string
+}
+
+func (e *Error) Error() string { return e.Key + ": " + e.Problem }
+
+// Errors is every problem found, in file order. Its message is one line.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	s := make([]string, len(es))
+	for i, e := range es {
+		s[i] = e.Error()
+	}
+	return "config: " + strings.Join(s, "; ")
+}
+
+// Input is what Parse reads.
+type Input struct {
+	// Data is the YAML; Source names it in errors and status; Dir resolves relative wasm
+	// paths.
+	Data   []byte
+	Source string
+	Dir    string
+	// Env is the environment (os.Environ form); nil reads the process environment.
+	Env []string
+	// Flags overrides keys by flag name: "listen" overrides listen. Only changed flags apply.
+	Flags *pflag.FlagSet
+	// Builtin resolves builtin:NAME; Builtins lists the names for errors.
+	Builtin  func(string) ([]byte, bool)
+	Builtins []string
+}
+
+// ReadFile returns the Input of a config file.
+func ReadFile(path string) (Input, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Input{}, fmt.Errorf("config: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = path
+	}
+	return Input{Data: b, Source: path, Dir: filepath.Dir(abs)}, nil
+}
+
+// raw mirrors the file. Scalars are read through viper (so env and flags apply); the walk
+// below checks every key and type, and names the unknown ones.
+type raw struct {
+	Listen     string      `yaml:"listen"`
+	AdminToken string      `yaml:"admin_token"`
+	CacheDir   string      `yaml:"cache_dir"`
+	Log        rawLog      `yaml:"log"`
+	HTTP       rawHTTP     `yaml:"http"`
+	Reload     rawReload   `yaml:"reload"`
+	Events     rawEvents   `yaml:"events"`
+	Supervisor rawSup      `yaml:"supervisor"`
+	Plugins    []rawPlugin `yaml:"plugins"`
+}
+
+type rawLog struct {
+	Level     string `yaml:"level"`
+	Format    string `yaml:"format"`
+	Decisions string `yaml:"decisions"`
+}
+
+type rawHTTP struct {
+	MaxBodyBytes    string `yaml:"max_body_bytes"`
+	MaxModuleBytes  string `yaml:"max_module_bytes"`
+	RequestTimeout  string `yaml:"request_timeout"`
+	ShutdownTimeout string `yaml:"shutdown_timeout"`
+}
+
+type rawReload struct {
+	Watch    string `yaml:"watch"`
+	Interval string `yaml:"interval"`
+}
+
+type rawEvents struct {
+	Buffer    string `yaml:"buffer"`
+	BusBuffer string `yaml:"bus_buffer"`
+}
+
+type rawSup struct {
+	Strategy    string `yaml:"strategy"`
+	MaxRestarts string `yaml:"max_restarts"`
+	Period      string `yaml:"period"`
+	MinUptime   string `yaml:"min_uptime"`
+}
+
+type rawPlugin struct {
+	Name          string            `yaml:"name"`
+	Wasm          string            `yaml:"wasm"`
+	Config        map[string]string `yaml:"config"`
+	Limits        rawLimits         `yaml:"limits"`
+	Instances     string            `yaml:"instances"`
+	Restart       string            `yaml:"restart"`
+	DependsOn     []string          `yaml:"depends_on"`
+	Subscribe     []string          `yaml:"subscribe"`
+	FailurePolicy string            `yaml:"failure_policy"`
+	Capabilities  rawCaps           `yaml:"capabilities"`
+}
+
+type rawLimits struct {
+	MemoryPages  string `yaml:"memory_pages"`
+	CallTimeout  string `yaml:"call_timeout"`
+	StartTimeout string `yaml:"start_timeout"`
+}
+
+type rawCaps struct {
+	Env        map[string]string `yaml:"env"`
+	InheritEnv []string          `yaml:"inherit_env"`
+	Dirs       []rawCapDir       `yaml:"dirs"`
+	Clock      string            `yaml:"clock"`
+	Random     string            `yaml:"random"`
+}
+
+type rawCapDir struct {
+	Host  string `yaml:"host"`
+	Guest string `yaml:"guest"`
+}
+
+// Defaults, documented in CONFIG.md.
+const (
+	DefaultListen          = "127.0.0.1:8080"
+	DefaultMaxBodyBytes    = 1 << 20
+	DefaultMaxModuleBytes  = 64 << 20
+	DefaultRequestTimeout  = 5 * time.Second
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultReloadInterval  = time.Second
+	DefaultEventBuffer     = 64
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// scalarKeys are read through viper: file < env < flag.
+var scalarKeys = []string{
+	"listen", "admin_token", "cache_dir",
+	"log.level", "log.format", "log.decisions",
+	"http.max_body_bytes", "http.max_module_bytes", "http.request_timeout", "http.shutdown_timeout",
+	"reload.watch", "reload.interval",
+	"events.buffer", "events.bus_buffer",
+	"supervisor.strategy", "supervisor.max_restarts", "supervisor.period", "supervisor.min_uptime",
+}
+
+// Parse reads, layers and validates a configuration. Every problem found is in the returned
+// Errors.
+func Parse(in Input) (*Config, error) {
+	var errs Errors
+	add := func(key, format string, a ...any) {
+		errs = append(errs, &Error{Key: key, Problem: fmt.Sprintf(format, a...)})
+	}
+
+	var doc yaml.Node
+	if err := yaml.Unmarshal(in.Data, &doc); err != nil {
+		return nil, Errors{{Key: "(file)", Problem: "not YAML: " + oneLine(err.Error())}}
+	}
+	var r raw
+	if len(doc.Content) > 0 {
+		root := doc.Content[0]
+		if root.Kind != yaml.MappingNode && !(root.Kind == yaml.ScalarNode && root.Tag == "!!null") {
+			return nil, Errors{{Key: "(file)", Problem: "want a mapping of keys"}}
+		}
+		walk(root, reflect.TypeFor[raw](), "", add)
+		if len(errs) > 0 {
+			return nil, errs
+		}
+		if err := root.Decode(&r); err != nil {
+			return nil, Errors{{Key: "(file)", Problem: oneLine(err.Error())}}
+		}
+	}
+
+	v := viper.New()
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(in.Data)); err != nil {
+		return nil, Errors{{Key: "(file)", Problem: oneLine(err.Error())}}
+	}
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	env := in.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	envMap := map[string]string{}
+	for _, kv := range env {
+		if k, val, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, EnvPrefix+"_") {
+			envMap[k] = val
+		}
+	}
+	for _, k := range scalarKeys {
+		ev := EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(k, ".", "_"))
+		if in.Flags != nil {
+			if f := in.Flags.Lookup(strings.NewReplacer("_", "-", ".", "-").Replace(k)); f != nil && f.Changed {
+				_ = v.BindPFlag(k, f) // a flag beats the environment
+				continue
+			}
+		}
+		if val, ok := envMap[ev]; ok {
+			v.Set(k, val) // the environment of Input (the process's by default) beats the file
+		}
+	}
+	for k := range envMap {
+		name := strings.ToLower(strings.TrimPrefix(k, EnvPrefix+"_"))
+		if !slices.ContainsFunc(scalarKeys, func(s string) bool { return strings.ReplaceAll(s, ".", "_") == name }) {
+			add(k, "unknown environment override (the overridable keys are %s)", strings.Join(scalarKeys, ", "))
+		}
+	}
+	str := func(key, def string) string {
+		if v.IsSet(key) {
+			if s := v.GetString(key); s != "" {
+				return s
+			}
+		}
+		return def
+	}
+	dur := func(key string, def time.Duration, allowNone bool) time.Duration {
+		s := str(key, "")
+		if s == "" {
+			return def
+		}
+		if allowNone && s == "none" {
+			return -1
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			add(key, "want a positive duration such as 500ms or 2s, got %q", s)
+			return def
+		}
+		return d
+	}
+	integer := func(key string, def, lo, hi int64) int64 {
+		s := str(key, "")
+		if s == "" {
+			return def
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < lo || n > hi {
+			add(key, "want an integer from %d to %d, got %q", lo, hi, s)
+			return def
+		}
+		return n
+	}
+	boolean := func(key string, def bool) bool {
+		s := str(key, "")
+		if s == "" {
+			return def
+		}
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			add(key, "want true or false, got %q", s)
+			return def
+		}
+		return b
+	}
+	oneOf := func(key, def string, allowed ...string) string {
+		s := str(key, def)
+		if !slices.Contains(allowed, s) {
+			add(key, "want one of %s, got %q", strings.Join(allowed, ", "), s)
+			return def
+		}
+		return s
+	}
+
+	c := &Config{Source: in.Source}
+	c.Listen = str("listen", DefaultListen)
+	if _, _, err := splitHostPort(c.Listen); err != nil {
+		add("listen", "want HOST:PORT, got %q", c.Listen)
+	}
+	c.AdminToken = str("admin_token", "")
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		add("admin_token", "too short: use at least 16 characters")
+	}
+	c.CacheDir = str("cache_dir", "")
+	c.Log = Log{Level: oneOf("log.level", "info", "debug", "info", "warn", "error"),
+		Format: oneOf("log.format", "json", "json", "console"), Decisions: boolean("log.decisions", true)}
+	c.HTTP = HTTP{
+		MaxBodyBytes:    integer("http.max_body_bytes", DefaultMaxBodyBytes, 1, 1<<30),
+		MaxModuleBytes:  integer("http.max_module_bytes", DefaultMaxModuleBytes, 8, 1<<30),
+		RequestTimeout:  dur("http.request_timeout", DefaultRequestTimeout, false),
+		ShutdownTimeout: dur("http.shutdown_timeout", DefaultShutdownTimeout, false),
+	}
+	c.Reload = Reload{Watch: boolean("reload.watch", true), Interval: dur("reload.interval", DefaultReloadInterval, false)}
+	c.Events = Events{Buffer: int(integer("events.buffer", DefaultEventBuffer, 1, 1<<16)),
+		BusBuffer: int(integer("events.bus_buffer", 0, 0, 1<<20))}
+	c.Supervisor = Supervisor{
+		Strategy:    oneOf("supervisor.strategy", "one_for_one", "one_for_one"),
+		MaxRestarts: int(integer("supervisor.max_restarts", 0, 0, 1<<20)),
+		Period:      dur("supervisor.period", 0, false),
+		MinUptime:   dur("supervisor.min_uptime", 0, true),
+	}
+
+	names := map[string]int{}
+	for i, rp := range r.Plugins {
+		key := func(k string) string { return fmt.Sprintf("plugins[%d].%s", i, k) }
+		if rp.Name != "" {
+			key = func(k string) string { return fmt.Sprintf("plugins[%d](%s).%s", i, rp.Name, k) }
+		}
+		p := Plugin{Name: rp.Name, Wasm: rp.Wasm, Config: rp.Config, DependsOn: rp.DependsOn, Subscribe: rp.Subscribe,
+			Env: rp.Capabilities.Env, InheritEnv: rp.Capabilities.InheritEnv}
+		switch {
+		case rp.Name == "":
+			add(key("name"), "missing")
+		case !nameRE.MatchString(rp.Name):
+			add(key("name"), "want letters, digits, '_', '.', '-' (at most 128, not starting with a symbol), got %q", rp.Name)
+		default:
+			if j, dup := names[rp.Name]; dup {
+				add(key("name"), "%q is also plugins[%d]", rp.Name, j)
+			}
+			names[rp.Name] = i
+		}
+		switch {
+		case rp.Wasm == "":
+			add(key("wasm"), "missing: want builtin:NAME or a path to a .wasm file")
+		case strings.HasPrefix(rp.Wasm, BuiltinPrefix):
+			p.Builtin = strings.TrimPrefix(rp.Wasm, BuiltinPrefix)
+			if in.Builtin == nil {
+				add(key("wasm"), "no built-in plugins in this build")
+			} else if _, ok := in.Builtin(p.Builtin); !ok {
+				add(key("wasm"), "no built-in plugin %q (built-in: %s)", p.Builtin, strings.Join(in.Builtins, ", "))
+			}
+		default:
+			p.Path = rp.Wasm
+			if !filepath.IsAbs(p.Path) && in.Dir != "" {
+				p.Path = filepath.Join(in.Dir, p.Path)
+			}
+			if st, err := os.Stat(p.Path); err != nil {
+				add(key("wasm"), "cannot read %q: %s", rp.Wasm, errors.Unwrap(err))
+			} else if st.IsDir() {
+				add(key("wasm"), "%q is a directory", rp.Wasm)
+			}
+		}
+		if rp.Limits.MemoryPages != "" {
+			n, err := strconv.ParseUint(rp.Limits.MemoryPages, 10, 32)
+			if err != nil || n < 1 || n > 65536 {
+				add(key("limits.memory_pages"), "want 1 to 65536 (64 KiB pages), got %q", rp.Limits.MemoryPages)
+			}
+			p.MemoryPages = uint32(n)
+		}
+		p.CallTimeout = parseLimit(rp.Limits.CallTimeout, key("limits.call_timeout"), add)
+		p.StartTimeout = parseLimit(rp.Limits.StartTimeout, key("limits.start_timeout"), add)
+		p.Instances = 1
+		if rp.Instances != "" {
+			n, err := strconv.Atoi(rp.Instances)
+			if err != nil || n < 1 || n > 1024 {
+				add(key("instances"), "want 1 to 1024, got %q", rp.Instances)
+			}
+			p.Instances = max(n, 1)
+		}
+		p.Restart = pick(rp.Restart, "permanent", key("restart"), add, "permanent", "transient", "temporary")
+		p.FailurePolicy = pick(rp.FailurePolicy, FailDeny, key("failure_policy"), add, FailDeny, FailAllow, FailMonitor)
+		p.Clock = pick(rp.Capabilities.Clock, "deterministic", key("capabilities.clock"), add, "deterministic", "real")
+		p.Random = pick(rp.Capabilities.Random, "deterministic", key("capabilities.random"), add, "deterministic", "crypto")
+		for j, d := range rp.Capabilities.Dirs {
+			k := key(fmt.Sprintf("capabilities.dirs[%d]", j))
+			switch {
+			case d.Host == "":
+				add(k+".host", "missing")
+			case d.Guest == "" || !strings.HasPrefix(d.Guest, "/"):
+				add(k+".guest", "want an absolute guest path, got %q", d.Guest)
+			default:
+				h := d.Host
+				if !filepath.IsAbs(h) && in.Dir != "" {
+					h = filepath.Join(in.Dir, h)
+				}
+				if st, err := os.Stat(h); err != nil || !st.IsDir() {
+					add(k+".host", "%q is not a directory", d.Host)
+				}
+				p.Dirs = append(p.Dirs, [2]string{h, d.Guest})
+			}
+		}
+		for j, s := range rp.Subscribe {
+			if s == "" {
+				add(key(fmt.Sprintf("subscribe[%d]", j)), "empty topic")
+			}
+		}
+		c.Plugins = append(c.Plugins, p)
+	}
+	// Dependencies: named, not self, acyclic.
+	for i, p := range c.Plugins {
+		for j, d := range p.DependsOn {
+			k := fmt.Sprintf("plugins[%d](%s).depends_on[%d]", i, p.Name, j)
+			if _, ok := names[d]; !ok {
+				add(k, "no plugin %q in this config", d)
+			} else if d == p.Name {
+				add(k, "a plugin cannot depend on itself")
+			}
+		}
+	}
+	if len(errs) == 0 {
+		if _, err := Order(c.Plugins); err != nil {
+			add("plugins", "%s", err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	c.Digest = digest(in.Data)
+	return c, nil
+}
+
+func parseLimit(s, key string, add func(string, string, ...any)) time.Duration {
+	switch s {
+	case "":
+		return 0
+	case "none":
+		return -1
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		add(key, "want a positive duration such as 50ms, or none, got %q", s)
+		return 0
+	}
+	return d
+}
+
+func pick(s, def, key string, add func(string, string, ...any), allowed ...string) string {
+	if s == "" {
+		return def
+	}
+	if !slices.Contains(allowed, s) {
+		add(key, "want one of %s, got %q", strings.Join(allowed, ", "), s)
+		return def
+	}
+	return s
+}
+
+// Order returns the plugins in an order where each comes after those it depends on, or an
+// error naming a cycle.
+func Order(ps []Plugin) ([]Plugin, error) {
+	byName := map[string]Plugin{}
+	for _, p := range ps {
+		byName[p.Name] = p
+	}
+	state := map[string]int{} // 1 visiting, 2 done
+	var out []Plugin
+	var visit func(n string, path []string) error
+	visit = func(n string, path []string) error {
+		switch state[n] {
+		case 1:
+			return fmt.Errorf("dependency cycle: %s", strings.Join(append(path, n), " -> "))
+		case 2:
+			return nil
+		}
+		p, ok := byName[n]
+		if !ok {
+			return nil // loaded outside this config
+		}
+		state[n] = 1
+		for _, d := range p.DependsOn {
+			if err := visit(d, append(path, n)); err != nil {
+				return err
+			}
+		}
+		state[n] = 2
+		out = append(out, p)
+		return nil
+	}
+	for _, p := range ps {
+		if err := visit(p.Name, nil); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// walk checks node against t: every key known, every value of the right shape.
+func walk(n *yaml.Node, t reflect.Type, path string, add func(string, string, ...any)) {
+	at := func() string {
+		if path == "" {
+			return "(file)"
+		}
+		return path
+	}
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			add(at(), "want a mapping, got %s (line %d)", shape(n), n.Line)
+			return
+		}
+		fields := map[string]reflect.StructField{}
+		var known []string
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag := strings.Split(f.Tag.Get("yaml"), ",")[0]
+			if tag == "" || tag == "-" {
+				continue
+			}
+			fields[tag] = f
+			known = append(known, tag)
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			sub := k.Value
+			if path != "" {
+				sub = path + "." + k.Value
+			}
+			f, ok := fields[k.Value]
+			if !ok {
+				add(sub, "unknown key (line %d); known keys here: %s", k.Line, strings.Join(known, ", "))
+				continue
+			}
+			if t == reflect.TypeFor[raw]() && k.Value == "plugins" {
+				walkPlugins(val, add)
+				continue
+			}
+			walk(val, f.Type, sub, add)
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			add(at(), "want a mapping of strings, got %s (line %d)", shape(n), n.Line)
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if v := n.Content[i+1]; v.Kind != yaml.ScalarNode {
+				add(at()+"."+n.Content[i].Value, "want a string value, got %s (line %d)", shape(v), v.Line)
+			}
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			add(at(), "want a list, got %s (line %d)", shape(n), n.Line)
+			return
+		}
+		for i, e := range n.Content {
+			walk(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i), add)
+		}
+	case reflect.String:
+		if n.Kind != yaml.ScalarNode {
+			add(at(), "want a single value, got %s (line %d)", shape(n), n.Line)
+		}
+	}
+}
+
+func walkPlugins(n *yaml.Node, add func(string, string, ...any)) {
+	if n.Kind != yaml.SequenceNode {
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+			return
+		}
+		add("plugins", "want a list of plugins, got %s (line %d)", shape(n), n.Line)
+		return
+	}
+	for i, e := range n.Content {
+		walk(e, reflect.TypeFor[rawPlugin](), fmt.Sprintf("plugins[%d]", i), add)
+	}
+}
+
+func shape(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	}
+	return fmt.Sprintf("%q", n.Value)
+}
+
+func splitHostPort(s string) (string, string, error) { return net.SplitHostPort(s) }
+
+func digest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

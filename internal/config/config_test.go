@@ -1,0 +1,142 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func builtin(name string) ([]byte, bool) { return []byte("wasm"), name == "authz" }
+
+func parse(t *testing.T, yaml string, env ...string) (*Config, error) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "p.wasm"), []byte("wasm"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return Parse(Input{Data: []byte(yaml), Source: "test.yaml", Dir: dir, Env: append([]string{}, env...),
+		Builtin: builtin, Builtins: []string{"authz"}})
+}
+
+func TestValid(t *testing.T) {
+	c, err := parse(t, `
+listen: 127.0.0.1:9000
+admin_token: 0123456789abcdef
+log: {level: debug, format: console, decisions: false}
+http: {max_body_bytes: 100, request_timeout: 2s}
+supervisor: {strategy: one_for_one, max_restarts: 5, period: 10s, min_uptime: none}
+plugins:
+  - name: authz
+    wasm: builtin:authz
+    config: {role.admin: "*", default: deny, n: 5}
+    limits: {memory_pages: 16, call_timeout: 50ms, start_timeout: none}
+    instances: 4
+    restart: transient
+    failure_policy: monitor
+  - name: b
+    wasm: p.wasm
+    depends_on: [authz]
+    capabilities: {clock: real, random: crypto, env: {A: b}}
+`, "WASMVISOR_LISTEN=127.0.0.1:9001", "WASMVISOR_HTTP_REQUEST_TIMEOUT=3s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:9001" || c.HTTP.RequestTimeout != 3*time.Second || c.HTTP.MaxBodyBytes != 100 {
+		t.Fatalf("env overrides: %+v", c)
+	}
+	if c.Log.Decisions || c.Log.Format != "console" || c.Supervisor.MaxRestarts != 5 || c.Supervisor.MinUptime != -1 {
+		t.Fatalf("settings: %+v", c)
+	}
+	a := c.Plugins[0]
+	if a.Config["role.admin"] != "*" || a.Config["n"] != "5" || a.MemoryPages != 16 || a.CallTimeout != 50*time.Millisecond ||
+		a.StartTimeout != -1 || a.Instances != 4 || a.Restart != "transient" || a.FailurePolicy != "monitor" || a.Builtin != "authz" {
+		t.Fatalf("plugin: %+v", a)
+	}
+	if b := c.Plugins[1]; !strings.HasSuffix(b.Path, "p.wasm") || b.Clock != "real" || b.FailurePolicy != "deny" || b.Instances != 1 {
+		t.Fatalf("plugin b: %+v", b)
+	}
+}
+
+func TestFlagBeatsEnv(t *testing.T) {
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	fs.String("listen", "", "")
+	fs.String("log-level", "", "")
+	if err := fs.Parse([]string{"--listen", "127.0.0.1:7000", "--log-level", "warn"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse(Input{Data: []byte("listen: 127.0.0.1:1\n"), Env: []string{"WASMVISOR_LISTEN=127.0.0.1:2"}, Flags: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:7000" || c.Log.Level != "warn" {
+		t.Fatalf("listen %q level %q", c.Listen, c.Log.Level)
+	}
+}
+
+// Each bad key is refused with an error naming it.
+func TestInvalid(t *testing.T) {
+	for _, c := range []struct{ name, yaml, key, problem string }{
+		{"unknown top", "listn: x", "listn", "unknown key"},
+		{"unknown nested", "http: {max_body: 1}", "http.max_body", "unknown key"},
+		{"unknown plugin key", "plugins: [{name: a, wasm: builtin:authz, instance: 2}]", "plugins[0].instance", "unknown key"},
+		{"unknown limit", "plugins: [{name: a, wasm: builtin:authz, limits: {pages: 2}}]", "plugins[0].limits.pages", "unknown key"},
+		{"listen", "listen: nowhere", "listen", "HOST:PORT"},
+		{"level", "log: {level: loud}", "log.level", "want one of"},
+		{"format", "log: {format: xml}", "log.format", "want one of"},
+		{"decisions", "log: {decisions: maybe}", "log.decisions", "true or false"},
+		{"body", "http: {max_body_bytes: -1}", "http.max_body_bytes", "integer"},
+		{"timeout", "http: {request_timeout: soon}", "http.request_timeout", "duration"},
+		{"interval", "reload: {interval: 0s}", "reload.interval", "duration"},
+		{"strategy", "supervisor: {strategy: rest_for_one}", "supervisor.strategy", "one_for_one"},
+		{"token", "admin_token: short", "admin_token", "too short"},
+		{"plugins shape", "plugins: {a: 1}", "plugins", "want a list"},
+		{"no name", "plugins: [{wasm: builtin:authz}]", "plugins[0].name", "missing"},
+		{"bad name", "plugins: [{name: a/b, wasm: builtin:authz}]", "plugins[0](a/b).name", "letters"},
+		{"dup", "plugins: [{name: a, wasm: builtin:authz}, {name: a, wasm: builtin:authz}]", "plugins[1](a).name", "also plugins[0]"},
+		{"no wasm", "plugins: [{name: a}]", "plugins[0](a).wasm", "missing"},
+		{"builtin", "plugins: [{name: a, wasm: builtin:nope}]", "plugins[0](a).wasm", `no built-in plugin "nope"`},
+		{"file", "plugins: [{name: a, wasm: missing.wasm}]", "plugins[0](a).wasm", "cannot read"},
+		{"pages", "plugins: [{name: a, wasm: builtin:authz, limits: {memory_pages: 0}}]", "plugins[0](a).limits.memory_pages", "1 to 65536"},
+		{"call timeout", "plugins: [{name: a, wasm: builtin:authz, limits: {call_timeout: 5}}]", "plugins[0](a).limits.call_timeout", "duration"},
+		{"instances", "plugins: [{name: a, wasm: builtin:authz, instances: 0}]", "plugins[0](a).instances", "1 to 1024"},
+		{"restart", "plugins: [{name: a, wasm: builtin:authz, restart: always}]", "plugins[0](a).restart", "permanent"},
+		{"policy", "plugins: [{name: a, wasm: builtin:authz, failure_policy: open}]", "plugins[0](a).failure_policy", "deny, allow, monitor"},
+		{"clock", "plugins: [{name: a, wasm: builtin:authz, capabilities: {clock: wall}}]", "plugins[0](a).capabilities.clock", "want one of"},
+		{"dir", "plugins: [{name: a, wasm: builtin:authz, capabilities: {dirs: [{host: /nonexistent, guest: /d}]}}]", "plugins[0](a).capabilities.dirs[0].host", "not a directory"},
+		{"config shape", "plugins: [{name: a, wasm: builtin:authz, config: {k: [1]}}]", "plugins[0].config.k", "string value"},
+		{"dep", "plugins: [{name: a, wasm: builtin:authz, depends_on: [b]}]", "plugins[0](a).depends_on[0]", `no plugin "b"`},
+		{"self dep", "plugins: [{name: a, wasm: builtin:authz, depends_on: [a]}]", "plugins[0](a).depends_on[0]", "itself"},
+		{"cycle", "plugins: [{name: a, wasm: builtin:authz, depends_on: [b]}, {name: b, wasm: builtin:authz, depends_on: [a]}]", "plugins", "cycle"},
+		{"not yaml", "listen: [", "(file)", "not YAML"},
+		{"env", "", "WASMVISOR_LISTN", "unknown environment override"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var env []string
+			if c.key == "WASMVISOR_LISTN" {
+				env = []string{"WASMVISOR_LISTN=x"}
+			}
+			_, err := parse(t, c.yaml, env...)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, c.key+": ") || !strings.Contains(msg, c.problem) || strings.Contains(msg, "\n") {
+				t.Fatalf("error %q: want key %q and %q on one line", msg, c.key, c.problem)
+			}
+		})
+	}
+}
+
+func TestEnvBadValue(t *testing.T) {
+	_, err := parse(t, "", "WASMVISOR_HTTP_REQUEST_TIMEOUT=never")
+	if err == nil || !strings.Contains(err.Error(), "http.request_timeout: ") {
+		t.Fatalf("err %v", err)
+	}
+}

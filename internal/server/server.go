@@ -1,0 +1,482 @@
+// Package server is `wasmvisor serve`: a host (package host) whose plugins come from a
+// configuration (package internal/config), an HTTP API over it, hot reload of the
+// configuration and of the plugins' modules, and graceful shutdown. The HTTP API and the
+// failure policies are documented in API.md next to this file; the configuration keys in
+// internal/config/CONFIG.md.
+//
+// A Server is wired by its caller (cmd/wasmvisor) as execute/interrupt pairs: Serve and
+// Shutdown, Watch and the cancellation of its context, and Reload on SIGHUP. Every method is
+// safe for concurrent use. Reloads, PUT and DELETE are serialised with each other.
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/wasmvisor/wasmvisor/host"
+	"github.com/wasmvisor/wasmvisor/internal/config"
+	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/supervisor"
+)
+
+// Options are what New needs. Config and Logger are required.
+type Options struct {
+	Config *config.Config
+	// Reread reads the configuration again for a reload; nil disables reload.
+	Reread func() (*config.Config, error)
+	Logger *zap.Logger
+	// Builtin resolves builtin:NAME modules.
+	Builtin func(string) ([]byte, bool)
+}
+
+// Server serves one host's plugins over HTTP.
+type Server struct {
+	h       *host.Host
+	log     *zap.Logger
+	opts    Options
+	cfg     atomic.Pointer[config.Config] // the settings in force
+	entries atomic.Pointer[map[string]*entry]
+	m       *metrics
+	mux     *http.ServeMux
+	srv     *http.Server
+
+	mu     sync.Mutex // reloads, PUT, DELETE, restart, reset
+	status atomic.Pointer[reloadStatus]
+	ready  atomic.Bool
+
+	stopOnce sync.Once
+	stopping chan struct{} // closed when shutdown begins: event streams end
+}
+
+// entry is what the server knows about one loaded plugin beyond the host.
+type entry struct {
+	spec      config.Plugin     // as declared (config file or PUT)
+	source    string            // "config" or "api"
+	digest    string            // sha256 of the module bytes
+	override  map[string]string // config set through the API; nil when none
+	loadedAt  time.Time
+	hostSpecs host.Plugin // what the host holds, without the bytes
+}
+
+type reloadStatus struct {
+	At       time.Time `json:"at"`
+	Reason   string    `json:"reason"`
+	OK       bool      `json:"ok"`
+	Error    string    `json:"error,omitempty"`
+	Changes  []string  `json:"changes,omitempty"`
+	Warnings []string  `json:"warnings,omitempty"`
+}
+
+// New starts a host with the configuration's supervision settings and loads every plugin in
+// dependency order. Any failure closes the host and is returned: the server does not start
+// on an invalid configuration.
+func New(ctx context.Context, o Options) (*Server, error) {
+	c := o.Config
+	hopts := []host.Option{host.WithLogger(o.Logger),
+		host.WithRestartIntensity(c.Supervisor.MaxRestarts, c.Supervisor.Period, c.Supervisor.MinUptime)}
+	if dir := cacheDir(c.CacheDir); dir != "" {
+		hopts = append(hopts, host.WithCacheDir(dir))
+	}
+	if c.Events.BusBuffer > 0 {
+		hopts = append(hopts, host.WithBusBuffer(c.Events.BusBuffer))
+	}
+	h, err := host.New(ctx, hopts...)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{h: h, log: o.Logger, opts: o, stopping: make(chan struct{})}
+	s.entries.Store(&map[string]*entry{})
+	s.cfg.Store(c)
+	s.m = newMetrics(h.Metrics())
+	s.mux = s.routes()
+	s.mu.Lock()
+	changes, _, err := s.apply(ctx, c, true)
+	s.mu.Unlock()
+	if err != nil {
+		_ = h.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	s.status.Store(&reloadStatus{At: time.Now(), Reason: "start", OK: true, Changes: changes})
+	return s, nil
+}
+
+// Handler is the HTTP API.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Host is the server's host.
+func (s *Server) Host() *host.Host { return s.h }
+
+// Serve serves the API on ln until Shutdown; it marks the server ready first.
+func (s *Server) Serve(ln net.Listener) error {
+	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: zap.NewStdLog(s.log.Named("http"))}
+	s.srv.RegisterOnShutdown(s.beginStop)
+	s.ready.Store(true)
+	s.log.Info("listening", zap.String("addr", ln.Addr().String()))
+	err := s.srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) beginStop() {
+	s.stopOnce.Do(func() {
+		s.ready.Store(false)
+		close(s.stopping)
+	})
+}
+
+// Shutdown stops accepting requests, ends event streams, waits up to http.shutdown_timeout
+// for the calls in flight, then closes the host (which stops every plugin through its
+// supervisor). It is safe to call more than once and before Serve.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.beginStop()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Load().HTTP.ShutdownTimeout)
+	defer cancel()
+	var errs []error
+	if s.srv != nil {
+		if err := s.srv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("draining calls: %w", err))
+			_ = s.srv.Close()
+		}
+	}
+	if err := s.h.Close(ctx); err != nil && !errors.Is(err, supervisor.ErrShutdown) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) entry(name string) *entry { return (*s.entries.Load())[name] }
+
+// setEntry replaces or (e == nil) removes name's entry; under s.mu.
+func (s *Server) setEntry(name string, e *entry) {
+	m := maps.Clone(*s.entries.Load())
+	if e == nil {
+		delete(m, name)
+	} else {
+		m[name] = e
+	}
+	s.entries.Store(&m)
+}
+
+// Reload rereads the configuration and applies the difference. On an invalid configuration
+// nothing changes; the error is logged, counted and kept in GET /v1/status.
+func (s *Server) Reload(ctx context.Context, reason string) error {
+	if s.opts.Reread == nil {
+		return errors.New("reload: the configuration has no file")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := &reloadStatus{At: time.Now(), Reason: reason}
+	c, err := s.opts.Reread()
+	if err == nil {
+		st.Changes, st.Warnings, err = s.apply(ctx, c, false)
+	}
+	if err != nil {
+		st.Error = err.Error()
+		s.m.reloads.WithLabelValues("error").Inc()
+		s.log.Error("reload failed; the running configuration stays", zap.String("reason", reason), zap.Error(err))
+	} else {
+		st.OK = true
+		s.m.reloads.WithLabelValues("ok").Inc()
+		s.log.Info("reloaded", zap.String("reason", reason), zap.Strings("changes", st.Changes),
+			zap.Strings("warnings", st.Warnings))
+	}
+	s.status.Store(st)
+	return err
+}
+
+// apply makes the loaded plugins those of c: it loads added ones, unloads removed ones,
+// pushes changed config and replaces changed modules. Plugins loaded through the API
+// (source "api") are left alone unless c names them. At start any failure is returned at
+// once; on reload each plugin's failure is collected and that plugin keeps its running
+// version. Under s.mu.
+func (s *Server) apply(ctx context.Context, c *config.Config, start bool) (changes, warnings []string, err error) {
+	old := s.cfg.Load()
+	ordered, err := config.Order(c.Plugins)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Resolve every module first: a missing file refuses the whole reload.
+	wasm := map[string][]byte{}
+	for _, p := range ordered {
+		b, err := s.resolve(p)
+		if err != nil {
+			return nil, nil, fmt.Errorf("plugins(%s).wasm: %w", p.Name, err)
+		}
+		wasm[p.Name] = b
+	}
+	if !start {
+		warnings = restartOnly(old, c)
+	}
+	var errs []error
+	// Removed: unload dependents first (reverse load order).
+	want := map[string]bool{}
+	for _, p := range ordered {
+		want[p.Name] = true
+	}
+	cur := *s.entries.Load()
+	oldOrder, _ := config.Order(specsOf(cur))
+	for i := len(oldOrder) - 1; i >= 0; i-- {
+		name := oldOrder[i].Name
+		if e := cur[name]; e != nil && e.source == "config" && !want[name] {
+			if err := s.h.Unload(ctx, name); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			s.setEntry(name, nil)
+			changes = append(changes, "unloaded "+name)
+		}
+	}
+	for _, p := range ordered {
+		what, err := s.put(ctx, p, wasm[p.Name], "config", nil)
+		if err != nil {
+			if start {
+				return nil, nil, err
+			}
+			errs = append(errs, err)
+			continue
+		}
+		if what != "" {
+			changes = append(changes, what+" "+p.Name)
+		}
+	}
+	if len(errs) > 0 {
+		return changes, warnings, errors.Join(errs...)
+	}
+	// The settings that can change while running take effect; keep the others.
+	next := *c
+	if !start {
+		next.Listen, next.Log.Level, next.Log.Format, next.CacheDir = old.Listen, old.Log.Level, old.Log.Format, old.CacheDir
+		next.Supervisor, next.Events.BusBuffer = old.Supervisor, old.Events.BusBuffer
+	}
+	s.cfg.Store(&next)
+	return changes, warnings, nil
+}
+
+func restartOnly(a, b *config.Config) []string {
+	var w []string
+	note := func(changed bool, key string) {
+		if changed {
+			w = append(w, key+" changed: takes effect at the next start")
+		}
+	}
+	note(a.Listen != b.Listen, "listen")
+	note(a.Log.Level != b.Log.Level || a.Log.Format != b.Log.Format, "log.level/log.format")
+	note(a.CacheDir != b.CacheDir, "cache_dir")
+	note(a.Supervisor != b.Supervisor, "supervisor")
+	note(a.Events.BusBuffer != b.Events.BusBuffer, "events.bus_buffer")
+	return w
+}
+
+func specsOf(m map[string]*entry) []config.Plugin {
+	out := make([]config.Plugin, 0, len(m))
+	for _, e := range m {
+		out = append(out, e.spec)
+	}
+	return out
+}
+
+// put loads p, or brings the loaded plugin of that name to p: config only → Configure;
+// module, limits or capabilities → Replace (make-before-break); pool size, restart type,
+// dependencies or subscriptions → Unload and Load. It returns what it did ("" for nothing).
+// Under s.mu.
+func (s *Server) put(ctx context.Context, p config.Plugin, wasm []byte, source string, override map[string]string) (string, error) {
+	hp := hostPlugin(p)
+	hp.Wasm = wasm
+	if override != nil {
+		hp.Config = override
+	}
+	e := &entry{spec: p, source: source, digest: digest(wasm), override: override, loadedAt: time.Now(), hostSpecs: hp}
+	e.hostSpecs.Wasm = nil
+	old := s.entry(p.Name)
+	if old == nil {
+		if err := s.h.Load(ctx, hp); err != nil {
+			return "", err
+		}
+		s.setEntry(p.Name, e)
+		return "loaded", nil
+	}
+	if source == "config" && old.override != nil && override == nil && maps.Equal(old.spec.Config, p.Config) {
+		// The file did not change this plugin's config: an API override stays.
+		hp.Config, e.override = old.override, old.override
+	}
+	o, n := old.hostSpecs, e.hostSpecs
+	structural := o.Instances != n.Instances || o.Restart != n.Restart ||
+		!equalStrings(o.DependsOn, n.DependsOn) || !equalStrings(o.Subscribe, n.Subscribe)
+	module := old.digest != e.digest || o.Limits != n.Limits || !equalCaps(o.Capabilities, n.Capabilities)
+	switch {
+	case structural:
+		if err := s.h.Unload(ctx, p.Name); err != nil {
+			return "", err
+		}
+		s.setEntry(p.Name, nil)
+		if err := s.h.Load(ctx, hp); err != nil {
+			return "", err
+		}
+		s.setEntry(p.Name, e)
+		return "reloaded (unload and load)", nil
+	case module:
+		if err := s.h.Replace(ctx, hp); err != nil {
+			return "", err
+		}
+		s.setEntry(p.Name, e)
+		return "replaced", nil
+	case !maps.Equal(o.Config, hp.Config):
+		if err := s.h.Configure(ctx, p.Name, hp.Config); err != nil {
+			return "", err
+		}
+		e.hostSpecs.Config = hp.Config
+		s.setEntry(p.Name, e)
+		return "configured", nil
+	case old.spec.FailurePolicy != p.FailurePolicy || old.source != source:
+		e.loadedAt = old.loadedAt
+		s.setEntry(p.Name, e)
+		return "updated", nil
+	}
+	return "", nil
+}
+
+func (s *Server) resolve(p config.Plugin) ([]byte, error) {
+	if p.Builtin != "" {
+		if s.opts.Builtin != nil {
+			if b, ok := s.opts.Builtin(p.Builtin); ok {
+				return b, nil
+			}
+		}
+		return nil, fmt.Errorf("no built-in plugin %q", p.Builtin)
+	}
+	return os.ReadFile(p.Path)
+}
+
+// hostPlugin turns a plugin's settings into the host's plain values.
+func hostPlugin(p config.Plugin) host.Plugin {
+	hp := host.Plugin{Name: p.Name, Config: maps.Clone(p.Config), Instances: p.Instances,
+		DependsOn: p.DependsOn, Subscribe: p.Subscribe,
+		Limits:       sandbox.Limits{MemoryPages: p.MemoryPages, CallTimeout: p.CallTimeout, StartTimeout: p.StartTimeout},
+		Capabilities: sandbox.Capabilities{Env: p.Env, InheritEnv: p.InheritEnv}}
+	if hp.Config == nil {
+		hp.Config = map[string]string{}
+	}
+	switch p.Restart {
+	case "transient":
+		hp.Restart = supervisor.Transient
+	case "temporary":
+		hp.Restart = supervisor.Temporary
+	}
+	if p.Clock == "real" {
+		hp.Capabilities.Clock = sandbox.ClockReal
+	}
+	if p.Random == "crypto" {
+		hp.Capabilities.Random = sandbox.RandomCrypto
+	}
+	for _, d := range p.Dirs {
+		hp.Capabilities.Dirs = append(hp.Capabilities.Dirs, sandbox.Dir{Host: d[0], Guest: d[1]})
+	}
+	return hp
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func equalCaps(a, b sandbox.Capabilities) bool {
+	if !maps.Equal(a.Env, b.Env) || !equalStrings(a.InheritEnv, b.InheritEnv) || a.Clock != b.Clock ||
+		a.Random != b.Random || len(a.Dirs) != len(b.Dirs) {
+		return false
+	}
+	for i := range a.Dirs {
+		if a.Dirs[i] != b.Dirs[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func digest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// cacheDir maps cache_dir: "" is the user cache directory, "off" none.
+func cacheDir(s string) string {
+	switch s {
+	case "off":
+		return ""
+	case "":
+		if dir, err := os.UserCacheDir(); err == nil {
+			return filepath.Join(dir, "wasmvisor")
+		}
+		return ""
+	}
+	return s
+}
+
+// Watch polls the configuration file and every module file it names, every reload.interval,
+// and reloads when one changed (size or modification time). It returns when ctx ends. It is
+// a no-op when the configuration has no file or reload.watch is false.
+func (s *Server) Watch(ctx context.Context) error {
+	c := s.cfg.Load()
+	if s.opts.Reread == nil || !c.Reload.Watch {
+		<-ctx.Done()
+		return nil
+	}
+	last := s.fingerprint()
+	t := time.NewTicker(c.Reload.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		fp := s.fingerprint()
+		if fp == last {
+			continue
+		}
+		_ = s.Reload(ctx, "file changed")
+		last = s.fingerprint() // the reload may name other files
+	}
+}
+
+func (s *Server) fingerprint() string {
+	c := s.cfg.Load()
+	files := []string{c.Source}
+	for _, p := range c.Plugins {
+		if p.Path != "" {
+			files = append(files, p.Path)
+		}
+	}
+	var b []byte
+	for _, f := range files {
+		st, err := os.Stat(f)
+		if err != nil {
+			b = fmt.Appendf(b, "%s:missing;", f)
+			continue
+		}
+		b = fmt.Appendf(b, "%s:%d:%d;", f, st.Size(), st.ModTime().UnixNano())
+	}
+	return string(b)
+}
