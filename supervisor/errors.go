@@ -74,6 +74,10 @@ var (
 	// ErrMaxIntensity is matched by [*IntensityError], the exit reason of a
 	// supervisor that reached its maximum restart intensity.
 	ErrMaxIntensity = errors.New("supervisor: reached maximum restart intensity")
+
+	// ErrUnstopped is reported (in an EventShutdownError) for a child that
+	// was still running Config.KillTimeout after Kill, and was abandoned.
+	ErrUnstopped = errors.New("supervisor: child did not stop after Kill")
 )
 
 // Shutdown is the OTP reason {shutdown, Reason}: a requested stop that

@@ -59,6 +59,9 @@ const (
 	Infinity time.Duration = math.MaxInt64
 	// DefaultShutdown is the default for workers.
 	DefaultShutdown = 5 * time.Second
+	// DefaultKillTimeout is how long a supervisor waits for a killed child
+	// to end when Config.KillTimeout is zero.
+	DefaultKillTimeout = 5 * time.Second
 )
 
 // Spec describes one child. Only ID and Start are required; the zero value
@@ -258,13 +261,22 @@ type Config struct {
 	// EventBuffer is the length of the event queue. Zero means
 	// DefaultEventBuffer.
 	EventBuffer int
+
+	// KillTimeout bounds the wait for a child to end after Kill. A child
+	// still running then (one that ignores Kill, such as a goroutine blocked
+	// in code that never looks at its context) is abandoned: the stop goes
+	// on without it, an EventShutdownError reports it with ErrUnstopped, and
+	// Unstopped counts it. Zero means DefaultKillTimeout; Infinity waits for
+	// ever, as OTP does.
+	KillTimeout time.Duration
 }
 
 // limits holds the normalized restart-limit settings.
 type limits struct {
-	intensity int
-	period    time.Duration
-	minUptime time.Duration
+	intensity   int
+	period      time.Duration
+	minUptime   time.Duration
+	killTimeout time.Duration
 }
 
 func (c *Config) validate() (limits, error) {
@@ -312,6 +324,14 @@ func (c *Config) validate() (limits, error) {
 	}
 	if c.EventBuffer < 0 {
 		return bad("EventBuffer", "negative")
+	}
+	switch {
+	case c.KillTimeout == 0:
+		l.killTimeout = DefaultKillTimeout
+	case c.KillTimeout < 0:
+		return bad("KillTimeout", fmt.Sprintf("%v is negative", c.KillTimeout))
+	default:
+		l.killTimeout = c.KillTimeout
 	}
 	return l, nil
 }

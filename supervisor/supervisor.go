@@ -75,17 +75,19 @@ type Supervisor struct {
 	stopReqd   bool
 	cancelBase context.CancelCauseFunc
 
-	base     context.Context // cancelled when the supervisor stops
-	stopReq  chan struct{}   // closed by Stop/Kill
-	killReq  atomic.Bool
-	mbox     chan func() // API calls
-	wake     chan struct{}
-	notesMu  sync.Mutex
-	notes    []func() // exits and timers, queued without blocking
-	loopDone chan struct{}
-	done     chan struct{} // closed when everything, events included, is finished
-	exitErr  error         // written by the loop before loopDone is closed
-	watchers sync.WaitGroup
+	base    context.Context // cancelled when the supervisor stops
+	stopReq chan struct{}   // closed by Stop/Kill
+	killReq atomic.Bool
+
+	unstopped atomic.Uint64 // children abandoned after KillTimeout
+	mbox      chan func()   // API calls
+	wake      chan struct{}
+	notesMu   sync.Mutex
+	notes     []func() // exits and timers, queued without blocking
+	loopDone  chan struct{}
+	done      chan struct{} // closed when everything, events included, is finished
+	exitErr   error         // written by the loop before loopDone is closed
+	watchers  sync.WaitGroup
 
 	events    *dispatcher
 	ownEvents bool
@@ -123,6 +125,7 @@ type incarnation struct {
 	child   Child
 	readyAt time.Time
 	ended   atomic.Bool
+	gone    chan struct{} // closed when the supervisor abandons the child (see abandon)
 }
 
 type parentKey struct{}
@@ -680,15 +683,18 @@ func (s *Supervisor) startRec(ctx context.Context, r *childRec) (err error) {
 		return err
 	}
 	s.nextInc++
-	inc := &incarnation{rec: r, id: r.spec.ID, n: s.nextInc, child: c, readyAt: s.clock.Now()}
+	inc := &incarnation{rec: r, id: r.spec.ID, n: s.nextInc, child: c, readyAt: s.clock.Now(), gone: make(chan struct{})}
 	r.cur = inc
 	r.state = StateRunning
 	r.incs++
 	s.watchers.Add(1)
 	go func() {
 		defer s.watchers.Done()
-		<-c.Done()
-		s.note(func() { s.onExit(inc) })
+		select {
+		case <-c.Done():
+			s.note(func() { s.onExit(inc) })
+		case <-inc.gone: // abandoned: the supervisor no longer waits for it
+		}
 	}()
 	s.emit(Event{Kind: EventStarted, Child: r.spec.ID, Incarnation: inc.n, Restarts: r.incs - 1})
 	return nil
@@ -949,7 +955,10 @@ func (s *Supervisor) stopChild(r *childRec) {
 	switch {
 	case brutal:
 		c.Kill()
-		<-c.Done()
+		if !s.waitKilled(c) {
+			s.abandon(r, inc)
+			return
+		}
 	case d == Infinity:
 		c.Stop()
 		<-c.Done()
@@ -958,11 +967,37 @@ func (s *Supervisor) stopChild(r *childRec) {
 		if !s.waitTimeout(c.Done(), d) {
 			timedOut = true
 			c.Kill()
-			<-c.Done()
+			if !s.waitKilled(c) {
+				s.abandon(r, inc)
+				return
+			}
 		}
 	}
 	s.stopped(r, inc, brutal, timedOut)
 }
+
+// waitKilled waits for a killed child to end, at most Config.KillTimeout.
+func (s *Supervisor) waitKilled(c Child) bool {
+	if s.lim.killTimeout == Infinity {
+		<-c.Done()
+		return true
+	}
+	return s.waitTimeout(c.Done(), s.lim.killTimeout)
+}
+
+// abandon reports a child that ignored Kill: the stop goes on without it.
+func (s *Supervisor) abandon(r *childRec, inc *incarnation) {
+	s.unstopped.Add(1)
+	close(inc.gone)
+	err := fmt.Errorf("supervisor: child %q still running %v after Kill: %w", r.spec.ID, s.lim.killTimeout, ErrUnstopped)
+	r.lastErr = err
+	s.emit(Event{Kind: EventShutdownError, Child: r.spec.ID, Incarnation: inc.n, Err: err, Class: ExitAbnormal, Restarts: r.incs - 1})
+}
+
+// Unstopped counts the children this supervisor abandoned because they
+// were still running Config.KillTimeout after Kill. Their goroutines may
+// outlive the supervisor; every other goroutine ends before Done.
+func (s *Supervisor) Unstopped() uint64 { return s.unstopped.Load() }
 
 func (s *Supervisor) waitTimeout(done <-chan struct{}, d time.Duration) bool {
 	select {
@@ -1093,6 +1128,10 @@ func (s *Supervisor) stopConcurrently() {
 					c.Kill()
 				}
 			}
+		}
+		if (st.brutal || timedOut) && !s.waitKilled(c) {
+			s.abandon(st.r, st.inc)
+			continue
 		}
 		<-c.Done()
 		s.stopped(st.r, st.inc, st.brutal, timedOut)
