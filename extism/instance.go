@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/wasmvisor/wasmvisor/abi"
+	"github.com/wasmvisor/wasmvisor/internal/guestio"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
@@ -36,8 +37,8 @@ const (
 type Instance struct {
 	mod    *Module
 	p      *sdk.Plugin
-	stdout *lineWriter
-	stderr *lineWriter
+	stdout *guestio.LineWriter
+	stderr *guestio.LineWriter
 
 	state   atomic.Uint32
 	failure atomic.Pointer[failure]
@@ -67,7 +68,7 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	}
 	m.refs++
 	m.mu.Unlock()
-	i := &Instance{mod: m, stdout: &lineWriter{log: m.logger, stream: "stdout"}, stderr: &lineWriter{log: m.logger, stream: "stderr"}}
+	i := &Instance{mod: m, stdout: guestio.NewLineWriter(m.logger, "stdout", nil), stderr: guestio.NewLineWriter(m.logger, "stderr", nil)}
 	mc := m.base.WithStdout(i.stdout).WithStderr(i.stderr)
 	if m.cfg.Capabilities.Clock == sandbox.ClockReal {
 		mc = mc.WithNanosleep(i.sleep)
@@ -161,8 +162,8 @@ func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []
 	i.mu.Lock()
 	i.cancel = nil
 	i.mu.Unlock()
-	i.stdout.flush()
-	i.stderr.flush()
+	i.stdout.Flush()
+	i.stderr.Flush()
 
 	if err := i.classify(ctx, cctx, timeout, handler, rc, err); err != nil {
 		return dst, err
@@ -334,8 +335,8 @@ func (i *Instance) Close(ctx context.Context) error {
 	}
 	i.closing.Store(true)
 	err := i.p.Close(context.Background())
-	i.stdout.flush()
-	i.stderr.flush()
+	i.stdout.Flush()
+	i.stderr.Flush()
 	i.mod.unref(ctx)
 	return err
 }
@@ -380,13 +381,11 @@ func (i *Instance) log(level sdk.LogLevel, msg string) {
 	}
 }
 
-// trapOf parses wazero's "wasm error: KIND\nwasm stack trace:\n\t..." message, as the
-// sandbox does.
+// trapOf turns wazero's trap message into a sandbox.TrapError, as the sandbox does.
 func trapOf(msg string) *sandbox.TrapError {
-	first, _, _ := strings.Cut(msg, "\n")
-	first = strings.TrimPrefix(first, "failed to initialize runtime: ")
-	t := &sandbox.TrapError{Kind: sandbox.TrapOther, Message: first, Stack: stackOf(msg)}
-	if k, ok := strings.CutPrefix(first, "wasm error: "); ok {
+	first, k, stack := guestio.Trap(strings.TrimPrefix(msg, "failed to initialize runtime: "))
+	t := &sandbox.TrapError{Kind: sandbox.TrapOther, Message: first, Stack: stack}
+	if k != "" {
 		t.Message = k
 		switch kind := sandbox.TrapKind(k); kind {
 		case sandbox.TrapUnreachable, sandbox.TrapOutOfBounds, sandbox.TrapDivideByZero, sandbox.TrapIntegerOverflow,
@@ -395,20 +394,4 @@ func trapOf(msg string) *sandbox.TrapError {
 		}
 	}
 	return t
-}
-
-func stackOf(msg string) []string {
-	_, trace, ok := strings.Cut(msg, "wasm stack trace:\n")
-	if !ok {
-		return nil
-	}
-	var frames []string
-	for _, l := range strings.Split(trace, "\n") {
-		l = strings.TrimSpace(l)
-		if l == "" {
-			break
-		}
-		frames = append(frames, l)
-	}
-	return frames
 }

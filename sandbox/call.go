@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"time"
 
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/wasmvisor/wasmvisor/abi"
+	"github.com/wasmvisor/wasmvisor/internal/guestio"
 )
 
 // Why the watchdog or Kill stopped an operation.
@@ -381,7 +381,7 @@ func (i *Instance) classify(err error, o op) error {
 	case errors.As(err, &viol):
 		cause = viol
 	case errors.As(err, &trap):
-		trap.Stack = stackOf(err.Error())
+		trap.Stack = guestio.Stack(err.Error())
 		cause = trap
 	case errors.As(err, &exit):
 		cause = &ExitError{Code: exit.ExitCode()}
@@ -394,11 +394,11 @@ func (i *Instance) classify(err error, o op) error {
 	return cause
 }
 
-// trapOf parses wazero's "wasm error: KIND\nwasm stack trace:\n\t..." message.
+// trapOf turns wazero's trap message into a TrapError.
 func trapOf(msg string) *TrapError {
-	first, _, _ := strings.Cut(msg, "\n")
-	t := &TrapError{Kind: TrapOther, Message: first, Stack: stackOf(msg)}
-	if k, ok := strings.CutPrefix(first, "wasm error: "); ok {
+	first, k, stack := guestio.Trap(msg)
+	t := &TrapError{Kind: TrapOther, Message: first, Stack: stack}
+	if k != "" {
 		t.Message = k
 		switch kind := TrapKind(k); kind {
 		case TrapUnreachable, TrapOutOfBounds, TrapDivideByZero, TrapIntegerOverflow, TrapInvalidConv,
@@ -407,20 +407,4 @@ func trapOf(msg string) *TrapError {
 		}
 	}
 	return t
-}
-
-func stackOf(msg string) []string {
-	_, trace, ok := strings.Cut(msg, "wasm stack trace:\n")
-	if !ok {
-		return nil
-	}
-	var frames []string
-	for _, l := range strings.Split(trace, "\n") {
-		l = strings.TrimSpace(l)
-		if l == "" {
-			break
-		}
-		frames = append(frames, l)
-	}
-	return frames
 }

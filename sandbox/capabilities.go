@@ -3,6 +3,7 @@ package sandbox
 import (
 	"crypto/rand"
 	"fmt"
+	"io"
 	"os"
 	"path"
 
@@ -108,7 +109,7 @@ func (c Capabilities) baseConfig() wazero.ModuleConfig {
 }
 
 // withInstance adds an instance's stdout, stderr and, with ClockReal, its interruptible sleep.
-func (c Capabilities) withInstance(base wazero.ModuleConfig, stdout, stderr *lineLogger, sleep func(ns int64)) wazero.ModuleConfig {
+func (c Capabilities) withInstance(base wazero.ModuleConfig, stdout, stderr io.Writer, sleep func(ns int64)) wazero.ModuleConfig {
 	mc := base.WithStdout(stdout).WithStderr(stderr)
 	if c.Clock == ClockReal {
 		mc = mc.WithNanosleep(sleep)

@@ -1,10 +1,8 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"sync"
 	"sync/atomic"
 
 	"github.com/tetratelabs/wazero/api"
@@ -12,10 +10,11 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/wasmvisor/wasmvisor/abi"
+	"github.com/wasmvisor/wasmvisor/internal/guestio"
 )
 
 // maxLogLine bounds one guest log line; longer ones are cut and counted.
-const maxLogLine = 4096
+const maxLogLine = guestio.MaxLine
 
 // instantiateHostModule defines the "wasmvisor" import module. Each function finds its
 // Instance by the calling module.
@@ -66,7 +65,7 @@ func hostLog(i *Instance, m api.Module, stack []uint64) {
 			msg = msg[:maxLogLine]
 			i.logTruncated.Add(1)
 		}
-		ce.Write(zap.ByteString("message", msg))
+		ce.Write(zap.String("message", string(msg))) // a copy: msg is guest memory
 	}
 }
 
@@ -93,64 +92,21 @@ func hostAbort(_ *Instance, m api.Module, stack []uint64) {
 	panic(&TrapError{Kind: TrapAbort, Message: string(msg)})
 }
 
-// lineLogger turns a guest's stdout or stderr into log lines: never the host's own streams.
-type lineLogger struct {
-	mu        sync.Mutex
-	base      *zap.Logger
-	stream    string
-	buf       []byte
-	truncated *atomic.Uint64
-}
-
+// lineLoggerPair holds an instance's logger and its stdout and stderr writers.
 type lineLoggerPair struct {
 	base           *zap.Logger
-	stdout, stderr *lineLogger
+	stdout, stderr *guestio.LineWriter
 }
 
 func newLineLoggerPair(l *zap.Logger, truncated *atomic.Uint64) *lineLoggerPair {
 	return &lineLoggerPair{
 		base:   l,
-		stdout: &lineLogger{base: l, stream: "stdout", truncated: truncated},
-		stderr: &lineLogger{base: l, stream: "stderr", truncated: truncated},
+		stdout: guestio.NewLineWriter(l, "stdout", truncated),
+		stderr: guestio.NewLineWriter(l, "stderr", truncated),
 	}
 }
 
 func (p *lineLoggerPair) flush() {
-	p.stdout.flush()
-	p.stderr.flush()
-}
-
-// Write logs each complete line; a line longer than maxLogLine is logged in pieces and counted.
-func (w *lineLogger) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := len(b)
-	for len(b) > 0 {
-		j := bytes.IndexByte(b, '\n')
-		if j < 0 {
-			w.buf = append(w.buf, b...)
-			if len(w.buf) >= maxLogLine {
-				w.truncated.Add(1)
-				w.emit()
-			}
-			break
-		}
-		w.buf = append(w.buf, b[:j]...)
-		w.emit()
-		b = b[j+1:]
-	}
-	return n, nil
-}
-
-func (w *lineLogger) emit() {
-	w.base.Info("guest output", zap.String("stream", w.stream), zap.ByteString("line", w.buf))
-	w.buf = w.buf[:0]
-}
-
-func (w *lineLogger) flush() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.buf) > 0 {
-		w.emit()
-	}
+	p.stdout.Flush()
+	p.stderr.Flush()
 }

@@ -526,10 +526,10 @@ func TestGuestOutputGoesToTheLogger(t *testing.T) {
 		mustCall(t, i, "stdout", "to stdout "+p.name+"\n")
 		mustCall(t, i, "log", "log line "+p.name)
 		_ = i.Close(context.Background())
-		if n := logs.FilterField(zap.ByteString("line", []byte("to stdout "+p.name))).Len(); n != 1 {
+		if n := logs.FilterField(zap.String("line", "to stdout "+p.name)).Len(); n != 1 {
 			t.Errorf("%s: %d stdout lines logged, want 1: %v", p.name, n, logs.All())
 		}
-		if n := logs.FilterField(zap.ByteString("message", []byte("log line "+p.name))).Len(); n != 1 {
+		if n := logs.FilterField(zap.String("message", "log line "+p.name)).Len(); n != 1 {
 			t.Errorf("%s: %d log lines, want 1", p.name, n)
 		}
 	}
