@@ -10,6 +10,7 @@ import (
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
+	"github.com/wasmvisor/wasmvisor/internal/wasmbin"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
@@ -53,6 +54,11 @@ func newRawEcho(b *testing.B, rt wazero.Runtime) *rawEcho {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return newRawEchoCode(b, rt, code)
+}
+
+func newRawEchoCode(b *testing.B, rt wazero.Runtime, code wazero.CompiledModule) *rawEcho {
+	ctx := context.Background()
 	mod, err := rt.InstantiateModule(ctx, code, wazero.NewModuleConfig().WithName(""))
 	if err != nil {
 		b.Fatal(err)
@@ -91,6 +97,28 @@ func BenchmarkCall64(b *testing.B) {
 	}
 	b.Run("wazero", func(b *testing.B) {
 		r := newRawEcho(b, rawRuntime(b, false))
+		dst := make([]byte, 0, 64)
+		for b.Loop() {
+			dst, _ = r.do(ctx, input64, dst[:0])
+		}
+		check(b, dst)
+	})
+	b.Run("wazero-instrumented", func(b *testing.B) {
+		// The same module with the sandbox's safe points (internal/wasmbin): their cost alone.
+		rt := rawRuntime(b, false)
+		m, err := wasmbin.Parse(read(b, referencePath))
+		if err != nil {
+			b.Fatal(err)
+		}
+		bin, err := wasmbin.Instrument(m, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		code, err := rt.CompileModule(ctx, bin)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r := newRawEchoCode(b, rt, code)
 		dst := make([]byte, 0, 64)
 		for b.Loop() {
 			dst, _ = r.do(ctx, input64, dst[:0])

@@ -24,55 +24,79 @@ const (
 	stopKilled
 )
 
-// op is one operation on an instance, from enter to leave: a call (which may grow the input
-// buffer first), a configure, a delivery, a store read or the start. It has one id and one
-// deadline.
-type op struct {
-	id      uint64
-	name    string
-	timeout time.Duration
-	watched bool
-	ctx     context.Context
+// An operation is one use of an instance, from enter to leave: a call (which may grow the
+// input buffer first), a configure, a delivery, a store read or the start. It has one id (in
+// the state word while it runs) and one deadline. Its name, timeout and context live in the
+// Instance's op fields, written by the goroutine that owns the operation and read only by it:
+// no struct is copied per call.
+
+// enter moves an idle instance to busy for an operation and arms the watchdog if the
+// operation has a deadline or a cancellable context. It returns the operation's id.
+//
+// A stop aimed at an earlier operation can have left the interrupt global set: stop raises
+// intrSet before it checks which operation runs, and enter, after publishing the new
+// operation, clears the global when it finds intrSet raised (see clearInterrupt). The common
+// path thus costs one compare-and-swap and one load, and no write into the guest.
+func (i *Instance) enter(ctx context.Context, name string, timeout time.Duration) (uint64, error) {
+	done := ctx.Done()
+	if done != nil {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+	}
+	s := i.state.Load()
+	id := s>>idShift + 1
+	if s&stMask != stIdle || !i.state.CompareAndSwap(s, id<<idShift|stBusy) {
+		return 0, i.unavailable(i.state.Load())
+	}
+	if i.intrSet.Load() {
+		i.clearInterrupt(id)
+	}
+	i.opName, i.opTimeout = name, timeout
+	if timeout != NoTimeout || done != nil {
+		i.arm(ctx, done, id, timeout)
+	}
+	return id, nil
 }
 
-// enter moves an idle instance to busy and arms the watchdog for the operation.
-func (i *Instance) enter(ctx context.Context, timeout time.Duration) (op, error) {
-	s := i.state.Load()
-	if s&stMask != stIdle {
-		return op{}, i.unavailable(s)
+// arm publishes the operation's deadline and context to the watchdog.
+func (i *Instance) arm(ctx context.Context, done <-chan struct{}, id uint64, timeout time.Duration) {
+	i.opWatched, i.opCtx = true, ctx
+	wd := i.mod.eng.wd
+	wd.enter()
+	dl := int64(noDeadline)
+	if timeout != NoTimeout {
+		dl = wd.deadline(timeout)
 	}
-	if err := ctx.Err(); err != nil {
-		return op{}, err
+	if done != nil {
+		i.ctxMu.Lock()
+		i.callCtx, i.ctxID = ctx, id
+		i.ctxMu.Unlock()
 	}
-	id := s>>idShift + 1
-	if !i.state.CompareAndSwap(s, id<<idShift|stBusy) {
-		return op{}, i.unavailable(i.state.Load())
+	i.deadline.Store(dl)
+	i.armed.Store(id)
+}
+
+// clearInterrupt resets the interrupt global left set by a stop aimed at an earlier
+// operation. It takes intrMu, so a stop that is writing the global finishes first; a stop
+// already aimed at operation id (a Kill racing with enter) is kept.
+func (i *Instance) clearInterrupt(id uint64) {
+	i.intrMu.Lock()
+	defer i.intrMu.Unlock()
+	if i.stoppedID.Load() == id {
+		return
 	}
-	o := op{id: id, name: "call", timeout: timeout, ctx: ctx}
-	done := ctx.Done()
-	if timeout != NoTimeout || done != nil {
-		o.watched = true
-		wd := i.mod.eng.wd
-		wd.enter()
-		dl := int64(noDeadline)
-		if timeout != NoTimeout {
-			dl = wd.deadline(timeout)
-		}
-		if done != nil {
-			i.ctxMu.Lock()
-			i.callCtx, i.ctxID = ctx, id
-			i.ctxMu.Unlock()
-		}
-		i.deadline.Store(dl)
-		i.armed.Store(id)
+	i.intrG.Set(0)
+	i.intrSet.Store(false)
+	select { // a wake-up meant for the earlier operation must not cut a sleep of this one short
+	case <-i.wake:
+	default:
 	}
-	i.seqG.Set(id)
-	return o, nil
 }
 
 func (i *Instance) unavailable(s uint64) error {
 	switch s & stMask {
-	case stBusy:
+	case stIdle, stBusy: // idle: another caller entered and left between our two reads
 		return ErrBusy
 	case stFailed:
 		return i.failure.Load().err
@@ -80,21 +104,28 @@ func (i *Instance) unavailable(s uint64) error {
 	return fmt.Errorf("sandbox: instance: %w", ErrClosed)
 }
 
-// leave ends the operation: back to idle, unless the instance failed or was killed meanwhile.
-func (i *Instance) leave(o op) {
-	if o.watched {
-		if o.ctx.Done() != nil {
-			i.ctxMu.Lock()
-			i.callCtx = nil
-			i.ctxMu.Unlock()
-		}
-		i.mod.eng.wd.exit()
+// leave ends operation id: back to idle, unless the instance failed or was killed meanwhile.
+// While an operation runs only its owner changes the state word (Kill and Close wait for it
+// or stop it), so the compare-and-swap fails only if the operation failed the instance.
+func (i *Instance) leave(id uint64) {
+	if i.opWatched {
+		i.disarm()
 	}
 	if i.killed.Load() {
 		i.fail(fmt.Errorf("sandbox: instance killed: %w", ErrCanceled))
 		return
 	}
-	i.state.CompareAndSwap(o.id<<idShift|stBusy, o.id<<idShift) // stIdle is 0
+	i.state.CompareAndSwap(id<<idShift|stBusy, id<<idShift) // stIdle is 0
+}
+
+func (i *Instance) disarm() {
+	if i.opCtx.Done() != nil {
+		i.ctxMu.Lock()
+		i.callCtx = nil
+		i.ctxMu.Unlock()
+	}
+	i.opWatched, i.opCtx = false, nil
+	i.mod.eng.wd.exit()
 }
 
 // handler resolves a handler name, with a one-entry cache for the common case of one
@@ -104,6 +135,9 @@ func (i *Instance) handler(name string) (uint32, bool) {
 		return i.lastIdx, true
 	}
 	h, ok := i.handlerIdx[name]
+	if ok {
+		i.lastH, i.lastIdx = name, h
+	}
 	return h, ok
 }
 
@@ -115,21 +149,20 @@ func (i *Instance) Call(ctx context.Context, handler string, input []byte) ([]by
 // CallAppend is Call appending the output to dst, so that a caller reusing dst makes no
 // allocation.
 func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []byte) ([]byte, error) {
-	o, err := i.enter(ctx, i.mod.cfg.Limits.CallTimeout)
+	id, err := i.enter(ctx, "call", i.mod.cfg.Limits.CallTimeout)
 	if err != nil {
 		return dst, err
 	}
-	defer i.leave(o)
+	defer i.leave(id)
 	h, ok := i.handler(handler)
 	if !ok {
 		return dst, fmt.Errorf("handler %q: %w", handler, ErrUnknownHandler)
 	}
-	i.lastH, i.lastIdx = handler, h
-	if err := i.writeInput(o, input); err != nil {
+	if err := i.writeInput(id, input); err != nil {
 		return dst, err
 	}
 	i.stack[0], i.stack[1] = uint64(h), uint64(len(input))
-	st, err := i.invoke(o, i.fn(fnCall))
+	st, err := i.invoke(id, i.fn(fnCall))
 	if err != nil {
 		return dst, err
 	}
@@ -139,22 +172,21 @@ func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []
 // Configure pushes a new config; the guest's change callbacks run. A *GuestError with
 // STATUS_CONFIG_REJECTED leaves the old config in place.
 func (i *Instance) Configure(ctx context.Context, config map[string]string) error {
-	o, err := i.enter(ctx, i.mod.cfg.Limits.CallTimeout)
+	id, err := i.enter(ctx, "configure", i.mod.cfg.Limits.CallTimeout)
 	if err != nil {
 		return err
 	}
-	defer i.leave(o)
-	o.name = "configure"
-	return i.configure(o, config)
+	defer i.leave(id)
+	return i.configure(id, config)
 }
 
-func (i *Instance) configure(o op, config map[string]string) error {
+func (i *Instance) configure(id uint64, config map[string]string) error {
 	enc := abi.AppendConfig(nil, config)
-	if err := i.writeInput(o, enc); err != nil {
+	if err := i.writeInput(id, enc); err != nil {
 		return err
 	}
 	i.stack[0] = uint64(len(enc))
-	st, err := i.invoke(o, i.fn(fnConfigure))
+	st, err := i.invoke(id, i.fn(fnConfigure))
 	if err != nil {
 		return fmt.Errorf("%s: %w", abi.ExportConfigure, err)
 	}
@@ -165,22 +197,21 @@ func (i *Instance) configure(o op, config map[string]string) error {
 // Deliver hands a bus event to the guest. A guest without wasmvisor_deliver gets a
 // *GuestError with STATUS_UNKNOWN_HANDLER.
 func (i *Instance) Deliver(ctx context.Context, topic string, payload []byte) error {
-	o, err := i.enter(ctx, i.mod.cfg.Limits.CallTimeout)
+	id, err := i.enter(ctx, "deliver", i.mod.cfg.Limits.CallTimeout)
 	if err != nil {
 		return err
 	}
-	defer i.leave(o)
-	o.name = "deliver"
+	defer i.leave(id)
 	f := i.fn(fnDeliver)
 	if f == nil {
 		return &GuestError{Status: abi.StatusUnknownHandler, Message: "the plugin does not export " + abi.ExportDeliver}
 	}
 	enc := abi.AppendDelivery(nil, topic, payload)
-	if err := i.writeInput(o, enc); err != nil {
+	if err := i.writeInput(id, enc); err != nil {
 		return err
 	}
 	i.stack[0] = uint64(len(enc))
-	st, err := i.invoke(o, f)
+	st, err := i.invoke(id, f)
 	if err != nil {
 		return err
 	}
@@ -189,7 +220,18 @@ func (i *Instance) Deliver(ctx context.Context, topic string, payload []byte) er
 }
 
 // writeInput copies input into the guest's input buffer, growing it first if needed.
-func (i *Instance) writeInput(o op, input []byte) error {
+func (i *Instance) writeInput(id uint64, input []byte) error {
+	if b, ok := i.span(i.ctrl+abi.CtrlInPtr, 8); ok && uint64(len(input)) <= uint64(binary.LittleEndian.Uint32(b[4:])) {
+		if dst, ok := i.span(binary.LittleEndian.Uint32(b), uint32(len(input))); ok {
+			copy(dst, input)
+			return nil
+		}
+	}
+	return i.writeInputSlow(id, input)
+}
+
+// writeInputSlow is writeInput when the buffer must grow first, or something is wrong.
+func (i *Instance) writeInputSlow(id uint64, input []byte) error {
 	ptr, capacity, err := i.inBuf()
 	if err != nil {
 		return err
@@ -199,7 +241,7 @@ func (i *Instance) writeInput(o op, input []byte) error {
 			return &GuestError{Status: abi.StatusNoMemory, Message: "input larger than 4 GiB"}
 		}
 		i.stack[0] = uint64(len(input))
-		st, err := i.invoke(o, i.fn(fnReserve))
+		st, err := i.invoke(id, i.fn(fnReserve))
 		if err != nil {
 			return fmt.Errorf("%s: %w", abi.ExportReserve, err)
 		}
@@ -213,33 +255,57 @@ func (i *Instance) writeInput(o op, input []byte) error {
 			return i.violation(fmt.Sprintf("%s(%d) left in_cap at %d", abi.ExportReserve, len(input), capacity))
 		}
 	}
-	if len(input) > 0 && !i.mem.Write(ptr, input) {
-		return i.violation(fmt.Sprintf("input buffer %#x+%d out of memory", ptr, len(input)))
+	if b, ok := i.span(ptr, uint32(len(input))); ok {
+		copy(b, input)
+		return nil
 	}
-	return nil
+	return i.violation(fmt.Sprintf("input buffer %#x+%d out of memory (%d bytes)", ptr, len(input), len(i.lm.buf)))
 }
 
 func (i *Instance) inBuf() (ptr, capacity uint32, err error) {
-	b, ok := i.mem.Read(i.ctrl+abi.CtrlInPtr, 8)
+	b, ok := i.span(i.ctrl+abi.CtrlInPtr, 8)
 	if !ok {
 		return 0, 0, i.violation("control block out of memory")
 	}
 	return binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:]), nil
 }
 
+// span returns guest memory [ptr, ptr+n) without copying, from the buffer the instance's
+// allocator holds (see linearMemory).
+func (i *Instance) span(ptr, n uint32) ([]byte, bool) {
+	end := uint64(ptr) + uint64(n)
+	if end > uint64(len(i.lm.buf)) {
+		return nil, false
+	}
+	return i.lm.buf[ptr:end:end], true
+}
+
 // result reads the status and output of the export that just returned st.
 func (i *Instance) result(st uint64, dst []byte) ([]byte, error) {
+	if abi.Status(uint32(st)) == abi.StatusOK {
+		if b, ok := i.span(i.ctrl+abi.CtrlOutPtr, 8); ok {
+			if out, ok := i.span(binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:])); ok {
+				return append(dst, out...), nil
+			}
+		}
+	}
+	return i.resultSlow(st, dst)
+}
+
+// resultSlow is result for a status other than OK, or when something is wrong.
+func (i *Instance) resultSlow(st uint64, dst []byte) ([]byte, error) {
 	status := abi.Status(uint32(st))
 	if !status.Valid() {
 		return dst, i.violation(fmt.Sprintf("status %d", uint32(st)))
 	}
-	b, ok := i.mem.Read(i.ctrl+abi.CtrlOutPtr, 8)
+	b, ok := i.span(i.ctrl+abi.CtrlOutPtr, 8)
 	if !ok {
 		return dst, i.violation("control block out of memory")
 	}
-	out, err := i.view(binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:]), "output")
-	if err != nil {
-		return dst, i.violation(err.Error())
+	ptr, n := binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:])
+	out, ok := i.span(ptr, n)
+	if !ok {
+		return dst, i.violation(fmt.Sprintf("output %#x+%d out of memory (%d bytes)", ptr, n, len(i.lm.buf)))
 	}
 	if status != abi.StatusOK {
 		return dst, &GuestError{Status: status, Message: string(out)}
@@ -267,21 +333,25 @@ func (i *Instance) violation(reason string) error {
 
 // invoke runs one export with the parameters in i.stack, and turns every way it can end into
 // a typed error. A fatal error fails the instance.
-func (i *Instance) invoke(o op, f api.Function) (uint64, error) {
-	var err error
-	if i.killed.Load() {
-		err = errKilledBeforeEntry
-	} else {
+func (i *Instance) invoke(id uint64, f api.Function) (uint64, error) {
+	err := errKilledBeforeEntry
+	if !i.killed.Load() {
 		err = f.CallWithStack(context.Background(), i.stack[:])
 	}
 	if err == nil {
 		return i.stack[0], nil
 	}
-	err = i.classify(err, o)
+	return 0, i.failed(id, err)
+}
+
+// failed turns the error an export returned into a typed error, and fails the instance if
+// it is fatal.
+func (i *Instance) failed(id uint64, err error) error {
+	err = i.classify(err, id)
 	if Fatal(err) {
 		i.fail(err)
 	}
-	return 0, err
+	return err
 }
 
 // watch is called by the watchdog on every tick while operations are in flight.
@@ -316,16 +386,26 @@ func (i *Instance) watch(now int64) {
 	}
 }
 
-// stop interrupts operation id: the guest traps at its next safe point.
+// stop interrupts operation id, if it still runs: the guest traps at its next safe point.
+// intrSet is raised before the state is read, and enter publishes an operation before it
+// reads intrSet, so an operation that starts after the check below finds intrSet raised and
+// clears the global (waiting on intrMu for this stop to finish writing it).
 func (i *Instance) stop(id uint64, reason uint32) {
 	i.intrMu.Lock()
 	defer i.intrMu.Unlock()
 	if i.stoppedID.Load() == id {
 		return
 	}
+	i.intrSet.Store(true)
+	if i.state.Load() != id<<idShift|stBusy {
+		return // it ended; the next operation clears intrSet
+	}
+	if i.stopHook != nil {
+		i.stopHook() // tests: the operation may end here, and the next one start
+	}
 	i.stopReason.Store(reason)
 	i.stoppedID.Store(id)
-	i.intrG.Set(id)
+	i.intrG.Set(1)
 	select {
 	case i.wake <- struct{}{}:
 	default:
@@ -358,19 +438,19 @@ func (i *Instance) sleep(ns int64) {
 	}
 }
 
-func (i *Instance) classify(err error, o op) error {
-	if errors.Is(err, errKilledBeforeEntry) || i.stoppedID.Load() == o.id && i.stopReason.Load() == stopKilled {
-		return fmt.Errorf("%s: instance killed: %w", o.name, ErrCanceled)
+func (i *Instance) classify(err error, id uint64) error {
+	if errors.Is(err, errKilledBeforeEntry) || i.stoppedID.Load() == id && i.stopReason.Load() == stopKilled {
+		return fmt.Errorf("%s: instance killed: %w", i.opName, ErrCanceled)
 	}
-	if i.stoppedID.Load() == o.id {
+	if i.stoppedID.Load() == id {
 		switch i.stopReason.Load() {
 		case stopDeadline:
-			return &DeadlineError{Op: o.name, Timeout: o.timeout.String()}
+			return &DeadlineError{Op: i.opName, Timeout: i.opTimeout.String()}
 		case stopCtxDeadline:
-			dl, _ := o.ctx.Deadline()
-			return &DeadlineError{Op: o.name, Timeout: "context deadline " + dl.Format(time.RFC3339Nano)}
+			dl, _ := i.opCtx.Deadline()
+			return &DeadlineError{Op: i.opName, Timeout: "context deadline " + dl.Format(time.RFC3339Nano)}
 		default:
-			return fmt.Errorf("%s: %w: %w", o.name, ErrCanceled, context.Canceled)
+			return fmt.Errorf("%s: %w: %w", i.opName, ErrCanceled, context.Canceled)
 		}
 	}
 	var cause error

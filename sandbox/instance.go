@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 
 	"github.com/wasmvisor/wasmvisor/abi"
 	"github.com/wasmvisor/wasmvisor/internal/wasmbin"
@@ -41,10 +42,10 @@ type Instance struct {
 	mod    *Module
 	wm     api.Module
 	mem    api.Memory
+	lm     linearMemory // holds mem's buffer, for the call path; see span
 	logger *lineLoggerPair
 
 	fns     [numFns]api.Function // looked up on first use: each costs wazero a 10 KiB stack
-	seqG    api.MutableGlobal
 	intrG   api.MutableGlobal
 	growG   api.Global
 	ctrl    uint32
@@ -65,7 +66,15 @@ type Instance struct {
 	callCtx  context.Context // guarded by ctxMu; set for cancellable contexts only
 	ctxID    uint64          // guarded by ctxMu
 
-	intrMu     sync.Mutex    // serialises stop
+	// The operation in progress; written and read by its owner only.
+	opName    string
+	opTimeout time.Duration
+	opCtx     context.Context
+	opWatched bool
+
+	intrMu     sync.Mutex    // serialises stop and clearInterrupt: the writers of the interrupt global
+	intrSet    atomic.Bool   // raised by stop before it checks the state; see enter
+	stopHook   func()        // tests only: runs in stop between its check and its write
 	stoppedID  atomic.Uint64 // the id of the operation that was stopped
 	stopReason atomic.Uint32
 	killed     atomic.Bool
@@ -110,13 +119,12 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	i := &Instance{mod: m, wake: make(chan struct{}, 1)}
 	i.logger = newLineLoggerPair(m.logger, &i.logTruncated)
 	mc := m.cfg.Capabilities.withInstance(m.base, i.logger.stdout, i.logger.stderr, i.sleep)
-	wm, err := m.eng.rt.InstantiateModule(ctx, m.code.code, mc)
+	wm, err := m.eng.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &i.lm), m.code.code, mc)
 	if err != nil {
 		return nil, classifyInstantiate(err, m.cfg.Limits.MemoryPages)
 	}
 	i.wm = wm
 	i.mem = wm.Memory()
-	i.seqG = wm.ExportedGlobal(wasmbin.ExportSeq).(api.MutableGlobal)
 	i.intrG = wm.ExportedGlobal(wasmbin.ExportInterrupt).(api.MutableGlobal)
 	i.growG = wm.ExportedGlobal(wasmbin.ExportGrowFailed)
 	m.eng.register(i)
@@ -139,18 +147,17 @@ func classifyInstantiate(err error, pages uint32) error {
 
 // start runs the start sequence as one operation under the start deadline.
 func (i *Instance) start(ctx context.Context, config map[string]string) error {
-	o, err := i.enter(ctx, i.mod.cfg.Limits.StartTimeout)
+	id, err := i.enter(ctx, "start", i.mod.cfg.Limits.StartTimeout)
 	if err != nil {
 		return err
 	}
-	defer i.leave(o)
-	o.name = "start"
+	defer i.leave(id)
 	if i.mod.hasInitialize {
-		if _, err := i.invoke(o, i.wm.ExportedFunction(abi.ExportInitialize)); err != nil {
+		if _, err := i.invoke(id, i.wm.ExportedFunction(abi.ExportInitialize)); err != nil {
 			return fmt.Errorf("%s: %w", abi.ExportInitialize, err)
 		}
 	}
-	st, err := i.invoke(o, i.wm.ExportedFunction(abi.ExportInit))
+	st, err := i.invoke(id, i.wm.ExportedFunction(abi.ExportInit))
 	if err != nil {
 		return fmt.Errorf("%s: %w", abi.ExportInit, err)
 	}
@@ -160,7 +167,7 @@ func (i *Instance) start(ctx context.Context, config map[string]string) error {
 		return err
 	}
 	if len(config) > 0 {
-		if err := i.configure(o, config); err != nil {
+		if err := i.configure(id, config); err != nil {
 			return err
 		}
 	}

@@ -52,11 +52,11 @@ func (i *Instance) read(fn func() error) error {
 	if s := i.state.Load(); s&stMask == stFailed {
 		return fn()
 	}
-	o, err := i.enter(context.Background(), NoTimeout)
+	id, err := i.enter(context.Background(), "read", NoTimeout)
 	if err != nil {
 		return err
 	}
-	defer i.leave(o)
+	defer i.leave(id)
 	return fn()
 }
 

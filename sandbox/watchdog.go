@@ -13,8 +13,8 @@ import (
 // A guarded call publishes its id and deadline (in ticks) in its instance and increments
 // inflight; the watchdog ticks every resolution while calls are in flight, reads each
 // instance's published call with atomics, and interrupts the calls that are past their
-// deadline or whose context is done by writing the call's id into the instance's interrupt
-// global, which the instrumented code checks at every function entry and loop head. With no
+// deadline or whose context is done by setting the instance's interrupt global (see
+// Instance.stop), which the instrumented code checks at its safe points. With no
 // call in flight for parkAfter ticks it parks; the first guarded call to find it parked wakes
 // it. A call therefore costs a few atomic operations and no timer, goroutine or allocation.
 type watchdog struct {

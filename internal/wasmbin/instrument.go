@@ -9,7 +9,6 @@ import (
 // Names of the exports that Instrument adds. The colon keeps them apart from any name a
 // guest toolchain produces; the sandbox refuses modules that already export one.
 const (
-	ExportSeq        = "wasmvisor:seq"
 	ExportInterrupt  = "wasmvisor:interrupt"
 	ExportGrowFailed = "wasmvisor:grow_failed"
 	// ReservedPrefix starts every name Instrument adds.
@@ -25,16 +24,18 @@ const Fuel = 1 << 14
 
 // Instrument returns a copy of the module with:
 //
-//   - four exported mutable globals: ExportSeq (i64, the id of the call in progress, written
-//     by the host), ExportInterrupt (i64, initially -1, the id of a call to stop, written by
-//     the host's watchdog), ExportGrowFailed (i32, set to 1 when memory.grow fails) and a
-//     fuel counter (i32, not exported);
-//   - at the entry of every function and the head of every loop, a countdown of the fuel;
-//     when it runs out, a call to an added function that refills it, passes through the Go
-//     runtime (a memory.grow of zero pages, which wazero serves in Go, where the goroutine can
-//     be preempted, so a spinning guest cannot stall a garbage collection), and traps with
-//     unreachable if interrupt equals seq. The host thus stops a running call by writing one
-//     global, with no goroutine per call (see RATIONALE.md, "Deadlines");
+//   - three mutable globals: ExportInterrupt (i32, exported, 0 while the guest may run; the
+//     host writes 1 to stop it), ExportGrowFailed (i32, exported, set to 1 when memory.grow
+//     fails) and a fuel counter (i32, not exported);
+//   - at the head of every loop, and at the entry of every function that contains a call, a
+//     countdown of the fuel; when it runs out, a call to an added function that refills it,
+//     passes through the Go runtime (a memory.grow of zero pages, which wazero serves in Go,
+//     where the goroutine can be preempted, so a spinning guest cannot stall a garbage
+//     collection), and traps with unreachable if interrupt is not zero. The host thus stops a
+//     running call by writing one global, with no goroutine per call (see RATIONALE.md,
+//     "Deadlines"). A function with no call runs a bounded number of instructions between two
+//     loop heads, so its entry needs no countdown: any unbounded run passes loop heads or the
+//     entries of calling functions without bound;
 //   - every memory.grow replaced by a call to an added function that records a failure in
 //     ExportGrowFailed, so that a memory limit is told apart from any other trap;
 //   - the memory's maximum clamped to maxPages when maxPages > 0;
@@ -72,7 +73,7 @@ func Instrument(m *Module, maxPages uint32) ([]byte, error) {
 	slowType := typeOf(nil, nil)
 	addedTypes := nTypes - uint32(len(m.Types))
 
-	seqIdx, intIdx, oomIdx, fuelIdx := m.NumGlobals, m.NumGlobals+1, m.NumGlobals+2, m.NumGlobals+3
+	intIdx, oomIdx, fuelIdx := m.NumGlobals, m.NumGlobals+1, m.NumGlobals+2
 	growFn := m.NumImportedFuncs + uint32(len(m.Funcs))
 	slowFn := growFn + 1
 
@@ -107,24 +108,21 @@ func Instrument(m *Module, maxPages uint32) ([]byte, error) {
 	slow = appendU32(slow, fuelIdx)
 	slow = append(slow, 0x41, 0x00, 0x40, 0x00, 0x1a, 0x23) // i32.const 0 memory.grow drop global.get
 	slow = appendU32(slow, intIdx)
-	slow = append(slow, 0x23)
-	slow = appendU32(slow, seqIdx)
-	slow = append(slow, 0x51, 0x04, 0x40, 0x00, 0x0b, 0x0b) // i64.eq if unreachable end end
+	slow = append(slow, 0x04, 0x40, 0x00, 0x0b, 0x0b) // if unreachable end end
 	bodies = append(bodies, grow, slow)
 
 	globals := []byte{
-		0x7e, 0x01, 0x42, 0x00, 0x0b, // seq: mut i64 = 0
-		0x7e, 0x01, 0x42, 0x7f, 0x0b, // interrupt: mut i64 = -1
+		0x7f, 0x01, 0x41, 0x00, 0x0b, // interrupt: mut i32 = 0
 		0x7f, 0x01, 0x41, 0x00, 0x0b, // grow_failed: mut i32 = 0
 		0x7f, 0x01, 0x41, // fuel: mut i32 = Fuel
 	}
 	globals = appendS32(globals, Fuel)
 	globals = append(globals, 0x0b)
 	var exports []byte
-	for i, name := range []string{ExportSeq, ExportInterrupt, ExportGrowFailed} {
+	for i, name := range []string{ExportInterrupt, ExportGrowFailed} {
 		exports = appendName(exports, name)
 		exports = append(exports, KindGlobal)
-		exports = appendU32(exports, seqIdx+uint32(i))
+		exports = appendU32(exports, intIdx+uint32(i))
 	}
 	funcs := appendU32(nil, growType)
 	funcs = appendU32(funcs, slowType)
@@ -162,9 +160,9 @@ func Instrument(m *Module, maxPages uint32) ([]byte, error) {
 		case secFunction:
 			return extend(payload, 2, funcs)
 		case secGlobal:
-			return extend(payload, 4, globals)
+			return extend(payload, 3, globals)
 		case secExport:
-			return extend(payload, 3, exports)
+			return extend(payload, 2, exports)
 		case secCode:
 			return append(appendU32(nil, uint32(len(bodies))), code...)
 		}
@@ -241,8 +239,8 @@ func clampMemory(mems []Limits, maxPages uint32) ([]byte, error) {
 	return p, nil
 }
 
-// rewriteBody inserts check at the function entry and after every loop's block type, and
-// replaces memory.grow with growCall.
+// rewriteBody inserts check after every loop's block type and, if the function contains a
+// call, at its entry; it replaces memory.grow with growCall.
 func rewriteBody(body, check, growCall []byte) ([]byte, error) {
 	r := reader{b: body}
 	nDecl := r.count()
@@ -253,9 +251,11 @@ func rewriteBody(body, check, growCall []byte) ([]byte, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
+	locals := r.off
 	out := make([]byte, 0, len(body)+len(body)/8+len(check))
-	out = append(out, body[:r.off]...)
-	out = append(out, check...)
+	out = append(out, body[:locals]...)
+	out = append(out, check...) // removed below if the function makes no call
+	calls := false
 	for !r.done() {
 		start := r.off
 		op := r.byte()
@@ -268,8 +268,11 @@ func rewriteBody(body, check, growCall []byte) ([]byte, error) {
 		}
 		r.skipImmediates(op)
 		out = append(out, body[start:r.off]...)
-		if op == 0x03 {
+		switch op {
+		case 0x03: // loop
 			out = append(out, check...)
+		case 0x10, 0x11, 0x12, 0x13, 0x14, 0x15: // call, call_indirect, return_call(_indirect), (return_)call_ref
+			calls = true
 		}
 	}
 	if r.err != nil {
@@ -277,6 +280,9 @@ func rewriteBody(body, check, growCall []byte) ([]byte, error) {
 	}
 	if len(body) == 0 || body[len(body)-1] != 0x0b {
 		return nil, fmt.Errorf("%w: function body does not end with end", ErrMalformed)
+	}
+	if !calls {
+		out = append(out[:locals], out[locals+len(check):]...)
 	}
 	return out, nil
 }

@@ -1,0 +1,166 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+// refInstance is a fresh instance of the reference plugin on its own engine.
+func refInstance(t *testing.T, cfg Config) *Instance {
+	t.Helper()
+	ctx := context.Background()
+	e, err := NewEngine(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close(ctx) })
+	wasm, err := os.ReadFile("../plugins/reference/reference.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := e.Compile(ctx, wasm, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i, err := m.Instantiate(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return i
+}
+
+// TestStaleStopNeverHitsTheNextOperation aims stops at operations that have just ended,
+// from another goroutine, while calls follow one another as fast as they can: the stops
+// race with leave and enter, and must never interrupt a later call (enter clears the
+// interrupt a stale stop left; see stop and clearInterrupt).
+func TestStaleStopNeverHitsTheNextOperation(t *testing.T) {
+	i := refInstance(t, Config{Limits: Limits{CallTimeout: NoTimeout}})
+	ctx := context.Background()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	stops := 0
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			// The id of the last operation, once it has ended: a stop aimed at it is stale.
+			if s := i.state.Load(); s&stMask == stIdle && s>>idShift > 0 {
+				i.stop(s>>idShift, stopDeadline)
+				stops++
+			}
+		}
+	}()
+	const calls = 20000
+	for n := range calls {
+		out, err := i.Call(ctx, "echo", []byte("x"))
+		if err != nil || string(out) != "x" {
+			close(done)
+			wg.Wait()
+			t.Fatalf("call %d: %q, %v", n, out, err)
+		}
+	}
+	close(done)
+	wg.Wait()
+	if stops == 0 {
+		t.Fatal("no stale stop was sent: the test proved nothing")
+	}
+	// A stop aimed at the running operation still works.
+	i2 := refInstance(t, Config{Limits: Limits{CallTimeout: 50 * time.Millisecond}})
+	if _, err := i2.Call(ctx, "loop", nil); !errors.As(err, new(*DeadlineError)) {
+		t.Fatalf("loop: %v, want a DeadlineError", err)
+	}
+}
+
+// TestStopThatLosesTheRaceIsCleared forces the one interleaving in which a stop writes the
+// interrupt global after its operation has ended: stop checks that operation 1 runs, then
+// operation 1 ends and operation 2 starts before the write. Operation 2 must run with the
+// interrupt clear.
+func TestStopThatLosesTheRaceIsCleared(t *testing.T) {
+	i := refInstance(t, Config{Limits: Limits{CallTimeout: NoTimeout}})
+	ctx := context.Background()
+	id1, err := i.enter(ctx, "call", NoTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := make(chan struct{})
+	i.stopHook = func() {
+		close(checked)
+		for i.state.Load() != (id1+1)<<idShift|stBusy { // wait for operation 2
+			time.Sleep(time.Millisecond)
+		}
+	}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		i.stop(id1, stopDeadline)
+	}()
+	<-checked
+	i.leave(id1)
+	id2, err := i.enter(ctx, "call", NoTimeout) // waits for the stop to finish, then clears
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-stopped
+	if v := i.intrG.Get(); v != 0 {
+		t.Fatalf("operation 2 runs with interrupt = %d", v)
+	}
+	i.leave(id2)
+	i.stopHook = nil
+	if out, err := i.Call(ctx, "echo", []byte("x")); err != nil || string(out) != "x" {
+		t.Fatalf("echo: %q, %v", out, err)
+	}
+}
+
+// TestGrowthMovesTheBufferTheCallPathReads grows the memory past its capacity with an input
+// larger than the input buffer: wazero reallocates the memory through the instance's
+// allocator, and the call path must read and write the moved buffer.
+func TestGrowthMovesTheBufferTheCallPathReads(t *testing.T) {
+	i := refInstance(t, Config{})
+	ctx := context.Background()
+	before := unsafe.SliceData(i.lm.buf)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB: more than the initial memory
+	out, err := i.Call(ctx, "echo", big)
+	if err != nil || !bytes.Equal(out, big) {
+		t.Fatalf("echo of 1 MiB: %d bytes, %v", len(out), err)
+	}
+	if unsafe.SliceData(i.lm.buf) == before {
+		t.Fatal("the memory did not move: the test proved nothing")
+	}
+	if got, want := uint64(len(i.lm.buf)), uint64(i.mem.Size()); got != want {
+		t.Fatalf("allocator holds %d bytes, wazero's memory is %d", got, want)
+	}
+	if out, err := i.Call(ctx, "echo", []byte("after")); err != nil || string(out) != "after" {
+		t.Fatalf("echo after growth: %q, %v", out, err)
+	}
+}
+
+// TestAllocatorRefusesAboveTheMaximum: a growth past the limit returns nil (wazero reports a
+// failed memory.grow), and the buffer is unchanged.
+func TestAllocatorRefusesAboveTheMaximum(t *testing.T) {
+	var m linearMemory
+	lm := m.Allocate(65536, 2*65536)
+	b := lm.Reallocate(65536)
+	b[0] = 7
+	if got := lm.Reallocate(3 * 65536); got != nil {
+		t.Fatalf("growth past the maximum returned %d bytes", len(got))
+	}
+	b = lm.Reallocate(2 * 65536)
+	if len(b) != 2*65536 || b[0] != 7 || b[65536] != 0 {
+		t.Fatalf("growth to the maximum: len %d, b[0]=%d, b[65536]=%d", len(b), b[0], b[65536])
+	}
+	lm.Free()
+	if m.buf != nil {
+		t.Fatal("Free kept the buffer")
+	}
+}
