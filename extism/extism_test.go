@@ -479,3 +479,39 @@ func FuzzIsPlugin(f *testing.F) {
 	f.Add([]byte("\x00asm\x01\x00\x00\x00\x02\x14\x01\x0fextism:host/env\x01a\x00\x00"))
 	f.Fuzz(func(t *testing.T, b []byte) { extism.IsPlugin(b) })
 }
+
+// TestRetireAndCalls: Retire ends an idle instance at once and lets a busy one finish its
+// call (a real 3 s sleep) before it ends; a later call is refused as unavailable, and
+// Calls counts the calls that entered.
+func TestRetireAndCalls(t *testing.T) {
+	ctx := context.Background()
+	idle := instance(t, extismtest.Read(t, "count_vowels.wasm"), sandbox.Config{}, nil)
+	if _, err := idle.Call(ctx, "count_vowels", []byte("aeiou")); err != nil {
+		t.Fatal(err)
+	}
+	if !idle.Retire() {
+		t.Fatal("Retire of an idle instance: not ended")
+	}
+	var ue *sandbox.UnavailableError
+	if _, err := idle.Call(ctx, "count_vowels", nil); !errors.As(err, &ue) || !errors.Is(err, sandbox.ErrRetired) {
+		t.Fatalf("call after Retire: %v", err)
+	}
+	if n := idle.Calls(); n != 1 {
+		t.Fatalf("Calls = %d, want 1", n)
+	}
+
+	busy := instance(t, extismtest.Read(t, "sleep.wasm"), sandbox.Config{Capabilities: realClock}, map[string]string{"duration": "3"})
+	res := sleeping(t, busy, ctx)
+	if busy.Retire() {
+		t.Fatal("Retire of a busy instance: ended at once")
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("the call in progress: %v (want it to finish normally)", err)
+	}
+	if err := busy.Err(); !errors.Is(err, sandbox.ErrRetired) {
+		t.Fatalf("Err after the drained call: %v", err)
+	}
+	if !busy.Retire() {
+		t.Fatal("Retire after the drain: not ended")
+	}
+}

@@ -43,6 +43,7 @@ type Instance struct {
 	state   atomic.Uint32
 	failure atomic.Pointer[failure]
 	killed  atomic.Bool
+	calls   atomic.Uint64
 
 	mu     sync.Mutex
 	cancel context.CancelFunc // of the call in progress; guarded by mu
@@ -133,6 +134,11 @@ func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []
 		return dst, err
 	}
 	defer i.leave()
+	n := i.calls.Add(1)
+	if on := i.mod.cfg.OnCall; on != nil && n&(1<<min(i.mod.cfg.CallSampling, 31)-1) == 0 {
+		t0 := time.Now()
+		defer func() { on(time.Since(t0)) }()
+	}
 	if !i.mod.callable[handler] {
 		return dst, fmt.Errorf("extism: handler %q: %w", handler, sandbox.ErrUnknownHandler)
 	}
@@ -243,9 +249,9 @@ func (i *Instance) enter(ctx context.Context) error {
 	if !i.state.CompareAndSwap(stIdle, stBusy) {
 		return i.unavailable()
 	}
-	if i.killed.Load() {
+	if f := i.failure.Load(); f != nil { // killed or retired
 		i.leave()
-		return i.Err()
+		return &sandbox.UnavailableError{Err: f.err}
 	}
 	if err := ctx.Err(); err != nil {
 		i.leave()
@@ -270,11 +276,11 @@ func (i *Instance) unavailable() error {
 	case stBusy:
 		return sandbox.ErrBusy
 	case stFailed:
-		return i.failure.Load().err
+		return &sandbox.UnavailableError{Err: i.failure.Load().err}
 	case stIdle:
 		return sandbox.ErrBusy // lost a race with another caller
 	}
-	return fmt.Errorf("extism: instance: %w", sandbox.ErrClosed)
+	return &sandbox.UnavailableError{Err: fmt.Errorf("extism: instance: %w", sandbox.ErrClosed)}
 }
 
 // fail records the fatal error that ends the instance; the first one wins.
@@ -294,6 +300,19 @@ func (i *Instance) Err() error {
 	}
 	return nil
 }
+
+// Retire ends the instance gracefully: at once if it is idle, else when the call in progress
+// returns (which it does normally). Either way the instance is never entered again: later
+// calls get an error matching sandbox.ErrRetired. Retire reports whether the instance has
+// ended already: no call is running and Close will not wait.
+func (i *Instance) Retire() bool {
+	i.fail(fmt.Errorf("extism: instance: %w", sandbox.ErrRetired))
+	s := i.state.Load()
+	return s == stFailed || s == stClosed
+}
+
+// Calls is the number of calls that have entered the instance, including one in progress.
+func (i *Instance) Calls() uint64 { return i.calls.Load() }
 
 // Kill stops the instance from any goroutine: a call in progress is interrupted (wazero
 // closes the module when the call's context is cancelled) and returns an error matching

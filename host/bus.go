@@ -224,6 +224,23 @@ func (s *Subscription) pop() (Message, bool) {
 	return m, true
 }
 
+// unpop puts back at the head a message that pop took but no instance could take (all
+// busy or down). A subscription that ended meanwhile discarded its queue: the message goes
+// with it.
+func (s *Subscription) unpop(m Message) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if s.ended.Load() {
+		return
+	}
+	s.queue = append(s.queue, Message{})
+	copy(s.queue[1:], s.queue)
+	s.queue[0] = m
+	if s.p != nil {
+		s.p.pending.Add(1)
+	}
+}
+
 func (s *Subscription) empty() bool {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
@@ -316,17 +333,16 @@ func (b *bus) deliver(ctx context.Context, s *Subscription) bool {
 		if s.empty() {
 			return progress
 		}
-		inst := s.p.tryAcquire()
-		if inst == nil {
-			return progress // busy or restarting: retried on release or start
-		}
 		m, ok := s.pop()
 		if !ok {
-			s.p.release(inst, nil)
 			return progress
 		}
+		inst, err := s.p.each(func(mb *member) error { return mb.inst.Deliver(ctx, m.Topic, m.Data) })
+		if inst == nil {
+			s.unpop(m)
+			return progress // busy or restarting: retried when an operation ends, or on start
+		}
 		progress = true
-		err := inst.inst.Deliver(ctx, m.Topic, m.Data)
 		if err != nil {
 			s.failed.Add(1)
 			b.failed.Add(1)
@@ -339,7 +355,7 @@ func (b *bus) deliver(ctx context.Context, s *Subscription) bool {
 			b.h.emit(Event{Kind: EventDelivered, Plugin: s.p.name, Instance: inst.idx,
 				Incarnation: inst.inc, Topic: m.Topic, Subscriber: s.name(), Data: m.Data})
 		}
-		s.p.release(inst, err)
+		s.p.after(inst, err)
 	}
 }
 

@@ -58,7 +58,7 @@ func (p *plugin) reject(d *desiredConfig, err error) {
 	p.notify()
 }
 
-// push applies d to m, which the caller holds. The caller releases m with the error.
+// push applies d to m. The caller passes the error to notEntered, then after.
 func (p *plugin) push(ctx context.Context, m *member, d *desiredConfig) error {
 	if m.applied.Load() >= d.version {
 		return nil
@@ -77,15 +77,18 @@ func (p *plugin) push(ctx context.Context, m *member, d *desiredConfig) error {
 }
 
 // pushFree brings every free, stale member up to the desired config. Busy members are
-// brought up when released, down ones when they start (with the desired config).
+// brought up when their operation ends (see after), down ones when they start (with the
+// desired config).
 func (p *plugin) pushFree(ctx context.Context) {
 	for i := range p.slots {
 		d := p.desired.Load()
 		m := p.slots[i].m.Load()
-		if m == nil || m.applied.Load() >= d.version || !m.tryAcquire() {
+		if m == nil || m.state.Load() != stLive || m.applied.Load() >= d.version {
 			continue
 		}
-		p.release(m, p.push(ctx, m, d))
+		if err := p.push(ctx, m, d); err == nil || !p.notEntered(m, err) {
+			p.after(m, err)
+		}
 	}
 }
 

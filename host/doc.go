@@ -25,11 +25,13 @@
 //
 // # Registry and pool
 //
-// Names map to plugins in a sync.Map, so a call's lookup takes no lock. A plugin's pool is a
-// fixed array of slots, each holding its current incarnation (an atomic pointer, nil while it
-// restarts). A call takes the first free instance with one compare-and-swap and gives it back
-// with another; only when none is free does it wait, within its context, on a channel that
-// releases and starts signal. An incarnation clears its slot before it reports its end to
+// Names map to plugins in a copy-on-write map behind an atomic pointer, so a call's lookup
+// takes no lock. A plugin's pool is a fixed array of slots, each holding its current
+// incarnation (an atomic pointer, nil while it restarts). An instance locks itself for each operation and answers sandbox.ErrBusy at once
+// when busy, so a call goes to the first instance that takes it, with no lock of the pool's
+// own; only when none takes it does the call wait, within its context, on a channel that the
+// end of every operation and every start signal. A supervisor stop drains an instance: the
+// operation in progress finishes, then the instance ends (sandbox.Instance.Retire). An incarnation clears its slot before it reports its end to
 // the supervisor, so the name is released synchronously and the successor's registration can
 // never find it taken. Handles (Lookup) name one incarnation and go stale when it ends.
 //
@@ -38,7 +40,7 @@
 // The host keeps each plugin's desired config, versioned. A new instance starts with it.
 // Configure pushes it into every free instance at once; a busy instance gets it when its call
 // ends and a restarting one when its successor starts, both by the supervised config task,
-// whose work is triggered by the release or start that finds the instance stale: latest
+// whose work is triggered by the operation end or start that finds the instance stale: latest
 // wins, and nothing polls. A config the guest rejects is reported to Configure's caller and
 // the last accepted config becomes desired again.
 //
@@ -50,7 +52,7 @@
 // Unsubscribe, Unload and Close remove a subscription before its subscriber ends, and a
 // plugin message goes only to an instance currently in its slot, so nothing reaches an ended
 // subscriber. Messages for a plugin whose instances are busy or restarting wait in its
-// buffer and are delivered by the bus task when an instance is released or started. Guests
+// buffer and are delivered by the bus task when an operation ends or an instance starts. Guests
 // publish through the ABI's publish import.
 //
 // # Telemetry

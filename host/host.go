@@ -7,7 +7,6 @@ import (
 	"maps"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -149,26 +148,26 @@ func (h *Host) CallAppend(ctx context.Context, name, handler string, input, dst 
 	if p == nil {
 		return dst, h.notFound(name)
 	}
-	m := p.tryAcquire()
+	// The common case inline: the first live member takes the call. p.call tries the others
+	// and waits. Latency is sampled by the instance (sandbox.Config.OnCall).
+	var out []byte
+	var err error
+	m := p.slots[0].m.Load()
+	if m != nil && m.state.Load() == stLive {
+		out, err = m.inst.CallAppend(ctx, handler, input, dst)
+		if err != nil && p.notEntered(m, err) {
+			m = nil
+		}
+	} else {
+		m = nil
+	}
 	if m == nil {
-		var err error
-		if m, err = p.acquire(ctx); err != nil {
+		if m, out, err = p.call(ctx, handler, input, dst); m == nil {
 			p.stats.count(errNoInstance)
 			return dst, err
 		}
 	}
-	n := m.calls.Load() + 1 // only the holder writes: a plain store, no locked instruction
-	m.calls.Store(n)
-	var t0 time.Time
-	timed := n&p.stats.sampleMask == 0
-	if timed {
-		t0 = time.Now()
-	}
-	out, err := m.inst.CallAppend(ctx, handler, input, dst)
-	if timed {
-		p.stats.observe(time.Since(t0))
-	}
-	p.release(m, err)
+	p.after(m, err)
 	if err != nil {
 		p.stats.count(errKind(err))
 		return out, fmt.Errorf("plugin %q: call %q: %w", name, handler, err)

@@ -66,14 +66,14 @@ func (p *plugin) info() PluginInfo {
 		ii := InstanceInfo{Index: i}
 		if m := p.slots[i].m.Load(); m != nil {
 			ii.Up, ii.Incarnation, ii.ConfigVersion = true, m.inc, m.applied.Load()
-			if m.tryAcquire() {
-				ii.Read = true
-				ii.MemoryPages = m.inst.MemoryPages()
-				ii.Telemetry, _ = m.inst.Telemetry()
-				ii.Events, _ = m.inst.Events(0)
-				ii.AppliedConfig, _ = m.inst.AppliedConfig()
-				p.release(m, nil)
-			}
+			// Each read is an operation of its own: one that finds the instance busy fails
+			// with ErrBusy, and Read tells whether all three succeeded.
+			ii.MemoryPages = m.inst.MemoryPages()
+			var errs [3]error
+			ii.Telemetry, errs[0] = m.inst.Telemetry()
+			ii.Events, errs[1] = m.inst.Events(0)
+			ii.AppliedConfig, errs[2] = m.inst.AppliedConfig()
+			ii.Read = errs == [3]error{}
 		}
 		pi.Instances = append(pi.Instances, ii)
 	}
@@ -134,15 +134,17 @@ func (hd Handle) Call(ctx context.Context, handler string, input []byte) ([]byte
 		return nil, ErrStale
 	}
 	p := m.p
-	if !m.tryAcquire() {
-		if m.state.Load() >= stStopReq {
-			return nil, fmt.Errorf("plugin %q: call %q: %w", p.name, handler, ErrStale)
-		}
-		return nil, fmt.Errorf("plugin %q: call %q: %w", p.name, handler, sandbox.ErrBusy)
+	if m.state.Load() != stLive {
+		return nil, fmt.Errorf("plugin %q: call %q: %w", p.name, handler, ErrStale)
 	}
-	m.calls.Store(m.calls.Load() + 1)
 	out, err := m.inst.CallAppend(ctx, handler, input, nil)
-	p.release(m, err)
+	if err != nil && p.notEntered(m, err) {
+		if errors.Is(err, sandbox.ErrBusy) {
+			return nil, fmt.Errorf("plugin %q: call %q: %w", p.name, handler, sandbox.ErrBusy)
+		}
+		return nil, fmt.Errorf("plugin %q: call %q: %w", p.name, handler, ErrStale)
+	}
+	p.after(m, err)
 	if err != nil {
 		p.stats.count(errKind(err))
 		return out, fmt.Errorf("plugin %q: call %q: %w", p.name, handler, err)
@@ -159,8 +161,9 @@ func (hd Handle) Kill() {
 		return
 	}
 	m.inst.Kill()
-	if m.state.CompareAndSwap(stFree, stEnded) {
+	if m.inst.Retire() { // not busy: end it here
+		m.state.Store(stEnded)
 		m.end(fmt.Errorf("plugin %q: instance %d killed: %w", m.p.name, m.idx, sandbox.ErrCanceled))
 	}
-	// A busy member ends when its holder sees the kill.
+	// A busy member ends when the caller whose operation was interrupted sees the kill.
 }

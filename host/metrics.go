@@ -60,13 +60,12 @@ var latencyBounds = [...]float64{1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2
 // stats are a plugin's host-side counters: plain atomics on the call path, turned into
 // Prometheus metrics only at scrape time.
 type stats struct {
-	calls      atomic.Uint64 // calls of ended members
-	sampleMask uint64
-	_          [48]byte
-	errs       [numErrKinds]atomic.Uint64
-	buckets    [len(latencyBounds) + 1]atomic.Uint64
-	sumNanos   atomic.Uint64
-	timed      atomic.Uint64
+	calls    atomic.Uint64 // calls of ended members
+	_        [48]byte
+	errs     [numErrKinds]atomic.Uint64
+	buckets  [len(latencyBounds) + 1]atomic.Uint64
+	sumNanos atomic.Uint64
+	timed    atomic.Uint64
 }
 
 // calls is the retired members' calls plus the live ones'. A member ending between the two
@@ -76,13 +75,11 @@ func (p *plugin) calls() uint64 {
 	n := p.stats.calls.Load()
 	for i := range p.slots {
 		if m := p.slots[i].m.Load(); m != nil {
-			n += m.calls.Load()
+			n += m.inst.Calls()
 		}
 	}
 	return n
 }
-
-func (s *stats) init(shift uint) { s.sampleMask = 1<<shift - 1 }
 
 func (s *stats) count(kind int) { s.errs[kind].Add(1) }
 
@@ -146,15 +143,14 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(p.pending.Load()), p.name)
 		for i := range p.slots {
 			m := p.slots[i].m.Load()
-			if m == nil || !m.tryAcquire() {
-				continue // down or busy: skipped in this scrape
+			if m == nil {
+				continue // down: skipped in this scrape
 			}
 			idx := strconv.Itoa(i)
 			ch <- prometheus.MustNewConstMetric(descPages, prometheus.GaugeValue, float64(m.inst.MemoryPages()), p.name, idx)
 			tel, err := m.inst.Telemetry()
-			p.release(m, nil)
 			if err != nil {
-				continue
+				continue // busy or ended: skipped in this scrape
 			}
 			for _, t := range tel {
 				switch t.Kind {

@@ -118,7 +118,6 @@ func (h *Host) Load(ctx context.Context, spec Plugin) error {
 	p := &plugin{h: h, name: spec.Name, spec: spec, id: "plugin:" + spec.Name,
 		slots: make([]slot, spec.Instances), wake: make(chan struct{}, 1), gone: make(chan struct{}),
 		ch: make(chan struct{}), prepared: make([]atomic.Pointer[preparedInstance], spec.Instances)}
-	p.stats.init(h.opts.sampleShift)
 	d := &desiredConfig{cfg: maps.Clone(spec.Config), version: 1}
 	p.desired.Store(d)
 	p.version.Store(1)
@@ -135,8 +134,7 @@ func (h *Host) Load(ctx context.Context, spec Plugin) error {
 		}
 		return pluginErr(spec.Name, "load", err)
 	}
-	mod, err := h.compile(ctx, wasm, sandbox.Config{Limits: spec.Limits, Capabilities: spec.Capabilities,
-		Logger: h.log.With(zapPlugin(spec.Name)), OnPublish: p.onPublish})
+	mod, err := h.compile(ctx, wasm, p.sandboxConfig(spec))
 	if err != nil {
 		return fail(err)
 	}
@@ -280,4 +278,11 @@ func (h *Host) dependsOn(q *plugin, name string) bool {
 		}
 	}
 	return false
+}
+
+// sandboxConfig is what the plugin's instances get from spec and the host.
+func (p *plugin) sandboxConfig(spec Plugin) sandbox.Config {
+	return sandbox.Config{Limits: spec.Limits, Capabilities: spec.Capabilities,
+		Logger: p.h.log.With(zapPlugin(spec.Name)), OnPublish: p.onPublish,
+		OnCall: p.stats.observe, CallSampling: p.h.opts.sampleShift}
 }

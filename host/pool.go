@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 
@@ -9,8 +10,10 @@ import (
 	"github.com/wasmvisor/wasmvisor/supervisor"
 )
 
-// instance is what a pool holds. *sandbox.Instance satisfies it; an Extism instance will too
-// (see module.go).
+// instance is what a pool holds. *sandbox.Instance satisfies it, and so does an Extism
+// instance (see module.go). An instance serves one operation at a time and answers
+// sandbox.ErrBusy at once when entered while busy: that is the pool's only lock (see
+// RATIONALE.md, "One lock per call").
 type instance interface {
 	CallAppend(ctx context.Context, handler string, input, dst []byte) ([]byte, error)
 	Configure(ctx context.Context, config map[string]string) error
@@ -19,16 +22,17 @@ type instance interface {
 	Telemetry() ([]sandbox.Metric, error)
 	AppliedConfig() (map[string]string, error)
 	MemoryPages() uint32
+	Calls() uint64
 	Err() error
+	Retire() bool
 	Kill()
 	Close(ctx context.Context) error
 }
 
-// Member states. A member is acquired by one CAS free→busy; the supervisor's Stop turns
-// free into ended at once, or busy into stopReq so that the holder ends it on release.
+// Member states. Who holds the instance is the instance's own business; the member records
+// only whether the supervisor asked it to end.
 const (
-	stFree uint32 = iota
-	stBusy
+	stLive uint32 = iota
 	stStopReq
 	stEnded
 )
@@ -41,7 +45,7 @@ const (
 )
 
 // member is one incarnation of one pool slot: a sandbox instance seen by the supervisor as a
-// Child. It ends when a call finds its instance dead (trap, deadline, memory, exit,
+// Child. It ends when an operation finds its instance dead (trap, deadline, memory, exit,
 // violation), when it is killed, or when the supervisor stops it; in every case it releases
 // its slot before Done is closed, so the successor's registration can never find the slot
 // taken.
@@ -53,7 +57,6 @@ type member struct {
 	state   atomic.Uint32
 	reason  atomic.Uint32
 	applied atomic.Uint64 // the config version the instance holds
-	calls   atomic.Uint64 // calls served; written only by the member's holder
 	done    chan struct{}
 	err     error
 	once    sync.Once
@@ -67,31 +70,32 @@ func (m *member) Err() error { return m.err }
 func (m *member) Stop() { m.requestEnd(reasonShutdown) }
 
 func (m *member) Kill() {
-	m.reason.Store(reasonKilled) // before the kill, so that the interrupted holder reports it
+	m.reason.Store(reasonKilled) // before the kill, so that the interrupted caller reports it
 	m.inst.Kill()
 	m.requestEnd(reasonKilled)
 }
 
-// requestEnd ends a free member now, or marks a busy one so that its holder ends it.
+// requestEnd marks the member as asked to end, and drains it.
 func (m *member) requestEnd(reason uint32) {
 	if m.reason.Load() != reasonKilled {
 		m.reason.Store(reason)
 	}
-	for {
-		switch s := m.state.Load(); s {
-		case stFree:
-			if m.state.CompareAndSwap(stFree, stEnded) {
-				m.end(m.requested())
-				return
-			}
-		case stBusy:
-			if m.state.CompareAndSwap(stBusy, stStopReq) {
-				return
-			}
-		default:
-			return
-		}
+	if !m.state.CompareAndSwap(stLive, stStopReq) && m.state.Load() == stEnded {
+		return
 	}
+	m.drain()
+}
+
+// drain retires the instance and ends the member if that ended the instance: it was idle, or
+// dead already. A busy instance serves its operation to the end, and its caller, which finds
+// the member asked to end (see after), drains it again.
+func (m *member) drain() bool {
+	if !m.inst.Retire() {
+		return false
+	}
+	m.state.Store(stEnded)
+	m.end(m.requested())
+	return true
 }
 
 func (m *member) requested() error {
@@ -101,18 +105,15 @@ func (m *member) requested() error {
 	return supervisor.ErrShutdown
 }
 
-// tryAcquire takes the member if it is free.
-func (m *member) tryAcquire() bool { return m.state.CompareAndSwap(stFree, stBusy) }
-
 // end releases the slot, closes the instance and reports the end to the supervisor. It runs
-// once, on the goroutine that moved the member to stEnded.
+// once, whoever calls it first: the caller that found the instance dead, or the stopper.
 func (m *member) end(reason error) {
 	m.once.Do(func() {
 		p := m.p
 		p.slots[m.idx].m.CompareAndSwap(m, nil) // the name is free before anyone learns of the end
 		p.live.Add(-1)
-		p.stats.calls.Add(m.calls.Load())
-		_ = m.inst.Close(context.Background()) // not busy: the holder or the stopper owns it
+		p.stats.calls.Add(m.inst.Calls())
+		_ = m.inst.Close(context.Background()) // its last operation has returned
 		p.h.live.Add(-1)
 		m.err = reason
 		p.h.emit(Event{Kind: EventInstanceEnded, Plugin: p.name, Instance: m.idx, Incarnation: m.inc, Err: reason})
@@ -128,40 +129,66 @@ type slot struct {
 	_      [48]byte // keep slots on their own cache lines
 }
 
-// tryAcquire takes a free member, without waiting.
-func (p *plugin) tryAcquire() *member {
-	for i := range p.slots {
-		if m := p.slots[i].m.Load(); m != nil && m.tryAcquire() {
-			return m
-		}
+// notEntered reports whether an operation on m returned err without running: the instance
+// is busy (try another), or it has ended (then m is ended too, and the caller tries another).
+func (p *plugin) notEntered(m *member, err error) bool {
+	if errors.Is(err, sandbox.ErrBusy) {
+		return true
 	}
-	return nil
+	var ue *sandbox.UnavailableError
+	if errors.As(err, &ue) {
+		p.after(m, err)
+		return true
+	}
+	return false
 }
 
-// acquire takes a free member, waiting within ctx. Waiters sleep on wake (capacity 1): a
-// releaser that sees waiters signals it, and a waiter that got a member passes the signal on
-// while others wait, so no release is lost.
-func (p *plugin) acquire(ctx context.Context) (*member, error) {
-	if m := p.tryAcquire(); m != nil {
-		return m, nil
+// each runs op on the first live member that takes it, without waiting, and returns that
+// member, or nil if every member was busy or down.
+func (p *plugin) each(op func(m *member) error) (*member, error) {
+	for i := range p.slots {
+		m := p.slots[i].m.Load()
+		if m == nil || m.state.Load() != stLive {
+			continue
+		}
+		if err := op(m); err == nil || !p.notEntered(m, err) {
+			return m, err
+		}
+	}
+	return nil, nil
+}
+
+// call is one call on a free member, waiting within ctx for one. Waiters sleep on wake
+// (capacity 1): a caller that sees waiters after its operation signals it (see after), and a
+// waiter that got a member passes the signal on while others wait, so no wake-up is lost:
+// a waiter counts itself before it tries the members, and a caller returns the instance to
+// idle before it reads the count.
+func (p *plugin) call(ctx context.Context, handler string, input, dst []byte) (*member, []byte, error) {
+	var out []byte
+	op := func(m *member) (err error) {
+		out, err = m.inst.CallAppend(ctx, handler, input, dst)
+		return err
+	}
+	if m, err := p.each(op); m != nil {
+		return m, out, err
 	}
 	p.waiters.Add(1)
 	defer p.waiters.Add(-1)
 	for {
-		if m := p.tryAcquire(); m != nil {
+		if m, err := p.each(op); m != nil {
 			if p.waiters.Load() > 1 {
 				p.signal()
 			}
-			return m, nil
+			return m, out, err
 		}
 		select {
 		case <-p.wake:
 		case <-ctx.Done():
-			return nil, pluginErr(p.name, "acquire", &waitError{cause: context.Cause(ctx)})
+			return nil, dst, pluginErr(p.name, "acquire", &waitError{cause: context.Cause(ctx)})
 		case <-p.gone:
-			return nil, pluginErr(p.name, "acquire", ErrNotFound)
+			return nil, dst, pluginErr(p.name, "acquire", ErrNotFound)
 		case <-p.h.root.Done():
-			return nil, pluginErr(p.name, "acquire", ErrClosed)
+			return nil, dst, pluginErr(p.name, "acquire", ErrClosed)
 		}
 	}
 }
@@ -179,9 +206,12 @@ func (p *plugin) signal() {
 	}
 }
 
-// release hands a member back after an operation that returned err.
-func (p *plugin) release(m *member, err error) {
-	if err != nil {
+// after is what follows any operation on m that ran (returned err): it ends the member if
+// its instance has ended (a crash, a kill, or a drain the supervisor asked for), and hands on
+// the work that waited for the instance to be free: a waiting caller, a config update, bus
+// deliveries.
+func (p *plugin) after(m *member, err error) {
+	if err != nil || m.state.Load() != stLive {
 		if ierr := m.inst.Err(); ierr != nil {
 			if m.state.Swap(stEnded) == stStopReq || m.reason.Load() != reasonNone {
 				ierr = m.requested()
@@ -189,11 +219,9 @@ func (p *plugin) release(m *member, err error) {
 			m.end(ierr)
 			return
 		}
-	}
-	if !m.state.CompareAndSwap(stBusy, stFree) {
-		m.state.Store(stEnded) // stStopReq: the supervisor asked while we held it
-		m.end(m.requested())
-		return
+		if m.state.Load() == stStopReq && m.drain() {
+			return
+		}
 	}
 	if p.waiters.Load() > 0 {
 		p.signal()

@@ -6,8 +6,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-
-	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
 // moduleRef boxes a module so that Replace can swap it atomically.
@@ -72,8 +70,7 @@ func (h *Host) Replace(ctx context.Context, spec Plugin) error {
 		return pluginErr(spec.Name, "replace", fmt.Errorf("%w: the plugin is restarting", ErrNoInstance))
 	}
 
-	mod, err := h.compile(ctx, wasm, sandbox.Config{Limits: spec.Limits, Capabilities: spec.Capabilities,
-		Logger: h.log.With(zapPlugin(spec.Name)), OnPublish: p.onPublish})
+	mod, err := h.compile(ctx, wasm, p.sandboxConfig(spec))
 	if err != nil {
 		return pluginErr(spec.Name, "replace", err)
 	}

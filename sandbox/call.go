@@ -34,10 +34,10 @@ const (
 // operation has a deadline or a cancellable context. It returns the operation's id.
 //
 // A stop aimed at an earlier operation can have left the interrupt global set: stop raises
-// intrSet before it checks which operation runs, and enter, after publishing the new
-// operation, clears the global when it finds intrSet raised (see clearInterrupt). The common
+// flagIntr before it checks which operation runs, and enter, after publishing the new
+// operation, clears the global when it finds the flag raised (see clearInterrupt). The common
 // path thus costs one compare-and-swap and one load, and no write into the guest.
-func (i *Instance) enter(ctx context.Context, name string, timeout time.Duration) (uint64, error) {
+func (i *Instance) enter(ctx context.Context, kind opKind) (uint64, error) {
 	done := ctx.Done()
 	if done != nil {
 		if err := ctx.Err(); err != nil {
@@ -49,14 +49,52 @@ func (i *Instance) enter(ctx context.Context, name string, timeout time.Duration
 	if s&stMask != stIdle || !i.state.CompareAndSwap(s, id<<idShift|stBusy) {
 		return 0, i.unavailable(i.state.Load())
 	}
-	if i.intrSet.Load() {
-		i.clearInterrupt(id)
+	if f := i.flags.Load(); f != 0 {
+		if f&flagIntr != 0 {
+			i.clearInterrupt(id)
+		}
+		if f&flagRetired != 0 {
+			i.others.Add(1) // refused: not a call
+			i.leave(id)
+			return 0, &UnavailableError{Err: i.failure.Load().err}
+		}
 	}
-	i.opName, i.opTimeout = name, timeout
+	if kind != opCall {
+		i.others.Add(1)
+	}
+	i.op = kind
+	timeout := i.timeout(kind)
 	if timeout != NoTimeout || done != nil {
 		i.arm(ctx, done, id, timeout)
 	}
 	return id, nil
+}
+
+// opKind is what an operation does. Calls are told apart from the others, which are
+// counted, so that Calls is the operation count minus theirs.
+type opKind uint8
+
+const (
+	opCall opKind = iota
+	opConfigure
+	opDeliver
+	opRead
+	opStart
+)
+
+var opNames = [...]string{opCall: "call", opConfigure: "configure", opDeliver: "deliver", opRead: "read", opStart: "start"}
+
+func (k opKind) String() string { return opNames[k] }
+
+// timeout is the time limit of an operation of kind k.
+func (i *Instance) timeout(k opKind) time.Duration {
+	switch k {
+	case opStart:
+		return i.mod.cfg.Limits.StartTimeout
+	case opRead:
+		return NoTimeout
+	}
+	return i.mod.cfg.Limits.CallTimeout
 }
 
 // arm publishes the operation's deadline and context to the watchdog.
@@ -87,7 +125,7 @@ func (i *Instance) clearInterrupt(id uint64) {
 		return
 	}
 	i.intrG.Set(0)
-	i.intrSet.Store(false)
+	i.flags.And(^flagIntr)
 	select { // a wake-up meant for the earlier operation must not cut a sleep of this one short
 	case <-i.wake:
 	default:
@@ -99,23 +137,74 @@ func (i *Instance) unavailable(s uint64) error {
 	case stIdle, stBusy: // idle: another caller entered and left between our two reads
 		return ErrBusy
 	case stFailed:
-		return i.failure.Load().err
+		return &UnavailableError{Err: i.failure.Load().err}
 	}
-	return fmt.Errorf("sandbox: instance: %w", ErrClosed)
+	return &UnavailableError{Err: fmt.Errorf("sandbox: instance: %w", ErrClosed)}
 }
 
-// leave ends operation id: back to idle, unless the instance failed or was killed meanwhile.
-// While an operation runs only its owner changes the state word (Kill and Close wait for it
-// or stop it), so the compare-and-swap fails only if the operation failed the instance.
+// leave ends operation id: back to idle, unless the instance failed, was killed or was
+// retired meanwhile. While an operation runs only its owner changes the state word (Kill,
+// Retire and Close wait for it or stop it), so the compare-and-swap fails only if the
+// operation failed the instance. The flags are read again after it: a Kill or Retire that
+// found the operation running, and so left its end to leave, may have raised its flag after
+// the first read.
 func (i *Instance) leave(id uint64) {
 	if i.opWatched {
 		i.disarm()
 	}
-	if i.killed.Load() {
-		i.fail(fmt.Errorf("sandbox: instance killed: %w", ErrCanceled))
+	if i.flags.Load()&(flagKilled|flagRetired) != 0 {
+		i.fail(i.endReason())
 		return
 	}
 	i.state.CompareAndSwap(id<<idShift|stBusy, id<<idShift) // stIdle is 0
+	if i.flags.Load()&(flagKilled|flagRetired) != 0 {
+		i.endIfIdle()
+	}
+}
+
+// endReason is the failure of an instance ended by Kill or Retire.
+func (i *Instance) endReason() error {
+	if i.flags.Load()&flagKilled != 0 {
+		return fmt.Errorf("sandbox: instance killed: %w", ErrCanceled)
+	}
+	return fmt.Errorf("sandbox: instance: %w", ErrRetired)
+}
+
+// endIfIdle fails an idle instance (for Kill or Retire), taking it busy first so that no
+// operation can start in between. It reports whether the instance has ended: false while an
+// operation runs, whose leave then ends it.
+func (i *Instance) endIfIdle() bool {
+	for {
+		s := i.state.Load()
+		switch s & stMask {
+		case stIdle:
+			if i.state.CompareAndSwap(s, (s>>idShift+1)<<idShift|stBusy) {
+				i.others.Add(1) // the id it took is not a call
+				i.fail(i.endReason())
+				return true
+			}
+		case stBusy:
+			return false
+		default:
+			return true
+		}
+	}
+}
+
+// Retire ends the instance gracefully: at once if it is idle, else when the operation in
+// progress returns (which it does normally). Either way the instance is never entered again:
+// later operations get an error matching ErrRetired, and Err reports it. Retire reports
+// whether the instance has ended already, that is whether no operation is running and
+// Close will not wait. Retire is what a pool calls to drain a member.
+func (i *Instance) Retire() bool {
+	i.flags.Or(flagRetired)
+	return i.endIfIdle()
+}
+
+// Calls is the number of calls (Call, CallAppend) that have entered the instance, including
+// one in progress.
+func (i *Instance) Calls() uint64 {
+	return i.state.Load()>>idShift - i.others.Load()
 }
 
 func (i *Instance) disarm() {
@@ -149,11 +238,15 @@ func (i *Instance) Call(ctx context.Context, handler string, input []byte) ([]by
 // CallAppend is Call appending the output to dst, so that a caller reusing dst makes no
 // allocation.
 func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []byte) ([]byte, error) {
-	id, err := i.enter(ctx, "call", i.mod.cfg.Limits.CallTimeout)
+	id, err := i.enter(ctx, opCall)
 	if err != nil {
 		return dst, err
 	}
 	defer i.leave(id)
+	if on := i.mod.cfg.OnCall; on != nil && id&i.mod.sampleMask == 0 {
+		t0 := time.Now()
+		defer func() { on(time.Since(t0)) }()
+	}
 	h, ok := i.handler(handler)
 	if !ok {
 		return dst, fmt.Errorf("handler %q: %w", handler, ErrUnknownHandler)
@@ -172,7 +265,7 @@ func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []
 // Configure pushes a new config; the guest's change callbacks run. A *GuestError with
 // STATUS_CONFIG_REJECTED leaves the old config in place.
 func (i *Instance) Configure(ctx context.Context, config map[string]string) error {
-	id, err := i.enter(ctx, "configure", i.mod.cfg.Limits.CallTimeout)
+	id, err := i.enter(ctx, opConfigure)
 	if err != nil {
 		return err
 	}
@@ -197,7 +290,7 @@ func (i *Instance) configure(id uint64, config map[string]string) error {
 // Deliver hands a bus event to the guest. A guest without wasmvisor_deliver gets a
 // *GuestError with STATUS_UNKNOWN_HANDLER.
 func (i *Instance) Deliver(ctx context.Context, topic string, payload []byte) error {
-	id, err := i.enter(ctx, "deliver", i.mod.cfg.Limits.CallTimeout)
+	id, err := i.enter(ctx, opDeliver)
 	if err != nil {
 		return err
 	}
@@ -335,7 +428,7 @@ func (i *Instance) violation(reason string) error {
 // a typed error. A fatal error fails the instance.
 func (i *Instance) invoke(id uint64, f api.Function) (uint64, error) {
 	err := errKilledBeforeEntry
-	if !i.killed.Load() {
+	if i.flags.Load()&flagKilled == 0 {
 		err = f.CallWithStack(context.Background(), i.stack[:])
 	}
 	if err == nil {
@@ -387,8 +480,8 @@ func (i *Instance) watch(now int64) {
 }
 
 // stop interrupts operation id, if it still runs: the guest traps at its next safe point.
-// intrSet is raised before the state is read, and enter publishes an operation before it
-// reads intrSet, so an operation that starts after the check below finds intrSet raised and
+// flagIntr is raised before the state is read, and enter publishes an operation before it
+// reads the flags, so an operation that starts after the check below finds flagIntr raised and
 // clears the global (waiting on intrMu for this stop to finish writing it).
 func (i *Instance) stop(id uint64, reason uint32) {
 	i.intrMu.Lock()
@@ -396,9 +489,9 @@ func (i *Instance) stop(id uint64, reason uint32) {
 	if i.stoppedID.Load() == id {
 		return
 	}
-	i.intrSet.Store(true)
+	i.flags.Or(flagIntr)
 	if i.state.Load() != id<<idShift|stBusy {
-		return // it ended; the next operation clears intrSet
+		return // it ended; the next operation clears the flag
 	}
 	if i.stopHook != nil {
 		i.stopHook() // tests: the operation may end here, and the next one start
@@ -440,17 +533,17 @@ func (i *Instance) sleep(ns int64) {
 
 func (i *Instance) classify(err error, id uint64) error {
 	if errors.Is(err, errKilledBeforeEntry) || i.stoppedID.Load() == id && i.stopReason.Load() == stopKilled {
-		return fmt.Errorf("%s: instance killed: %w", i.opName, ErrCanceled)
+		return fmt.Errorf("%s: instance killed: %w", i.op, ErrCanceled)
 	}
 	if i.stoppedID.Load() == id {
 		switch i.stopReason.Load() {
 		case stopDeadline:
-			return &DeadlineError{Op: i.opName, Timeout: i.opTimeout.String()}
+			return &DeadlineError{Op: i.op.String(), Timeout: i.timeout(i.op).String()}
 		case stopCtxDeadline:
 			dl, _ := i.opCtx.Deadline()
-			return &DeadlineError{Op: i.opName, Timeout: "context deadline " + dl.Format(time.RFC3339Nano)}
+			return &DeadlineError{Op: i.op.String(), Timeout: "context deadline " + dl.Format(time.RFC3339Nano)}
 		default:
-			return fmt.Errorf("%s: %w: %w", i.opName, ErrCanceled, context.Canceled)
+			return fmt.Errorf("%s: %w: %w", i.op, ErrCanceled, context.Canceled)
 		}
 	}
 	var cause error

@@ -36,12 +36,25 @@ var (
 	ErrClosed = errors.New("closed")
 	// ErrBusy is returned when an Instance is entered while it is serving another call.
 	ErrBusy = errors.New("instance busy")
+	// ErrRetired is returned by an Instance that Retire ended: it served its last operation.
+	ErrRetired = errors.New("instance retired")
 	// ErrUnknownHandler is returned for a handler name the plugin does not export, and is
 	// matched by a *GuestError with status STATUS_UNKNOWN_HANDLER.
 	ErrUnknownHandler = errors.New("unknown handler")
 	// ErrGuest is matched by every *GuestError: the guest returned an error status.
 	ErrGuest = errors.New("guest returned an error")
 )
+
+// UnavailableError is returned by an operation that did not enter its Instance because the
+// instance had ended: failed, killed, retired or closed. Err is why, what Instance.Err
+// returns, and errors.Is and errors.As see through to it. A pool tells with it an operation
+// that never ran (try another instance) from one that failed.
+type UnavailableError struct{ Err error }
+
+func (e *UnavailableError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the reason the instance ended.
+func (e *UnavailableError) Unwrap() error { return e.Err }
 
 // ModuleError reports a module that cannot be compiled or limited.
 type ModuleError struct {

@@ -67,23 +67,29 @@ type Instance struct {
 	ctxID    uint64          // guarded by ctxMu
 
 	// The operation in progress; written and read by its owner only.
-	opName    string
-	opTimeout time.Duration
+	op        opKind
 	opCtx     context.Context
 	opWatched bool
 
 	intrMu     sync.Mutex    // serialises stop and clearInterrupt: the writers of the interrupt global
-	intrSet    atomic.Bool   // raised by stop before it checks the state; see enter
+	flags      atomic.Uint32 // flagKilled, flagRetired, flagIntr
+	others     atomic.Uint64 // operations other than calls: see Calls
 	stopHook   func()        // tests only: runs in stop between its check and its write
 	stoppedID  atomic.Uint64 // the id of the operation that was stopped
 	stopReason atomic.Uint32
-	killed     atomic.Bool
 	wake       chan struct{} // cuts a real sleep short
 	failure    atomic.Pointer[failure]
 
 	publishDropped atomic.Uint64
 	logTruncated   atomic.Uint64
 }
+
+// Instance flags.
+const (
+	flagKilled  uint32 = 1 << iota // Kill was called
+	flagRetired                    // Retire was called
+	flagIntr                       // a stop may have left the interrupt global set; see enter
+)
 
 // Functions looked up lazily.
 const (
@@ -147,7 +153,7 @@ func classifyInstantiate(err error, pages uint32) error {
 
 // start runs the start sequence as one operation under the start deadline.
 func (i *Instance) start(ctx context.Context, config map[string]string) error {
-	id, err := i.enter(ctx, "start", i.mod.cfg.Limits.StartTimeout)
+	id, err := i.enter(ctx, opStart)
 	if err != nil {
 		return err
 	}
@@ -236,7 +242,7 @@ func (i *Instance) fail(err error) {
 // returns an error matching ErrCanceled, and the instance is never entered again. Close it
 // afterwards to free its memory.
 func (i *Instance) Kill() {
-	if i.killed.Swap(true) {
+	if i.flags.Or(flagKilled)&flagKilled != 0 {
 		return
 	}
 	i.failure.CompareAndSwap(nil, &failure{err: fmt.Errorf("sandbox: instance killed: %w", ErrCanceled)})
@@ -248,8 +254,8 @@ func (i *Instance) Kill() {
 				continue
 			}
 		case stBusy:
-			// Kill stored killed before it read the state; the operation stored its state
-			// before it reads killed: either it does not enter the guest, or this stops it.
+			// Kill raised flagKilled before it read the state; the operation stored its state
+			// before it reads the flag: either it does not enter the guest, or this stops it.
 			i.stop(s>>idShift, stopKilled)
 		}
 		return

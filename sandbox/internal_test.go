@@ -89,7 +89,7 @@ func TestStaleStopNeverHitsTheNextOperation(t *testing.T) {
 func TestStopThatLosesTheRaceIsCleared(t *testing.T) {
 	i := refInstance(t, Config{Limits: Limits{CallTimeout: NoTimeout}})
 	ctx := context.Background()
-	id1, err := i.enter(ctx, "call", NoTimeout)
+	id1, err := i.enter(ctx, opCall)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestStopThatLosesTheRaceIsCleared(t *testing.T) {
 	}()
 	<-checked
 	i.leave(id1)
-	id2, err := i.enter(ctx, "call", NoTimeout) // waits for the stop to finish, then clears
+	id2, err := i.enter(ctx, opCall) // waits for the stop to finish, then clears
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,6 +70,14 @@ type Config struct {
 	// returns false to drop the event: the guest is told, and Instance.Stats counts it. With
 	// no OnPublish every publish is dropped and counted.
 	OnPublish func(topic string, data []byte) bool
+	// OnCall, if set, receives the duration of sampled calls (Call and CallAppend, whatever
+	// their outcome), on the caller's goroutine after the call: one call in 2^CallSampling,
+	// chosen by the instance's operation count, so that no clock is read for the others
+	// (reading it twice costs about as much as a small call).
+	OnCall func(d time.Duration)
+	// CallSampling is the log2 of how many calls one OnCall sample stands for (at most 31);
+	// 0 times every call.
+	CallSampling uint
 }
 
 // Module is a compiled plugin that passed the ABI check. It is safe for concurrent use.
@@ -83,6 +91,7 @@ type Module struct {
 	base   wazero.ModuleConfig // the instances' shared wazero config
 
 	hasInitialize bool
+	sampleMask    uint64 // of Config.OnCall
 
 	mu     sync.Mutex
 	closed bool
@@ -123,7 +132,8 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte, cfg Config) (*Module,
 	if logger == nil {
 		logger = e.logger
 	}
-	m := &Module{eng: e, code: code, digest: info.Digest, cfg: cfg, info: info, logger: logger, base: cfg.Capabilities.baseConfig()}
+	m := &Module{eng: e, code: code, digest: info.Digest, cfg: cfg, info: info, logger: logger, base: cfg.Capabilities.baseConfig(),
+		sampleMask: 1<<min(cfg.CallSampling, 31) - 1}
 	for _, ex := range info.Exports {
 		if ex.Name == abi.ExportInitialize {
 			m.hasInitialize = true

@@ -735,3 +735,68 @@ func waitBusy(t *testing.T, i *sandbox.Instance) {
 		runtime.Gosched()
 	}
 }
+
+// TestRetire drains an instance: an idle one ends at once; a busy one finishes its operation
+// normally and then ends; either way it is never entered again, and Calls counts only calls.
+func TestRetire(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t)
+	idle := instantiate(t, compile(t, e, referencePath, sandbox.Config{}), nil)
+	mustCall(t, idle, "echo", "a")
+	mustCall(t, idle, "echo", "b")
+	if _, err := idle.Telemetry(); err != nil { // an operation that is not a call
+		t.Fatal(err)
+	}
+	if n := idle.Calls(); n != 2 {
+		t.Errorf("Calls = %d, want 2", n)
+	}
+	if !idle.Retire() {
+		t.Fatal("Retire of an idle instance: not ended")
+	}
+	if _, err := idle.Call(ctx, "echo", nil); !errors.Is(err, sandbox.ErrRetired) {
+		t.Errorf("call after Retire: %v", err)
+	}
+	if err := idle.Err(); !errors.Is(err, sandbox.ErrRetired) || sandbox.Fatal(err) {
+		t.Errorf("Err after Retire: %v", err)
+	}
+	if n := idle.Calls(); n != 2 {
+		t.Errorf("Calls after Retire = %d, want 2", n)
+	}
+
+	// A call blocked in a host function (the OnPublish hook) while Retire runs.
+	entered, release := make(chan struct{}), make(chan struct{})
+	busy := instantiate(t, compile(t, e, referencePath, sandbox.Config{OnPublish: func(string, []byte) bool {
+		close(entered)
+		<-release
+		return true
+	}}), nil)
+	type result struct {
+		out []byte
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		out, err := busy.Call(ctx, "publish", []byte("topic\ndata"))
+		res <- result{out, err}
+	}()
+	<-entered
+	if busy.Retire() {
+		t.Fatal("Retire of a busy instance: ended at once")
+	}
+	if _, err := busy.Call(ctx, "echo", nil); !errors.Is(err, sandbox.ErrBusy) {
+		t.Errorf("a second call while draining: %v", err)
+	}
+	close(release)
+	if r := <-res; r.err != nil || string(r.out) != "0" {
+		t.Fatalf("the call in progress: %q, %v; want it to finish normally", r.out, r.err)
+	}
+	if err := busy.Err(); !errors.Is(err, sandbox.ErrRetired) {
+		t.Errorf("Err after the drained call: %v", err)
+	}
+	if !busy.Retire() {
+		t.Error("Retire after the drain: not ended")
+	}
+	if err := busy.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

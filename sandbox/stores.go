@@ -52,7 +52,7 @@ func (i *Instance) read(fn func() error) error {
 	if s := i.state.Load(); s&stMask == stFailed {
 		return fn()
 	}
-	id, err := i.enter(context.Background(), "read", NoTimeout)
+	id, err := i.enter(context.Background(), opRead)
 	if err != nil {
 		return err
 	}
