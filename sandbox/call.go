@@ -25,13 +25,14 @@ const (
 )
 
 // An operation is one use of an instance, from enter to leave: a call (which may grow the
-// input buffer first), a configure, a delivery, a store read or the start. It has one id (in
-// the state word while it runs) and one deadline. Its name, timeout and context live in the
-// Instance's op fields, written by the goroutine that owns the operation and read only by it:
-// no struct is copied per call.
+// input buffer first), a configure, a delivery, a store read or the start. While it runs the
+// state word holds its id and its kind, from which the watchdog knows its time limit: a
+// deadline costs the call nothing (see watch). A cancellable context is published apart,
+// under ctxMu.
 
-// enter moves an idle instance to busy for an operation and arms the watchdog if the
-// operation has a deadline or a cancellable context. It returns the operation's id.
+// enter moves an idle instance to busy for an operation of kind, publishes a cancellable
+// context to the watchdog, and wakes the watchdog if it is parked and the operation needs
+// watching. It returns the operation's id.
 //
 // A stop aimed at an earlier operation can have left the interrupt global set: stop raises
 // flagIntr before it checks which operation runs, and enter, after publishing the new
@@ -46,7 +47,7 @@ func (i *Instance) enter(ctx context.Context, kind opKind) (uint64, error) {
 	}
 	s := i.state.Load()
 	id := s>>idShift + 1
-	if s&stMask != stIdle || !i.state.CompareAndSwap(s, id<<idShift|stBusy) {
+	if s&stMask != stIdle || !i.state.CompareAndSwap(s, busyWord(id, kind)) {
 		return 0, i.unavailable(i.state.Load())
 	}
 	if f := i.flags.Load(); f != 0 {
@@ -55,6 +56,7 @@ func (i *Instance) enter(ctx context.Context, kind opKind) (uint64, error) {
 		}
 		if f&flagRetired != 0 {
 			i.others.Add(1) // refused: not a call
+			i.op = kind
 			i.leave(id)
 			return 0, &UnavailableError{Err: i.failure.Load().err}
 		}
@@ -63,12 +65,19 @@ func (i *Instance) enter(ctx context.Context, kind opKind) (uint64, error) {
 		i.others.Add(1)
 	}
 	i.op = kind
-	timeout := i.timeout(kind)
-	if timeout != NoTimeout || done != nil {
-		i.arm(ctx, done, id, timeout)
+	if done != nil {
+		i.armContext(ctx, id)
+	}
+	// The watchdog stores parked before it reads the state words; we published ours before
+	// reading parked: either it sees this operation, or we see it parked.
+	if (done != nil || i.timeout(kind) != NoTimeout) && i.wd.parked.Load() {
+		i.wd.wakeUp()
 	}
 	return id, nil
 }
+
+// busyWord is the state word of operation id of kind, while it runs.
+func busyWord(id uint64, kind opKind) uint64 { return id<<idShift | uint64(kind)<<kindShift | stBusy }
 
 // opKind is what an operation does. Calls are told apart from the others, which are
 // counted, so that Calls is the operation count minus theirs.
@@ -97,22 +106,20 @@ func (i *Instance) timeout(k opKind) time.Duration {
 	return i.mod.cfg.Limits.CallTimeout
 }
 
-// arm publishes the operation's deadline and context to the watchdog.
-func (i *Instance) arm(ctx context.Context, done <-chan struct{}, id uint64, timeout time.Duration) {
-	i.opWatched, i.opCtx = true, ctx
-	wd := i.mod.eng.wd
-	wd.enter()
-	dl := int64(noDeadline)
-	if timeout != NoTimeout {
-		dl = wd.deadline(timeout)
-	}
-	if done != nil {
-		i.ctxMu.Lock()
-		i.callCtx, i.ctxID = ctx, id
-		i.ctxMu.Unlock()
-	}
-	i.deadline.Store(dl)
-	i.armed.Store(id)
+// armContext publishes the operation's cancellable context to the watchdog.
+func (i *Instance) armContext(ctx context.Context, id uint64) {
+	i.opCtx = ctx
+	i.ctxMu.Lock()
+	i.callCtx, i.ctxID = ctx, id
+	i.ctxMu.Unlock()
+}
+
+// disarmContext withdraws it.
+func (i *Instance) disarmContext() {
+	i.ctxMu.Lock()
+	i.callCtx = nil
+	i.ctxMu.Unlock()
+	i.opCtx = nil
 }
 
 // clearInterrupt resets the interrupt global left set by a stop aimed at an earlier
@@ -149,14 +156,14 @@ func (i *Instance) unavailable(s uint64) error {
 // found the operation running, and so left its end to leave, may have raised its flag after
 // the first read.
 func (i *Instance) leave(id uint64) {
-	if i.opWatched {
-		i.disarm()
+	if i.opCtx != nil {
+		i.disarmContext()
 	}
 	if i.flags.Load()&(flagKilled|flagRetired) != 0 {
 		i.fail(i.endReason())
 		return
 	}
-	i.state.CompareAndSwap(id<<idShift|stBusy, id<<idShift) // stIdle is 0
+	i.state.CompareAndSwap(busyWord(id, i.op), id<<idShift) // stIdle is 0
 	if i.flags.Load()&(flagKilled|flagRetired) != 0 {
 		i.endIfIdle()
 	}
@@ -178,7 +185,7 @@ func (i *Instance) endIfIdle() bool {
 		s := i.state.Load()
 		switch s & stMask {
 		case stIdle:
-			if i.state.CompareAndSwap(s, (s>>idShift+1)<<idShift|stBusy) {
+			if i.state.CompareAndSwap(s, busyWord(s>>idShift+1, opRead)) {
 				i.others.Add(1) // the id it took is not a call
 				i.fail(i.endReason())
 				return true
@@ -205,16 +212,6 @@ func (i *Instance) Retire() bool {
 // one in progress.
 func (i *Instance) Calls() uint64 {
 	return i.state.Load()>>idShift - i.others.Load()
-}
-
-func (i *Instance) disarm() {
-	if i.opCtx.Done() != nil {
-		i.ctxMu.Lock()
-		i.callCtx = nil
-		i.ctxMu.Unlock()
-	}
-	i.opWatched, i.opCtx = false, nil
-	i.mod.eng.wd.exit()
 }
 
 // handler resolves a handler name, with a one-entry cache for the common case of one
@@ -447,29 +444,36 @@ func (i *Instance) failed(id uint64, err error) error {
 	return err
 }
 
-// watch is called by the watchdog on every tick while operations are in flight.
-func (i *Instance) watch(now int64) {
+// watch is called by the watchdog, on its own goroutine, on every tick while it is awake,
+// with the time since its epoch. It reports whether the instance runs an operation that
+// needs watching.
+//
+// No operation publishes a deadline: the watchdog notes when it first sees an operation id
+// busy (seenID, seenAt: its own fields), and the operation started at or before that, so
+// stopping it once now-seenAt reaches its kind's time limit never stops it early, and stops
+// it at most about two ticks late (one before it was first seen, one for the tick itself).
+func (i *Instance) watch(now time.Duration) bool {
 	s := i.state.Load()
 	if s&stMask != stBusy {
-		return
+		return false
 	}
 	id := s >> idShift
-	if i.armed.Load() != id {
-		return // not watched, or not armed yet
+	if id != i.seenID {
+		i.seenID, i.seenAt = id, now
 	}
-	dl := i.deadline.Load()
-	if i.armed.Load() != id || i.state.Load() != s {
-		return // the operation ended while we read its deadline
-	}
-	if now >= dl {
-		i.stop(id, stopDeadline)
-		return
+	watched := false
+	if limit := i.timeout(opKind(s >> kindShift & kindMask)); limit != NoTimeout {
+		if now-i.seenAt >= limit {
+			i.stop(id, stopDeadline)
+			return true
+		}
+		watched = true
 	}
 	i.ctxMu.Lock()
 	c, cid := i.callCtx, i.ctxID
 	i.ctxMu.Unlock()
 	if c == nil || cid != id {
-		return
+		return watched
 	}
 	switch err := c.Err(); {
 	case errors.Is(err, context.DeadlineExceeded):
@@ -477,6 +481,7 @@ func (i *Instance) watch(now int64) {
 	case err != nil:
 		i.stop(id, stopCanceled)
 	}
+	return true
 }
 
 // stop interrupts operation id, if it still runs: the guest traps at its next safe point.
@@ -490,7 +495,7 @@ func (i *Instance) stop(id uint64, reason uint32) {
 		return
 	}
 	i.flags.Or(flagIntr)
-	if i.state.Load() != id<<idShift|stBusy {
+	if s := i.state.Load(); s&stMask != stBusy || s>>idShift != id {
 		return // it ended; the next operation clears the flag
 	}
 	if i.stopHook != nil {

@@ -17,16 +17,19 @@ import (
 	"github.com/wasmvisor/wasmvisor/internal/wasmbin"
 )
 
-// Instance states, in the low bits of Instance.state; while busy, the bits above hold the id
-// of the operation in progress (and, in the other states, the id of the last one).
+// Instance states, in the low bits of Instance.state; while busy, the bits above hold the
+// kind and the id of the operation in progress (and, in the other states, the id of the
+// last one).
 const (
 	stIdle   uint64 = iota
 	stBusy          // serving an operation: a call, a configure, a delivery or a store read
 	stFailed        // ended by a fatal error; memory still readable until Close
 	stClosed
 
-	stMask  = 3
-	idShift = 2
+	stMask    = 3
+	kindShift = 2 // the operation's kind, 3 bits: see busyWord
+	kindMask  = 7
+	idShift   = 5
 )
 
 // Instance is one sandbox: a fresh module instance with its own linear memory, control block
@@ -57,19 +60,20 @@ type Instance struct {
 	handlerIdx map[string]uint32
 
 	state atomic.Uint64
+	wd    *watchdog
 
-	// The deadline of the operation in progress, for the watchdog: valid while armed holds the
-	// operation's id. deadline is in watchdog ticks.
-	deadline atomic.Int64
-	armed    atomic.Uint64
-	ctxMu    sync.Mutex
-	callCtx  context.Context // guarded by ctxMu; set for cancellable contexts only
-	ctxID    uint64          // guarded by ctxMu
+	// The cancellable context of the operation in progress, for the watchdog.
+	ctxMu   sync.Mutex
+	callCtx context.Context // guarded by ctxMu; set for cancellable contexts only
+	ctxID   uint64          // guarded by ctxMu
+
+	// The watchdog's own notes: the operation it saw last, and when (see watch).
+	seenID uint64
+	seenAt time.Duration
 
 	// The operation in progress; written and read by its owner only.
-	op        opKind
-	opCtx     context.Context
-	opWatched bool
+	op    opKind
+	opCtx context.Context // set for cancellable contexts only
 
 	intrMu     sync.Mutex    // serialises stop and clearInterrupt: the writers of the interrupt global
 	flags      atomic.Uint32 // flagKilled, flagRetired, flagIntr
@@ -122,7 +126,7 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	if closed {
 		return nil, fmt.Errorf("sandbox: module: %w", ErrClosed)
 	}
-	i := &Instance{mod: m, wake: make(chan struct{}, 1)}
+	i := &Instance{mod: m, wd: m.eng.wd, wake: make(chan struct{}, 1)}
 	i.logger = newLineLoggerPair(m.logger, &i.logTruncated)
 	mc := m.cfg.Capabilities.withInstance(m.base, i.logger.stdout, i.logger.stderr, i.sleep)
 	wm, err := m.eng.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &i.lm), m.code.code, mc)

@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,21 +9,25 @@ import (
 // watchdog enforces call deadlines and context cancellation for every instance of an Engine
 // with one goroutine, instead of wazero's goroutine per call (see RATIONALE.md, "Deadlines").
 //
-// A guarded call publishes its id and deadline (in ticks) in its instance and increments
-// inflight; the watchdog ticks every resolution while calls are in flight, reads each
-// instance's published call with atomics, and interrupts the calls that are past their
-// deadline or whose context is done by setting the instance's interrupt global (see
-// Instance.stop), which the instrumented code checks at its safe points. With no
-// call in flight for parkAfter ticks it parks; the first guarded call to find it parked wakes
-// it. A call therefore costs a few atomic operations and no timer, goroutine or allocation.
+// While awake it ticks every resolution and reads each instance's state word with one atomic
+// load: a busy instance's word holds the operation's id and kind, and the kind gives its time
+// limit, so an operation publishes nothing for its deadline (see Instance.watch). An
+// operation with a cancellable context publishes it under the instance's ctxMu. The watchdog
+// interrupts an operation past its deadline, or whose context is done, by setting the
+// instance's interrupt global (see Instance.stop), which the instrumented code checks at its
+// safe points.
+//
+// With no operation to watch for parkAfter ticks it parks. It stores parked and then reads
+// every state word once more; an operation publishes its state word and then reads parked
+// (Instance.enter): one of the two always sees the other, so an operation that needs watching
+// either is seen or wakes the watchdog. A call thus costs one plain load and no locked
+// instruction, timer, goroutine or allocation for its deadline.
 type watchdog struct {
 	res   time.Duration
 	epoch time.Time
 
-	now      atomic.Int64 // ticks since epoch, refreshed by the watchdog
-	inflight atomic.Int64 // guarded calls in progress
-	parked   atomic.Bool
-	wake     chan struct{}
+	parked atomic.Bool
+	wake   chan struct{}
 
 	mu    sync.Mutex
 	insts map[*Instance]struct{}
@@ -34,9 +37,6 @@ type watchdog struct {
 }
 
 const parkAfter = 64 // idle ticks before the watchdog parks
-
-// noDeadline is the deadline of a call watched only for its context.
-const noDeadline = math.MaxInt64
 
 func newWatchdog(res time.Duration) *watchdog {
 	w := &watchdog{
@@ -69,29 +69,13 @@ func (w *watchdog) remove(i *Instance) {
 	w.mu.Unlock()
 }
 
-// ticksUntil converts a timeout into a deadline in ticks, rounded up so that a call is never
-// stopped before its timeout; enter must have been called first so that now is fresh.
-func (w *watchdog) deadline(timeout time.Duration) int64 {
-	return w.now.Load() + int64((timeout+w.res-1)/w.res) + 1
-}
-
-// enter counts a guarded call in, waking the watchdog if it is parked. Order matters: the
-// increment comes before the read of parked, and park stores parked before it reads inflight,
-// so one of the two always sees the other.
-func (w *watchdog) enter() {
-	w.inflight.Add(1)
-	if w.parked.Load() {
-		w.now.Store(w.ticks())
-		select {
-		case w.wake <- struct{}{}:
-		default:
-		}
+// wakeUp wakes a parked watchdog.
+func (w *watchdog) wakeUp() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
 	}
 }
-
-func (w *watchdog) exit() { w.inflight.Add(-1) }
-
-func (w *watchdog) ticks() int64 { return int64(time.Since(w.epoch) / w.res) }
 
 func (w *watchdog) run() {
 	defer close(w.done)
@@ -106,38 +90,42 @@ func (w *watchdog) run() {
 		}
 		w.parked.Store(false)
 		t.Reset(w.res)
-		idle := 0
-		for idle < parkAfter {
+		for idle := 0; ; {
 			select {
 			case <-w.stop:
 				t.Stop()
 				return
 			case <-t.C:
 			}
-			now := w.ticks()
-			w.now.Store(now)
-			if w.inflight.Load() == 0 {
-				idle++
+			if w.scan() {
+				idle = 0
 				continue
 			}
+			if idle++; idle < parkAfter {
+				continue
+			}
+			w.parked.Store(true)
+			if !w.scan() { // an operation that entered before it could see parked
+				break
+			}
+			w.parked.Store(false)
 			idle = 0
-			w.scan(now)
 		}
 		t.Stop()
-		w.parked.Store(true)
-		if w.inflight.Load() > 0 { // a call slipped in: do not sleep on it
-			select {
-			case w.wake <- struct{}{}:
-			default:
-			}
-		}
 	}
 }
 
-func (w *watchdog) scan(now int64) {
+// scan watches every instance once, and reports whether any runs an operation that needs
+// watching.
+func (w *watchdog) scan() bool {
+	now := time.Since(w.epoch)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	busy := false
 	for i := range w.insts {
-		i.watch(now)
+		if i.watch(now) {
+			busy = true
+		}
 	}
+	return busy
 }
