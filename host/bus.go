@@ -337,7 +337,7 @@ func (b *bus) deliver(ctx context.Context, s *Subscription) bool {
 		if !ok {
 			return progress
 		}
-		inst, err := s.p.each(func(mb *member) error { return mb.inst.Deliver(ctx, m.Topic, m.Data) })
+		inst, err := s.p.each(0, func(mb *member) error { return mb.inst.Deliver(ctx, m.Topic, m.Data) })
 		if inst == nil {
 			s.unpop(m)
 			return progress // busy or restarting: retried when an operation ends, or on start

@@ -57,6 +57,8 @@ type plugin struct {
 	prepared []atomic.Pointer[preparedInstance] // set by Replace, taken by the slot's next start
 
 	slots   []slot
+	near    sync.Pool // of *int: the slot callers on this P used last (see Host.CallAppend)
+	spread  atomic.Uint32
 	waiters atomic.Int32
 	wake    chan struct{} // capacity 1
 	gone    chan struct{} // closed when unloaded

@@ -143,10 +143,15 @@ func (p *plugin) notEntered(m *member, err error) bool {
 	return false
 }
 
-// each runs op on the first live member that takes it, without waiting, and returns that
-// member, or nil if every member was busy or down.
-func (p *plugin) each(op func(m *member) error) (*member, error) {
-	for i := range p.slots {
+// each runs op on the first live member that takes it, trying the slots in order from
+// slot first, without waiting, and returns that member, or nil if every member was busy or
+// down.
+func (p *plugin) each(first int, op func(m *member) error) (*member, error) {
+	for k := range p.slots {
+		i := first + k
+		if i >= len(p.slots) {
+			i -= len(p.slots)
+		}
 		m := p.slots[i].m.Load()
 		if m == nil || m.state.Load() != stLive {
 			continue
@@ -158,24 +163,25 @@ func (p *plugin) each(op func(m *member) error) (*member, error) {
 	return nil, nil
 }
 
-// call is one call on a free member, waiting within ctx for one. Waiters sleep on wake
+// call is one call on a free member, tried from slot first (see Host.CallAppend), waiting
+// within ctx for one. Waiters sleep on wake
 // (capacity 1): a caller that sees waiters after its operation signals it (see after), and a
 // waiter that got a member passes the signal on while others wait, so no wake-up is lost:
 // a waiter counts itself before it tries the members, and a caller returns the instance to
 // idle before it reads the count.
-func (p *plugin) call(ctx context.Context, handler string, input, dst []byte) (*member, []byte, error) {
+func (p *plugin) call(ctx context.Context, first int, handler string, input, dst []byte) (*member, []byte, error) {
 	var out []byte
 	op := func(m *member) (err error) {
 		out, err = m.inst.CallAppend(ctx, handler, input, dst)
 		return err
 	}
-	if m, err := p.each(op); m != nil {
+	if m, err := p.each(first, op); m != nil {
 		return m, out, err
 	}
 	p.waiters.Add(1)
 	defer p.waiters.Add(-1)
 	for {
-		if m, err := p.each(op); m != nil {
+		if m, err := p.each(first, op); m != nil {
 			if p.waiters.Load() > 1 {
 				p.signal()
 			}
@@ -232,6 +238,12 @@ func (p *plugin) after(m *member, err error) {
 	if p.pending.Load() > 0 {
 		p.h.kick(p.h.bus.kick)
 	}
+}
+
+// quiet reports whether no caller waits and no config update or delivery waits for m: then
+// after has nothing to hand on.
+func (p *plugin) quiet(m *member) bool {
+	return p.waiters.Load() == 0 && m.applied.Load() == p.version.Load() && p.pending.Load() == 0
 }
 
 // startMember is the supervisor Start of pool slot i: a fresh instance with the desired
