@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,6 +78,7 @@ type Instance struct {
 
 	intrMu     sync.Mutex    // serialises stop and clearInterrupt: the writers of the interrupt global
 	flags      atomic.Uint32 // flagKilled, flagRetired, flagIntr
+	readers    atomic.Int32  // post-mortem reads in progress: see read and Close
 	others     atomic.Uint64 // operations other than calls: see Calls
 	stopHook   func()        // tests only: runs in stop between its check and its write
 	stoppedID  atomic.Uint64 // the id of the operation that was stopped
@@ -127,6 +129,7 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 		return nil, fmt.Errorf("sandbox: module: %w", ErrClosed)
 	}
 	i := &Instance{mod: m, wd: m.eng.wd, wake: make(chan struct{}, 1)}
+	i.lm.pool = &m.mems
 	i.logger = newLineLoggerPair(m.logger, &i.logTruncated)
 	mc := m.cfg.Capabilities.withInstance(m.base, i.logger.stdout, i.logger.stderr, i.sleep)
 	wm, err := m.eng.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &i.lm), m.code.code, mc)
@@ -306,6 +309,11 @@ func (i *Instance) Close(ctx context.Context) error {
 			return nil
 		}
 		if st != stBusy && i.state.CompareAndSwap(s, s&^stMask|stClosed) {
+			// A post-mortem read that began before the close finishes first: the memory is
+			// about to be recycled (see linearMemory). Reads are short and never block.
+			for i.readers.Load() != 0 {
+				runtime.Gosched()
+			}
 			break
 		}
 		if poll == nil {
@@ -320,7 +328,9 @@ func (i *Instance) Close(ctx context.Context) error {
 	}
 	i.mod.eng.unregister(i)
 	i.logger.flush()
-	return i.wm.Close(context.Background())
+	err := i.wm.Close(context.Background())
+	i.lm.release()
+	return err
 }
 
 // errKilledBeforeEntry marks an operation that Kill prevented from entering the guest.

@@ -145,22 +145,83 @@ func TestGrowthMovesTheBufferTheCallPathReads(t *testing.T) {
 	}
 }
 
-// TestAllocatorRefusesAboveTheMaximum: a growth past the limit returns nil (wazero reports a
-// failed memory.grow), and the buffer is unchanged.
-func TestAllocatorRefusesAboveTheMaximum(t *testing.T) {
-	var m linearMemory
-	lm := m.Allocate(65536, 2*65536)
+// TestAllocator: a growth past the limit returns nil (wazero reports a failed memory.grow)
+// and leaves the buffer as it was; growth adds zeroes; release zeroes a buffer and recycles
+// it, but drops one that grew past twice the initial capacity.
+func TestAllocator(t *testing.T) {
+	var pool sync.Pool
+	m := linearMemory{pool: &pool}
+	lm := m.Allocate(2*65536, 4*65536)
 	b := lm.Reallocate(65536)
-	b[0] = 7
-	if got := lm.Reallocate(3 * 65536); got != nil {
+	b[0], b[65535] = 7, 8
+	if got := lm.Reallocate(5 * 65536); got != nil {
 		t.Fatalf("growth past the maximum returned %d bytes", len(got))
 	}
-	b = lm.Reallocate(2 * 65536)
-	if len(b) != 2*65536 || b[0] != 7 || b[65536] != 0 {
-		t.Fatalf("growth to the maximum: len %d, b[0]=%d, b[65536]=%d", len(b), b[0], b[65536])
+	b = lm.Reallocate(2 * 65536) // within the capacity
+	if len(b) != 2*65536 || b[0] != 7 || b[65535] != 8 || b[65536] != 0 {
+		t.Fatalf("growth: len %d, b[0]=%d, b[65535]=%d, b[65536]=%d", len(b), b[0], b[65535], b[65536])
 	}
-	lm.Free()
+	lm.Free() // wazero's: a no-op, the memory stays readable post mortem
+	if m.buf == nil {
+		t.Fatal("Free dropped the buffer")
+	}
+	m.release()
 	if m.buf != nil {
-		t.Fatal("Free kept the buffer")
+		t.Fatal("release kept the buffer")
 	}
+	if i := bytes.IndexFunc(b[:cap(b)], func(r rune) bool { return r != 0 }); i >= 0 {
+		t.Fatalf("released buffer: byte %d is not zero", i)
+	}
+
+	// A buffer that grew past twice the initial capacity is dropped, not zeroed.
+	m = linearMemory{pool: &pool}
+	g := m.Allocate(65536, 8*65536).Reallocate(4 * 65536)
+	g[0] = 9
+	m.release()
+	if g[0] != 9 {
+		t.Fatal("a grown buffer was zeroed for recycling")
+	}
+}
+
+// TestRecycledMemoryIsClean: an instance writes a marker across its memory and closes; the
+// next instance that gets the same buffer back must find no trace of it.
+func TestRecycledMemoryIsClean(t *testing.T) {
+	ctx := context.Background()
+	m := refInstance(t, Config{}).mod
+	for range 50 { // sync.Pool may drop a buffer (it does at random under -race): try again
+		i, err := m.Instantiate(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := i.Call(ctx, "set", []byte("MARKER-0123456789")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := i.Call(ctx, "echo", bytes.Repeat([]byte("MARKER-"), 9000)); err != nil { // fills the input buffer
+			t.Fatal(err)
+		}
+		used := unsafe.SliceData(i.lm.buf)
+		if err := i.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		j, err := m.Instantiate(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recycled := unsafe.SliceData(j.lm.buf) == used
+		if recycled {
+			if out, err := j.Call(ctx, "get", nil); err != nil || len(out) != 0 {
+				t.Fatalf("marker in the recycled instance: %q, %v", out, err)
+			}
+			if bytes.Contains(j.lm.buf[:cap(j.lm.buf)], []byte("MARKER-")) {
+				t.Fatal("the recycled memory holds the previous instance's bytes")
+			}
+		}
+		if err := j.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if recycled {
+			return
+		}
+	}
+	t.Fatal("no buffer was recycled in 50 tries")
 }

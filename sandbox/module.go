@@ -91,7 +91,8 @@ type Module struct {
 	base   wazero.ModuleConfig // the instances' shared wazero config
 
 	hasInitialize bool
-	sampleMask    uint64 // of Config.OnCall
+	sampleMask    uint64    // of Config.OnCall
+	mems          sync.Pool // recycled linear memories: see linearMemory
 
 	mu     sync.Mutex
 	closed bool

@@ -48,8 +48,17 @@ type Metric struct {
 
 // read runs fn on the instance's memory when no call is running: on an idle instance it
 // takes the busy state; on a failed one it reads what the instance died with.
+//
+// A read on a failed instance counts itself in readers and then checks the state again; Close
+// moves the state to closed and then waits for readers to drain before it frees (and
+// recycles) the memory: one of the two sees the other.
 func (i *Instance) read(fn func() error) error {
 	if s := i.state.Load(); s&stMask == stFailed {
+		i.readers.Add(1)
+		defer i.readers.Add(-1)
+		if s := i.state.Load(); s&stMask != stFailed {
+			return i.unavailable(s)
+		}
 		return fn()
 	}
 	id, err := i.enter(context.Background(), opRead)
