@@ -136,8 +136,8 @@ func (h *Host) Configure(ctx context.Context, name string, cfg map[string]string
 	}
 }
 
-// configLoop is the supervised task that retries config pushes: it runs whenever a member is
-// released or started stale, and pushes into every free stale member.
+// configLoop is the supervised task that retries config pushes: it runs whenever an operation
+// ends on a stale member or a member starts stale, and pushes into every free stale member.
 func (h *Host) configLoop(ctx context.Context, ready func()) error {
 	ready()
 	for {

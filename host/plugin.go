@@ -67,7 +67,7 @@ type plugin struct {
 
 	cfgMu   sync.Mutex
 	desired atomic.Pointer[desiredConfig]
-	version atomic.Uint64  // desired.version, for a cheap check on release
+	version atomic.Uint64  // desired.version, for a cheap check after each operation
 	good    *desiredConfig // the last config an instance accepted, under cfgMu
 
 	chMu sync.Mutex
