@@ -7,8 +7,11 @@
 //   - Engine: one wazero runtime, one deadline watchdog, a compiled-module cache keyed by
 //     digest and memory limit, and an optional on-disk compilation cache.
 //   - Module: a compiled, ABI-checked plugin with its limits and capabilities.
-//   - Instance: one sandbox. It serves one call at a time; an instance that trapped, exited,
-//     hit its memory limit, ran past its deadline or broke the ABI is never entered again.
+//   - Instance: one sandbox. It serves one call at a time (a second caller gets ErrBusy at
+//     once, so the instance's own lock can serve as a pool's); an instance that trapped,
+//     exited, hit its memory limit, ran past its deadline or broke the ABI is never entered
+//     again, and Retire drains one gracefully. Closed instances' memories are recycled,
+//     zeroed, for the next instance of the module.
 //
 // Limits are per plugin even though the runtime is shared: the memory limit is written into
 // the module (its maximum is clamped at load), and deadlines are enforced by instrumentation

@@ -39,9 +39,10 @@ const (
 // Concurrency: an Instance serves one operation at a time. Call, CallAppend, Configure,
 // Deliver, Events, Telemetry and AppliedConfig may be called from any goroutine, but one
 // entered while another runs returns ErrBusy at once: a pool of instances gives concurrency.
-// Kill and Close may be called from any goroutine at any time. After a fatal error (see
-// Fatal) every call returns that error again; Events, Telemetry and AppliedConfig still read
-// the memory the instance died with, until Close.
+// Kill, Retire and Close may be called from any goroutine at any time. After a fatal error
+// (see Fatal) every call returns that error again, wrapped in an *UnavailableError (the call
+// did not run); Events, Telemetry and AppliedConfig still read the memory the instance died
+// with, until Close. Close recycles the memory for the module's next instance, zeroed.
 type Instance struct {
 	mod    *Module
 	wm     api.Module
