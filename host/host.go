@@ -136,7 +136,9 @@ func (h *Host) Metrics() *prometheus.Registry { return h.metrics }
 
 // Call runs handler on input in a free instance of the named plugin and returns a copy of the
 // output. With no instance free (all busy or restarting) it waits within ctx, then returns an
-// error wrapping ErrNoInstance. An error that ended the instance (sandbox.Fatal) is returned
+// error wrapping ErrNoInstance and the context's error; so does a call whose context had
+// ended before it entered an instance: it did not run. An error that ended the instance
+// (sandbox.Fatal) is returned
 // as is, wrapped; the supervisor replaces the instance, and later calls go to its successor.
 func (h *Host) Call(ctx context.Context, name, handler string, input []byte) ([]byte, error) {
 	return h.CallAppend(ctx, name, handler, input, nil)
@@ -164,7 +166,7 @@ func (h *Host) CallAppend(ctx context.Context, name, handler string, input, dst 
 		if err == nil && near == nil && m.state.Load() == stLive && p.quiet(m) {
 			return out, nil // the common case: nothing for after to do
 		}
-		if err == nil || !p.notEntered(m, err) {
+		if err == nil || !beforeEntry(ctx, err) && !p.notEntered(m, err) {
 			return p.called(m, near, name, handler, out, err)
 		}
 	}

@@ -456,3 +456,30 @@ func TestPoolWaitsThenNoInstance(t *testing.T) {
 	hd1.Kill()
 	wg.Wait()
 }
+
+// TestEndedContextNeverRuns: a call whose context has already ended does not run, whether
+// the pool is idle or busy, and reports a wait that ran out (ErrNoInstance) with the cause.
+func TestEndedContextNeverRuns(t *testing.T) {
+	t.Parallel()
+	h := hosttest.New(t)
+	hosttest.LoadPlugin(t, h, host.Plugin{Name: "p", Wasm: reference, Instances: 2})
+	ctx, cancel := context.WithCancel(ctxT(t))
+	cancel()
+	for range 3 {
+		_, err := h.Call(ctx, "p", "count", nil)
+		if !errors.Is(err, host.ErrNoInstance) || !errors.Is(err, context.Canceled) {
+			t.Fatalf("call with an ended context: %v", err)
+		}
+	}
+	pi, err := h.Plugin("p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ii := range pi.Instances {
+		for _, m := range ii.Telemetry {
+			if m.Name == "requests_total" && m.Value != 0 {
+				t.Fatalf("instance %d counted %v requests: a call ran", ii.Index, m.Value)
+			}
+		}
+	}
+}

@@ -132,7 +132,7 @@ type slot struct {
 // notEntered reports whether an operation on m returned err without running: the instance
 // is busy (try another), or it has ended (then m is ended too, and the caller tries another).
 func (p *plugin) notEntered(m *member, err error) bool {
-	if errors.Is(err, sandbox.ErrBusy) {
+	if errors.Is(err, sandbox.ErrBusy) || errors.Is(err, errBeforeEntry) {
 		return true
 	}
 	var ue *sandbox.UnavailableError
@@ -173,6 +173,9 @@ func (p *plugin) call(ctx context.Context, first int, handler string, input, dst
 	var out []byte
 	op := func(m *member) (err error) {
 		out, err = m.inst.CallAppend(ctx, handler, input, dst)
+		if beforeEntry(ctx, err) {
+			return errBeforeEntry // the wait below reports it
+		}
 		return err
 	}
 	if m, err := p.each(first, op); m != nil {
@@ -197,6 +200,17 @@ func (p *plugin) call(ctx context.Context, first int, handler string, input, dst
 			return nil, dst, pluginErr(p.name, "acquire", ErrClosed)
 		}
 	}
+}
+
+// errBeforeEntry marks a call that did not run because its context had ended first.
+var errBeforeEntry = errors.New("context ended before entry")
+
+// beforeEntry reports whether err is the context's own error, which an instance returns, as
+// is, when the context ended before the operation entered it (an operation the context ends
+// inside returns a typed error instead: a DeadlineError, or ErrCanceled wrapped). Such a call
+// did not run: the pool reports it as a wait that ran out (ErrNoInstance with the cause).
+func beforeEntry(ctx context.Context, err error) bool {
+	return err != nil && err == ctx.Err() //nolint:errorlint // identity is the point: see above
 }
 
 // waitError is ErrNoInstance with the context's cause.
