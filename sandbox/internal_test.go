@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"os"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -45,7 +47,7 @@ func TestStaleStopNeverHitsTheNextOperation(t *testing.T) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
-	stops := 0
+	var stops atomic.Int64
 	go func() {
 		defer wg.Done()
 		for {
@@ -57,23 +59,26 @@ func TestStaleStopNeverHitsTheNextOperation(t *testing.T) {
 			// The id of the last operation, once it has ended: a stop aimed at it is stale.
 			if s := i.state.Load(); s&stMask == stIdle && s>>idShift > 0 {
 				i.stop(s>>idShift, stopDeadline)
-				stops++
+				stops.Add(1)
 			}
 		}
 	}()
-	const calls = 20000
-	for n := range calls {
+	defer func() {
+		close(done)
+		wg.Wait()
+	}()
+	// At least 20,000 calls and 1,000 stale stops, however the two goroutines get scheduled.
+	for n := 0; n < 20000 || stops.Load() < 1000; n++ {
 		out, err := i.Call(ctx, "echo", []byte("x"))
 		if err != nil || string(out) != "x" {
-			close(done)
-			wg.Wait()
-			t.Fatalf("call %d: %q, %v", n, out, err)
+			t.Fatalf("call %d (after %d stale stops): %q, %v", n, stops.Load(), out, err)
 		}
-	}
-	close(done)
-	wg.Wait()
-	if stops == 0 {
-		t.Fatal("no stale stop was sent: the test proved nothing")
+		if n%1000 == 999 {
+			runtime.Gosched()
+		}
+		if n > 10_000_000 {
+			t.Fatalf("only %d stale stops in %d calls", stops.Load(), n)
+		}
 	}
 	// A stop aimed at the running operation still works.
 	i2 := refInstance(t, Config{Limits: Limits{CallTimeout: 50 * time.Millisecond}})
