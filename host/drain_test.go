@@ -3,6 +3,7 @@ package host_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -72,10 +73,21 @@ func TestStopDrainsTheCallInProgress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// For a while (the reset asks the instance to stop within it), the slot keeps serving the
-	// same incarnation: a drain that ended the instance at once would release the slot.
-	for until := time.Now().Add(100 * time.Millisecond); time.Now().Before(until); time.Sleep(time.Millisecond) {
-		lctx, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
+	// Wait until the reset has asked the instance to stop: the handle then answers ErrStale
+	// (before, ErrBusy). From then on a drain that ended the instance at once would release
+	// the slot; the slot must keep serving the same incarnation until the call returns.
+	for {
+		_, err := hd.Call(ctx, "echo", nil)
+		if errors.Is(err, host.ErrStale) {
+			break
+		}
+		if !errors.Is(err, sandbox.ErrBusy) {
+			t.Fatalf("handle call while the call is held: %v", err)
+		}
+		runtime.Gosched()
+	}
+	for range 1000 {
+		lctx, cancel := context.WithTimeout(ctx, time.Second)
 		now, err := h.Lookup(lctx, "p", 0)
 		cancel()
 		if err != nil || now.Incarnation() != hd.Incarnation() {
@@ -84,8 +96,11 @@ func TestStopDrainsTheCallInProgress(t *testing.T) {
 		select {
 		case err := <-resetErr:
 			t.Fatalf("Reset returned while a call was in progress: %v", err)
+		case <-hd.Done():
+			t.Fatal("the instance ended while a call was in progress")
 		default:
 		}
+		runtime.Gosched()
 	}
 	close(core.release)
 	if err := <-callErr; err != nil {

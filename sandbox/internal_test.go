@@ -101,8 +101,8 @@ func TestStopThatLosesTheRaceIsCleared(t *testing.T) {
 	checked := make(chan struct{})
 	i.stopHook = func() {
 		close(checked)
-		for i.state.Load() != (id1+1)<<idShift|stBusy { // wait for operation 2
-			time.Sleep(time.Millisecond)
+		for s := i.state.Load(); s&stMask != stBusy || s>>idShift != id1+1; s = i.state.Load() { // wait for operation 2
+			runtime.Gosched()
 		}
 	}
 	stopped := make(chan struct{})
@@ -229,4 +229,49 @@ func TestRecycledMemoryIsClean(t *testing.T) {
 		}
 	}
 	t.Fatal("no buffer was recycled in 50 tries")
+}
+
+// TestDeadlineWakesAParkedWatchdog waits until the watchdog has parked (64 idle ticks of
+// 100 µs) before each runaway call: the call must wake it and be stopped at its deadline,
+// never before.
+func TestDeadlineWakesAParkedWatchdog(t *testing.T) {
+	ctx := context.Background()
+	e, err := NewEngine(ctx, WithDeadlineResolution(100*time.Microsecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close(ctx) })
+	wasm, err := os.ReadFile("../plugins/reference/reference.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const limit = 20 * time.Millisecond
+	m, err := e.Compile(ctx, wasm, Config{Limits: Limits{CallTimeout: limit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range 10 {
+		i, err := m.Instantiate(ctx, nil) // its start wakes the watchdog
+		if err != nil {
+			t.Fatal(err)
+		}
+		for !e.wd.parked.Load() {
+			runtime.Gosched()
+		}
+		done := make(chan error, 1)
+		start := time.Now()
+		go func() { _, err := i.Call(ctx, "loop", nil); done <- err }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrDeadline) {
+				t.Fatalf("round %d: %v, want a deadline", n, err)
+			}
+			if d := time.Since(start); d < limit {
+				t.Fatalf("round %d: stopped after %v, before its %v deadline", n, d, limit)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("round %d: the runaway call was never stopped", n)
+		}
+		_ = i.Close(ctx)
+	}
 }

@@ -800,29 +800,3 @@ func TestRetire(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-// TestDeadlineWakesAParkedWatchdog lets the watchdog park (64 idle ticks of 100 µs) before
-// each runaway call: the call must wake it and be stopped at its deadline, never before.
-func TestDeadlineWakesAParkedWatchdog(t *testing.T) {
-	e := newEngine(t, sandbox.WithDeadlineResolution(100*time.Microsecond))
-	const limit = 20 * time.Millisecond
-	m := compile(t, e, referencePath, sandbox.Config{Limits: sandbox.Limits{CallTimeout: limit}})
-	for n := range 10 {
-		i := instantiate(t, m, nil)
-		time.Sleep(15 * time.Millisecond) // > 64 ticks: the watchdog parks
-		done := make(chan error, 1)
-		start := time.Now()
-		go func() { _, err := i.Call(context.Background(), "loop", nil); done <- err }()
-		select {
-		case err := <-done:
-			if !errors.Is(err, sandbox.ErrDeadline) {
-				t.Fatalf("round %d: %v, want a deadline", n, err)
-			}
-			if d := time.Since(start); d < limit {
-				t.Fatalf("round %d: stopped after %v, before its %v deadline", n, d, limit)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatalf("round %d: the runaway call was never stopped", n)
-		}
-	}
-}
