@@ -56,7 +56,6 @@ func (i *Instance) enter(ctx context.Context, kind opKind) (uint64, error) {
 		}
 		if f&flagRetired != 0 {
 			i.others.Add(1) // refused: not a call
-			i.op = kind
 			i.leave(id)
 			return 0, &UnavailableError{Err: i.failure.Load().err}
 		}
@@ -64,7 +63,6 @@ func (i *Instance) enter(ctx context.Context, kind opKind) (uint64, error) {
 	if kind != opCall {
 		i.others.Add(1)
 	}
-	i.op = kind
 	if done != nil {
 		i.armContext(ctx, id)
 	}
@@ -78,6 +76,10 @@ func (i *Instance) enter(ctx context.Context, kind opKind) (uint64, error) {
 
 // busyWord is the state word of operation id of kind, while it runs.
 func busyWord(id uint64, kind opKind) uint64 { return id<<idShift | uint64(kind)<<kindShift | stBusy }
+
+// kindOf is the kind of the operation a state word holds (or last held: failing and closing
+// keep the bits).
+func kindOf(s uint64) opKind { return opKind(s >> kindShift & kindMask) }
 
 // opKind is what an operation does. Calls are told apart from the others, which are
 // counted, so that Calls is the operation count minus theirs.
@@ -163,7 +165,9 @@ func (i *Instance) leave(id uint64) {
 		i.fail(i.endReason())
 		return
 	}
-	i.state.CompareAndSwap(busyWord(id, i.op), id<<idShift) // stIdle is 0
+	if s := i.state.Load(); s&stMask == stBusy && s>>idShift == id {
+		i.state.CompareAndSwap(s, id<<idShift) // stIdle is 0
+	}
 	if i.flags.Load()&(flagKilled|flagRetired) != 0 {
 		i.endIfIdle()
 	}
@@ -462,7 +466,7 @@ func (i *Instance) watch(now time.Duration) bool {
 		i.seenID, i.seenAt = id, now
 	}
 	watched := false
-	if limit := i.timeout(opKind(s >> kindShift & kindMask)); limit != NoTimeout {
+	if limit := i.timeout(kindOf(s)); limit != NoTimeout {
 		if now-i.seenAt >= limit {
 			i.stop(id, stopDeadline)
 			return true
@@ -537,18 +541,19 @@ func (i *Instance) sleep(ns int64) {
 }
 
 func (i *Instance) classify(err error, id uint64) error {
+	op := kindOf(i.state.Load()) // the owner's operation: only fail and Kill touch the word, and keep the kind
 	if errors.Is(err, errKilledBeforeEntry) || i.stoppedID.Load() == id && i.stopReason.Load() == stopKilled {
-		return fmt.Errorf("%s: instance killed: %w", i.op, ErrCanceled)
+		return fmt.Errorf("%s: instance killed: %w", op, ErrCanceled)
 	}
 	if i.stoppedID.Load() == id {
 		switch i.stopReason.Load() {
 		case stopDeadline:
-			return &DeadlineError{Op: i.op.String(), Timeout: i.timeout(i.op).String()}
+			return &DeadlineError{Op: op.String(), Timeout: i.timeout(op).String()}
 		case stopCtxDeadline:
 			dl, _ := i.opCtx.Deadline()
-			return &DeadlineError{Op: i.op.String(), Timeout: "context deadline " + dl.Format(time.RFC3339Nano)}
+			return &DeadlineError{Op: op.String(), Timeout: "context deadline " + dl.Format(time.RFC3339Nano)}
 		default:
-			return fmt.Errorf("%s: %w: %w", i.op, ErrCanceled, context.Canceled)
+			return fmt.Errorf("%s: %w: %w", op, ErrCanceled, context.Canceled)
 		}
 	}
 	var cause error

@@ -73,9 +73,9 @@ type Instance struct {
 	seenID uint64
 	seenAt time.Duration
 
-	// The operation in progress; written and read by its owner only.
-	op    opKind
-	opCtx context.Context // set for cancellable contexts only
+	// The cancellable context of the operation in progress, if any: the owner's own copy
+	// of callCtx, read without the lock.
+	opCtx context.Context
 
 	intrMu     sync.Mutex    // serialises stop and clearInterrupt: the writers of the interrupt global
 	flags      atomic.Uint32 // flagKilled, flagRetired, flagIntr
