@@ -13,7 +13,7 @@ import (
 // instance is what a pool holds. *sandbox.Instance satisfies it, and so does an Extism
 // instance (see module.go). An instance serves one operation at a time and answers
 // sandbox.ErrBusy at once when entered while busy: that is the pool's only lock (see
-// RATIONALE.md, "One lock per call").
+// RATIONALE.md, "The pool").
 type instance interface {
 	CallAppend(ctx context.Context, handler string, input, dst []byte) ([]byte, error)
 	Configure(ctx context.Context, config map[string]string) error
@@ -164,11 +164,10 @@ func (p *plugin) each(first int, op func(m *member) error) (*member, error) {
 }
 
 // call is one call on a free member, tried from slot first (see Host.CallAppend), waiting
-// within ctx for one. Waiters sleep on wake
-// (capacity 1): a caller that sees waiters after its operation signals it (see after), and a
-// waiter that got a member passes the signal on while others wait, so no wake-up is lost:
-// a waiter counts itself before it tries the members, and a caller returns the instance to
-// idle before it reads the count.
+// within ctx for one. Waiters sleep on wake (capacity 1): a caller that sees waiters after
+// its operation signals it (see after), and a waiter that got a member passes the signal on
+// while others wait, so no wake-up is lost: a waiter counts itself before it tries the
+// members, and a caller returns the instance to idle before it reads the count.
 func (p *plugin) call(ctx context.Context, first int, handler string, input, dst []byte) (*member, []byte, error) {
 	var out []byte
 	op := func(m *member) (err error) {
