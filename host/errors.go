@@ -25,6 +25,12 @@ var (
 	// ErrInvalidPlugin is returned by Load for a Plugin that cannot be loaded as given (no
 	// name, no code, both Wasm and Path, a negative instance count).
 	ErrInvalidPlugin = errors.New("host: invalid plugin")
+	// ErrPluginFailed is returned by calls to a plugin that is quarantined: it exceeded its
+	// restart intensity, its calls fail at once, and the host retries it in the background.
+	ErrPluginFailed = errors.New("host: plugin failed")
+	// ErrPoisonInput is returned, without entering an instance, for an input that has ended
+	// instances of the plugin too often within the poison window.
+	ErrPoisonInput = errors.New("host: poison input")
 	// ErrLeak is returned by Close when an instance the host started was not closed: a bug in
 	// the host, reported rather than hidden.
 	ErrLeak = errors.New("host: instances leaked")
