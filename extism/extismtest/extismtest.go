@@ -4,10 +4,11 @@
 package extismtest
 
 import (
+	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 )
@@ -21,19 +22,30 @@ var (
 	err  error
 )
 
-// Dir returns the SDK's wasm folder in the module cache, as `go list -m` reports it for the
-// version this module requires (`go mod download` fetches it). It skips tb when the module is
-// not in the cache.
+// Dir returns the SDK's wasm folder in the module cache, for the version this module
+// requires. `go mod download` fetches the module if the cache lacks it (building this
+// module's extism package needs it anyway). It fails tb, never skips it, when the folder
+// cannot be had: a suite that skips in CI proves nothing.
 func Dir(tb testing.TB) string {
 	tb.Helper()
 	once.Do(func() {
 		var out []byte
-		cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", SDKModule)
+		cmd := exec.Command("go", "mod", "download", "-json", SDKModule)
 		out, err = cmd.Output()
-		dir = filepath.Join(strings.TrimSpace(string(out)), "wasm")
+		if err != nil {
+			return
+		}
+		var m struct{ Dir, Error string }
+		if err = json.Unmarshal(out, &m); err == nil && m.Error != "" {
+			err = errors.New(m.Error)
+		}
+		dir = filepath.Join(m.Dir, "wasm")
+		if err == nil {
+			_, err = os.Stat(filepath.Join(dir, "count_vowels.wasm"))
+		}
 	})
-	if err != nil || strings.TrimSpace(dir) == "wasm" {
-		tb.Skipf("the Extism Go SDK is not in the module cache (go mod download %s): %v", SDKModule, err)
+	if err != nil {
+		tb.Fatalf("extismtest: the Extism Go SDK's sample plugins (go mod download %s): %v", SDKModule, err)
 	}
 	return dir
 }
