@@ -65,15 +65,15 @@ type plugin struct {
 
 	prepared []atomic.Pointer[preparedInstance] // set by Replace, taken by the slot's next start
 
-	slots   []slot
-	near    sync.Pool // of *int: the slot callers on this P used last (see Host.CallAppend)
+	slots    []slot
+	near     sync.Pool // of *int: the slot callers on this P used last (see Host.CallAppend)
 	spread   atomic.Uint32
 	waiters  atomic.Int32
-	poisoned atomic.Int32 // entries of the host's poison table refusing inputs of this plugin
-	wake    chan struct{} // capacity 1
-	gone    chan struct{} // closed when unloaded
-	live    atomic.Int64
-	pending atomic.Int64 // bus messages waiting for this plugin
+	poisoned atomic.Int32  // entries of the host's poison table refusing inputs of this plugin
+	wake     chan struct{} // capacity 1
+	gone     chan struct{} // closed when unloaded
+	live     atomic.Int64
+	pending  atomic.Int64 // bus messages waiting for this plugin
 
 	cfgMu   sync.Mutex
 	desired atomic.Pointer[desiredConfig]
