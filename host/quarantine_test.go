@@ -377,7 +377,7 @@ func (g guestLogs) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Che
 	return ce
 }
 func (g guestLogs) Write(zapcore.Entry, []zapcore.Field) error { g.ch <- struct{}{}; return nil }
-func (g guestLogs) Sync() error                                 { return nil }
+func (g guestLogs) Sync() error                                { return nil }
 
 // A hundred callers that cancel mid-call end their instances, which are replaced without
 // counting towards the restart intensity: no quarantine (on a clock that never moves, four
