@@ -87,7 +87,7 @@ func BenchmarkCall64(b *testing.B) {
 func BenchmarkRestart(b *testing.B) {
 	ctx := context.Background()
 	b.Run("crash-to-serving", func(b *testing.B) {
-		h := benchHost(b, many())
+		h := benchHost(b, many()...)
 		if err := h.Load(ctx, host.Plugin{Name: "ref", Wasm: reference}); err != nil {
 			b.Fatal(err)
 		}

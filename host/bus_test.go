@@ -131,7 +131,7 @@ func TestBusProperty(t *testing.T) {
 		var late []string          // deliveries to an ended incarnation
 		var pluginGot []string     // payloads delivered to the plugin subscriber
 		h, err := host.New(ctx, host.WithCacheDir(hosttest.CacheDir()), host.WithBusBuffer(buf),
-			host.WithRestartIntensity(1_000_000, time.Second, -1), host.WithLogger(zap.NewNop()),
+			host.WithRestartIntensity(1_000_000, time.Second, -1), host.WithPoisonInput(-1, 0, 0), host.WithLogger(zap.NewNop()),
 			host.WithEventHook(func(e host.Event) {
 				mu.Lock()
 				defer mu.Unlock()

@@ -20,7 +20,7 @@ import (
 // serving, and holding the last config. hosttest checks at cleanup that nothing leaked.
 func TestChaos(t *testing.T) {
 	t.Parallel()
-	h := hosttest.New(t, many())
+	h := hosttest.New(t, many()...)
 	ctx := ctxT(t)
 	hosttest.LoadPlugin(t, h, host.Plugin{Name: "p", Wasm: reference, Instances: 3,
 		Limits: sandbox.Limits{MemoryPages: 64, CallTimeout: 20 * time.Millisecond}})
@@ -101,7 +101,7 @@ func TestChaos(t *testing.T) {
 // expected reports whether err is one of the errors chaos may produce.
 func expected(err error) bool {
 	for _, e := range []error{sandbox.ErrTrap, sandbox.ErrExit, sandbox.ErrMemoryLimit, sandbox.ErrDeadline,
-		sandbox.ErrCanceled, host.ErrNoInstance, host.ErrStale, sandbox.ErrBusy} {
+		sandbox.ErrCanceled, host.ErrNoInstance, host.ErrStale, sandbox.ErrBusy, host.ErrPoisonInput} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -35,10 +35,27 @@ const (
 	EventDropped
 	// EventSupervisor: a supervisor event (Supervisor holds it).
 	EventSupervisor
+	// EventQuarantined: the plugin exceeded its restart intensity and is quarantined (Err:
+	// the cause; RetryAt: when the first probe is due). Its calls fail at once.
+	EventQuarantined
+	// EventProbing: a quarantined plugin's probe instance is starting (Err: the cause of the
+	// quarantine).
+	EventProbing
+	// EventRecovered: a quarantined plugin's pool started again after its probe; it runs.
+	EventRecovered
+	// EventProbeFailed: a probe (or the pool start that followed it) failed (Err); the plugin
+	// stays quarantined and the next probe is due at RetryAt, after a doubled backoff.
+	EventProbeFailed
+	// EventPoisonInput: an input (Handler, and a hash of the input) has ended instances of the
+	// plugin K times within the poison window and is refused from now on (Err is the
+	// *PoisonInputError later calls get). Reported once per input and window, not per
+	// refusal; refusals are counted in wasmvisor_poison_refused_total.
+	EventPoisonInput
 )
 
 var eventNames = [...]string{"", "loaded", "unloaded", "instance started", "instance ended",
-	"config applied", "config rejected", "delivered", "delivery failed", "dropped", "supervisor"}
+	"config applied", "config rejected", "delivered", "delivery failed", "dropped", "supervisor",
+	"quarantined", "probing", "recovered", "probe failed", "poison input"}
 
 func (k EventKind) String() string {
 	if int(k) < len(eventNames) {
@@ -60,6 +77,8 @@ type Event struct {
 	Subscriber  string // "plugin:<name>" or "func:<id>"
 	Err         error
 	Supervisor  *supervisor.Event
+	RetryAt     time.Time // EventQuarantined, EventProbeFailed: the next probe (host clock)
+	Handler     string    // EventPoisonInput
 }
 
 func (h *Host) emit(e Event) {
@@ -79,8 +98,10 @@ func (e Event) level() zapcore.Level {
 	switch e.Kind {
 	case EventDelivered, EventConfigApplied:
 		return zapcore.DebugLevel
-	case EventConfigRejected, EventDeliveryFailed, EventDropped:
+	case EventConfigRejected, EventDeliveryFailed, EventDropped, EventPoisonInput, EventProbeFailed:
 		return zapcore.WarnLevel
+	case EventQuarantined:
+		return zapcore.ErrorLevel
 	case EventInstanceEnded:
 		if e.Err != nil && supervisor.Classify(e.Err) == supervisor.ExitAbnormal {
 			return zapcore.WarnLevel
@@ -96,7 +117,7 @@ func (e Event) fields() []zap.Field {
 	if e.Kind == EventSupervisor {
 		return supervisorzap.Fields(*e.Supervisor)
 	}
-	f := make([]zap.Field, 0, 6)
+	f := make([]zap.Field, 0, 8)
 	if e.Plugin != "" {
 		f = append(f, zap.String("plugin", e.Plugin))
 	}
@@ -111,6 +132,12 @@ func (e Event) fields() []zap.Field {
 	}
 	if e.Subscriber != "" {
 		f = append(f, zap.String("subscriber", e.Subscriber))
+	}
+	if e.Handler != "" {
+		f = append(f, zap.String("handler", e.Handler))
+	}
+	if !e.RetryAt.IsZero() {
+		f = append(f, zap.Time("retry_at", e.RetryAt))
 	}
 	if e.Err != nil {
 		f = append(f, zap.Error(e.Err))

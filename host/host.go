@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -30,7 +31,9 @@ type Host struct {
 	root    *supervisor.Supervisor
 	plugins atomic.Pointer[registry] // copy-on-write under life: lock-free lookups
 	bus     bus
+	poison  poisonTable
 	metrics *prometheus.Registry
+	clk     supervisor.Clock // opts.clock, or real time
 
 	life   sync.Mutex // Load, Unload, Reset, Close
 	order  []*plugin  // load order, under life
@@ -51,8 +54,12 @@ func New(ctx context.Context, opts ...Option) (*Host, error) {
 	for _, opt := range opts {
 		opt.apply(&o)
 	}
-	h := &Host{opts: o, log: o.log, cfgKick: make(chan struct{}, 1), metrics: prometheus.NewRegistry()}
+	h := &Host{opts: o, log: o.log, cfgKick: make(chan struct{}, 1), metrics: prometheus.NewRegistry(), clk: o.clock}
+	if h.clk == nil {
+		h.clk = realClock{}
+	}
 	h.bus.init(h, o.busBuffer)
+	h.poison.init(h, o.poison)
 	h.plugins.Store(newRegistry(nil))
 
 	eopts := []sandbox.Option{sandbox.WithLogger(o.log)}
@@ -72,7 +79,7 @@ func New(ctx context.Context, opts ...Option) (*Host, error) {
 	h.engine = engine
 
 	rc := o.root
-	rc.Name, rc.Strategy, rc.Clock, rc.EventHook = "host", supervisor.OneForOne, o.clock, h.supervisorHook
+	rc.Name, rc.Strategy, rc.Clock, rc.EventHook = "host", supervisor.OneForOne, h.clk, h.supervisorHook
 	root, err := supervisor.New(rc,
 		supervisor.Spec{ID: "task:config", Start: supervisor.Func(h.configLoop)},
 		supervisor.Spec{ID: "task:bus", Start: supervisor.Func(h.bus.loop)},
@@ -108,6 +115,7 @@ func (h *Host) Close(ctx context.Context) error {
 			h.unregister(p.name)
 			close(p.gone)
 			h.bus.removePlugin(p)
+			p.dropPrepared(ctx)
 			_ = p.mod().Close(ctx)
 		}
 		h.order = nil
@@ -123,7 +131,8 @@ func (h *Host) Close(ctx context.Context) error {
 }
 
 // Done is closed once the host has stopped: after Close, or when its root supervisor gave up
-// (a plugin kept failing past the restart intensity). Err says why.
+// (a plugin with OnFailure Escalate kept failing past the root's restart intensity; a
+// quarantined plugin never stops the host). Err says why.
 func (h *Host) Done() <-chan struct{} { return h.root.Done() }
 
 // Err is nil while the host runs, supervisor.ErrShutdown after Close, and the root
@@ -138,8 +147,10 @@ func (h *Host) Metrics() *prometheus.Registry { return h.metrics }
 // output. With no instance free (all busy or restarting) it waits within ctx, then returns an
 // error wrapping ErrNoInstance and the context's error; so does a call whose context had
 // ended before it entered an instance: it did not run. An error that ended the instance
-// (sandbox.Fatal) is returned
-// as is, wrapped; the supervisor replaces the instance, and later calls go to its successor.
+// (sandbox.Fatal) is returned as is, wrapped; the supervisor replaces the instance, and
+// later calls go to its successor. Two refusals never enter an instance: a quarantined
+// plugin's calls fail at once with a *FailedError (ErrPluginFailed), and an input that has
+// ended instances too often (WithPoisonInput) gets a *PoisonInputError (ErrPoisonInput).
 func (h *Host) Call(ctx context.Context, name, handler string, input []byte) ([]byte, error) {
 	return h.CallAppend(ctx, name, handler, input, nil)
 }
@@ -150,6 +161,12 @@ func (h *Host) CallAppend(ctx context.Context, name, handler string, input, dst 
 	p := h.plugins.Load().find(name)
 	if p == nil {
 		return dst, h.notFound(name)
+	}
+	if p.poisoned.Load() != 0 { // the healthy path pays this load only
+		if err := h.poison.refuse(p, handler, input); err != nil {
+			p.stats.count(errPoison)
+			return dst, fmt.Errorf("plugin %q: call %q: %w", name, handler, err)
+		}
 	}
 	// The common case inline: the first member tried takes the call; p.call tries the others
 	// and waits. A member asked to stop is not skipped here: its instance refuses new
@@ -167,20 +184,25 @@ func (h *Host) CallAppend(ctx context.Context, name, handler string, input, dst 
 			return out, nil // the common case: nothing for after to do
 		}
 		if err == nil || !beforeEntry(ctx, err) && !p.notEntered(m, err) {
-			return p.called(m, near, name, handler, out, err)
+			return p.called(m, near, name, handler, input, out, err)
 		}
 	}
 	m, out, err := p.call(ctx, first, handler, input, dst)
 	if m == nil {
-		p.stats.count(errNoInstance)
+		if errors.Is(err, ErrPluginFailed) {
+			p.stats.count(errFailed)
+		} else {
+			p.stats.count(errNoInstance)
+		}
 		return dst, err
 	}
-	return p.called(m, near, name, handler, out, err)
+	return p.called(m, near, name, handler, input, out, err)
 }
 
 // called finishes a call that m served: it records the slot used for this P, hands on what
-// waited for the instance, and counts and wraps an error.
-func (p *plugin) called(m *member, near *int, name, handler string, out []byte, err error) ([]byte, error) {
+// waited for the instance, and counts and wraps an error, recording an input that ended the
+// instance in the poison table.
+func (p *plugin) called(m *member, near *int, name, handler string, input, out []byte, err error) ([]byte, error) {
 	if near != nil {
 		*near = m.idx
 		p.near.Put(near)
@@ -191,10 +213,20 @@ func (p *plugin) called(m *member, near *int, name, handler string, out []byte, 
 	p.after(m, err)
 	if err != nil {
 		p.stats.count(errKind(err))
+		if poisonous(err) {
+			p.h.poison.record(p, handler, input)
+		}
 		return out, fmt.Errorf("plugin %q: call %q: %w", name, handler, err)
 	}
 	return out, nil
 }
+
+// realClock is the host's clock when WithClock is not given.
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+func (realClock) AfterFunc(d time.Duration, f func()) supervisor.Timer { return time.AfterFunc(d, f) }
 
 // nearSlot returns the slot that calls on the current P used last: a per-P hint, kept in a
 // sync.Pool, so that goroutines running on different Ps use different instances and each

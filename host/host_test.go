@@ -47,8 +47,11 @@ func call(t testing.TB, h *host.Host, name, handler, input string) string {
 	return string(out)
 }
 
-// many allows a test to crash its plugin as often as it likes.
-func many() host.Option { return host.WithRestartIntensity(1_000_000, time.Second, -1) }
+// many allows a test to crash its plugin as often as it likes, with the same input: no
+// quarantine, no poison-input refusal.
+func many(more ...host.Option) []host.Option {
+	return append([]host.Option{host.WithRestartIntensity(1_000_000, time.Second, -1), host.WithPoisonInput(-1, 0, 0)}, more...)
+}
 
 func TestCallEchoAndErrors(t *testing.T) {
 	t.Parallel()
@@ -214,11 +217,11 @@ func TestKillThenReregister10000(t *testing.T) {
 		n = 1000
 	}
 	var startFailures atomic.Int64
-	h := hosttest.New(t, many(), host.WithLogger(zap.NewNop()), host.WithEventHook(func(e host.Event) {
+	h := hosttest.New(t, many(host.WithLogger(zap.NewNop()), host.WithEventHook(func(e host.Event) {
 		if e.Kind == host.EventSupervisor && e.Supervisor.Kind == supervisor.EventStartFailed {
 			startFailures.Add(1)
 		}
-	}))
+	}))...)
 	hosttest.Load(t, h, "p", reference)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -257,7 +260,7 @@ func TestKillThenReregister10000(t *testing.T) {
 // Config updates sent while the instance crashes repeatedly all arrive, latest wins.
 func TestConfigUnderRepeatedCrashes(t *testing.T) {
 	t.Parallel()
-	h := hosttest.New(t, many())
+	h := hosttest.New(t, many()...)
 	hosttest.LoadPlugin(t, h, host.Plugin{Name: "p", Wasm: reference, Instances: 2})
 	ctx := ctxT(t)
 	stop := make(chan struct{})
@@ -413,7 +416,7 @@ func TestDependencies(t *testing.T) {
 
 func TestPoolWaitsThenNoInstance(t *testing.T) {
 	t.Parallel()
-	h := hosttest.New(t, many())
+	h := hosttest.New(t, many()...)
 	hosttest.LoadPlugin(t, h, host.Plugin{Name: "p", Wasm: reference, Instances: 2,
 		Limits: sandbox.Limits{CallTimeout: sandbox.NoTimeout}})
 	ctx := ctxT(t)

@@ -23,6 +23,12 @@ type PluginInfo struct {
 	DependsOn     []string
 	Subscribe     []string
 	Instances     []InstanceInfo // one per pool slot
+	// State is PluginRunning, or PluginFailed / PluginProbing while the plugin is
+	// quarantined; then Failed is the *FailedError a call gets (retry time, cause).
+	State  PluginState
+	Failed *FailedError
+	// OnFailure is the plugin's failure mode.
+	OnFailure FailureMode
 }
 
 // InstanceInfo describes one pool slot. The memory fields are read from the instance only if
@@ -61,7 +67,10 @@ func (h *Host) Plugin(name string) (PluginInfo, error) {
 func (p *plugin) info() PluginInfo {
 	d := p.desired.Load()
 	pi := PluginInfo{Name: p.name, Digest: p.mod().Digest(), Config: maps.Clone(d.cfg), ConfigVersion: d.version,
-		Restarts: p.restarts.Load(), DependsOn: p.spec.DependsOn, Subscribe: p.spec.Subscribe}
+		Restarts: p.restarts.Load(), DependsOn: p.spec.DependsOn, Subscribe: p.spec.Subscribe, OnFailure: p.spec.OnFailure}
+	if c := p.contain.Load(); c != nil {
+		pi.State, pi.Failed = c.state, p.failedErr(c)
+	}
 	for i := range p.slots {
 		ii := InstanceInfo{Index: i}
 		if m := p.slots[i].m.Load(); m != nil {

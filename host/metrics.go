@@ -24,12 +24,14 @@ const (
 	errUnknownHandler
 	errGuest
 	errNoInstance
+	errFailed
+	errPoison
 	errOther
 	numErrKinds
 )
 
 var errKindNames = [numErrKinds]string{"trap", "deadline", "memory", "exit", "violation", "canceled",
-	"unknown_handler", "guest", "no_instance", "other"}
+	"unknown_handler", "guest", "no_instance", "plugin_failed", "poison_input", "other"}
 
 func errKind(err error) int {
 	switch {
@@ -66,6 +68,11 @@ type stats struct {
 	buckets  [len(latencyBounds) + 1]atomic.Uint64
 	sumNanos atomic.Uint64
 	timed    atomic.Uint64
+
+	transitions   [numTransitions]atomic.Uint64
+	callerEnded   atomic.Uint64 // instances ended by their caller, replaced uncounted
+	poisonRefused atomic.Uint64
+	poisonInputs  atomic.Uint64 // inputs that became poison (EventPoisonInput)
 }
 
 // calls is the retired members' calls plus the live ones'. A member ending between the two
@@ -95,17 +102,24 @@ func (s *stats) observe(d time.Duration) {
 }
 
 var (
-	descCalls     = prometheus.NewDesc("wasmvisor_calls_total", "Calls that reached an instance.", []string{"plugin"}, nil)
-	descErrors    = prometheus.NewDesc("wasmvisor_call_errors_total", "Failed calls, by kind.", []string{"plugin", "kind"}, nil)
-	descLatency   = prometheus.NewDesc("wasmvisor_call_duration_seconds", "Call latency (sampled: see WithLatencySampling).", []string{"plugin"}, nil)
-	descRestarts  = prometheus.NewDesc("wasmvisor_restarts_total", "Instances started after the first, per plugin.", []string{"plugin"}, nil)
-	descLive      = prometheus.NewDesc("wasmvisor_instances", "Live instances.", []string{"plugin"}, nil)
-	descPages     = prometheus.NewDesc("wasmvisor_memory_pages", "Linear memory of an instance, in 64 KiB pages.", []string{"plugin", "instance"}, nil)
-	descPending   = prometheus.NewDesc("wasmvisor_bus_pending", "Bus messages buffered for a plugin.", []string{"plugin"}, nil)
-	descBus       = prometheus.NewDesc("wasmvisor_bus_messages_total", "Bus messages by outcome.", []string{"outcome"}, nil)
-	descGuest     = prometheus.NewDesc("wasmvisor_guest_counter", "A guest's own counter, read from its memory.", []string{"plugin", "instance", "metric"}, nil)
-	descGuestG    = prometheus.NewDesc("wasmvisor_guest_gauge", "A guest's own gauge, read from its memory.", []string{"plugin", "instance", "metric"}, nil)
-	descGuestHist = prometheus.NewDesc("wasmvisor_guest_histogram", "A guest's own histogram, read from its memory.", []string{"plugin", "instance", "metric"}, nil)
+	descCalls       = prometheus.NewDesc("wasmvisor_calls_total", "Calls that reached an instance.", []string{"plugin"}, nil)
+	descErrors      = prometheus.NewDesc("wasmvisor_call_errors_total", "Failed calls, by kind.", []string{"plugin", "kind"}, nil)
+	descLatency     = prometheus.NewDesc("wasmvisor_call_duration_seconds", "Call latency (sampled: see WithLatencySampling).", []string{"plugin"}, nil)
+	descRestarts    = prometheus.NewDesc("wasmvisor_restarts_total", "Instances started after the first, per plugin.", []string{"plugin"}, nil)
+	descLive        = prometheus.NewDesc("wasmvisor_instances", "Live instances.", []string{"plugin"}, nil)
+	descPages       = prometheus.NewDesc("wasmvisor_memory_pages", "Linear memory of an instance, in 64 KiB pages.", []string{"plugin", "instance"}, nil)
+	descPending     = prometheus.NewDesc("wasmvisor_bus_pending", "Bus messages buffered for a plugin.", []string{"plugin"}, nil)
+	descBus         = prometheus.NewDesc("wasmvisor_bus_messages_total", "Bus messages by outcome.", []string{"outcome"}, nil)
+	descState       = prometheus.NewDesc("wasmvisor_plugin_state", "1 for the plugin's current state (running, failed: quarantined, probing), 0 for the others.", []string{"plugin", "state"}, nil)
+	descTransitions = prometheus.NewDesc("wasmvisor_plugin_transitions_total", "Containment transitions: quarantined, probing, recovered, probe_failed.", []string{"plugin", "transition"}, nil)
+	descCallerEnded = prometheus.NewDesc("wasmvisor_caller_ended_total", "Instances ended by their caller (cancelled, or past the caller's deadline), replaced without counting towards the restart intensity; included in wasmvisor_restarts_total.", []string{"plugin"}, nil)
+	descPoisonRef   = prometheus.NewDesc("wasmvisor_poison_refused_total", "Calls refused as poison input, without entering an instance.", []string{"plugin"}, nil)
+	descPoisonIn    = prometheus.NewDesc("wasmvisor_poison_inputs_total", "Inputs that became poison (one EventPoisonInput each).", []string{"plugin"}, nil)
+	descPoisonEvict = prometheus.NewDesc("wasmvisor_poison_evictions_total", "Poison-table entries evicted at capacity.", nil, nil)
+	descPoisonLen   = prometheus.NewDesc("wasmvisor_poison_entries", "Inputs the poison table tracks.", nil, nil)
+	descGuest       = prometheus.NewDesc("wasmvisor_guest_counter", "A guest's own counter, read from its memory.", []string{"plugin", "instance", "metric"}, nil)
+	descGuestG      = prometheus.NewDesc("wasmvisor_guest_gauge", "A guest's own gauge, read from its memory.", []string{"plugin", "instance", "metric"}, nil)
+	descGuestHist   = prometheus.NewDesc("wasmvisor_guest_histogram", "A guest's own histogram, read from its memory.", []string{"plugin", "instance", "metric"}, nil)
 )
 
 // collector reads the host's counters and every free instance's telemetry at scrape time.
@@ -113,7 +127,8 @@ type collector struct{ h *Host }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCalls, descErrors, descLatency, descRestarts, descLive,
-		descPages, descPending, descBus, descGuest, descGuestG, descGuestHist} {
+		descPages, descPending, descBus, descGuest, descGuestG, descGuestHist, descState, descTransitions,
+		descCallerEnded, descPoisonRef, descPoisonIn, descPoisonEvict, descPoisonLen} {
 		ch <- d
 	}
 }
@@ -124,8 +139,27 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descBus, prometheus.CounterValue, float64(b.delivered.Load()), "delivered")
 	ch <- prometheus.MustNewConstMetric(descBus, prometheus.CounterValue, float64(b.dropped.Load()), "dropped")
 	ch <- prometheus.MustNewConstMetric(descBus, prometheus.CounterValue, float64(b.failed.Load()), "failed")
+	ch <- prometheus.MustNewConstMetric(descPoisonEvict, prometheus.CounterValue, float64(h.poison.evictions.Load()))
+	ch <- prometheus.MustNewConstMetric(descPoisonLen, prometheus.GaugeValue, float64(h.poison.entries()))
 	for _, p := range h.snapshot() {
 		s := &p.stats
+		state := PluginRunning
+		if c := p.contain.Load(); c != nil {
+			state = c.state
+		}
+		for _, st := range []PluginState{PluginRunning, PluginFailed, PluginProbing} {
+			v := 0.0
+			if st == state {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, v, p.name, st.String())
+		}
+		for tr := range s.transitions {
+			ch <- prometheus.MustNewConstMetric(descTransitions, prometheus.CounterValue, float64(s.transitions[tr].Load()), p.name, transitionNames[tr])
+		}
+		ch <- prometheus.MustNewConstMetric(descCallerEnded, prometheus.CounterValue, float64(s.callerEnded.Load()), p.name)
+		ch <- prometheus.MustNewConstMetric(descPoisonRef, prometheus.CounterValue, float64(s.poisonRefused.Load()), p.name)
+		ch <- prometheus.MustNewConstMetric(descPoisonIn, prometheus.CounterValue, float64(s.poisonInputs.Load()), p.name)
 		ch <- prometheus.MustNewConstMetric(descCalls, prometheus.CounterValue, float64(p.calls()), p.name)
 		for k := range s.errs {
 			ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(s.errs[k].Load()), p.name, errKindNames[k])

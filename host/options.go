@@ -27,14 +27,44 @@ type options struct {
 	eventHook   func(Event)
 	resolution  time.Duration
 	sampleShift uint
+	quarantine  quarantineOptions
+	poison      poisonOptions
 }
+
+type quarantineOptions struct {
+	base, max time.Duration
+	jitter    float64
+}
+
+type poisonOptions struct {
+	limit    int // 0: disabled
+	window   time.Duration
+	capacity int
+}
+
+// Quarantine and poison-input defaults.
+const (
+	// DefaultQuarantineBase is the delay before a quarantined plugin's first probe.
+	DefaultQuarantineBase = time.Second
+	// DefaultQuarantineMax caps the delay between probes; a plugin that stays up that long
+	// after recovering starts again from the base delay.
+	DefaultQuarantineMax = 2 * time.Minute
+	// DefaultPoisonLimit is how many instance ends within the window make an input poison.
+	DefaultPoisonLimit = 3
+	// DefaultPoisonWindow is the poison window.
+	DefaultPoisonWindow = time.Minute
+	// DefaultPoisonCapacity caps the inputs the poison table tracks, per host.
+	DefaultPoisonCapacity = 4096
+)
 
 // DefaultBusBuffer is the number of messages each subscription buffers while its subscriber
 // cannot take them (a Go subscriber that is slow, a plugin that is restarting or busy).
 const DefaultBusBuffer = 256
 
 func defaultOptions() options {
-	return options{log: zap.NewNop(), busBuffer: DefaultBusBuffer, sampleShift: DefaultLatencySampling}
+	return options{log: zap.NewNop(), busBuffer: DefaultBusBuffer, sampleShift: DefaultLatencySampling,
+		quarantine: quarantineOptions{base: DefaultQuarantineBase, max: DefaultQuarantineMax},
+		poison:     poisonOptions{limit: DefaultPoisonLimit, window: DefaultPoisonWindow, capacity: DefaultPoisonCapacity}}
 }
 
 // WithLogger sets the logger for host events, supervisor events and the guests' log lines.
@@ -66,10 +96,12 @@ func WithCompilationCache(c wazero.CompilationCache) Option {
 }
 
 // WithRestartIntensity sets how many restarts of a plugin's instances are allowed within
-// period before the plugin's supervisor gives up; the host's root supervisor then restarts
-// the whole plugin (and its dependents), and gives up itself, closing the host, after as many
-// plugin restarts within the same period. Zero values mean the supervisor's defaults (3 in
-// 5 s). minUptime is supervisor.Config.MinUptime (zero: period; negative: disabled).
+// period before the plugin's supervisor gives up. The plugin is then quarantined (the
+// default, Plugin.OnFailure Quarantine), or, under Escalate, restarted as a whole (with its
+// dependents) by the host's root supervisor, which gives up itself, closing the host, after
+// as many such restarts within the same period. Zero values mean the supervisor's defaults
+// (3 in 5 s). minUptime is supervisor.Config.MinUptime (zero: period; negative: disabled).
+// Instances ended by their caller (see Plugin.OnFailure) are replaced without counting.
 func WithRestartIntensity(intensity int, period, minUptime time.Duration) Option {
 	return optionFunc(func(o *options) {
 		o.strategy.Intensity, o.strategy.Period, o.strategy.MinUptime = intensity, period, minUptime
@@ -115,3 +147,57 @@ func WithLatencySampling(shift uint) Option {
 		}
 	})
 }
+
+// WithQuarantineBackoff sets the delays between the probes of a quarantined plugin: base
+// before the first, doubled after each failed probe (and each quarantine that follows a
+// recovery within maxDelay), capped at maxDelay, each stretched by a random factor in [1, 1+jitter).
+// A plugin that stays up for maxDelay after recovering starts again from base. Defaults
+// DefaultQuarantineBase, DefaultQuarantineMax, no jitter. Non-positive durations keep the
+// defaults; maxDelay below base is raised to base; jitter is clamped to [0, 1].
+func WithQuarantineBackoff(base, maxDelay time.Duration, jitter float64) Option {
+	return optionFunc(func(o *options) {
+		if base > 0 {
+			o.quarantine.base = base
+		}
+		if maxDelay > 0 {
+			o.quarantine.max = maxDelay
+		}
+		o.quarantine.max = max(o.quarantine.max, o.quarantine.base)
+		switch {
+		case jitter > 1:
+			o.quarantine.jitter = 1
+		case jitter > 0:
+			o.quarantine.jitter = jitter
+		default:
+			o.quarantine.jitter = 0
+		}
+	})
+}
+
+// WithPoisonInput sets the poison-input defence: an input (a plugin, a handler and the
+// input's bytes, keyed by a seeded 64-bit hash) that has ended instances limit times within
+// window is refused, without entering an instance, with a *PoisonInputError (ErrPoisonInput)
+// until window has passed since the first of those ends. Calls ended by their caller never
+// count. The host tracks at most capacity inputs (memory: about 100 + 8·limit bytes each);
+// past it the entry whose last end is oldest is evicted, and counted
+// (wasmvisor_poison_evictions_total). Zero values keep the defaults (DefaultPoisonLimit,
+// DefaultPoisonWindow, DefaultPoisonCapacity); a negative limit disables the defence.
+func WithPoisonInput(limit int, window time.Duration, capacity int) Option {
+	return optionFunc(func(o *options) {
+		switch {
+		case limit < 0:
+			o.poison.limit = 0
+		case limit > 0:
+			o.poison.limit = min(limit, maxPoisonLimit)
+		}
+		if window > 0 {
+			o.poison.window = window
+		}
+		if capacity > 0 {
+			o.poison.capacity = capacity
+		}
+	})
+}
+
+// maxPoisonLimit bounds the per-entry memory of the poison table.
+const maxPoisonLimit = 1000

@@ -7,9 +7,9 @@ import (
 	"maps"
 	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/wasmvisor/wasmvisor/sandbox"
 	"github.com/wasmvisor/wasmvisor/supervisor"
@@ -39,11 +39,20 @@ type Plugin struct {
 	// the pool shrinks).
 	Restart supervisor.RestartType
 	// DependsOn names plugins of this host that must be loaded and ready first. Restarting
-	// one of them (Reset, or its supervisor giving up) restarts this plugin after it.
+	// one of them as a whole (Reset, its recovery from quarantine, or under Escalate its
+	// supervisor giving up) restarts this plugin after it. While one of them is quarantined,
+	// this plugin keeps running.
 	DependsOn []string
 	// Subscribe lists bus topics delivered to the plugin's wasmvisor_deliver, each message
 	// to one free instance of the pool.
 	Subscribe []string
+	// OnFailure says what happens when the plugin's instances fail more often than its
+	// restart intensity allows (WithRestartIntensity): Quarantine (the zero value: the
+	// plugin fails fast and is retried in the background; the host never stops because of
+	// it) or Escalate (OTP: the host's root supervisor restarts it, and stops the host past
+	// its own intensity). A call ended by its caller (cancelled, or past the caller's own
+	// deadline) ends its instance but is not a failure and never counts.
+	OnFailure FailureMode
 }
 
 // plugin is a loaded Plugin: its module, its pool of slots and its desired config.
@@ -56,14 +65,15 @@ type plugin struct {
 
 	prepared []atomic.Pointer[preparedInstance] // set by Replace, taken by the slot's next start
 
-	slots   []slot
-	near    sync.Pool // of *int: the slot callers on this P used last (see Host.CallAppend)
-	spread  atomic.Uint32
-	waiters atomic.Int32
-	wake    chan struct{} // capacity 1
-	gone    chan struct{} // closed when unloaded
-	live    atomic.Int64
-	pending atomic.Int64 // bus messages waiting for this plugin
+	slots    []slot
+	near     sync.Pool // of *int: the slot callers on this P used last (see Host.CallAppend)
+	spread   atomic.Uint32
+	waiters  atomic.Int32
+	poisoned atomic.Int32  // entries of the host's poison table refusing inputs of this plugin
+	wake     chan struct{} // capacity 1
+	gone     chan struct{} // closed when unloaded
+	live     atomic.Int64
+	pending  atomic.Int64 // bus messages waiting for this plugin
 
 	cfgMu   sync.Mutex
 	desired atomic.Pointer[desiredConfig]
@@ -73,10 +83,18 @@ type plugin struct {
 	chMu sync.Mutex
 	ch   chan struct{} // closed and replaced on every member or config change
 
-	tree     atomic.Pointer[supervisor.Supervisor]
+	tree     atomic.Pointer[supervisor.Supervisor] // the pool's supervisor; nil while down
 	restarts atomic.Uint64
 	stats    stats
 	subs     []*Subscription // under h.bus.mu
+
+	// Containment (see quarantine.go).
+	contain     atomic.Pointer[containment] // nil while running
+	up          atomic.Bool                 // the pool started once: a later failed start quarantines
+	retry       chan struct{}               // capacity 1: probe now
+	qmu         sync.Mutex
+	failures    int       // under qmu
+	recoveredAt time.Time // under qmu
 }
 
 func (p *plugin) changed() chan struct{} {
@@ -119,7 +137,8 @@ func (h *Host) Load(ctx context.Context, spec Plugin) error {
 	}
 	p := &plugin{h: h, name: spec.Name, spec: spec, id: "plugin:" + spec.Name,
 		slots: make([]slot, spec.Instances), wake: make(chan struct{}, 1), gone: make(chan struct{}),
-		ch: make(chan struct{}), prepared: make([]atomic.Pointer[preparedInstance], spec.Instances)}
+		ch: make(chan struct{}), prepared: make([]atomic.Pointer[preparedInstance], spec.Instances),
+		retry: make(chan struct{}, 1)}
 	d := &desiredConfig{cfg: maps.Clone(spec.Config), version: 1}
 	p.desired.Store(d)
 	p.version.Store(1)
@@ -146,7 +165,7 @@ func (h *Host) Load(ctx context.Context, spec Plugin) error {
 	for i, dep := range spec.DependsOn {
 		deps[i] = "plugin:" + dep
 	}
-	if _, err := h.root.StartChild(ctx, supervisor.Spec{ID: p.id, Start: p.startTree,
+	if _, err := h.root.StartChild(ctx, supervisor.Spec{ID: p.id, Start: supervisor.Func(p.run),
 		Type: supervisor.TypeSupervisor, DependsOn: deps}); err != nil {
 		if errors.Is(err, supervisor.ErrStopped) {
 			err = fmt.Errorf("%w: %w", ErrClosed, err)
@@ -171,6 +190,8 @@ func validate(spec *Plugin) error {
 		return bad("negative Instances")
 	case slices.Contains(spec.DependsOn, spec.Name):
 		return bad("depends on itself")
+	case spec.OnFailure > Escalate:
+		return bad("unknown OnFailure " + spec.OnFailure.String())
 	}
 	if spec.Instances == 0 {
 		spec.Instances = 1
@@ -178,37 +199,6 @@ func validate(spec *Plugin) error {
 	spec.DependsOn = slices.Clone(spec.DependsOn)
 	spec.Subscribe = slices.Clone(spec.Subscribe)
 	return nil
-}
-
-// startTree is the root supervisor's Start for a plugin: a supervisor of its own over the
-// pool's slots, so that instance restarts count against the plugin's intensity, not the
-// host's, and a restart of the whole plugin restarts its dependents.
-func (p *plugin) startTree(ctx context.Context) (supervisor.Child, error) {
-	cfg := p.h.opts.strategy
-	cfg.Name, cfg.Strategy, cfg.Clock, cfg.EventHook = p.id, supervisor.OneForOne, p.h.opts.clock, p.h.supervisorHook
-	specs := make([]supervisor.Spec, len(p.slots))
-	for i := range specs {
-		specs[i] = supervisor.Spec{ID: strconv.Itoa(i), Start: p.startMember(i), Restart: p.spec.Restart}
-	}
-	s, err := supervisor.New(cfg, specs...)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.Start(ctx); err != nil {
-		return nil, err
-	}
-	p.tree.Store(s)
-	return tree{s}, nil
-}
-
-// tree is a plugin's supervisor seen as a Child of the root.
-type tree struct{ *supervisor.Supervisor }
-
-// Stop asks the plugin's supervisor to stop without waiting (a Child's Stop must not block).
-func (t tree) Stop() {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_ = t.Supervisor.Stop(ctx)
 }
 
 // Unload stops the plugin's instances through the supervisor, removes it and frees its name:
@@ -236,6 +226,8 @@ func (h *Host) Unload(ctx context.Context, name string) error {
 	h.unregister(name)
 	close(p.gone)
 	h.order = slices.DeleteFunc(h.order, func(q *plugin) bool { return q == p })
+	h.poison.drop(p)
+	p.dropPrepared(ctx)
 	err = p.mod().Close(ctx)
 	h.emit(Event{Kind: EventUnloaded, Plugin: name})
 	if err != nil {

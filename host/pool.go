@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -164,7 +165,8 @@ func (p *plugin) each(first int, op func(m *member) error) (*member, error) {
 }
 
 // call is one call on a free member, tried from slot first (see Host.CallAppend), waiting
-// within ctx for one. Waiters sleep on wake (capacity 1): a caller that sees waiters after
+// within ctx for one; while the plugin is quarantined it fails at once with a *FailedError
+// (returning no member). Waiters sleep on wake (capacity 1): a caller that sees waiters after
 // its operation signals it (see after), and a waiter that got a member passes the signal on
 // while others wait, so no wake-up is lost: a waiter counts itself before it tries the
 // members, and a caller returns the instance to idle before it reads the count.
@@ -180,6 +182,9 @@ func (p *plugin) call(ctx context.Context, first int, handler string, input, dst
 	if m, err := p.each(first, op); m != nil {
 		return m, out, err
 	}
+	if err := p.refused(); err != nil {
+		return nil, dst, fmt.Errorf("plugin %q: call %q: %w", p.name, handler, err)
+	}
 	p.waiters.Add(1)
 	defer p.waiters.Add(-1)
 	for {
@@ -188,6 +193,13 @@ func (p *plugin) call(ctx context.Context, first int, handler string, input, dst
 				p.signal()
 			}
 			return m, out, err
+		}
+		// A quarantine wakes one waiter (see quarantine), which wakes the next.
+		if err := p.refused(); err != nil {
+			if p.waiters.Load() > 1 {
+				p.signal()
+			}
+			return nil, dst, fmt.Errorf("plugin %q: call %q: %w", p.name, handler, err)
 		}
 		select {
 		case <-p.wake:
@@ -232,8 +244,14 @@ func (p *plugin) signal() {
 func (p *plugin) after(m *member, err error) {
 	if err != nil || m.state.Load() != stLive {
 		if ierr := m.inst.Err(); ierr != nil {
-			if m.state.Swap(stEnded) == stStopReq || m.reason.Load() != reasonNone {
+			switch {
+			case m.state.Swap(stEnded) == stStopReq || m.reason.Load() != reasonNone:
 				ierr = m.requested()
+			case sandbox.CallerEnded(ierr):
+				// Its caller went away or ran out of time: the instance cannot be resumed, but it
+				// did not fail. Replaced restarts it without counting towards the intensity.
+				p.stats.callerEnded.Add(1)
+				ierr = supervisor.Replaced{Reason: ierr}
 			}
 			m.end(ierr)
 			return
@@ -265,18 +283,18 @@ func (p *plugin) startMember(i int) func(ctx context.Context) (supervisor.Child,
 	return func(ctx context.Context) (supervisor.Child, error) {
 		h := p.h
 		var inst instance
+		var d *desiredConfig
 		var err error
-		d := p.desired.Load()
-		if pre := p.prepared[i].Swap(nil); pre != nil { // made by Replace, before the old one stopped
+		mod := p.mod()
+		pre := p.prepared[i].Swap(nil) // made by Replace before the old one stopped, or a probe
+		if pre != nil && pre.mod != mod {
+			_ = pre.inst.Close(ctx) // a probe of a version Replace has superseded
+			pre = nil
+		}
+		if pre != nil {
 			inst, d = pre.inst, pre.d
 		} else {
-			mod := p.mod()
-			inst, err = mod.instantiate(ctx, d.cfg)
-			if err != nil && isRejected(err) {
-				p.reject(d, err)
-				d = p.desired.Load()
-				inst, err = mod.instantiate(ctx, d.cfg)
-			}
+			inst, d, err = p.instantiate(ctx, mod)
 		}
 		if err != nil {
 			return nil, pluginErr(p.name, "start", err)
@@ -306,4 +324,17 @@ func (p *plugin) startMember(i int) func(ctx context.Context) (supervisor.Child,
 		}
 		return m, nil
 	}
+}
+
+// instantiate starts an instance of mod with the desired config; a config the guest rejects
+// is reported and the last accepted one is tried instead.
+func (p *plugin) instantiate(ctx context.Context, mod module) (instance, *desiredConfig, error) {
+	d := p.desired.Load()
+	inst, err := mod.instantiate(ctx, d.cfg)
+	if err != nil && isRejected(err) {
+		p.reject(d, err)
+		d = p.desired.Load()
+		inst, err = mod.instantiate(ctx, d.cfg)
+	}
+	return inst, d, err
 }

@@ -18,10 +18,21 @@ func (p *plugin) mod() module {
 	return nil
 }
 
-// preparedInstance is an instance Replace started ahead of the slot it will serve.
+// preparedInstance is an instance started ahead of the slot it will serve: by Replace, or
+// a quarantined plugin's probe.
 type preparedInstance struct {
 	inst instance
 	d    *desiredConfig // the desired config when it was made; its config is the new one
+	mod  module         // what it was made from: a slot takes it only if that is still current
+}
+
+// dropPrepared closes the prepared instances no slot took (the plugin stopped first).
+func (p *plugin) dropPrepared(ctx context.Context) {
+	for i := range p.prepared {
+		if pre := p.prepared[i].Swap(nil); pre != nil {
+			_ = pre.inst.Close(context.WithoutCancel(ctx))
+		}
+	}
 }
 
 // Replace swaps a loaded plugin's module, config, limits and capabilities for spec's,
@@ -32,8 +43,13 @@ type preparedInstance struct {
 // fails. If compiling or starting the new version fails, nothing changes: the old version
 // keeps serving and the error is returned.
 //
-// Replace keeps the plugin's name, pool size, restart type, dependencies and subscriptions;
-// changing those takes Unload and Load. Dependents are not restarted.
+// Replace keeps the plugin's name, pool size, restart type, dependencies, subscriptions and
+// failure mode; changing those takes Unload and Load. Dependents are not restarted.
+//
+// A quarantined plugin has no instance to hand over: Replace checks that the new version
+// compiles and starts one instance, swaps it in, and makes the plugin probe at once from
+// the base backoff (the probe uses the new version; the pool follows if it starts, and the
+// dependents after it, as on any recovery). Wait for EventRecovered or PluginState.
 func (h *Host) Replace(ctx context.Context, spec Plugin) error {
 	if err := validate(&spec); err != nil {
 		return err
@@ -64,6 +80,11 @@ func (h *Host) Replace(ctx context.Context, spec Plugin) error {
 		return bad("Replace keeps the dependencies")
 	case !slices.Equal(spec.Subscribe, p.spec.Subscribe):
 		return bad("Replace keeps the subscriptions")
+	case spec.OnFailure != p.spec.OnFailure:
+		return bad("Replace keeps the failure mode")
+	}
+	if p.contain.Load() != nil {
+		return h.replaceFailed(ctx, p, spec, wasm)
 	}
 	tree := p.tree.Load()
 	if tree == nil {
@@ -96,7 +117,9 @@ func (h *Host) Replace(ctx context.Context, spec Plugin) error {
 	p.modp.Store(&moduleRef{mod})
 	var handErr error
 	for i, inst := range made {
-		p.prepared[i].Store(&preparedInstance{inst: inst, d: d})
+		if pre := p.prepared[i].Swap(&preparedInstance{inst: inst, d: d, mod: mod}); pre != nil {
+			_ = pre.inst.Close(context.WithoutCancel(ctx)) // a probe's, of the old version
+		}
 		id := strconv.Itoa(i)
 		if err := tree.TerminateChild(ctx, id); err != nil && handErr == nil {
 			handErr = err
@@ -118,5 +141,27 @@ func (h *Host) Replace(ctx context.Context, spec Plugin) error {
 	if handErr != nil {
 		return pluginErr(spec.Name, "replace", handErr)
 	}
+	return nil
+}
+
+// replaceFailed is Replace for a quarantined plugin: check the new version with one instance,
+// swap it in, and probe now.
+func (h *Host) replaceFailed(ctx context.Context, p *plugin, spec Plugin, wasm []byte) error {
+	mod, err := h.compile(ctx, wasm, p.sandboxConfig(spec))
+	if err != nil {
+		return pluginErr(spec.Name, "replace", err)
+	}
+	inst, err := mod.instantiate(ctx, spec.Config)
+	if err != nil {
+		_ = mod.Close(context.WithoutCancel(ctx))
+		return pluginErr(spec.Name, "replace", err)
+	}
+	_ = inst.Close(ctx)
+	old := p.mod()
+	p.modp.Store(&moduleRef{mod})
+	_ = old.Close(context.WithoutCancel(ctx))
+	p.setDesired(spec.Config)
+	h.emit(Event{Kind: EventLoaded, Plugin: p.name})
+	p.retryNow()
 	return nil
 }

@@ -551,7 +551,7 @@ func (i *Instance) classify(err error, id uint64) error {
 			return &DeadlineError{Op: op.String(), Timeout: i.timeout(op).String()}
 		case stopCtxDeadline:
 			dl, _ := i.opCtx.Deadline()
-			return &DeadlineError{Op: op.String(), Timeout: "context deadline " + dl.Format(time.RFC3339Nano)}
+			return &DeadlineError{Op: op.String(), Timeout: "context deadline " + dl.Format(time.RFC3339Nano), Caller: true}
 		default:
 			return fmt.Errorf("%s: %w: %w", op, ErrCanceled, context.Canceled)
 		}

@@ -148,6 +148,9 @@ func (e *TrapError) Unwrap() error { return ErrTrap }
 type DeadlineError struct {
 	Op      string // "call" or "start"
 	Timeout string // the limit that applied, e.g. "50ms", or "context deadline"
+	// Caller is true when the deadline was the caller's (its context's), not the instance's
+	// own limit (Limits.CallTimeout): the caller ended the operation. See CallerEnded.
+	Caller bool
 }
 
 func (e *DeadlineError) Error() string {
@@ -209,6 +212,20 @@ func (e *GuestError) Error() string {
 // Is matches ErrGuest, and ErrUnknownHandler for STATUS_UNKNOWN_HANDLER.
 func (e *GuestError) Is(target error) bool {
 	return target == ErrGuest || (target == ErrUnknownHandler && e.Status == abi.StatusUnknownHandler)
+}
+
+// CallerEnded reports whether err is an operation ended by its caller: the caller's context
+// was cancelled (ErrCanceled wrapping context.Canceled) or reached its deadline (a
+// *DeadlineError with Caller set) while the operation ran. Such an error is fatal (the
+// interrupted instance cannot be resumed) but says nothing against the guest: the instance
+// did not fail, it was abandoned. A Kill (ErrCanceled without context.Canceled) and the
+// instance's own deadline are not caller ends.
+func CallerEnded(err error) bool {
+	var de *DeadlineError
+	if errors.As(err, &de) {
+		return de.Caller
+	}
+	return errors.Is(err, ErrCanceled) && errors.Is(err, context.Canceled)
 }
 
 // Fatal reports whether err ends the instance that returned it: after such an error the

@@ -148,7 +148,7 @@ func TestFailureKinds(t *testing.T) {
 			if !errors.Is(err, sandbox.ErrDeadline) || !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &de) {
 				t.Fatalf("err = %v, want a DeadlineError", err)
 			}
-			if de.Op != "call" || de.Timeout != "20ms" {
+			if de.Op != "call" || de.Timeout != "20ms" || de.Caller || sandbox.CallerEnded(err) {
 				t.Errorf("DeadlineError = %+v", de)
 			}
 		}},
@@ -212,7 +212,7 @@ func TestContextCancellationAndKill(t *testing.T) {
 		defer cancel()
 		_, err := i.Call(ctx, "loop", nil)
 		var de *sandbox.DeadlineError
-		if !errors.As(err, &de) || !strings.HasPrefix(de.Timeout, "context deadline") {
+		if !errors.As(err, &de) || !strings.HasPrefix(de.Timeout, "context deadline") || !de.Caller || !sandbox.CallerEnded(err) {
 			t.Fatalf("err = %v, want a context DeadlineError", err)
 		}
 	})
@@ -222,7 +222,7 @@ func TestContextCancellationAndKill(t *testing.T) {
 		stop := time.AfterFunc(10*time.Millisecond, cancel)
 		defer stop.Stop()
 		_, err := i.Call(ctx, "loop", nil)
-		if !errors.Is(err, sandbox.ErrCanceled) || !errors.Is(err, context.Canceled) || !sandbox.Fatal(err) {
+		if !errors.Is(err, sandbox.ErrCanceled) || !errors.Is(err, context.Canceled) || !sandbox.Fatal(err) || !sandbox.CallerEnded(err) {
 			t.Fatalf("err = %v, want ErrCanceled", err)
 		}
 	})
@@ -242,8 +242,8 @@ func TestContextCancellationAndKill(t *testing.T) {
 		stop := time.AfterFunc(10*time.Millisecond, i.Kill)
 		defer stop.Stop()
 		_, err := i.Call(context.Background(), "loop", nil)
-		if !errors.Is(err, sandbox.ErrCanceled) {
-			t.Fatalf("err = %v, want ErrCanceled", err)
+		if !errors.Is(err, sandbox.ErrCanceled) || sandbox.CallerEnded(err) {
+			t.Fatalf("err = %v, want ErrCanceled, not a caller end", err)
 		}
 		if _, err := i.Call(context.Background(), "echo", nil); !errors.Is(err, sandbox.ErrCanceled) {
 			t.Fatalf("after kill: %v", err)

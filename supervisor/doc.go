@@ -37,6 +37,11 @@
 //     restart also restarts its transitive dependents, stopped in reverse
 //     and started in order; a dependent never runs while a dependency is down.
 //   - Per-child backoff (Spec.Backoff) delays restarts with timer messages.
+//   - A fourth exit class, [ExitReplaced] ([ErrReplaced], [Replaced]): a
+//     child that ended so as to be replaced, through no failure of its own
+//     (the host's instance whose caller went away mid-call), is restarted
+//     without counting towards the intensity, the slow-cycle rule or the
+//     backoff; [ChildInfo].Replaced counts such restarts.
 //
 // # Design
 //

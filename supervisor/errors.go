@@ -21,6 +21,16 @@ var (
 	// abnormal, except after a brutal kill during shutdown, where it is expected.
 	ErrKilled = errors.New("supervisor: killed")
 
+	// ErrReplaced is the exit reason of a child that ended so as to be
+	// replaced, through no failure of its own: a worker whose caller
+	// abandoned it midway, a subtree handing over to a fresh incarnation.
+	// Wrap it, or use [Replaced], to add detail; the class is
+	// [ExitReplaced]: the child is restarted (unless Temporary), and the
+	// restart counts neither towards the restart intensity nor as a quick
+	// restart (no slow-cycle count, no backoff). Not an OTP reason; see
+	// RATIONALE.md, "Containment and quarantine".
+	ErrReplaced = errors.New("supervisor: replaced")
+
 	// ErrIgnore, returned by a [Spec] Start function, means "do not start
 	// this child, and that is fine" (the OTP start result ignore). The spec is
 	// kept without an incarnation, except a Temporary child's, which is dropped.
@@ -100,6 +110,27 @@ func (e Shutdown) Is(target error) bool { return target == ErrShutdown }
 // Unwrap returns the Reason.
 func (e Shutdown) Unwrap() error { return e.Reason }
 
+// Replaced is an exit reason of the class [ExitReplaced] that carries why
+// the child was replaced (for example the caller's cancellation that ended
+// it).
+type Replaced struct {
+	// Reason is the detail; it may be nil.
+	Reason error
+}
+
+func (e Replaced) Error() string {
+	if e.Reason == nil {
+		return ErrReplaced.Error()
+	}
+	return ErrReplaced.Error() + ": " + e.Reason.Error()
+}
+
+// Is reports whether target is [ErrReplaced].
+func (e Replaced) Is(target error) bool { return target == ErrReplaced }
+
+// Unwrap returns the Reason.
+func (e Replaced) Unwrap() error { return e.Reason }
+
 // ExitClass is the class of an exit reason, which decides a restart.
 type ExitClass uint8
 
@@ -110,6 +141,11 @@ const (
 	ExitShutdown
 	// ExitAbnormal: any other reason, including [ErrKilled] and [*IntensityError].
 	ExitAbnormal
+	// ExitReplaced: [ErrReplaced], [Replaced] or anything wrapping them (and
+	// not [ErrMaxIntensity]). The child is restarted as after an abnormal exit
+	// (unless Temporary), but the restart is not counted towards the
+	// intensity, the slow-cycle rule or the backoff. Not an OTP class.
+	ExitReplaced
 )
 
 func (c ExitClass) String() string {
@@ -118,6 +154,8 @@ func (c ExitClass) String() string {
 		return "normal"
 	case ExitShutdown:
 		return "shutdown"
+	case ExitReplaced:
+		return "replaced"
 	default:
 		return "abnormal"
 	}
@@ -125,13 +163,17 @@ func (c ExitClass) String() string {
 
 // Classify returns the class of an exit reason. A supervisor that stopped at
 // its maximum restart intensity is abnormal even though its children were
-// shut down, so that a Transient parent restarts it (see RATIONALE.md).
+// shut down, so that a Transient parent restarts it (see RATIONALE.md). A
+// reason matching [ErrReplaced] is [ExitReplaced] whatever it wraps, unless
+// it matches [ErrMaxIntensity].
 func Classify(reason error) ExitClass {
 	switch {
 	case reason == nil:
 		return ExitNormal
 	case errors.Is(reason, ErrMaxIntensity):
 		return ExitAbnormal
+	case errors.Is(reason, ErrReplaced):
+		return ExitReplaced
 	case errors.Is(reason, ErrShutdown):
 		return ExitShutdown
 	case errors.Is(reason, ErrNormal):

@@ -13,7 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/wasmvisor/wasmvisor/supervisor"
-	"github.com/wasmvisor/wasmvisor/supervisor/internal/fakeclock"
+	"github.com/wasmvisor/wasmvisor/internal/fakeclock"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -51,7 +51,10 @@ type ChildInfo struct {
 	State       State
 	Incarnation uint64 // the current incarnation, or 0 when not running
 	Restarts    int    // incarnations started after the first
-	LastErr     error  // the last exit reason or start error
+	// Replaced counts the restarts (included in Restarts) that followed an
+	// exit of the class ExitReplaced: not counted towards the intensity.
+	Replaced int
+	LastErr  error // the last exit reason or start error
 }
 
 // Supervisor supervises children by the OTP rules. Create one with [New],
@@ -112,6 +115,7 @@ type childRec struct {
 	cur        *incarnation
 	incs       int // incarnations started
 	quick      int // consecutive quick restarts
+	replaced   int // restarts after an ExitReplaced exit
 	lastErr    error
 	token      uint64 // invalidates stale retry and backoff messages
 	timer      Timer
@@ -422,7 +426,7 @@ func (s *Supervisor) Children(ctx context.Context) ([]ChildInfo, error) {
 	if err := s.call(ctx, func() {
 		out = make([]ChildInfo, 0, s.count)
 		for r := s.head; r != nil; r = r.next {
-			ci := ChildInfo{ID: r.spec.ID, Type: r.spec.Type, Restart: r.spec.Restart, State: r.state, LastErr: r.lastErr}
+			ci := ChildInfo{ID: r.spec.ID, Type: r.spec.Type, Restart: r.spec.Restart, State: r.state, LastErr: r.lastErr, Replaced: r.replaced}
 			if r.cur != nil {
 				ci.Incarnation = r.cur.n
 			}
@@ -724,17 +728,24 @@ func (s *Supervisor) onExit(inc *incarnation) {
 	uptime := s.clock.Now().Sub(inc.readyAt)
 	s.emit(Event{Kind: EventExited, Child: r.spec.ID, Incarnation: inc.n, Err: reason, Class: class, Restarts: r.incs - 1})
 
-	restart := r.spec.Restart == Permanent || (r.spec.Restart == Transient && class == ExitAbnormal)
+	restart := r.spec.Restart == Permanent || (r.spec.Restart == Transient && (class == ExitAbnormal || class == ExitReplaced))
 	if !restart {
 		s.stopDependents(r)
 		s.retire(r, reason)
 		s.autoShutdown(r)
 		return
 	}
+	if class == ExitReplaced {
+		// Not a failure: neither the intensity, nor the quick-restart count, nor the
+		// backoff sees it.
+		r.replaced++
+		s.restart(r, false)
+		return
+	}
 	if !s.addRestart(r, uptime, reason) {
 		return
 	}
-	s.restart(r)
+	s.restart(r, true)
 }
 
 // addRestart records a restart decided for r and checks the intensity
@@ -820,8 +831,9 @@ func (s *Supervisor) dependents(r *childRec, self bool) []*childRec {
 
 // restart runs the restart of r (which is not running) for the strategy:
 // the others in the set are stopped in reverse start order (Temporary ones
-// removed), then, after r's backoff if any, started in start order.
-func (s *Supervisor) restart(r *childRec) {
+// removed), then, after r's backoff if any (and if wait), started in start
+// order.
+func (s *Supervisor) restart(r *childRec, wait bool) {
 	set := s.restartSet(r)
 	s.emit(Event{Kind: EventRestarting, Child: r.spec.ID, Restarts: max(r.incs-1, 0)})
 	for i := len(set) - 1; i >= 0; i-- {
@@ -839,7 +851,7 @@ func (s *Supervisor) restart(r *childRec) {
 	}
 	r.token++
 	r.state = StateRestarting
-	if d := r.spec.Backoff.delay(max(r.quick, 1), rand.Float64); d > 0 {
+	if d := r.spec.Backoff.delay(max(r.quick, 1), rand.Float64); wait && d > 0 {
 		r.state = StateBackoff
 		tok := r.token
 		r.timer = s.clock.AfterFunc(d, func() { s.note(func() { s.backoffDone(r, tok) }) })
@@ -921,7 +933,7 @@ func (s *Supervisor) retry(m *childRec, tok uint64) {
 	if !s.addRestart(m, 0, m.lastErr) {
 		return
 	}
-	s.restart(m)
+	s.restart(m, true)
 }
 
 // stopDependents stops r's running dependents in reverse start order and
@@ -1035,6 +1047,8 @@ func (s *Supervisor) stopped(r *childRec, inc *incarnation, brutal, timedOut boo
 		ok = !errors.As(reason, &sh)
 	case class == ExitNormal:
 		ok = r.spec.Restart != Permanent
+	case class == ExitReplaced:
+		ok = true // it ended to be replaced, and is not: a clean end
 	case brutal && errors.Is(reason, ErrKilled):
 		ok = true
 	}
