@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"time"
 
@@ -517,10 +518,62 @@ func (i *Instance) stop(id uint64, reason uint32) {
 // errStopped unwinds a guest out of a host function when its operation has been stopped.
 var errStopped = errors.New("call stopped")
 
-// stopped reports whether the operation in progress has been stopped.
+// stopped reports whether the operation in progress has been stopped (its deadline passed,
+// its context ended, or Kill). It costs two atomic loads.
 func (i *Instance) stopped() bool {
 	s := i.state.Load()
 	return s&stMask == stBusy && i.stoppedID.Load() == s>>idShift
+}
+
+// checkStopped unwinds the guest out of a host function once its operation has been
+// stopped: the operation then returns its *DeadlineError (or an error matching ErrCanceled,
+// after a cancellation or Kill), exactly as when the guest traps at a safe point. Every
+// host function calls it at entry (see instantiateHostModule), and those whose work grows
+// with a guest-chosen length call it between pieces of at most hostChunk bytes
+// (stoppableWriter, stoppableReader), so that a stopped operation leaves a host function
+// within the time of one piece. It must be called only on the operation's own goroutine,
+// from a host function.
+func (i *Instance) checkStopped() {
+	if i.stopped() {
+		panic(errStopped)
+	}
+}
+
+// hostChunk is the most a host function does for a guest between two checkStopped.
+const hostChunk = 64 << 10
+
+// stoppableWriter is the guest's stdout or stderr as the sandbox hands it to wazero: it
+// passes a write on in pieces of at most hostChunk bytes and stops between two when the
+// operation is stopped, so that one fd_write of a long buffer cannot outlive its deadline.
+type stoppableWriter struct {
+	i *Instance
+	w io.Writer
+}
+
+func (s stoppableWriter) Write(p []byte) (int, error) {
+	n := 0
+	for {
+		s.i.checkStopped()
+		k := min(len(p), hostChunk)
+		m, err := s.w.Write(p[:k])
+		n += m
+		if err != nil || k == len(p) {
+			return n, err
+		}
+		p = p[k:]
+	}
+}
+
+// stoppableReader is the guest's random source (WASI random_get) as the sandbox hands it to
+// wazero: reads of at most hostChunk bytes, each after a checkStopped.
+type stoppableReader struct {
+	i *Instance
+	r io.Reader
+}
+
+func (s stoppableReader) Read(p []byte) (int, error) {
+	s.i.checkStopped()
+	return s.r.Read(p[:min(len(p), hostChunk)])
 }
 
 // sleep is the guest's real sleep (WASI poll_oneoff with ClockReal): it ends early, and

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	mathrand "math/rand"
 	"os"
 	"path"
 
@@ -102,15 +103,22 @@ func (c Capabilities) baseConfig() wazero.ModuleConfig {
 	} else {
 		mc = mc.WithNanosleep(func(int64) {})
 	}
-	if c.Random == RandomCrypto {
-		mc = mc.WithRandSource(rand.Reader)
-	}
 	return mc
 }
 
-// withInstance adds an instance's stdout, stderr and, with ClockReal, its interruptible sleep.
-func (c Capabilities) withInstance(base wazero.ModuleConfig, stdout, stderr io.Writer, sleep func(ns int64)) wazero.ModuleConfig {
-	mc := base.WithStdout(stdout).WithStderr(stderr)
+// randSource is an instance's own random source: the host's, or the seeded sequence every
+// instance starts again (wazero's default, seed 42).
+func (c Capabilities) randSource() io.Reader {
+	if c.Random == RandomCrypto {
+		return rand.Reader
+	}
+	return mathrand.New(mathrand.NewSource(42)) //nolint:gosec // deterministic on purpose: RandomDeterministic
+}
+
+// withInstance adds an instance's stdout, stderr, random source and, with ClockReal, its
+// interruptible sleep.
+func (c Capabilities) withInstance(base wazero.ModuleConfig, stdout, stderr io.Writer, random io.Reader, sleep func(ns int64)) wazero.ModuleConfig {
+	mc := base.WithStdout(stdout).WithStderr(stderr).WithRandSource(random)
 	if c.Clock == ClockReal {
 		mc = mc.WithNanosleep(sleep)
 	}

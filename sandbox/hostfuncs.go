@@ -26,6 +26,7 @@ func (e *Engine) instantiateHostModule(ctx context.Context) error {
 			if !ok {
 				panic(&ViolationError{Reason: "host function called by a module that is not a wasmvisor instance"})
 			}
+			v.(*Instance).checkStopped() // a stopped operation goes no further: see checkStopped
 			f(v.(*Instance), m, stack)
 		}
 	}

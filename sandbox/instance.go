@@ -132,7 +132,9 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	i := &Instance{mod: m, wd: m.eng.wd, wake: make(chan struct{}, 1)}
 	i.lm.pool = &m.mems
 	i.logger = newLineLoggerPair(m.logger, &i.logTruncated)
-	mc := m.cfg.Capabilities.withInstance(m.base, i.logger.stdout, i.logger.stderr, i.sleep)
+	caps := m.cfg.Capabilities
+	mc := caps.withInstance(m.base, stoppableWriter{i, i.logger.stdout}, stoppableWriter{i, i.logger.stderr},
+		stoppableReader{i, caps.randSource()}, i.sleep)
 	wm, err := m.eng.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &i.lm), m.code.code, mc)
 	if err != nil {
 		return nil, classifyInstantiate(err, m.cfg.Limits.MemoryPages)

@@ -16,34 +16,78 @@ const (
 )
 
 // ErrMinAboveLimit is returned by Instrument when the module's memory needs more pages at
-// start than the limit allows.
+// start than the limit allows, or a table more elements than MaxTableElements.
 var ErrMinAboveLimit = errors.New("memory minimum above the limit")
 
-// Fuel is how many function entries and loop heads the guest passes between two safe points.
-const Fuel = 1 << 14
+// Costs, in fuel units. A unit is about one Wasm instruction; see Instrument.
+const (
+	// Fuel is how many units the guest spends between two safe points that pass through Go.
+	Fuel = 1 << 18
+	// ChunkBytes is the most a bulk memory instruction (memory.fill, memory.copy,
+	// memory.init) does between two fuel checks; it costs ChunkBytes>>4 units.
+	ChunkBytes = 64 << 10
+	// ChunkElements is the same for tables (table.fill, table.copy, table.init, table.grow):
+	// 8 bytes a reference, so a chunk is also 64 KiB of work, at ChunkElements>>1 units.
+	ChunkElements = 8 << 10
+	// PageCost is what memory.grow charges per page, capped at Fuel.
+	PageCost = ChunkBytes >> 4
+	// LeafMax is the largest loop-free weight of a function that gets no check at its entry
+	// when it makes no call: its callers pay for it at the call site.
+	LeafMax = 256
+	// MaxTableElements caps every table the module defines: table.grow past it returns -1,
+	// as it does at a declared maximum, so that a guest cannot make the host allocate
+	// gigabytes of references.
+	MaxTableElements = 1 << 20
+
+	helperWeight = 32 // a call to an added helper, besides what it charges
+	memShift     = 4  // memory bytes per unit: 16
+	tableShift   = 1  // table elements per unit: 2
+	chunkCost    = ChunkBytes >> memShift
+	maxWeight    = 1 << 30 // a region's weight is clamped here (fuel is an i32)
+	indirectCost = 1       // plus the largest leaf's weight
+)
 
 // Instrument returns a copy of the module with:
 //
 //   - three mutable globals: ExportInterrupt (i32, exported, 0 while the guest may run; the
 //     host writes 1 to stop it), ExportGrowFailed (i32, exported, set to 1 when memory.grow
 //     fails) and a fuel counter (i32, not exported);
-//   - at the head of every loop, and at the entry of every function that contains a call, a
-//     countdown of the fuel; when it runs out, a call to an added function that refills it,
-//     passes through the Go runtime (a memory.grow of zero pages, which wazero serves in Go,
-//     where the goroutine can be preempted, so a spinning guest cannot stall a garbage
-//     collection), and traps with unreachable if interrupt is not zero. The host thus stops a
-//     running call by writing one global, with no goroutine per call (see RATIONALE.md,
-//     "Deadlines"). A function with no call runs a bounded number of instructions between two
-//     loop heads, so its entry needs no countdown: any unbounded run passes loop heads or the
-//     entries of calling functions without bound;
-//   - every memory.grow replaced by a call to an added function that records a failure in
-//     ExportGrowFailed, so that a memory limit is told apart from any other trap;
-//   - the memory's maximum clamped to maxPages when maxPages > 0;
+//   - fuel checks, each charging in advance the work of the region it heads: at the head of
+//     every loop (the loop's body, less its inner loops) and at the entry of every function
+//     that makes a call or whose loop-free body weighs more than LeafMax (that body, less its
+//     loops). A region weighs one unit per instruction, plus, for a call, the weight of the
+//     callee when it is a leaf without an entry check (the largest such leaf for an
+//     indirect call). When the fuel runs out, a call to an added function refills it,
+//     passes through the Go runtime (a memory.grow of zero pages, which wazero serves in
+//     Go, where the goroutine can be preempted, so a spinning guest cannot stall a garbage
+//     collection), and traps with unreachable if interrupt is not zero. Every backward jump
+//     lands on a loop head and every call on a checked entry or a prepaid leaf, so the
+//     guest runs at most Fuel units, plus one region, between two passes through Go (see
+//     RATIONALE.md, "Deadlines that hold for every instruction");
+//   - every bulk memory and table instruction whose work grows with an operand
+//     (memory.fill, memory.copy, memory.init, table.fill, table.copy, table.init,
+//     table.grow) replaced by a call to an added helper that charges fuel for the length
+//     and, above ChunkBytes or ChunkElements, does the work in chunks with a fuel check
+//     between them. The results and traps are the original instruction's: a range out of
+//     bounds is found before anything is written (and the original instruction then traps),
+//     an overlapping copy runs from the end when the destination is above the source, and
+//     table.grow is all or nothing;
+//   - every memory.grow replaced by a call to an added function that charges PageCost per
+//     page and records a failure in ExportGrowFailed, so that a memory limit is told apart
+//     from any other trap;
+//   - the memory's maximum clamped to maxPages when maxPages > 0, and every defined table's
+//     to MaxTableElements;
 //   - DWARF custom sections dropped, since the code offsets they name have moved.
 //
 // Function and global indices of the original module do not move: the additions are
 // appended.
 func Instrument(m *Module, maxPages uint32) ([]byte, error) {
+	return instrument(m, maxPages, ChunkBytes, ChunkElements)
+}
+
+// instrument is Instrument with the chunk sizes as parameters, so that tests can cut small
+// ranges into many chunks.
+func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32) ([]byte, error) {
 	importedMems := 0
 	for _, im := range m.Imports {
 		if im.Kind == KindMemory {
@@ -59,10 +103,17 @@ func Instrument(m *Module, maxPages uint32) ([]byte, error) {
 
 	nTypes := uint32(len(m.Types))
 	var newTypes []byte
+	var addedSigs []FuncType
 	typeOf := func(params, results []byte) uint32 {
 		if i, ok := m.findType(params, results); ok {
 			return i
 		}
+		for i, t := range addedSigs {
+			if string(t.Params) == string(params) && string(t.Results) == string(results) {
+				return uint32(len(m.Types) + i)
+			}
+		}
+		addedSigs = append(addedSigs, FuncType{Params: params, Results: results})
 		newTypes = append(newTypes, 0x60)
 		newTypes = appendName(newTypes, string(params))
 		newTypes = appendName(newTypes, string(results))
@@ -71,45 +122,47 @@ func Instrument(m *Module, maxPages uint32) ([]byte, error) {
 	}
 	growType := typeOf([]byte{0x7f}, []byte{0x7f})
 	slowType := typeOf(nil, nil)
-	addedTypes := nTypes - uint32(len(m.Types))
 
-	intIdx, oomIdx, fuelIdx := m.NumGlobals, m.NumGlobals+1, m.NumGlobals+2
-	growFn := m.NumImportedFuncs + uint32(len(m.Funcs))
-	slowFn := growFn + 1
+	in := &instrumenter{
+		m:      m,
+		fuel:   m.NumGlobals + 2,
+		intr:   m.NumGlobals,
+		oom:    m.NumGlobals + 1,
+		growFn: m.NumImportedFuncs + uint32(len(m.Funcs)),
+		helper: map[helperKey]uint32{},
 
-	// fuel--; if fuel == 0 { slow() }
-	check := appendU32([]byte{0x23}, fuelIdx)
-	check = append(check, 0x41, 0x01, 0x6b, 0x24) // i32.const 1 i32.sub global.set
-	check = appendU32(check, fuelIdx)
-	check = append(check, 0x23)
-	check = appendU32(check, fuelIdx)
-	check = append(check, 0x45, 0x04, 0x40, 0x10) // i32.eqz if call
-	check = appendU32(check, slowFn)
-	check = append(check, 0x0b)
-	growCall := appendU32([]byte{0x10}, growFn)
+		memChunk: memChunk,
+		tabChunk: tabChunk,
+	}
+	in.slowFn = in.growFn + 1
+	for _, im := range m.Imports {
+		if im.Kind == KindTable {
+			in.tables = append(in.tables, im.Table)
+		}
+	}
+	in.tables = append(in.tables, m.Tables...)
+	if err := in.analyse(); err != nil {
+		return nil, err
+	}
 
 	bodies := make([][]byte, 0, len(m.bodies)+2)
 	for i, body := range m.bodies {
-		nb, err := rewriteBody(body, check, growCall)
+		nb, err := in.rewriteBody(uint32(i), body)
 		if err != nil {
 			return nil, fmt.Errorf("function %d: %w", m.NumImportedFuncs+uint32(i), err)
 		}
 		bodies = append(bodies, nb)
 	}
-	grow := []byte{0x01, 0x01, 0x7f, // one i32 local
-		0x20, 0x00, 0x40, 0x00, 0x22, 0x01, // local.get 0 memory.grow local.tee 1
-		0x41, 0x7f, 0x46, 0x04, 0x40, // i32.const -1 i32.eq if
-		0x41, 0x01, 0x24} // i32.const 1 global.set
-	grow = appendU32(grow, oomIdx)
-	grow = append(grow, 0x0b, 0x20, 0x01, 0x0b) // end local.get 1 end
-	slow := []byte{0x00, 0x41}                  // no locals; i32.const Fuel
-	slow = appendS32(slow, Fuel)
-	slow = append(slow, 0x24)
-	slow = appendU32(slow, fuelIdx)
-	slow = append(slow, 0x41, 0x00, 0x40, 0x00, 0x1a, 0x23) // i32.const 0 memory.grow drop global.get
-	slow = appendU32(slow, intIdx)
-	slow = append(slow, 0x04, 0x40, 0x00, 0x0b, 0x0b) // if unreachable end end
-	bodies = append(bodies, grow, slow)
+	bodies = append(bodies, in.growBody(), in.slowBody())
+	funcs := appendU32(nil, growType)
+	funcs = appendU32(funcs, slowType)
+	for _, k := range in.helpers {
+		params, results := in.helperType(k)
+		funcs = appendU32(funcs, typeOf(params, results))
+		bodies = append(bodies, in.helperBody(k))
+	}
+	nFuncs := uint32(2 + len(in.helpers))
+	addedTypes := nTypes - uint32(len(m.Types))
 
 	globals := []byte{
 		0x7f, 0x01, 0x41, 0x00, 0x0b, // interrupt: mut i32 = 0
@@ -122,10 +175,8 @@ func Instrument(m *Module, maxPages uint32) ([]byte, error) {
 	for i, name := range []string{ExportInterrupt, ExportGrowFailed} {
 		exports = appendName(exports, name)
 		exports = append(exports, KindGlobal)
-		exports = appendU32(exports, intIdx+uint32(i))
+		exports = appendU32(exports, in.intr+uint32(i))
 	}
-	funcs := appendU32(nil, growType)
-	funcs = appendU32(funcs, slowType)
 
 	var code []byte
 	for _, b := range bodies {
@@ -158,7 +209,7 @@ func Instrument(m *Module, maxPages uint32) ([]byte, error) {
 		case secType:
 			return extend(payload, addedTypes, newTypes)
 		case secFunction:
-			return extend(payload, 2, funcs)
+			return extend(payload, nFuncs, funcs)
 		case secGlobal:
 			return extend(payload, 3, globals)
 		case secExport:
@@ -191,6 +242,11 @@ func Instrument(m *Module, maxPages uint32) ([]byte, error) {
 		case secMemory:
 			var err error
 			if p, err = clampMemory(m.Memories, maxPages); err != nil {
+				return nil, err
+			}
+		case secTable:
+			var err error
+			if p, err = clampTables(m.Tables); err != nil {
 				return nil, err
 			}
 		case secType, secFunction, secGlobal, secExport, secCode:
@@ -230,61 +286,33 @@ func clampMemory(mems []Limits, maxPages uint32) ([]byte, error) {
 		if l.Shared {
 			flags |= 0x02
 		}
-		p = append(p, flags)
-		p = appendU32(p, uint32(l.Min))
-		if l.HasMax {
-			p = appendU32(p, uint32(l.Max))
-		}
+		p = appendLimits(append(p, flags), l)
 	}
 	return p, nil
 }
 
-// rewriteBody inserts check after every loop's block type and, if the function contains a
-// call, at its entry; it replaces memory.grow with growCall.
-func rewriteBody(body, check, growCall []byte) ([]byte, error) {
-	r := reader{b: body}
-	nDecl := r.count()
-	for i := uint32(0); i < nDecl && r.err == nil; i++ {
-		r.u32()
-		r.byte()
-	}
-	if r.err != nil {
-		return nil, r.err
-	}
-	locals := r.off
-	out := make([]byte, 0, len(body)+len(body)/8+len(check))
-	out = append(out, body[:locals]...)
-	out = append(out, check...) // removed below if the function makes no call
-	calls := false
-	for !r.done() {
-		start := r.off
-		op := r.byte()
-		if op == 0x40 { // memory.grow
-			if mem := r.u32(); r.err == nil && mem != 0 {
-				return nil, fmt.Errorf("%w: memory.grow on memory %d", ErrMalformed, mem)
-			}
-			out = append(out, growCall...)
-			continue
+// clampTables caps every defined table's maximum at MaxTableElements.
+func clampTables(tables []Table) ([]byte, error) {
+	p := appendU32(nil, uint32(len(tables)))
+	for i, t := range tables {
+		if t.Min > MaxTableElements {
+			return nil, fmt.Errorf("%w: table %d needs %d elements at start, the limit is %d", ErrMinAboveLimit, i, t.Min, MaxTableElements)
 		}
-		r.skipImmediates(op)
-		out = append(out, body[start:r.off]...)
-		switch op {
-		case 0x03: // loop
-			out = append(out, check...)
-		case 0x10, 0x11, 0x12, 0x13, 0x14, 0x15: // call, call_indirect, return_call(_indirect), (return_)call_ref
-			calls = true
+		if !t.HasMax || t.Max > MaxTableElements {
+			t.Max, t.HasMax = MaxTableElements, true
 		}
+		p = append(p, t.RefType, 0x01)
+		p = appendLimits(p, t.Limits)
 	}
-	if r.err != nil {
-		return nil, r.err
+	return p, nil
+}
+
+func appendLimits(p []byte, l Limits) []byte {
+	p = appendU32(p, uint32(l.Min))
+	if l.HasMax {
+		p = appendU32(p, uint32(l.Max))
 	}
-	if len(body) == 0 || body[len(body)-1] != 0x0b {
-		return nil, fmt.Errorf("%w: function body does not end with end", ErrMalformed)
-	}
-	if !calls {
-		out = append(out[:locals], out[locals+len(check):]...)
-	}
-	return out, nil
+	return p
 }
 
 func appendU32(b []byte, v uint32) []byte {

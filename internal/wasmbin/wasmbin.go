@@ -106,12 +106,19 @@ type Limits struct {
 	Shared bool
 }
 
+// Table is a table's element type and limits.
+type Table struct {
+	RefType byte // 0x70 funcref, 0x6f externref
+	Limits
+}
+
 // Import is one import entry.
 type Import struct {
 	Module, Name string
 	Kind         byte
 	TypeIndex    uint32 // functions
 	Memory       Limits // memories
+	Table        Table  // tables
 }
 
 // Export is one export entry.
@@ -133,6 +140,7 @@ type Module struct {
 	Imports  []Import
 	Funcs    []uint32 // type index of each defined function
 	Memories []Limits // defined memories
+	Tables   []Table  // defined tables
 	Exports  []Export
 	// NumGlobals counts imported plus defined globals.
 	NumGlobals uint32
@@ -239,8 +247,7 @@ func (m *Module) readSection(id byte, payload []byte) error {
 				im.TypeIndex = r.u32()
 				m.NumImportedFuncs++
 			case KindTable:
-				r.byte() // reftype
-				r.limits()
+				im.Table = Table{RefType: r.byte(), Limits: r.limits()}
 			case KindMemory:
 				im.Memory = r.limits()
 			case KindGlobal:
@@ -295,8 +302,7 @@ func (m *Module) readSection(id byte, payload []byte) error {
 	case secTable:
 		n := r.count()
 		for i := uint32(0); i < n && r.err == nil; i++ {
-			r.byte() // reftype
-			r.limits()
+			m.Tables = append(m.Tables, Table{RefType: r.byte(), Limits: r.limits()})
 		}
 	case secElement:
 		n := r.count()
