@@ -91,8 +91,8 @@ type Module struct {
 	base   wazero.ModuleConfig // the instances' shared wazero config
 
 	hasInitialize bool
-	sampleMask    uint64    // of Config.OnCall
-	mems          sync.Pool // recycled linear memories: see linearMemory
+	sampleMask    uint64  // of Config.OnCall
+	mems          memPool // recycled linear memories: see linearMemory
 
 	mu     sync.Mutex
 	closed bool
@@ -152,8 +152,9 @@ func (m *Module) Info() *Info { return m.info }
 // Config returns the module's config with the defaults filled in.
 func (m *Module) Config() Config { return m.cfg }
 
-// Close releases the module's code once no other Module uses it. Instances already made keep
-// running until closed. Close is idempotent.
+// Close releases the module's code once no other Module uses it, and the memories it kept
+// for its next instances. Instances already made keep running until closed (their memories
+// are then freed, not kept). Close is idempotent.
 func (m *Module) Close(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -162,6 +163,7 @@ func (m *Module) Close(ctx context.Context) error {
 	}
 	m.closed = true
 	m.eng.release(ctx, m.code)
+	m.mems.close()
 	return nil
 }
 
