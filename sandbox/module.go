@@ -117,6 +117,9 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte, cfg Config) (*Module,
 	}
 	key := compileKey{digest: sha256.Sum256(wasm), maxPages: cfg.Limits.MemoryPages}
 	code, err := e.acquire(ctx, key, func() ([]byte, error) {
+		if err := wasmbin.CheckTables(parsed); err != nil {
+			return nil, &MemoryLimitError{LimitPages: cfg.Limits.MemoryPages, Cause: err}
+		}
 		bin, err := wasmbin.Instrument(parsed, cfg.Limits.MemoryPages)
 		if errors.Is(err, wasmbin.ErrMinAboveLimit) {
 			return nil, &MemoryLimitError{LimitPages: cfg.Limits.MemoryPages, Cause: err}

@@ -186,7 +186,7 @@ func Instrument(m *Module, maxPages uint32) ([]byte, error) {
 			continue
 		}
 		addMissing(order(s.id))
-		p := s.payload
+		p := clampTables(s.id, s.payload)
 		switch s.id {
 		case secMemory:
 			var err error
