@@ -11,7 +11,8 @@
 //     once, so the instance's own lock can serve as a pool's); an instance that trapped,
 //     exited, hit its memory limit, ran past its deadline or broke the ABI is never entered
 //     again, and Retire drains one gracefully. Closed instances' memories are recycled,
-//     zeroed, for the next instance of the module.
+//     zeroed, for the next instance of the module; what a guest grew into is
+//     given back to the operating system when the instance closes.
 //
 // Limits are per plugin even though the runtime is shared: the memory limit is written into
 // the module (its maximum is clamped at load), and deadlines are enforced by instrumentation

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/wasmvisor/wasmvisor/abi"
+	"github.com/wasmvisor/wasmvisor/internal/wasmbin"
 )
 
 // Sentinel errors. Every error this package returns wraps one of them (or is a GuestError),
@@ -162,13 +163,19 @@ func (e *DeadlineError) Is(target error) bool {
 	return target == ErrDeadline || target == context.DeadlineExceeded
 }
 
-// MemoryLimitError reports a guest that failed because memory.grow was refused at its limit.
+// MemoryLimitError reports a guest that failed because memory.grow was refused at its limit,
+// or a module refused at Compile because its memory or its tables need more at start than
+// the limits allow (the tables' limit is the same for every module: 262,144 elements, see
+// RATIONALE.md, "Memory accounting").
 type MemoryLimitError struct {
 	LimitPages uint32
-	Cause      error // the trap or exit that followed the refusal, if any
+	Cause      error // the trap or exit that followed the refusal, or why the module was refused
 }
 
 func (e *MemoryLimitError) Error() string {
+	if errors.Is(e.Cause, wasmbin.ErrTablesAboveLimit) {
+		return fmt.Sprintf("memory limit reached: %v", e.Cause)
+	}
 	return fmt.Sprintf("memory limit reached (%d pages)", e.LimitPages)
 }
 

@@ -127,9 +127,10 @@ func TestStopThatLosesTheRaceIsCleared(t *testing.T) {
 	}
 }
 
-// TestGrowthMovesTheBufferTheCallPathReads grows the memory past its capacity with an input
-// larger than the input buffer: wazero reallocates the memory through the instance's
-// allocator, and the call path must read and write the moved buffer.
+// TestGrowthMovesTheBufferTheCallPathReads grows the memory past its initial size with an
+// input larger than the input buffer: the call path must read and write the grown buffer,
+// which wazero got from the instance's allocator. With a reserved region the buffer must not
+// move (the growth is in place); on the heap it moves to a larger copy.
 func TestGrowthMovesTheBufferTheCallPathReads(t *testing.T) {
 	i := refInstance(t, Config{})
 	ctx := context.Background()
@@ -139,8 +140,11 @@ func TestGrowthMovesTheBufferTheCallPathReads(t *testing.T) {
 	if err != nil || !bytes.Equal(out, big) {
 		t.Fatalf("echo of 1 MiB: %d bytes, %v", len(out), err)
 	}
-	if unsafe.SliceData(i.lm.buf) == before {
-		t.Fatal("the memory did not move: the test proved nothing")
+	if moved := unsafe.SliceData(i.lm.buf) != before; moved == i.lm.r.mapped {
+		t.Fatalf("reserved region %v, the memory moved %v", i.lm.r.mapped, moved)
+	}
+	if i.lm.r.mapped != reservesMemory {
+		t.Fatalf("reserved region %v on a platform that reserves %v", i.lm.r.mapped, reservesMemory)
 	}
 	if got, want := uint64(len(i.lm.buf)), uint64(i.mem.Size()); got != want {
 		t.Fatalf("allocator holds %d bytes, wazero's memory is %d", got, want)
@@ -150,85 +154,125 @@ func TestGrowthMovesTheBufferTheCallPathReads(t *testing.T) {
 	}
 }
 
-// TestAllocator: a growth past the limit returns nil (wazero reports a failed memory.grow)
-// and leaves the buffer as it was; growth adds zeroes; release zeroes a buffer and recycles
-// it, but drops one that grew past twice the initial capacity.
+// TestAllocator, for both kinds of region: a growth past the limit returns nil (wazero
+// reports a failed memory.grow) and leaves the buffer as it was; growth adds zeroes and keeps
+// the bytes; release zeroes the memory and recycles it. A reserved region gives back what was
+// used above the kept part and stays reserved; a heap buffer that grew past twice its initial
+// capacity is dropped, not zeroed.
 func TestAllocator(t *testing.T) {
-	var pool sync.Pool
-	m := linearMemory{pool: &pool}
-	lm := m.Allocate(2*65536, 4*65536)
-	b := lm.Reallocate(65536)
-	b[0], b[65535] = 7, 8
-	if got := lm.Reallocate(5 * 65536); got != nil {
-		t.Fatalf("growth past the maximum returned %d bytes", len(got))
-	}
-	b = lm.Reallocate(2 * 65536) // within the capacity
-	if len(b) != 2*65536 || b[0] != 7 || b[65535] != 8 || b[65536] != 0 {
-		t.Fatalf("growth: len %d, b[0]=%d, b[65535]=%d, b[65536]=%d", len(b), b[0], b[65535], b[65536])
-	}
-	lm.Free() // wazero's: a no-op, the memory stays readable post mortem
-	if m.buf == nil {
-		t.Fatal("Free dropped the buffer")
-	}
-	m.release()
-	if m.buf != nil {
-		t.Fatal("release kept the buffer")
-	}
-	if i := bytes.IndexFunc(b[:cap(b)], func(r rune) bool { return r != 0 }); i >= 0 {
-		t.Fatalf("released buffer: byte %d is not zero", i)
-	}
-
-	// A buffer that grew past twice the initial capacity is dropped, not zeroed.
-	m = linearMemory{pool: &pool}
-	g := m.Allocate(65536, 8*65536).Reallocate(4 * 65536)
-	g[0] = 9
-	m.release()
-	if g[0] != 9 {
-		t.Fatal("a grown buffer was zeroed for recycling")
+	const page = 65536
+	for _, reserved := range []bool{true, false} {
+		if reserved && !reservesMemory {
+			continue // this platform has no reserved regions; the heap case below still runs
+		}
+		var pool memPool
+		m := linearMemory{pool: &pool}
+		lm := m.Allocate(2*page, 64*page)
+		if !reserved {
+			m.r.free()
+			m.r = newRegion(2*page, 0) // a region on the heap, as on other platforms
+			m.r.max = 64 * page
+		}
+		b := lm.Reallocate(page)
+		b[0], b[page-1] = 7, 8
+		if got := lm.Reallocate(65 * page); got != nil {
+			t.Fatalf("reserved %v: growth past the maximum returned %d bytes", reserved, len(got))
+		}
+		b = lm.Reallocate(16 * page)
+		if len(b) != 16*page || cap(b) != len(b) || b[0] != 7 || b[page-1] != 8 || b[page] != 0 || b[16*page-1] != 0 {
+			t.Fatalf("reserved %v: growth: len %d cap %d, b[0]=%d, b[page-1]=%d, b[page]=%d, b[end]=%d", reserved, len(b), cap(b), b[0], b[page-1], b[page], b[16*page-1])
+		}
+		for n := range b {
+			b[n] = 0xAA
+		}
+		lm.Free() // wazero's: a no-op, the memory stays readable post mortem
+		if m.buf == nil || m.buf[16*page-1] != 0xAA {
+			t.Fatal("Free dropped the buffer")
+		}
+		r := m.r
+		m.release()
+		if m.buf != nil || m.r != nil {
+			t.Fatal("release kept the buffer")
+		}
+		if !reserved {
+			if len(pool.free) != 0 {
+				t.Fatal("a heap buffer that grew past twice its capacity was recycled")
+			}
+			if b[0] != 0xAA {
+				t.Fatal("a dropped heap buffer was zeroed")
+			}
+			continue
+		}
+		if len(pool.free) != 1 || pool.free[0] != r {
+			t.Fatalf("the region was not recycled: %d pooled", len(pool.free))
+		}
+		if r.committed != 2*page {
+			t.Fatalf("recycled region: %d bytes committed, want the kept %d", r.committed, 2*page)
+		}
+		if i := bytes.IndexFunc(r.mem[:r.committed], func(r rune) bool { return r != 0 }); i >= 0 {
+			t.Fatalf("recycled region: byte %d is not zero", i)
+		}
+		// The next instance gets the region back, and what it grows into is zero again.
+		m2 := linearMemory{pool: &pool}
+		b2 := m2.Allocate(2*page, 64*page).Reallocate(16 * page)
+		if m2.r != r {
+			t.Fatal("the pooled region was not reused")
+		}
+		if i := bytes.IndexFunc(b2, func(r rune) bool { return r != 0 }); i >= 0 {
+			t.Fatalf("reused region: byte %d is not zero", i)
+		}
+		pool.close()
+		m2.release()
+		if len(pool.free) != 0 || r.mapped {
+			t.Fatal("a region released into a closed pool was kept")
+		}
 	}
 }
 
 // TestRecycledMemoryIsClean: an instance writes a marker across its memory and closes; the
-// next instance that gets the same buffer back must find no trace of it.
+// next instance that gets the same region back must find no trace of it.
 func TestRecycledMemoryIsClean(t *testing.T) {
 	ctx := context.Background()
 	m := refInstance(t, Config{}).mod
-	for range 50 { // sync.Pool may drop a buffer (it does at random under -race): try again
-		i, err := m.Instantiate(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := i.Call(ctx, "set", []byte("MARKER-0123456789")); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := i.Call(ctx, "echo", bytes.Repeat([]byte("MARKER-"), 9000)); err != nil { // fills the input buffer
-			t.Fatal(err)
-		}
-		used := unsafe.SliceData(i.lm.buf)
-		if err := i.Close(ctx); err != nil {
-			t.Fatal(err)
-		}
-		j, err := m.Instantiate(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		recycled := unsafe.SliceData(j.lm.buf) == used
-		if recycled {
-			if out, err := j.Call(ctx, "get", nil); err != nil || len(out) != 0 {
-				t.Fatalf("marker in the recycled instance: %q, %v", out, err)
-			}
-			if bytes.Contains(j.lm.buf[:cap(j.lm.buf)], []byte("MARKER-")) {
-				t.Fatal("the recycled memory holds the previous instance's bytes")
-			}
-		}
-		if err := j.Close(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if recycled {
-			return
-		}
+	i, err := m.Instantiate(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no buffer was recycled in 50 tries")
+	if _, err := i.Call(ctx, "set", []byte("MARKER-0123456789")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := i.Call(ctx, "echo", bytes.Repeat([]byte("MARKER-"), 9000)); err != nil { // fills the input buffer
+		t.Fatal(err)
+	}
+	if _, err := i.Call(ctx, "echo", bytes.Repeat([]byte("MARKER-"), 300000)); err != nil { // grows the memory to 2 MiB
+		t.Fatal(err)
+	}
+	used := i.lm.r
+	if err := i.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	j, err := m.Instantiate(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.lm.r != used {
+		t.Fatal("the memory was not recycled")
+	}
+	if out, err := j.Call(ctx, "get", nil); err != nil || len(out) != 0 {
+		t.Fatalf("marker in the recycled instance: %q, %v", out, err)
+	}
+	if bytes.Contains(j.lm.buf, []byte("MARKER-")) {
+		t.Fatal("the recycled memory holds the previous instance's bytes")
+	}
+	if _, err := j.Call(ctx, "echo", bytes.Repeat([]byte{0}, 3<<20)); err != nil { // grows past what i used
+		t.Fatal(err)
+	}
+	if bytes.Contains(j.lm.buf, []byte("MARKER-")) {
+		t.Fatal("the recycled memory, grown again, holds the previous instance's bytes")
+	}
+	if err := j.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestDeadlineWakesAParkedWatchdog waits until the watchdog has parked (64 idle ticks of

@@ -1,67 +1,83 @@
 package sandbox
 
 import (
+	"runtime"
 	"slices"
 	"sync"
 
 	"github.com/tetratelabs/wazero/experimental"
 )
 
+// Memory accounting bounds; RATIONALE.md, "Memory accounting", explains them.
+const (
+	// keepResident is the most of a recycled memory that is kept resident, zeroed in place,
+	// for the module's next instance (its initial memory, up to this). The rest of what the
+	// guest used is given back to the operating system when the instance is closed.
+	keepResident = 4 << 20
+	// maxPooledMemories is how many closed instances' memories a module keeps for its next
+	// instances.
+	maxPooledMemories = 4
+)
+
 // linearMemory backs an instance's linear memory through wazero's MemoryAllocator hook, so
 // that the instance always holds the memory's current buffer. The call path then reads the
-// control block and copies input and output without an interface call, and a growth (which
-// may move the buffer) reaches it at no per-call cost: the guest's memory.grow calls
-// Reallocate on the instance's own goroutine.
+// control block and copies input and output without an interface call, and a growth reaches
+// it at no per-call cost: the guest's memory.grow calls Reallocate on the instance's own
+// goroutine.
 //
 // The rejected alternative, asking wazero for the memory's size after every entry into the
-// guest to learn whether the buffer moved, cost about 3 ns per call (BenchmarkCall64), a
+// guest to learn whether the buffer changed, cost about 3 ns per call (BenchmarkCall64), a
 // tenth of a bare call.
 //
-// Buffers are recycled between the instances of one module (pool): a fresh instance's memory
-// was the largest part of instantiating one, and mostly not the zeroing itself but the page
-// faults of memory the Go runtime had just handed back to the OS, and the garbage collections
-// that 128 KiB and more per instance set off. Free zeroes the buffer before it goes back,
-// and every buffer in the pool is zero from 0 to its capacity (bytes beyond the length are
-// never written: wazero bounds every access by the length), so a recycled buffer is as clean
-// as a new one. Instance.Close frees the memory only once no post-mortem read can still be
-// reading it (see Instance.read). Buffers that grew past twice the module's initial memory
-// are not kept, so that a small instance never holds a large one's pages; and sync.Pool lets
-// the garbage collector take back what stays unused.
+// The bytes live in a region (see region): where the platform allows (Linux on amd64 and
+// arm64), address space reserved for the memory's maximum, outside the Go heap, committed as
+// the guest grows and never moved, so that the host holds no more than the guest touched, and
+// no old copy survives a growth. Elsewhere, a Go slice grown by copying.
+//
+// Regions are recycled between the instances of one module (memPool): a fresh instance's
+// memory was the largest part of instantiating one, mostly the page faults of fresh memory.
+// release zeroes the first keep bytes in place (the module's initial memory, up to
+// keepResident) and gives every page above them that the guest used back to the operating
+// system, which reads zero from then on; pages the guest never reached are not touched. A
+// pooled region is therefore zero from its first byte to its end, as clean as a new one.
+// Instance.Close releases the memory only once no post-mortem read can still be reading it
+// (see Instance.read).
 type linearMemory struct {
-	buf  []byte
-	max  uint64
-	pool *sync.Pool // of *[]byte, zeroed; nil: no recycling
-	keep int        // the largest capacity worth recycling
+	buf  []byte  // the memory as wazero sees it; cap(buf) == len(buf)
+	max  uint64  // the memory's maximum, in bytes
+	keep uint64  // bytes kept resident when the region is recycled
+	r    *region // nil until Allocate, and after release
+	pool *memPool
 }
 
 // Allocate implements experimental.MemoryAllocator; each instance has its own.
 func (m *linearMemory) Allocate(capacity, limit uint64) experimental.LinearMemory {
-	m.max = limit
 	capacity = min(capacity, limit)
-	m.keep = 2 * int(capacity)
+	m.max = limit
+	m.keep = min(capacity, keepResident)
 	if m.pool != nil {
-		if b, ok := m.pool.Get().(*[]byte); ok && uint64(cap(*b)) >= capacity && uint64(cap(*b)) <= limit {
-			m.buf = (*b)[:0]
-			return m
-		}
+		m.r = m.pool.get(limit)
 	}
-	m.buf = make([]byte, 0, capacity)
+	if m.r == nil {
+		m.r = newRegion(capacity, limit)
+	}
 	return m
 }
 
-// Reallocate implements experimental.LinearMemory: it grows the buffer to size bytes, in
-// place when the capacity allows, else into a larger copy (geometric growth, as append
-// does). The bytes it adds are zero. It returns nil, a refused growth, above the maximum.
+// Reallocate implements experimental.LinearMemory: it grows the memory to size bytes, in
+// place when the region is reserved (the bytes never move), else by copying into a larger
+// buffer. The bytes it adds are zero. It returns nil, a refused growth, above the maximum or
+// when the host cannot commit the memory.
 func (m *linearMemory) Reallocate(size uint64) []byte {
 	if size > m.max {
 		return nil
 	}
-	if n := uint64(len(m.buf)); size > n {
-		if size <= uint64(cap(m.buf)) {
-			m.buf = m.buf[:size] // zero: see the pool's invariant
-		} else {
-			m.buf = slices.Grow(m.buf, int(size-n))[:size]
+	if size > uint64(len(m.buf)) {
+		b := m.r.grow(size)
+		if b == nil {
+			return nil
 		}
+		m.buf = b
 	}
 	return m.buf
 }
@@ -71,14 +87,140 @@ func (m *linearMemory) Reallocate(size uint64) []byte {
 // until Instance.Close, which calls release.
 func (m *linearMemory) Free() {}
 
-// release zeroes the buffer and recycles it, or drops it. The instance is closed and no
-// read is in progress.
+// release zeroes the region and recycles it, or frees it. The instance is closed and no read
+// is in progress.
 func (m *linearMemory) release() {
-	if m.pool != nil && m.buf != nil && cap(m.buf) <= m.keep {
-		b := m.buf
-		clear(b)
-		b = b[:0]
-		m.pool.Put(&b)
+	r, used := m.r, uint64(len(m.buf))
+	m.buf, m.r = nil, nil
+	if r == nil {
+		return
 	}
-	m.buf = nil
+	if !r.reset(used, m.keep) || m.pool == nil || !m.pool.put(r) {
+		r.free()
+	}
+}
+
+// region is the storage behind one linear memory, reused by the instances of a module.
+type region struct {
+	// mapped: mem is the whole reservation (len and cap the maximum), outside the Go heap;
+	// [0, committed) is readable and writable, the rest inaccessible. Otherwise mem is a Go
+	// slice whose capacity is the buffer's.
+	mem       []byte
+	max       uint64
+	committed uint64
+	mapped    bool
+	cleanup   runtime.Cleanup // unmaps a region that was never freed; see free
+}
+
+// newRegion reserves address space for max bytes, or, where that is not possible, allocates
+// capacity bytes on the Go heap.
+func newRegion(capacity, limit uint64) *region {
+	if limit > 0 {
+		if mem, err := reserve(limit); err == nil {
+			r := &region{mem: mem, max: limit, mapped: true}
+			// A safety net for a region whose instance was never closed: once nothing can reach
+			// the region (wazero's memory holds the instance's linearMemory, which holds it),
+			// nothing can use the memory either.
+			r.cleanup = runtime.AddCleanup(r, func(mem []byte) { _ = unreserve(mem) }, mem)
+			return r
+		}
+	}
+	return &region{mem: make([]byte, 0, capacity), max: limit}
+}
+
+// grow returns the first size bytes, committing what is not yet, or nil if it cannot.
+func (r *region) grow(size uint64) []byte {
+	if !r.mapped {
+		n := uint64(len(r.mem))
+		if size > uint64(cap(r.mem)) {
+			r.mem = slices.Grow(r.mem, int(size-n)) // geometric, as append; zero: see reset
+		}
+		r.mem = r.mem[:size]
+		return r.mem[:size:size]
+	}
+	if size > r.committed {
+		if commit(r.mem[r.committed:size]) != nil {
+			return nil
+		}
+		r.committed = size
+	}
+	return r.mem[:size:size]
+}
+
+// reset makes the region zero again after an instance used its first used bytes, keeping
+// the first keep bytes resident. It reports whether the region can be recycled.
+func (r *region) reset(used, keep uint64) bool {
+	if !r.mapped {
+		if uint64(cap(r.mem)) > 2*keep {
+			return false // dropped: a small instance never holds a large one's pages
+		}
+		// Bytes beyond the length were never written (wazero bounds every access by it).
+		clear(r.mem[:used])
+		r.mem = r.mem[:0]
+		return true
+	}
+	used = min(used, r.committed)
+	clear(r.mem[:min(used, keep)])
+	if r.committed > keep {
+		// Pages in [keep, committed) that the guest never touched cost the kernel a walk of
+		// empty page tables, nothing more.
+		if decommit(r.mem[keep:r.committed]) != nil {
+			return false
+		}
+		r.committed = keep
+	}
+	return true
+}
+
+// free returns the region to the operating system (or to the garbage collector).
+func (r *region) free() {
+	if r.mapped {
+		r.cleanup.Stop()
+		_ = unreserve(r.mem)
+		r.mapped = false
+	}
+	r.mem = nil
+}
+
+// memPool keeps a module's zeroed regions for its next instances, at most
+// maxPooledMemories of them. It is safe for concurrent use.
+type memPool struct {
+	mu     sync.Mutex
+	free   []*region
+	closed bool
+}
+
+// get returns a pooled region of maximum max, or nil.
+func (p *memPool) get(max uint64) *region {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for n := len(p.free) - 1; n >= 0; n-- {
+		if r := p.free[n]; r.max == max {
+			p.free = slices.Delete(p.free, n, n+1)
+			return r
+		}
+	}
+	return nil
+}
+
+// put keeps r for a later instance; false if the pool is full or closed (the caller frees r).
+func (p *memPool) put(r *region) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.free) >= maxPooledMemories {
+		return false
+	}
+	p.free = append(p.free, r)
+	return true
+}
+
+// close frees the pooled regions; later puts fail.
+func (p *memPool) close() {
+	p.mu.Lock()
+	free := p.free
+	p.free, p.closed = nil, true
+	p.mu.Unlock()
+	for _, r := range free {
+		r.free()
+	}
 }

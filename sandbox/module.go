@@ -91,8 +91,8 @@ type Module struct {
 	base   wazero.ModuleConfig // the instances' shared wazero config
 
 	hasInitialize bool
-	sampleMask    uint64    // of Config.OnCall
-	mems          sync.Pool // recycled linear memories: see linearMemory
+	sampleMask    uint64  // of Config.OnCall
+	mems          memPool // recycled linear memories: see linearMemory
 
 	mu     sync.Mutex
 	closed bool
@@ -117,6 +117,9 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte, cfg Config) (*Module,
 	}
 	key := compileKey{digest: sha256.Sum256(wasm), maxPages: cfg.Limits.MemoryPages}
 	code, err := e.acquire(ctx, key, func() ([]byte, error) {
+		if err := wasmbin.CheckTables(parsed); err != nil {
+			return nil, &MemoryLimitError{LimitPages: cfg.Limits.MemoryPages, Cause: err}
+		}
 		bin, err := wasmbin.Instrument(parsed, cfg.Limits.MemoryPages)
 		if errors.Is(err, wasmbin.ErrMinAboveLimit) {
 			return nil, &MemoryLimitError{LimitPages: cfg.Limits.MemoryPages, Cause: err}
@@ -152,8 +155,9 @@ func (m *Module) Info() *Info { return m.info }
 // Config returns the module's config with the defaults filled in.
 func (m *Module) Config() Config { return m.cfg }
 
-// Close releases the module's code once no other Module uses it. Instances already made keep
-// running until closed. Close is idempotent.
+// Close releases the module's code once no other Module uses it, and the memories it kept
+// for its next instances. Instances already made keep running until closed (their memories
+// are then freed, not kept). Close is idempotent.
 func (m *Module) Close(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -162,6 +166,7 @@ func (m *Module) Close(ctx context.Context) error {
 	}
 	m.closed = true
 	m.eng.release(ctx, m.code)
+	m.mems.close()
 	return nil
 }
 

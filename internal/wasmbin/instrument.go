@@ -237,7 +237,7 @@ func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32) ([]byte, e
 			continue
 		}
 		addMissing(order(s.id))
-		p := s.payload
+		p := clampTables(s.id, s.payload)
 		switch s.id {
 		case secMemory:
 			var err error

@@ -1,0 +1,15 @@
+//go:build !(linux && (amd64 || arm64))
+
+package sandbox
+
+import "errors"
+
+// reservesMemory: linear memories are Go slices, grown by copying.
+const reservesMemory = false
+
+var errNoReservation = errors.New("address space reservation not supported on this platform")
+
+func reserve(uint64) ([]byte, error) { return nil, errNoReservation }
+func commit([]byte) error            { return errNoReservation }
+func decommit([]byte) error          { return errNoReservation }
+func unreserve([]byte) error         { return errNoReservation }
