@@ -232,12 +232,14 @@ func (p *plugin) quarantine(ctx context.Context, cause error) error {
 			since = now
 		}
 		delay, n := p.backoff(now, tr == trQuarantined)
+		// The timer is set before the state is published: whoever sees the state (a caller, an
+		// event hook) and then advances the clock finds the timer there.
+		t := h.clk.AfterFunc(delay, func() { h.kick(p.retry) })
 		c := &containment{state: PluginFailed, since: since, retryAt: now.Add(delay), failures: n, cause: cause}
 		p.contain.Store(c)
 		p.signal() // waiting callers fail fast now: each passes the signal on
 		p.notify()
 		p.transition(tr, c)
-		t := h.clk.AfterFunc(delay, func() { h.kick(p.retry) })
 		select {
 		case <-ctx.Done():
 			t.Stop()
