@@ -91,9 +91,10 @@ type FailedError struct {
 	Cause error
 }
 
+// Error does not name the plugin: Call wraps it in "plugin %q: call %q: ".
 func (e *FailedError) Error() string {
-	s := fmt.Sprintf("plugin %q: %s (%s since %s, %d failures), retry in %v",
-		e.Plugin, ErrPluginFailed.Error(), e.State, e.Since.Format(time.RFC3339), e.Failures, e.RetryAfter)
+	s := fmt.Sprintf("%s (%s since %s, %d failures), retry in %v",
+		ErrPluginFailed.Error(), e.State, e.Since.Format(time.RFC3339), e.Failures, e.RetryAfter)
 	if e.Cause != nil {
 		s += ": " + e.Cause.Error()
 	}
