@@ -12,16 +12,44 @@
 //
 // # Supervision
 //
-// Each plugin is a child of the host's root supervisor (one_for_one) and is itself a
-// supervisor over its pool: one child per pool slot, whose Start instantiates a fresh sandbox
-// instance and returns it as a supervisor.Child. The child ends when a call finds the
-// instance dead (trap, deadline, memory limit, exit, ABI violation), when it is killed, or
-// when the supervisor stops it; the supervisor then starts a successor, which is a new
-// instance with new memory. Instance restarts count against the plugin's own restart
-// intensity; a plugin that exceeds it is restarted as a whole by the root, and the plugins
-// that declared DependsOn on it are restarted after it. Reset, Unload and Close go through the
-// supervisor (terminate, restart, delete child). The two background tasks, config retry and
-// bus delivery, are supervised children of the root; the host starts no other goroutine.
+// Each plugin is a child of the host's root supervisor (one_for_one): a supervised goroutine
+// that owns the plugin's own supervisor over its pool, one child per pool slot, whose Start
+// instantiates a fresh sandbox instance and returns it as a supervisor.Child. The child ends
+// when a call finds the instance dead (trap, deadline, memory limit, exit, ABI violation),
+// when it is killed, or when the supervisor stops it; the supervisor then starts a
+// successor, which is a new instance with new memory. Instance restarts count against the
+// plugin's own restart intensity (WithRestartIntensity), except one: a call ended by its
+// caller (cancelled, or past the caller's own deadline: sandbox.CallerEnded) ends its
+// instance, which cannot be resumed, but is not a crash; the instance ends with
+// supervisor.Replaced and is restarted without counting (wasmvisor_caller_ended_total).
+//
+// A plugin that exceeds its intensity is contained (Plugin.OnFailure):
+//
+//   - Quarantine, the default: the plugin enters the failed state (PluginFailed). Its calls
+//     fail at once with a *FailedError (ErrPluginFailed) that carries the retry time, and
+//     the host probes it in the background after an exponential backoff on its clock
+//     (WithQuarantineBackoff): one probe instance first (PluginProbing); if it starts, the
+//     plugin is restarted as a whole with the probe in its first slot, and its dependents
+//     after it, and it runs again; if not, the backoff doubles. The root supervisor never
+//     counts any of this, so no plugin can stop the host. The plugins that depend on a
+//     quarantined plugin keep running; they are restarted when it recovers, as after any
+//     restart of a dependency. Replace and Reset retry at once. Every transition is an
+//     Event (EventQuarantined, EventProbing, EventRecovered, EventProbeFailed) and a metric
+//     (wasmvisor_plugin_state, wasmvisor_plugin_transitions_total); PluginState and
+//     PluginInfo.State report it without touching an instance.
+//   - Escalate, OTP's rule: the root restarts the plugin as a whole (and its dependents
+//     after it), counting it against its own intensity, and past it gives up: the host
+//     stops (Done, Err) with every plugin.
+//
+// Independently, an input that has ended instances of a plugin K times within a window
+// (WithPoisonInput; 3 in a minute by default) is refused with a *PoisonInputError
+// (ErrPoisonInput) without entering an instance, so that one client cannot grind a pool down
+// with the same crashing request; the table of such inputs is bounded per host, and a
+// healthy call pays one atomic load for it.
+//
+// Reset, Unload and Close go through the supervisor (terminate, restart, delete child). The
+// background tasks (config retry, bus delivery, and each plugin's watcher and prober) are
+// supervised children of the root; the host starts no other goroutine.
 //
 // # Registry and pool
 //

@@ -23,9 +23,10 @@ type PoisonInputError struct {
 	RetryAt time.Time
 }
 
+// Error does not name the plugin and handler: Call wraps it in "plugin %q: call %q: ".
 func (e *PoisonInputError) Error() string {
-	return fmt.Sprintf("plugin %q: handler %q: %s: this input ended %d instances within %v; refused until %s",
-		e.Plugin, e.Handler, ErrPoisonInput.Error(), e.Ends, e.Window, e.RetryAt.Format(time.RFC3339))
+	return fmt.Sprintf("%s: this input ended %d instances within %v; refused until %s",
+		ErrPoisonInput.Error(), e.Ends, e.Window, e.RetryAt.Format(time.RFC3339))
 }
 
 // Is reports whether target is ErrPoisonInput.

@@ -91,9 +91,10 @@ type FailedError struct {
 	Cause error
 }
 
+// Error does not name the plugin: Call wraps it in "plugin %q: call %q: ".
 func (e *FailedError) Error() string {
-	s := fmt.Sprintf("plugin %q: %s (%s since %s, %d failures), retry in %v",
-		e.Plugin, ErrPluginFailed.Error(), e.State, e.Since.Format(time.RFC3339), e.Failures, e.RetryAfter)
+	s := fmt.Sprintf("%s (%s since %s, %d failures), retry in %v",
+		ErrPluginFailed.Error(), e.State, e.Since.Format(time.RFC3339), e.Failures, e.RetryAfter)
 	if e.Cause != nil {
 		s += ": " + e.Cause.Error()
 	}
@@ -232,12 +233,14 @@ func (p *plugin) quarantine(ctx context.Context, cause error) error {
 			since = now
 		}
 		delay, n := p.backoff(now, tr == trQuarantined)
+		// The timer is set before the state is published: whoever sees the state (a caller, an
+		// event hook) and then advances the clock finds the timer there.
+		t := h.clk.AfterFunc(delay, func() { h.kick(p.retry) })
 		c := &containment{state: PluginFailed, since: since, retryAt: now.Add(delay), failures: n, cause: cause}
 		p.contain.Store(c)
 		p.signal() // waiting callers fail fast now: each passes the signal on
 		p.notify()
 		p.transition(tr, c)
-		t := h.clk.AfterFunc(delay, func() { h.kick(p.retry) })
 		select {
 		case <-ctx.Done():
 			t.Stop()

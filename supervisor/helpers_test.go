@@ -12,8 +12,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/wasmvisor/wasmvisor/supervisor"
 	"github.com/wasmvisor/wasmvisor/internal/fakeclock"
+	"github.com/wasmvisor/wasmvisor/supervisor"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
