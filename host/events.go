@@ -35,10 +35,20 @@ const (
 	EventDropped
 	// EventSupervisor: a supervisor event (Supervisor holds it).
 	EventSupervisor
+	// EventStoreViolation: a read found a store of an instance (Instance, Incarnation)
+	// malformed (Err, a *sandbox.ViolationError). Reported once per store and instance; the
+	// instance keeps serving calls, and that store is not read again.
+	EventStoreViolation
+	// EventTelemetryDropped: a plugin's guest telemetry started being left out (Err: matches
+	// ErrSeriesLimit when a series cap was reached, sandbox.ErrReadBudget when a scrape's or a
+	// listing's read budget ran out). Reported once per transition, not per scrape; the
+	// counters in Metrics count every loss.
+	EventTelemetryDropped
 )
 
 var eventNames = [...]string{"", "loaded", "unloaded", "instance started", "instance ended",
-	"config applied", "config rejected", "delivered", "delivery failed", "dropped", "supervisor"}
+	"config applied", "config rejected", "delivered", "delivery failed", "dropped", "supervisor",
+	"store violation", "telemetry dropped"}
 
 func (k EventKind) String() string {
 	if int(k) < len(eventNames) {
@@ -79,7 +89,7 @@ func (e Event) level() zapcore.Level {
 	switch e.Kind {
 	case EventDelivered, EventConfigApplied:
 		return zapcore.DebugLevel
-	case EventConfigRejected, EventDeliveryFailed, EventDropped:
+	case EventConfigRejected, EventDeliveryFailed, EventDropped, EventStoreViolation, EventTelemetryDropped:
 		return zapcore.WarnLevel
 	case EventInstanceEnded:
 		if e.Err != nil && supervisor.Classify(e.Err) == supervisor.ExitAbnormal {

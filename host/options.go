@@ -6,6 +6,7 @@ import (
 	"github.com/tetratelabs/wazero"
 	"go.uber.org/zap"
 
+	"github.com/wasmvisor/wasmvisor/sandbox"
 	"github.com/wasmvisor/wasmvisor/supervisor"
 )
 
@@ -27,6 +28,8 @@ type options struct {
 	eventHook   func(Event)
 	resolution  time.Duration
 	sampleShift uint
+	readBudget  sandbox.Budget // of one scrape or listing: see WithReadBudget
+	series      seriesLimits   // see WithGuestSeriesLimits
 }
 
 // DefaultBusBuffer is the number of messages each subscription buffers while its subscriber
@@ -34,7 +37,9 @@ type options struct {
 const DefaultBusBuffer = 256
 
 func defaultOptions() options {
-	return options{log: zap.NewNop(), busBuffer: DefaultBusBuffer, sampleShift: DefaultLatencySampling}
+	return options{log: zap.NewNop(), busBuffer: DefaultBusBuffer, sampleShift: DefaultLatencySampling,
+		readBudget: sandbox.Budget{Bytes: DefaultReadBudgetBytes, Records: DefaultReadBudgetRecords},
+		series:     seriesLimits{perInstance: DefaultGuestSeriesPerInstance, perPlugin: DefaultGuestSeriesPerPlugin}}
 }
 
 // WithLogger sets the logger for host events, supervisor events and the guests' log lines.
@@ -112,6 +117,45 @@ func WithLatencySampling(shift uint) Option {
 	return optionFunc(func(o *options) {
 		if shift < 32 {
 			o.sampleShift = shift
+		}
+	})
+}
+
+// WithReadBudget bounds what one scrape of Metrics, and one listing (Plugins, Plugin), copies
+// out of guest memory across all the instances it reads: bytes (each record counting
+// sandbox.ReadRecordOverhead more) and records (events, metrics, config entries). Each
+// instance gets a fair part of what is left when its turn comes, and one instance never more
+// than sandbox.DefaultReadBytes and sandbox.DefaultReadRecords. What does not fit is left
+// out, counted (wasmvisor_store_records_skipped_total) and reported (EventTelemetryDropped,
+// once each time a plugin starts losing records). Defaults DefaultReadBudgetBytes and
+// DefaultReadBudgetRecords; values below 1 keep the default.
+func WithReadBudget(bytes, records int) Option {
+	return optionFunc(func(o *options) {
+		if bytes > 0 {
+			o.readBudget.Bytes = bytes
+		}
+		if records > 0 {
+			o.readBudget.Records = records
+		}
+	})
+}
+
+// WithGuestSeriesLimits caps the Prometheus series a plugin's guest metrics add to the
+// host's registry: perInstance per pool slot and perPlugin over all its slots. A counter or
+// gauge is one series, a histogram its bucket count plus 3. A series, once exposed, keeps its
+// place for the life of the plugin (until Unload); one that would exceed a cap is left out of
+// every scrape, counted (wasmvisor_guest_series_dropped_total) and reported
+// (EventTelemetryDropped, once each time the plugin starts dropping), so that a guest that
+// renames its metrics cannot grow the series without bound. Defaults
+// DefaultGuestSeriesPerInstance and DefaultGuestSeriesPerPlugin; values below 1 keep the
+// default.
+func WithGuestSeriesLimits(perInstance, perPlugin int) Option {
+	return optionFunc(func(o *options) {
+		if perInstance > 0 {
+			o.series.perInstance = perInstance
+		}
+		if perPlugin > 0 {
+			o.series.perPlugin = perPlugin
 		}
 	})
 }

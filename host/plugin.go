@@ -76,6 +76,7 @@ type plugin struct {
 	tree     atomic.Pointer[supervisor.Supervisor]
 	restarts atomic.Uint64
 	stats    stats
+	series   guestSeries     // guest series caps and store counters: see stores.go
 	subs     []*Subscription // under h.bus.mu
 }
 
