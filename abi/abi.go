@@ -275,6 +275,9 @@ const (
 
 	// MaxSlots bounds the ring capacity a host reads.
 	MaxSlots = 1 << 16
+	// MaxEventSize bounds one event's topic and data together; a host refuses a slot that
+	// holds more (an ABI violation).
+	MaxEventSize = 64 << 10
 )
 
 // Name limits.

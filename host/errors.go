@@ -31,6 +31,9 @@ var (
 	// ErrPoisonInput is returned, without entering an instance, for an input that has ended
 	// instances of the plugin too often within the poison window.
 	ErrPoisonInput = errors.New("host: poison input")
+	// ErrSeriesLimit is matched by the Err of an EventTelemetryDropped when a plugin's guest
+	// metrics reached a series cap (see WithGuestSeriesLimits).
+	ErrSeriesLimit = errors.New("host: guest series limit reached")
 	// ErrLeak is returned by Close when an instance the host started was not closed: a bug in
 	// the host, reported rather than hidden.
 	ErrLeak = errors.New("host: instances leaked")

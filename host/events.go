@@ -51,11 +51,21 @@ const (
 	// *PoisonInputError later calls get). Reported once per input and window, not per
 	// refusal; refusals are counted in wasmvisor_poison_refused_total.
 	EventPoisonInput
+	// EventStoreViolation: a read found a store of an instance (Instance, Incarnation)
+	// malformed (Err, a *sandbox.ViolationError). Reported once per store and instance; the
+	// instance keeps serving calls, and that store is not read again.
+	EventStoreViolation
+	// EventTelemetryDropped: a plugin's guest telemetry started being left out (Err: matches
+	// ErrSeriesLimit when a series cap was reached, sandbox.ErrReadBudget when a scrape's or a
+	// listing's read budget ran out). Reported once per transition, not per scrape; the
+	// counters in Metrics count every loss.
+	EventTelemetryDropped
 )
 
 var eventNames = [...]string{"", "loaded", "unloaded", "instance started", "instance ended",
 	"config applied", "config rejected", "delivered", "delivery failed", "dropped", "supervisor",
-	"quarantined", "probing", "recovered", "probe failed", "poison input"}
+	"quarantined", "probing", "recovered", "probe failed", "poison input",
+	"store violation", "telemetry dropped"}
 
 func (k EventKind) String() string {
 	if int(k) < len(eventNames) {
@@ -98,7 +108,8 @@ func (e Event) level() zapcore.Level {
 	switch e.Kind {
 	case EventDelivered, EventConfigApplied:
 		return zapcore.DebugLevel
-	case EventConfigRejected, EventDeliveryFailed, EventDropped, EventPoisonInput, EventProbeFailed:
+	case EventConfigRejected, EventDeliveryFailed, EventDropped, EventPoisonInput, EventProbeFailed,
+		EventStoreViolation, EventTelemetryDropped:
 		return zapcore.WarnLevel
 	case EventQuarantined:
 		return zapcore.ErrorLevel

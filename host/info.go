@@ -32,25 +32,36 @@ type PluginInfo struct {
 }
 
 // InstanceInfo describes one pool slot. The memory fields are read from the instance only if
-// it was free when asked (Read is true); a busy instance is not waited for.
+// it was free when asked (Read is true); a busy instance is not waited for. What they copy
+// out of guest memory is bounded by the listing's read budget (see WithReadBudget).
 type InstanceInfo struct {
 	Index         int
 	Up            bool
 	Incarnation   uint64 // 0 while down
 	ConfigVersion uint64 // the config version the instance holds
 	Read          bool
-	MemoryPages   uint32
-	Telemetry     []sandbox.Metric
+	// ReadErr says why Read is false: the errors of the reads that failed, joined. A
+	// malformed store gives a *sandbox.ViolationError (errors.Is sandbox.ErrABIViolation),
+	// an instance serving a call sandbox.ErrBusy, an applied config larger than the budget
+	// sandbox.ErrReadBudget.
+	ReadErr     error
+	MemoryPages uint32
+	Telemetry   []sandbox.Metric
+	// Events holds the oldest events still in the ring, as many as the budget allows
+	// (Events.Remaining counts the others).
 	Events        sandbox.EventLog
 	AppliedConfig map[string]string
+	// Skipped counts the records the listing's read budget left out.
+	Skipped int
 }
 
-// Plugins describes every loaded plugin.
+// Plugins describes every loaded plugin. The reads of all instances share one budget.
 func (h *Host) Plugins() []PluginInfo {
 	ps := h.snapshot()
+	rb := h.newReadBudget(ps)
 	out := make([]PluginInfo, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, p.info())
+		out = append(out, p.info(rb))
 	}
 	return out
 }
@@ -61,31 +72,50 @@ func (h *Host) Plugin(name string) (PluginInfo, error) {
 	if err != nil {
 		return PluginInfo{}, err
 	}
-	return p.info(), nil
+	return p.info(h.newReadBudget([]*plugin{p})), nil
 }
 
-func (p *plugin) info() PluginInfo {
+func (p *plugin) info(rb *readBudget) PluginInfo {
 	d := p.desired.Load()
 	pi := PluginInfo{Name: p.name, Digest: p.mod().Digest(), Config: maps.Clone(d.cfg), ConfigVersion: d.version,
 		Restarts: p.restarts.Load(), DependsOn: p.spec.DependsOn, Subscribe: p.spec.Subscribe, OnFailure: p.spec.OnFailure}
 	if c := p.contain.Load(); c != nil {
 		pi.State, pi.Failed = c.state, p.failedErr(c)
 	}
+	skipped := 0
 	for i := range p.slots {
 		ii := InstanceInfo{Index: i}
 		if m := p.slots[i].m.Load(); m != nil {
 			ii.Up, ii.Incarnation, ii.ConfigVersion = true, m.inc, m.applied.Load()
-			// Each read is an operation of its own: one that finds the instance busy fails
-			// with ErrBusy, and Read tells whether all three succeeded.
 			ii.MemoryPages = m.inst.MemoryPages()
-			var errs [3]error
-			ii.Telemetry, errs[0] = m.inst.Telemetry()
-			ii.Events, errs[1] = m.inst.Events(0)
-			ii.AppliedConfig, errs[2] = m.inst.AppliedConfig()
-			ii.Read = errs == [3]error{}
+			// Each read is an operation of its own: one that finds the instance busy fails
+			// with ErrBusy, and Read tells whether all three succeeded. The events come last:
+			// they take what the telemetry and the config left of the instance's share.
+			b := rb.share()
+			start := *b
+			ii.ReadErr = errors.Join(
+				p.readStore(m, storeTelemetry, func() (err error) {
+					ii.Telemetry, err = m.inst.TelemetryWithin(b)
+					return err
+				}),
+				p.readStore(m, storeConfig, func() (err error) {
+					ii.AppliedConfig, err = m.inst.AppliedConfigWithin(b)
+					return err
+				}),
+				p.readStore(m, storeEvents, func() (err error) {
+					ii.Events, err = m.inst.EventsWithin(0, b)
+					return err
+				}))
+			rb.settle(start, b)
+			ii.Read, ii.Skipped = ii.ReadErr == nil, b.Skipped
+			skipped += b.Skipped
 		}
 		pi.Instances = append(pi.Instances, ii)
 	}
+	p.series.skipped.Add(uint64(skipped))
+	p.lost(&p.series.listShort, skipped, func() error {
+		return fmt.Errorf("listing: %d store records skipped: %w", skipped, sandbox.ErrReadBudget)
+	})
 	return pi
 }
 

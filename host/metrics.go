@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/wasmvisor/wasmvisor/abi"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
@@ -128,7 +127,8 @@ type collector struct{ h *Host }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCalls, descErrors, descLatency, descRestarts, descLive,
 		descPages, descPending, descBus, descGuest, descGuestG, descGuestHist, descState, descTransitions,
-		descCallerEnded, descPoisonRef, descPoisonIn, descPoisonEvict, descPoisonLen} {
+		descCallerEnded, descPoisonRef, descPoisonIn, descPoisonEvict, descPoisonLen,
+		descStoreViolations, descSeriesDropped, descRecordsSkipped} {
 		ch <- d
 	}
 }
@@ -141,7 +141,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descBus, prometheus.CounterValue, float64(b.failed.Load()), "failed")
 	ch <- prometheus.MustNewConstMetric(descPoisonEvict, prometheus.CounterValue, float64(h.poison.evictions.Load()))
 	ch <- prometheus.MustNewConstMetric(descPoisonLen, prometheus.GaugeValue, float64(h.poison.entries()))
-	for _, p := range h.snapshot() {
+	ps := h.snapshot()
+	rb := h.newReadBudget(ps)
+	for _, p := range ps {
 		s := &p.stats
 		state := PluginRunning
 		if c := p.contain.Load(); c != nil {
@@ -175,35 +177,17 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(p.restarts.Load()), p.name)
 		ch <- prometheus.MustNewConstMetric(descLive, prometheus.GaugeValue, float64(p.live.Load()), p.name)
 		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(p.pending.Load()), p.name)
-		for i := range p.slots {
-			m := p.slots[i].m.Load()
-			if m == nil {
-				continue // down: skipped in this scrape
-			}
-			idx := strconv.Itoa(i)
-			ch <- prometheus.MustNewConstMetric(descPages, prometheus.GaugeValue, float64(m.inst.MemoryPages()), p.name, idx)
-			tel, err := m.inst.Telemetry()
-			if err != nil {
-				continue // busy or ended: skipped in this scrape
-			}
-			for _, t := range tel {
-				switch t.Kind {
-				case abi.Histogram:
-					cum := make(map[float64]uint64, len(t.Bounds))
-					var n uint64
-					for j, bound := range t.Bounds {
-						n += t.Buckets[j]
-						cum[bound] = n
-					}
-					ch <- prometheus.MustNewConstHistogram(descGuestHist, t.Count, t.Sum, cum, p.name, idx, t.Name)
-				case abi.Counter:
-					ch <- prometheus.MustNewConstMetric(descGuest, prometheus.CounterValue, t.Value, p.name, idx, t.Name)
-				default:
-					ch <- prometheus.MustNewConstMetric(descGuestG, prometheus.GaugeValue, t.Value, p.name, idx, t.Name)
-				}
-			}
-		}
+		c.collectGuest(ch, p, rb, slotLabels(len(p.slots)))
 	}
+}
+
+// slotLabels are the instance labels of n slots.
+func slotLabels(n int) []string {
+	l := make([]string, n)
+	for i := range l {
+		l[i] = strconv.Itoa(i)
+	}
+	return l
 }
 
 func zapPlugin(name string) zap.Field { return zap.String("plugin", name) }

@@ -83,11 +83,15 @@ func (i *extismInstance) Deliver(context.Context, string, []byte) error {
 	return &sandbox.GuestError{Status: abi.StatusUnknownHandler, Message: "an Extism plugin cannot subscribe"}
 }
 
-func (i *extismInstance) Events(uint64) (sandbox.EventLog, error) { return sandbox.EventLog{}, nil }
+func (i *extismInstance) EventsWithin(uint64, *sandbox.Budget) (sandbox.EventLog, error) {
+	return sandbox.EventLog{}, nil
+}
 
-func (i *extismInstance) Telemetry() ([]sandbox.Metric, error) { return nil, nil }
+func (i *extismInstance) TelemetryWithin(*sandbox.Budget) ([]sandbox.Metric, error) { return nil, nil }
 
-func (i *extismInstance) AppliedConfig() (map[string]string, error) {
+// AppliedConfigWithin returns the host's own copy of the config: nothing is read from the
+// guest, so the budget does not apply.
+func (i *extismInstance) AppliedConfigWithin(*sandbox.Budget) (map[string]string, error) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if i.config == nil {

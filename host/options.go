@@ -6,6 +6,7 @@ import (
 	"github.com/tetratelabs/wazero"
 	"go.uber.org/zap"
 
+	"github.com/wasmvisor/wasmvisor/sandbox"
 	"github.com/wasmvisor/wasmvisor/supervisor"
 )
 
@@ -29,6 +30,8 @@ type options struct {
 	sampleShift uint
 	quarantine  quarantineOptions
 	poison      poisonOptions
+	readBudget  sandbox.Budget // of one scrape or listing: see WithReadBudget
+	series      seriesLimits   // see WithGuestSeriesLimits
 }
 
 type quarantineOptions struct {
@@ -64,7 +67,9 @@ const DefaultBusBuffer = 256
 func defaultOptions() options {
 	return options{log: zap.NewNop(), busBuffer: DefaultBusBuffer, sampleShift: DefaultLatencySampling,
 		quarantine: quarantineOptions{base: DefaultQuarantineBase, max: DefaultQuarantineMax},
-		poison:     poisonOptions{limit: DefaultPoisonLimit, window: DefaultPoisonWindow, capacity: DefaultPoisonCapacity}}
+		poison:     poisonOptions{limit: DefaultPoisonLimit, window: DefaultPoisonWindow, capacity: DefaultPoisonCapacity},
+		readBudget: sandbox.Budget{Bytes: DefaultReadBudgetBytes, Records: DefaultReadBudgetRecords},
+		series:     seriesLimits{perInstance: DefaultGuestSeriesPerInstance, perPlugin: DefaultGuestSeriesPerPlugin}}
 }
 
 // WithLogger sets the logger for host events, supervisor events and the guests' log lines.
@@ -174,6 +179,25 @@ func WithQuarantineBackoff(base, maxDelay time.Duration, jitter float64) Option 
 	})
 }
 
+// WithReadBudget bounds what one scrape of Metrics, and one listing (Plugins, Plugin), copies
+// out of guest memory across all the instances it reads: bytes (each record counting
+// sandbox.ReadRecordOverhead more) and records (events, metrics, config entries). Each
+// instance gets a fair part of what is left when its turn comes, and one instance never more
+// than sandbox.DefaultReadBytes and sandbox.DefaultReadRecords. What does not fit is left
+// out, counted (wasmvisor_store_records_skipped_total) and reported (EventTelemetryDropped,
+// once each time a plugin starts losing records). Defaults DefaultReadBudgetBytes and
+// DefaultReadBudgetRecords; values below 1 keep the default.
+func WithReadBudget(bytes, records int) Option {
+	return optionFunc(func(o *options) {
+		if bytes > 0 {
+			o.readBudget.Bytes = bytes
+		}
+		if records > 0 {
+			o.readBudget.Records = records
+		}
+	})
+}
+
 // WithPoisonInput sets the poison-input defence: an input (a plugin, a handler and the
 // input's bytes, keyed by a seeded 64-bit hash) that has ended instances limit times within
 // window is refused, without entering an instance, with a *PoisonInputError (ErrPoisonInput)
@@ -201,3 +225,23 @@ func WithPoisonInput(limit int, window time.Duration, capacity int) Option {
 
 // maxPoisonLimit bounds the per-entry memory of the poison table.
 const maxPoisonLimit = 1000
+
+// WithGuestSeriesLimits caps the Prometheus series a plugin's guest metrics add to the
+// host's registry: perInstance per pool slot and perPlugin over all its slots. A counter or
+// gauge is one series, a histogram its bucket count plus 3. A series, once exposed, keeps its
+// place for the life of the plugin (until Unload); one that would exceed a cap is left out of
+// every scrape, counted (wasmvisor_guest_series_dropped_total) and reported
+// (EventTelemetryDropped, once each time the plugin starts dropping), so that a guest that
+// renames its metrics cannot grow the series without bound. Defaults
+// DefaultGuestSeriesPerInstance and DefaultGuestSeriesPerPlugin; values below 1 keep the
+// default.
+func WithGuestSeriesLimits(perInstance, perPlugin int) Option {
+	return optionFunc(func(o *options) {
+		if perInstance > 0 {
+			o.series.perInstance = perInstance
+		}
+		if perPlugin > 0 {
+			o.series.perPlugin = perPlugin
+		}
+	})
+}

@@ -86,6 +86,7 @@ type plugin struct {
 	tree     atomic.Pointer[supervisor.Supervisor] // the pool's supervisor; nil while down
 	restarts atomic.Uint64
 	stats    stats
+	series   guestSeries     // guest series caps and store counters: see stores.go
 	subs     []*Subscription // under h.bus.mu
 
 	// Containment (see quarantine.go).

@@ -19,9 +19,9 @@ type instance interface {
 	CallAppend(ctx context.Context, handler string, input, dst []byte) ([]byte, error)
 	Configure(ctx context.Context, config map[string]string) error
 	Deliver(ctx context.Context, topic string, payload []byte) error
-	Events(since uint64) (sandbox.EventLog, error)
-	Telemetry() ([]sandbox.Metric, error)
-	AppliedConfig() (map[string]string, error)
+	EventsWithin(since uint64, b *sandbox.Budget) (sandbox.EventLog, error)
+	TelemetryWithin(b *sandbox.Budget) ([]sandbox.Metric, error)
+	AppliedConfigWithin(b *sandbox.Budget) (map[string]string, error)
 	MemoryPages() uint32
 	Calls() uint64
 	Err() error
@@ -58,6 +58,7 @@ type member struct {
 	state   atomic.Uint32
 	reason  atomic.Uint32
 	applied atomic.Uint64 // the config version the instance holds
+	badMem  atomic.Uint32 // the stores found malformed and reported: see readStore
 	done    chan struct{}
 	err     error
 	once    sync.Once

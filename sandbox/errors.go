@@ -44,6 +44,10 @@ var (
 	ErrUnknownHandler = errors.New("unknown handler")
 	// ErrGuest is matched by every *GuestError: the guest returned an error status.
 	ErrGuest = errors.New("guest returned an error")
+	// ErrReadBudget is returned by AppliedConfigWithin when the applied config does not fit
+	// in the read's Budget: nothing was copied. (Events and telemetry are read partially
+	// instead, and the Budget counts what was left out.)
+	ErrReadBudget = errors.New("store read budget exhausted")
 )
 
 // UnavailableError is returned by an operation that did not enter its Instance because the

@@ -42,7 +42,9 @@ const (
 // Kill, Retire and Close may be called from any goroutine at any time. After a fatal error
 // (see Fatal) every call returns that error again, wrapped in an *UnavailableError (the call
 // did not run); Events, Telemetry and AppliedConfig still read the memory the instance died
-// with, until Close. Close recycles the memory for the module's next instance, zeroed.
+// with, until Close. A store read never ends the instance: a malformed store is reported as a
+// *ViolationError by that read and every later one (see Budget and stores.go). Close recycles
+// the memory for the module's next instance, zeroed.
 type Instance struct {
 	mod    *Module
 	wm     api.Module
@@ -89,6 +91,8 @@ type Instance struct {
 
 	publishDropped atomic.Uint64
 	logTruncated   atomic.Uint64
+
+	storeErr [numStores]atomic.Pointer[ViolationError] // a store found malformed: see readStore
 }
 
 // Instance flags.

@@ -84,12 +84,17 @@ func writeErrorKind(w http.ResponseWriter, status int, code, msg, kind string) {
 	}{apiError{Code: code, Message: msg, Kind: kind}})
 }
 
+// writeJSON encodes v before it writes the status, so that a value that cannot be encoded is
+// a 500 with an error body, never a 200 with an empty one.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "encoding", err.Error())
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	_, _ = w.Write(append(b, '\n'))
 }
 
 type recorder struct {
@@ -193,6 +198,7 @@ type instanceView struct {
 	Incarnation   uint64         `json:"incarnation"`
 	ConfigVersion uint64         `json:"config_version"`
 	Read          bool           `json:"read"`
+	ReadError     string         `json:"read_error,omitempty"` // why the stores were not read
 	MemoryPages   uint32         `json:"memory_pages"`
 	Telemetry     map[string]any `json:"telemetry,omitempty"`
 }
@@ -209,6 +215,9 @@ func (s *Server) view(pi host.PluginInfo) pluginView {
 	for _, ii := range pi.Instances {
 		iv := instanceView{Index: ii.Index, Up: ii.Up, Incarnation: ii.Incarnation, ConfigVersion: ii.ConfigVersion,
 			Read: ii.Read, MemoryPages: ii.MemoryPages}
+		if ii.ReadErr != nil {
+			iv.ReadError = ii.ReadErr.Error()
+		}
 		if len(ii.Telemetry) > 0 {
 			iv.Telemetry = map[string]any{}
 			for _, m := range ii.Telemetry {

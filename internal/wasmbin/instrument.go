@@ -16,7 +16,7 @@ const (
 )
 
 // ErrMinAboveLimit is returned by Instrument when the module's memory needs more pages at
-// start than the limit allows, or a table more elements than MaxTableElements.
+// start than the limit allows.
 var ErrMinAboveLimit = errors.New("memory minimum above the limit")
 
 // Costs, in fuel units. A unit is about one Wasm instruction; see Instrument.
@@ -34,10 +34,6 @@ const (
 	// LeafMax is the largest loop-free weight of a function that gets no check at its entry
 	// when it makes no call: its callers pay for it at the call site.
 	LeafMax = 256
-	// MaxTableElements caps every table the module defines: table.grow past it returns -1,
-	// as it does at a declared maximum, so that a guest cannot make the host allocate
-	// gigabytes of references.
-	MaxTableElements = 1 << 20
 
 	helperWeight = 32 // a call to an added helper, besides what it charges
 	memShift     = 4  // memory bytes per unit: 16
@@ -244,11 +240,6 @@ func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32) ([]byte, e
 			if p, err = clampMemory(m.Memories, maxPages); err != nil {
 				return nil, err
 			}
-		case secTable:
-			var err error
-			if p, err = clampTables(m.Tables); err != nil {
-				return nil, err
-			}
 		case secType, secFunction, secGlobal, secExport, secCode:
 			p = newSection(s.id, p)
 		}
@@ -287,22 +278,6 @@ func clampMemory(mems []Limits, maxPages uint32) ([]byte, error) {
 			flags |= 0x02
 		}
 		p = appendLimits(append(p, flags), l)
-	}
-	return p, nil
-}
-
-// clampTables caps every defined table's maximum at MaxTableElements.
-func clampTables(tables []Table) ([]byte, error) {
-	p := appendU32(nil, uint32(len(tables)))
-	for i, t := range tables {
-		if t.Min > MaxTableElements {
-			return nil, fmt.Errorf("%w: table %d needs %d elements at start, the limit is %d", ErrMinAboveLimit, i, t.Min, MaxTableElements)
-		}
-		if !t.HasMax || t.Max > MaxTableElements {
-			t.Max, t.HasMax = MaxTableElements, true
-		}
-		p = append(p, t.RefType, 0x01)
-		p = appendLimits(p, t.Limits)
 	}
 	return p, nil
 }
