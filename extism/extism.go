@@ -267,7 +267,8 @@ func validate(c sandbox.Capabilities) error {
 }
 
 // baseConfig is the WASI config shared by the instances, as the sandbox's: nothing granted
-// by default, deterministic clocks and randomness.
+// by default, deterministic clocks and randomness. Directories are each instance's own (see
+// openDirs).
 func baseConfig(c sandbox.Capabilities) wazero.ModuleConfig {
 	mc := wazero.NewModuleConfig()
 	for k, v := range c.Env {
@@ -278,13 +279,6 @@ func baseConfig(c sandbox.Capabilities) wazero.ModuleConfig {
 			mc = mc.WithEnv(k, v)
 		}
 	}
-	if len(c.Dirs) > 0 {
-		fs := wazero.NewFSConfig()
-		for _, d := range c.Dirs {
-			fs = fs.WithReadOnlyDirMount(d.Host, d.Guest)
-		}
-		mc = mc.WithFSConfig(fs)
-	}
 	if c.Clock == sandbox.ClockReal {
 		mc = mc.WithSysWalltime().WithSysNanotime()
 	} else {
@@ -294,4 +288,32 @@ func baseConfig(c sandbox.Capabilities) wazero.ModuleConfig {
 		mc = mc.WithRandSource(rand.Reader)
 	}
 	return mc
+}
+
+// openDirs opens the granted directories for one instance and mounts them into mc, confined
+// as the sandbox's (sandbox.Dir): an os.Root per directory, read-only through wazero's fs.FS
+// adapter, so that no symbolic link or ".." leads out. The caller closes the roots with the
+// instance.
+func openDirs(c sandbox.Capabilities, mc wazero.ModuleConfig) (wazero.ModuleConfig, []*os.Root, error) {
+	if len(c.Dirs) == 0 {
+		return mc, nil, nil
+	}
+	fsc := wazero.NewFSConfig()
+	roots := make([]*os.Root, 0, len(c.Dirs))
+	for _, d := range c.Dirs {
+		r, err := os.OpenRoot(d.Host)
+		if err != nil {
+			closeRoots(roots)
+			return mc, nil, fmt.Errorf("extism: mount %q: %w", d.Host, err)
+		}
+		roots = append(roots, r)
+		fsc = fsc.WithFSMount(r.FS(), d.Guest)
+	}
+	return mc.WithFSConfig(fsc), roots, nil
+}
+
+func closeRoots(roots []*os.Root) {
+	for _, r := range roots {
+		_ = r.Close()
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,7 @@ type Instance struct {
 	p      *sdk.Plugin
 	stdout *guestio.LineWriter
 	stderr *guestio.LineWriter
+	roots  []*os.Root // the granted directories, closed with the instance
 
 	state   atomic.Uint32
 	failure atomic.Pointer[failure]
@@ -70,7 +72,12 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	m.refs++
 	m.mu.Unlock()
 	i := &Instance{mod: m, stdout: guestio.NewLineWriter(m.logger, "stdout", nil), stderr: guestio.NewLineWriter(m.logger, "stderr", nil)}
-	mc := m.base.WithStdout(i.stdout).WithStderr(i.stderr)
+	mc, roots, err := openDirs(m.cfg.Capabilities, m.base.WithStdout(i.stdout).WithStderr(i.stderr))
+	if err != nil {
+		m.unref(ctx)
+		return nil, err
+	}
+	i.roots = roots
 	if m.cfg.Capabilities.Clock == sandbox.ClockReal {
 		mc = mc.WithNanosleep(i.sleep)
 	}
@@ -84,6 +91,7 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	sctx = experimental.WithCloseNotifier(sctx, experimental.CloseNotifyFunc(i.closeNotify))
 	p, err := m.cp.Instance(sctx, sdk.PluginInstanceConfig{ModuleConfig: mc})
 	if err != nil {
+		closeRoots(i.roots)
 		m.unref(ctx)
 		switch {
 		case sctx.Err() != nil && ctx.Err() == nil:
@@ -356,6 +364,7 @@ func (i *Instance) Close(ctx context.Context) error {
 	err := i.p.Close(context.Background())
 	i.stdout.Flush()
 	i.stderr.Flush()
+	closeRoots(i.roots)
 	i.mod.unref(ctx)
 	return err
 }

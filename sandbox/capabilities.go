@@ -34,7 +34,11 @@ const (
 	RandomCrypto
 )
 
-// Dir is a host directory mounted read-only into the guest.
+// Dir is a host directory mounted read-only into the guest, confined: the guest reaches
+// nothing outside it, neither by ".." nor by a symbolic link (a link inside the directory
+// works if it is relative and stays inside; an absolute link, or one that leads out, is an
+// error for the guest). Each instance opens the directory when it starts (an os.Root) and
+// closes it when it closes.
 type Dir struct {
 	Host  string // a directory on the host
 	Guest string // where the guest sees it, an absolute path such as "/data"
@@ -91,13 +95,6 @@ func (c Capabilities) baseConfig() wazero.ModuleConfig {
 			mc = mc.WithEnv(k, v)
 		}
 	}
-	if len(c.Dirs) > 0 {
-		fs := wazero.NewFSConfig()
-		for _, d := range c.Dirs {
-			fs = fs.WithReadOnlyDirMount(d.Host, d.Guest)
-		}
-		mc = mc.WithFSConfig(fs)
-	}
 	if c.Clock == ClockReal {
 		mc = mc.WithSysWalltime().WithSysNanotime()
 	} else {
@@ -115,12 +112,44 @@ func (c Capabilities) randSource() io.Reader {
 	return mathrand.New(mathrand.NewSource(42)) //nolint:gosec // deterministic on purpose: RandomDeterministic
 }
 
-// withInstance adds an instance's stdout, stderr, random source and, with ClockReal, its
-// interruptible sleep.
-func (c Capabilities) withInstance(base wazero.ModuleConfig, stdout, stderr io.Writer, random io.Reader, sleep func(ns int64)) wazero.ModuleConfig {
+// withInstance adds an instance's stdout, stderr, random source, directories (the roots it
+// opened, which the instance closes) and, with ClockReal, its interruptible sleep.
+func (c Capabilities) withInstance(base wazero.ModuleConfig, stdout, stderr io.Writer, random io.Reader, sleep func(ns int64), roots []*os.Root) wazero.ModuleConfig {
 	mc := base.WithStdout(stdout).WithStderr(stderr).WithRandSource(random)
+	if len(roots) > 0 {
+		fsc := wazero.NewFSConfig()
+		for n, r := range roots {
+			// wazero adapts an fs.FS read-only; os.Root confines every path (after wazero
+			// cleans it, relative to the mount) to the directory, and every link it follows.
+			fsc = fsc.WithFSMount(r.FS(), c.Dirs[n].Guest)
+		}
+		mc = mc.WithFSConfig(fsc)
+	}
 	if c.Clock == ClockReal {
 		mc = mc.WithNanosleep(sleep)
 	}
 	return mc
+}
+
+// openDirs opens the granted directories for one instance. The caller closes the roots.
+func (c Capabilities) openDirs() ([]*os.Root, error) {
+	if len(c.Dirs) == 0 {
+		return nil, nil
+	}
+	roots := make([]*os.Root, 0, len(c.Dirs))
+	for _, d := range c.Dirs {
+		r, err := os.OpenRoot(d.Host)
+		if err != nil {
+			closeRoots(roots)
+			return nil, fmt.Errorf("sandbox: mount %q: %w", d.Host, err)
+		}
+		roots = append(roots, r)
+	}
+	return roots, nil
+}
+
+func closeRoots(roots []*os.Root) {
+	for _, r := range roots {
+		_ = r.Close()
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -50,6 +51,7 @@ type Instance struct {
 	wm     api.Module
 	mem    api.Memory
 	lm     linearMemory // holds mem's buffer, for the call path; see span
+	roots  []*os.Root   // the granted directories, closed with the instance
 	logger *lineLoggerPair
 
 	fns     [numFns]api.Function // looked up on first use: each costs wazero a 10 KiB stack
@@ -136,11 +138,17 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	i := &Instance{mod: m, wd: m.eng.wd, wake: make(chan struct{}, 1)}
 	i.lm.pool = &m.mems
 	i.logger = newLineLoggerPair(m.logger, &i.logTruncated)
+	var err error
 	caps := m.cfg.Capabilities
+	if i.roots, err = caps.openDirs(); err != nil {
+		return nil, err
+	}
 	mc := caps.withInstance(m.base, stoppableWriter{i, i.logger.stdout}, stoppableWriter{i, i.logger.stderr},
-		stoppableReader{i, caps.randSource()}, i.sleep)
+		stoppableReader{i, caps.randSource()}, i.sleep, i.roots)
 	wm, err := m.eng.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &i.lm), m.code.code, mc)
 	if err != nil {
+		closeRoots(i.roots)
+		i.lm.release()
 		return nil, classifyInstantiate(err, m.cfg.Limits.MemoryPages)
 	}
 	i.wm = wm
@@ -337,6 +345,7 @@ func (i *Instance) Close(ctx context.Context) error {
 	i.logger.flush()
 	err := i.wm.Close(context.Background())
 	i.lm.release()
+	closeRoots(i.roots)
 	return err
 }
 
