@@ -31,14 +31,23 @@ const (
 	EventDelivered
 	// EventDeliveryFailed: a bus message could not be delivered to a plugin (Err).
 	EventDeliveryFailed
-	// EventDropped: a bus message did not fit in a subscription's buffer (Topic, Subscriber).
+	// EventDropped: bus messages did not fit in a subscription's buffer (Topic, Subscriber;
+	// Count messages of Bytes bytes in all, since the subscription's previous EventDropped).
+	// At most one per subscription per second, and one for what is left when the
+	// subscription ends or a Flush returns: never one per message.
 	EventDropped
 	// EventSupervisor: a supervisor event (Supervisor holds it).
 	EventSupervisor
+	// EventOutputDropped: an instance of Plugin dropped output or publishes under its
+	// Limits.Output or Limits.Publish (Stream; Bytes, and Count records: see
+	// sandbox.DropReport). At most one per stream per instance per second, and one when the
+	// instance closes.
+	EventOutputDropped
 )
 
 var eventNames = [...]string{"", "loaded", "unloaded", "instance started", "instance ended",
-	"config applied", "config rejected", "delivered", "delivery failed", "dropped", "supervisor"}
+	"config applied", "config rejected", "delivered", "delivery failed", "dropped", "supervisor",
+	"output dropped"}
 
 func (k EventKind) String() string {
 	if int(k) < len(eventNames) {
@@ -58,6 +67,9 @@ type Event struct {
 	Topic       string
 	Data        []byte // EventDelivered: the payload (do not modify)
 	Subscriber  string // "plugin:<name>" or "func:<id>"
+	Stream      string // EventOutputDropped: sandbox.StreamStdout, StreamStderr, StreamLog or StreamPublish
+	Count       uint64 // EventDropped: messages; EventOutputDropped: records
+	Bytes       uint64 // EventDropped, EventOutputDropped: the bytes dropped
 	Err         error
 	Supervisor  *supervisor.Event
 }
@@ -79,7 +91,7 @@ func (e Event) level() zapcore.Level {
 	switch e.Kind {
 	case EventDelivered, EventConfigApplied:
 		return zapcore.DebugLevel
-	case EventConfigRejected, EventDeliveryFailed, EventDropped:
+	case EventConfigRejected, EventDeliveryFailed, EventDropped, EventOutputDropped:
 		return zapcore.WarnLevel
 	case EventInstanceEnded:
 		if e.Err != nil && supervisor.Classify(e.Err) == supervisor.ExitAbnormal {
@@ -96,7 +108,7 @@ func (e Event) fields() []zap.Field {
 	if e.Kind == EventSupervisor {
 		return supervisorzap.Fields(*e.Supervisor)
 	}
-	f := make([]zap.Field, 0, 6)
+	f := make([]zap.Field, 0, 8)
 	if e.Plugin != "" {
 		f = append(f, zap.String("plugin", e.Plugin))
 	}
@@ -111,6 +123,12 @@ func (e Event) fields() []zap.Field {
 	}
 	if e.Subscriber != "" {
 		f = append(f, zap.String("subscriber", e.Subscriber))
+	}
+	if e.Stream != "" {
+		f = append(f, zap.String("stream", e.Stream))
+	}
+	if e.Count != 0 || e.Bytes != 0 {
+		f = append(f, zap.Uint64("count", e.Count), zap.Uint64("bytes", e.Bytes))
 	}
 	if e.Err != nil {
 		f = append(f, zap.Error(e.Err))

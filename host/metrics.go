@@ -113,7 +113,7 @@ type collector struct{ h *Host }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCalls, descErrors, descLatency, descRestarts, descLive,
-		descPages, descPending, descBus, descGuest, descGuestG, descGuestHist} {
+		descPages, descPending, descBus, descGuest, descGuestG, descGuestHist, descOutBytes, descOutRecords} {
 		ch <- d
 	}
 }
@@ -141,6 +141,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(p.restarts.Load()), p.name)
 		ch <- prometheus.MustNewConstMetric(descLive, prometheus.GaugeValue, float64(p.live.Load()), p.name)
 		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(p.pending.Load()), p.name)
+		collectOutput(ch, p)
 		for i := range p.slots {
 			m := p.slots[i].m.Load()
 			if m == nil {

@@ -76,6 +76,7 @@ type plugin struct {
 	tree     atomic.Pointer[supervisor.Supervisor]
 	restarts atomic.Uint64
 	stats    stats
+	drops    outputDrops     // of ended instances; see collectOutput
 	subs     []*Subscription // under h.bus.mu
 }
 
@@ -286,5 +287,5 @@ func (h *Host) dependsOn(q *plugin, name string) bool {
 func (p *plugin) sandboxConfig(spec Plugin) sandbox.Config {
 	return sandbox.Config{Limits: spec.Limits, Capabilities: spec.Capabilities,
 		Logger: p.h.log.With(zapPlugin(spec.Name)), OnPublish: p.onPublish,
-		OnCall: p.stats.observe, CallSampling: p.h.opts.sampleShift}
+		OnCall: p.stats.observe, CallSampling: p.h.opts.sampleShift, OnDrop: p.onDrop}
 }

@@ -21,6 +21,7 @@ type instance interface {
 	Events(since uint64) (sandbox.EventLog, error)
 	Telemetry() ([]sandbox.Metric, error)
 	AppliedConfig() (map[string]string, error)
+	Stats() sandbox.Stats
 	MemoryPages() uint32
 	Calls() uint64
 	Err() error
@@ -114,6 +115,7 @@ func (m *member) end(reason error) {
 		p.live.Add(-1)
 		p.stats.calls.Add(m.inst.Calls())
 		_ = m.inst.Close(context.Background()) // its last operation has returned
+		p.drops.add(m.inst.Stats())            // after Close, which reports what is left
 		p.h.live.Add(-1)
 		m.err = reason
 		p.h.emit(Event{Kind: EventInstanceEnded, Plugin: p.name, Instance: m.idx, Incarnation: m.inc, Err: reason})
