@@ -395,8 +395,7 @@ func (i *Instance) log(level sdk.LogLevel, msg string) {
 	case sdk.LogLevelError:
 		lvl = zapcore.ErrorLevel
 	}
-	ce := i.mod.logger.Check(lvl, "guest log")
-	if ce == nil {
+	if !i.mod.logger.Core().Enabled(lvl) {
 		return
 	}
 	keep := min(len(msg), guestio.MaxLine)
@@ -406,7 +405,9 @@ func (i *Instance) log(level sdk.LogLevel, msg string) {
 	if keep < len(msg) {
 		i.out.truncated.Add(1)
 	}
-	ce.Write(zap.String("message", msg[:keep]), zap.String("level", level.String()))
+	if ce := i.mod.logger.Check(lvl, "guest log"); ce != nil {
+		ce.Write(zap.String("message", msg[:keep]), zap.String("level", level.String()))
+	}
 }
 
 // trapOf turns wazero's trap message into a sandbox.TrapError, as the sandbox does.

@@ -63,18 +63,19 @@ func hostLog(i *Instance, m api.Module, stack []uint64) {
 	case abi.LogError:
 		lvl = zapcore.ErrorLevel
 	}
-	ce := i.logger.base.Check(lvl, "guest log")
-	if ce == nil {
+	if !i.logger.base.Core().Enabled(lvl) {
 		return
 	}
 	keep := min(len(msg), maxLogLine)
 	if !i.logger.log.Take(int64(keep), int64(len(msg))) {
-		return
+		return // before Check, which reads the clock and takes an entry from a pool
 	}
 	if keep < len(msg) {
 		i.logTruncated.Add(1)
 	}
-	ce.Write(zap.String("message", string(msg[:keep]))) // a copy: msg is guest memory
+	if ce := i.logger.base.Check(lvl, "guest log"); ce != nil {
+		ce.Write(zap.String("message", string(msg[:keep]))) // a copy: msg is guest memory
+	}
 }
 
 // hostPublish hands a publish to Config.OnPublish, within Limits.Publish: one the limits

@@ -132,7 +132,7 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	i := &Instance{mod: m, wd: m.eng.wd, wake: make(chan struct{}, 1)}
 	i.lm.pool = &m.mems
 	i.logger = i.newOutput(m.cfg.Limits, m.logger)
-	mc := m.cfg.Capabilities.withInstance(m.base, i.logger.stdoutW, i.logger.stderrW, i.sleep)
+	mc := m.cfg.Capabilities.withInstance(m.base, stoppingWriter{i.logger.stdoutW}, stoppingWriter{i.logger.stderrW}, i.sleep)
 	wm, err := m.eng.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &i.lm), m.code.code, mc)
 	if err != nil {
 		return nil, classifyInstantiate(err, m.cfg.Limits.MemoryPages)

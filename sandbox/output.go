@@ -1,6 +1,8 @@
 package sandbox
 
 import (
+	"errors"
+
 	"go.uber.org/zap"
 
 	"github.com/wasmvisor/wasmvisor/internal/guestio"
@@ -137,6 +139,19 @@ type output struct {
 	scope                        *guestio.Scope
 	stdout, stderr, log, publish *guestio.Meter
 	stdoutW, stderrW             *guestio.LineWriter
+}
+
+// stoppingWriter is what the guest's WASI stdout or stderr writes to: a LineWriter that, once
+// the operation has been stopped, unwinds the guest out of fd_write at once, as every host
+// function does (one fd_write may hold millions of iovecs, each a Write).
+type stoppingWriter struct{ w *guestio.LineWriter }
+
+func (s stoppingWriter) Write(b []byte) (int, error) {
+	n, err := s.w.Write(b)
+	if errors.Is(err, guestio.ErrStopped) {
+		panic(errStopped)
+	}
+	return n, err
 }
 
 func (i *Instance) newOutput(l Limits, logger *zap.Logger) *output {
