@@ -7,9 +7,6 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// defaults are the sandbox's default output limits.
-var defaults = Limits{OpBytes: 64 << 10, OpRecords: 256, WindowBytes: 1 << 20, WindowRecords: 1000}
-
 func benchWriter(l Limits) *LineWriter {
 	s := NewScope(ScopeConfig{})
 	return NewLineWriter(zap.New(zapcore.NewNopCore()), s.Meter("stdout", l), nil)
