@@ -18,6 +18,9 @@
 //   - Limits.StartTimeout bounds Instantiate. The guest language's own initialisation
 //     (Haskell's hs_init, a WASI reactor's _initialize, __wasm_call_ctors) is run by the SDK
 //     lazily inside the first call, so it counts against that call's timeout.
+//   - Limits.Output bounds stdout, stderr and the Extism log calls per call and per second,
+//     as in the sandbox: the excess is dropped, counted (Instance.Stats) and reported
+//     through Config.OnDrop. Limits.Publish does not apply: Extism plugins cannot publish.
 //   - Capabilities map to WASI as in the sandbox: Env, InheritEnv, Dirs (read-only mounts),
 //     Clock and Random. Extism's allowed_paths (read-write mounts) and allowed_hosts are not
 //     offered: HTTP from the guest (Extism's http_request) is always denied.
@@ -231,18 +234,8 @@ func (m *Module) release(ctx context.Context) error {
 	return err
 }
 
-func withDefaults(l sandbox.Limits) sandbox.Limits {
-	if l.MemoryPages == 0 {
-		l.MemoryPages = sandbox.DefaultMemoryPages
-	}
-	if l.CallTimeout == 0 {
-		l.CallTimeout = sandbox.DefaultCallTimeout
-	}
-	if l.StartTimeout == 0 {
-		l.StartTimeout = sandbox.DefaultStartTimeout
-	}
-	return l
-}
+// withDefaults is the sandbox's: the same limits, output and publish limits included.
+func withDefaults(l sandbox.Limits) sandbox.Limits { return l.WithDefaults() }
 
 func validate(c sandbox.Capabilities) error {
 	for _, d := range c.Dirs {

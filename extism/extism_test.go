@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -513,5 +514,42 @@ func TestRetireAndCalls(t *testing.T) {
 	}
 	if !busy.Retire() {
 		t.Fatal("Retire after the drain: not ended")
+	}
+}
+
+// TestGuestOutputLimits: Limits.Output bounds an Extism plugin's stdout as the sandbox's (here
+// 4 bytes per call: the line is cut); the excess is counted in Stats and reported once
+// through OnDrop.
+func TestGuestOutputLimits(t *testing.T) {
+	ctx := context.Background()
+	core, logs := observer.New(zap.DebugLevel)
+	var mu sync.Mutex
+	var reps []sandbox.DropReport
+	inst := instance(t, extismtest.Read(t, "println.wasm"), sandbox.Config{Logger: zap.New(core),
+		Limits: sandbox.Limits{Output: sandbox.OutputLimits{CallBytes: 4}},
+		OnDrop: func(d sandbox.DropReport) { mu.Lock(); reps = append(reps, d); mu.Unlock() }}, nil)
+	if _, err := inst.Call(ctx, "run_test", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range logs.FilterMessage("guest output").All() {
+		if l := e.ContextMap()["line"].(string); len(l) > 4 {
+			t.Fatalf("line %q logged, longer than the call's 4 bytes", l)
+		}
+	}
+	st := inst.Stats()
+	if st.Stdout.DroppedRecords+st.Stderr.DroppedRecords == 0 {
+		t.Fatalf("nothing dropped: %+v", st)
+	}
+	if err := inst.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var b, r uint64
+	for _, d := range reps {
+		b, r = b+d.Bytes, r+d.Records
+	}
+	if len(reps) == 0 || len(reps) > 2 || b != st.Stdout.DroppedBytes+st.Stderr.DroppedBytes || r != st.Stdout.DroppedRecords+st.Stderr.DroppedRecords {
+		t.Fatalf("reports %+v, stats %+v", reps, st)
 	}
 }

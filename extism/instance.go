@@ -36,11 +36,10 @@ const (
 // sandbox.ErrBusy at once. Kill and Close may be called from any goroutine at any time. After
 // a fatal error (see sandbox.Fatal) every call returns that error again.
 type Instance struct {
-	mod    *Module
-	p      *sdk.Plugin
-	stdout *guestio.LineWriter
-	stderr *guestio.LineWriter
-	roots  []*os.Root // the granted directories, closed with the instance
+	mod   *Module
+	p     *sdk.Plugin
+	out   *output    // stdout, stderr and log, metered
+	roots []*os.Root // the granted directories, closed with the instance
 
 	state   atomic.Uint32
 	failure atomic.Pointer[failure]
@@ -71,8 +70,9 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	}
 	m.refs++
 	m.mu.Unlock()
-	i := &Instance{mod: m, stdout: guestio.NewLineWriter(m.logger, "stdout", nil), stderr: guestio.NewLineWriter(m.logger, "stderr", nil)}
-	mc, roots, err := openDirs(m.cfg.Capabilities, m.base.WithStdout(i.stdout).WithStderr(i.stderr))
+	i := &Instance{mod: m}
+	i.out = i.newOutput()
+	mc, roots, err := openDirs(m.cfg.Capabilities, m.base.WithStdout(i.out.stdoutW).WithStderr(i.out.stderrW))
 	if err != nil {
 		m.unref(ctx)
 		return nil, err
@@ -176,8 +176,7 @@ func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []
 	i.mu.Lock()
 	i.cancel = nil
 	i.mu.Unlock()
-	i.stdout.Flush()
-	i.stderr.Flush()
+	i.out.endCall()
 
 	if err := i.classify(ctx, cctx, timeout, handler, rc, err); err != nil {
 		return dst, err
@@ -362,8 +361,9 @@ func (i *Instance) Close(ctx context.Context) error {
 	}
 	i.closing.Store(true)
 	err := i.p.Close(context.Background())
-	i.stdout.Flush()
-	i.stderr.Flush()
+	i.out.stdoutW.Flush()
+	i.out.stderrW.Flush()
+	i.out.scope.Flush()
 	closeRoots(i.roots)
 	i.mod.unref(ctx)
 	return err
@@ -404,8 +404,18 @@ func (i *Instance) log(level sdk.LogLevel, msg string) {
 	case sdk.LogLevelError:
 		lvl = zapcore.ErrorLevel
 	}
+	if !i.mod.logger.Core().Enabled(lvl) {
+		return
+	}
+	keep := min(len(msg), guestio.MaxLine)
+	if !i.out.log.Take(int64(keep), int64(len(msg))) { // within Limits.Output, as the sandbox's log
+		return
+	}
+	if keep < len(msg) {
+		i.out.truncated.Add(1)
+	}
 	if ce := i.mod.logger.Check(lvl, "guest log"); ce != nil {
-		ce.Write(zap.String("message", msg), zap.String("level", level.String()))
+		ce.Write(zap.String("message", msg[:keep]), zap.String("level", level.String()))
 	}
 }
 

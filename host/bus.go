@@ -6,6 +6,9 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/wasmvisor/wasmvisor/supervisor"
 )
 
 // Message is one bus message.
@@ -31,6 +34,9 @@ type Subscription struct {
 	dmu   sync.Mutex // held while fn runs, so that Unsubscribe can wait for it
 
 	delivered, dropped, failed atomic.Uint64
+
+	// Dropped and not yet reported (see bus.reportDrops): messages and their bytes.
+	unreported, unreportedBytes atomic.Uint64
 }
 
 // Topic returns the subscription's topic.
@@ -75,7 +81,21 @@ type bus struct {
 	flushers []chan struct{}
 
 	delivered, dropped, failed atomic.Uint64 // host totals
+
+	// Drop reports (see reportDrops). dirty lists the subscriptions that dropped since the
+	// last report, under mu; dropsPending is set when it is not empty.
+	dirty        []*Subscription
+	dropsPending atomic.Bool
+	rmu          sync.Mutex // orders reports; taken before mu, never under it
+	lastReport   time.Time  // under rmu
+	reported     bool       // under rmu
+	timer        supervisor.Timer
+	stopped      bool // under rmu: the bus task ended; no timer is armed any more
 }
+
+// dropReportInterval is the shortest time between two EventDropped reports of the host's
+// bus, whatever the number of subscriptions dropping.
+const dropReportInterval = time.Second
 
 func (b *bus) init(h *Host, buf int) {
 	b.h, b.buf = h, buf
@@ -117,6 +137,7 @@ func (b *bus) remove(s *Subscription) {
 	}
 	s.queue = nil
 	s.qmu.Unlock()
+	b.reportSub(s)   // what it dropped since the last report
 	b.h.kick(b.kick) // answer flushers waiting on this subscription
 }
 
@@ -182,6 +203,9 @@ func (b *bus) publish(m Message) int {
 	}
 	b.mu.Unlock()
 	b.h.kick(b.kick)
+	if b.dropsPending.Load() {
+		b.reportDrops(false)
+	}
 	return n
 }
 
@@ -195,7 +219,13 @@ func (s *Subscription) enqueue(m Message) bool {
 		s.qmu.Unlock()
 		s.dropped.Add(1)
 		s.b.dropped.Add(1)
-		s.b.h.emit(Event{Kind: EventDropped, Topic: m.Topic, Subscriber: s.name()})
+		// Counted now, reported later, outside the bus lock (which publish holds here): see
+		// reportDrops.
+		s.unreportedBytes.Add(uint64(len(m.Data)))
+		if s.unreported.Add(1) == 1 {
+			s.b.dirty = append(s.b.dirty, s)
+			s.b.dropsPending.Store(true)
+		}
 		return false
 	}
 	s.queue = append(s.queue, m)
@@ -258,6 +288,7 @@ func (h *Host) Flush(ctx context.Context) error {
 	h.kick(h.bus.kick)
 	select {
 	case <-ch:
+		h.bus.reportDrops(true)
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("host: flush: %w", context.Cause(ctx))
@@ -270,6 +301,7 @@ func (h *Host) Flush(ctx context.Context) error {
 // something changes (a publish, a release of a subscriber plugin's instance, a start).
 func (b *bus) loop(ctx context.Context, ready func()) error {
 	ready()
+	defer b.stopReports()
 	for {
 		select {
 		case <-ctx.Done():
@@ -277,6 +309,9 @@ func (b *bus) loop(ctx context.Context, ready func()) error {
 		case <-b.kick:
 		}
 		b.drain(ctx)
+		if b.dropsPending.Load() {
+			b.reportDrops(false)
+		}
 	}
 }
 
@@ -377,3 +412,70 @@ func (b *bus) callFunc(s *Subscription, m Message) {
 	s.delivered.Add(1)
 	b.delivered.Add(1)
 }
+
+// reportDrops emits one EventDropped per subscription that dropped messages since the last
+// report, with their count and bytes, unless the last report is less than
+// dropReportInterval old (and force is false): a timer then kicks the bus task to report them
+// when the interval is over. It is called after a publish that dropped (by
+// the publisher, outside the bus lock: a slow subscriber can hold up the bus task, not the
+// report), by the bus task after each round, by Flush and when the bus task stops.
+// Each drop is in exactly one report; Subscription.Dropped and the metrics count them at once.
+func (b *bus) reportDrops(force bool) {
+	b.rmu.Lock()
+	if !b.dropsPending.Load() {
+		b.rmu.Unlock()
+		return
+	}
+	now := b.h.clock().Now()
+	if next := b.lastReport.Add(dropReportInterval); !force && b.reported && now.Before(next) {
+		if b.timer == nil && !b.stopped { // the bus task reports them when it fires
+			b.timer = b.h.clock().AfterFunc(next.Sub(now), func() {
+				b.rmu.Lock()
+				b.timer = nil
+				b.rmu.Unlock()
+				b.h.kick(b.kick)
+			})
+		}
+		b.rmu.Unlock()
+		return
+	}
+	b.lastReport, b.reported = now, true
+	b.mu.Lock()
+	dirty := b.dirty
+	b.dirty = nil
+	b.dropsPending.Store(false)
+	b.mu.Unlock()
+	b.rmu.Unlock()
+	for _, s := range dirty {
+		b.reportSub(s)
+	}
+}
+
+// reportSub emits what s dropped since it was last reported, if anything.
+func (b *bus) reportSub(s *Subscription) {
+	n := s.unreported.Swap(0)
+	nb := s.unreportedBytes.Swap(0)
+	if n == 0 && nb == 0 {
+		return
+	}
+	e := Event{Kind: EventDropped, Topic: s.topic, Subscriber: s.name(), Count: n, Bytes: nb}
+	if s.p != nil {
+		e.Plugin = s.p.name
+	}
+	b.h.emit(e)
+}
+
+// stopReports ends the reports' timer and reports what is left: when the bus task ends.
+func (b *bus) stopReports() {
+	b.rmu.Lock()
+	b.stopped = true
+	if b.timer != nil {
+		b.timer.Stop()
+		b.timer = nil
+	}
+	b.rmu.Unlock()
+	b.reportDrops(true)
+}
+
+// clock is the host's clock (WithClock), or real time.
+func (h *Host) clock() supervisor.Clock { return h.clk }

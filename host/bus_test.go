@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,6 +86,90 @@ func TestBusOverflowIsCounted(t *testing.T) {
 		t.Fatalf("delivered %d dropped %d", s.Delivered(), s.Dropped())
 	}
 	if got := metricOutcome(t, h, "dropped"); got != float64(s.Dropped()) {
+		t.Fatalf("metric dropped = %v", got)
+	}
+}
+
+// TestBusFloodIsReportedInAggregate floods a subscription whose subscriber is stuck: every
+// drop is counted at once, and reported in a few EventDropped carrying counts (the first at
+// once, then at most one per second), never one per message, and never under the bus lock.
+// Once the publisher stops, the last drops are reported by the timer, without a Flush.
+func TestBusFloodIsReportedInAggregate(t *testing.T) {
+	t.Parallel()
+	const n = 100_000
+	var events, count, bytes atomic.Uint64
+	lockFree := make(chan error, 1)
+	reported := make(chan struct{}, 1)
+	var h *host.Host
+	h = hosttest.New(t, host.WithBusBuffer(2), host.WithEventHook(func(e host.Event) {
+		if e.Kind != host.EventDropped {
+			return
+		}
+		if events.Add(1) == 1 { // the bus lock is free: another subscriber can come and go
+			done := make(chan error, 1)
+			go func() {
+				s, err := h.Subscribe("other", func(host.Message) {})
+				if err == nil {
+					s.Unsubscribe()
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				lockFree <- err
+			case <-time.After(10 * time.Second):
+				lockFree <- errors.New("EventDropped was emitted under the bus lock")
+			}
+		}
+		count.Add(e.Count)
+		bytes.Add(e.Bytes)
+		select {
+		case reported <- struct{}{}:
+		default:
+		}
+	}))
+	block, blocked := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s, err := h.Subscribe("t", func(host.Message) {
+		once.Do(func() { close(blocked) })
+		<-block
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if _, err := h.Publish("t", []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	<-blocked // the bus task holds "first" in the subscriber: the buffer fills up next
+	data := []byte("0123456789")
+	for range n {
+		if _, err := h.Publish("t", data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-lockFree; err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Dropped(); got != n-2 {
+		t.Fatalf("dropped %d, want %d (the buffer holds 2)", got, n-2)
+	}
+	close(block)
+	for count.Load() != n-2 { // the rest is reported by the timer, within a second
+		select {
+		case <-reported:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("reported %d drops of %d", count.Load(), n-2)
+		}
+	}
+	elapsed := time.Since(t0)
+	if max := 2 + uint64(elapsed/time.Second); events.Load() > max {
+		t.Fatalf("%d EventDropped in %v for one subscription, want at most %d", events.Load(), elapsed, max)
+	}
+	if bytes.Load() != (n-2)*uint64(len(data)) {
+		t.Fatalf("reported %d bytes", bytes.Load())
+	}
+	if got := metricOutcome(t, h, "dropped"); got != n-2 {
 		t.Fatalf("metric dropped = %v", got)
 	}
 }

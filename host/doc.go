@@ -75,13 +75,21 @@
 // # Bus
 //
 // Subscribers are Go functions (Subscribe) or plugins (Plugin.Subscribe), each with a
-// bounded buffer: a message that does not fit is dropped, counted and reported as
-// EventDropped, never silently. Subscribing and monitoring are one step under the bus lock;
+// bounded buffer: a message that does not fit is dropped, counted at once and reported in an
+// EventDropped carrying a count (at most one per subscription per second, emitted outside the
+// bus lock), never silently and never once per message. Subscribing and monitoring are one step under the bus lock;
 // Unsubscribe, Unload and Close remove a subscription before its subscriber ends, and a
 // plugin message goes only to an instance currently in its slot, so nothing reaches an ended
 // subscriber. Messages for a plugin whose instances are busy or restarting wait in its
 // buffer and are delivered by the bus task when an operation ends or an instance starts. Guests
-// publish through the ABI's publish import.
+// publish through the ABI's publish import, within Plugin.Limits.Publish.
+//
+// # Guest output
+//
+// What instances write to stdout, stderr and the log import goes to the logger as lines,
+// within Plugin.Limits.Output per operation and per second; the excess is dropped, counted
+// (wasmvisor_guest_output_dropped_bytes_total and _total, by plugin and stream) and reported
+// as EventOutputDropped, at most once per stream per instance per second.
 //
 // # Telemetry
 //

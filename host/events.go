@@ -31,7 +31,10 @@ const (
 	EventDelivered
 	// EventDeliveryFailed: a bus message could not be delivered to a plugin (Err).
 	EventDeliveryFailed
-	// EventDropped: a bus message did not fit in a subscription's buffer (Topic, Subscriber).
+	// EventDropped: bus messages did not fit in a subscription's buffer (Topic, Subscriber;
+	// Count messages of Bytes bytes in all, since the subscription's previous EventDropped).
+	// At most one per subscription per second, and one for what is left when the
+	// subscription ends or a Flush returns: never one per message.
 	EventDropped
 	// EventSupervisor: a supervisor event (Supervisor holds it).
 	EventSupervisor
@@ -60,12 +63,17 @@ const (
 	// listing's read budget ran out). Reported once per transition, not per scrape; the
 	// counters in Metrics count every loss.
 	EventTelemetryDropped
+	// EventOutputDropped: an instance of Plugin dropped output or publishes under its
+	// Limits.Output or Limits.Publish (Stream; Bytes, and Count records: see
+	// sandbox.DropReport). At most one per stream per instance per second, and one when the
+	// instance closes.
+	EventOutputDropped
 )
 
 var eventNames = [...]string{"", "loaded", "unloaded", "instance started", "instance ended",
 	"config applied", "config rejected", "delivered", "delivery failed", "dropped", "supervisor",
 	"quarantined", "probing", "recovered", "probe failed", "poison input",
-	"store violation", "telemetry dropped"}
+	"store violation", "telemetry dropped", "output dropped"}
 
 func (k EventKind) String() string {
 	if int(k) < len(eventNames) {
@@ -85,6 +93,9 @@ type Event struct {
 	Topic       string
 	Data        []byte // EventDelivered: the payload (do not modify)
 	Subscriber  string // "plugin:<name>" or "func:<id>"
+	Stream      string // EventOutputDropped: sandbox.StreamStdout, StreamStderr, StreamLog or StreamPublish
+	Count       uint64 // EventDropped: messages; EventOutputDropped: records
+	Bytes       uint64 // EventDropped, EventOutputDropped: the bytes dropped
 	Err         error
 	Supervisor  *supervisor.Event
 	RetryAt     time.Time // EventQuarantined, EventProbeFailed: the next probe (host clock)
@@ -109,7 +120,7 @@ func (e Event) level() zapcore.Level {
 	case EventDelivered, EventConfigApplied:
 		return zapcore.DebugLevel
 	case EventConfigRejected, EventDeliveryFailed, EventDropped, EventPoisonInput, EventProbeFailed,
-		EventStoreViolation, EventTelemetryDropped:
+		EventStoreViolation, EventTelemetryDropped, EventOutputDropped:
 		return zapcore.WarnLevel
 	case EventQuarantined:
 		return zapcore.ErrorLevel
@@ -149,6 +160,12 @@ func (e Event) fields() []zap.Field {
 	}
 	if !e.RetryAt.IsZero() {
 		f = append(f, zap.Time("retry_at", e.RetryAt))
+	}
+	if e.Stream != "" {
+		f = append(f, zap.String("stream", e.Stream))
+	}
+	if e.Count != 0 || e.Bytes != 0 {
+		f = append(f, zap.Uint64("count", e.Count), zap.Uint64("bytes", e.Bytes))
 	}
 	if e.Err != nil {
 		f = append(f, zap.Error(e.Err))

@@ -128,7 +128,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCalls, descErrors, descLatency, descRestarts, descLive,
 		descPages, descPending, descBus, descGuest, descGuestG, descGuestHist, descState, descTransitions,
 		descCallerEnded, descPoisonRef, descPoisonIn, descPoisonEvict, descPoisonLen,
-		descStoreViolations, descSeriesDropped, descRecordsSkipped} {
+		descStoreViolations, descSeriesDropped, descRecordsSkipped, descOutBytes, descOutRecords} {
 		ch <- d
 	}
 }
@@ -177,6 +177,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(p.restarts.Load()), p.name)
 		ch <- prometheus.MustNewConstMetric(descLive, prometheus.GaugeValue, float64(p.live.Load()), p.name)
 		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(p.pending.Load()), p.name)
+		collectOutput(ch, p)
 		c.collectGuest(ch, p, rb, slotLabels(len(p.slots)))
 	}
 }

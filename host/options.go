@@ -116,7 +116,8 @@ func WithRestartIntensity(intensity int, period, minUptime time.Duration) Option
 
 // WithBusBuffer sets the number of messages each subscription buffers. Default
 // DefaultBusBuffer. A message that does not fit is dropped, counted on the subscription and
-// in the host's metrics, and reported as an EventDropped.
+// in the host's metrics, and reported in an EventDropped (one per subscription per second at
+// most, with the count).
 func WithBusBuffer(n int) Option {
 	return optionFunc(func(o *options) {
 		if n > 0 {

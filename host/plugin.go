@@ -87,6 +87,7 @@ type plugin struct {
 	restarts atomic.Uint64
 	stats    stats
 	series   guestSeries     // guest series caps and store counters: see stores.go
+	drops    outputDrops     // of ended instances; see collectOutput
 	subs     []*Subscription // under h.bus.mu
 
 	// Containment (see quarantine.go).
@@ -279,5 +280,5 @@ func (h *Host) dependsOn(q *plugin, name string) bool {
 func (p *plugin) sandboxConfig(spec Plugin) sandbox.Config {
 	return sandbox.Config{Limits: spec.Limits, Capabilities: spec.Capabilities,
 		Logger: p.h.log.With(zapPlugin(spec.Name)), OnPublish: p.onPublish,
-		OnCall: p.stats.observe, CallSampling: p.h.opts.sampleShift}
+		OnCall: p.stats.observe, CallSampling: p.h.opts.sampleShift, OnDrop: p.onDrop}
 }

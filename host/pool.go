@@ -22,6 +22,7 @@ type instance interface {
 	EventsWithin(since uint64, b *sandbox.Budget) (sandbox.EventLog, error)
 	TelemetryWithin(b *sandbox.Budget) ([]sandbox.Metric, error)
 	AppliedConfigWithin(b *sandbox.Budget) (map[string]string, error)
+	Stats() sandbox.Stats
 	MemoryPages() uint32
 	Calls() uint64
 	Err() error
@@ -116,6 +117,7 @@ func (m *member) end(reason error) {
 		p.live.Add(-1)
 		p.stats.calls.Add(m.inst.Calls())
 		_ = m.inst.Close(context.Background()) // its last operation has returned
+		p.drops.add(m.inst.Stats())            // after Close, which reports what is left
 		p.h.live.Add(-1)
 		m.err = reason
 		p.h.emit(Event{Kind: EventInstanceEnded, Plugin: p.name, Instance: m.idx, Incarnation: m.inc, Err: reason})

@@ -162,6 +162,9 @@ func (i *Instance) leave(id uint64) {
 	if i.opCtx != nil {
 		i.disarmContext()
 	}
+	if i.logger.scope.Pending() { // the operation dropped output: report it (see Config.OnDrop)
+		i.logger.scope.End()
+	}
 	if i.flags.Load()&(flagKilled|flagRetired) != 0 {
 		i.fail(i.endReason())
 		return

@@ -3,7 +3,6 @@ package sandbox
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 
 	"github.com/tetratelabs/wazero/api"
 	"go.uber.org/zap"
@@ -50,8 +49,12 @@ func guestBytes(m api.Module, ptr, n uint64, what string) []byte {
 	return b
 }
 
+// hostLog logs one guest message at its level, within Limits.Output (the "log" stream): a
+// message the limits refuse is dropped, counted and reported, at O(1) cost. A message longer
+// than maxLogLine is cut (and counted in Stats.LogTruncated); a level the logger does not
+// enable costs nothing and is not charged.
 func hostLog(i *Instance, m api.Module, stack []uint64) {
-	msg := guestBytes(m, stack[1], stack[2], "log message")
+	msg := guestBytes(m, stack[1], stack[2], "log message") // checks the range; copies nothing
 	lvl := zapcore.InfoLevel
 	switch uint32(stack[0]) {
 	case abi.LogDebug:
@@ -61,21 +64,31 @@ func hostLog(i *Instance, m api.Module, stack []uint64) {
 	case abi.LogError:
 		lvl = zapcore.ErrorLevel
 	}
+	if !i.logger.base.Core().Enabled(lvl) {
+		return
+	}
+	keep := min(len(msg), maxLogLine)
+	if !i.logger.log.Take(int64(keep), int64(len(msg))) {
+		return // before Check, which reads the clock and takes an entry from a pool
+	}
+	if keep < len(msg) {
+		i.logTruncated.Add(1)
+	}
 	if ce := i.logger.base.Check(lvl, "guest log"); ce != nil {
-		if len(msg) > maxLogLine {
-			msg = msg[:maxLogLine]
-			i.logTruncated.Add(1)
-		}
-		ce.Write(zap.String("message", string(msg))) // a copy: msg is guest memory
+		ce.Write(zap.String("message", string(msg[:keep]))) // a copy: msg is guest memory
 	}
 }
 
+// hostPublish hands a publish to Config.OnPublish, within Limits.Publish: one the limits
+// refuse is answered PublishDropped, counted and reported, and its data is not copied.
 func hostPublish(i *Instance, m api.Module, stack []uint64) {
 	topic := guestBytes(m, stack[0], stack[1], "publish topic")
 	data := guestBytes(m, stack[2], stack[3], "publish data")
 	ok := false
 	if f := i.mod.cfg.OnPublish; f != nil {
-		ok = f(string(topic), append([]byte(nil), data...))
+		if size := int64(len(topic)) + int64(len(data)); i.logger.publish.Take(size, size) {
+			ok = f(string(topic), append([]byte(nil), data...))
+		}
 	}
 	if ok {
 		stack[0] = abi.PublishAccepted
@@ -85,29 +98,11 @@ func hostPublish(i *Instance, m api.Module, stack []uint64) {
 	stack[0] = abi.PublishDropped
 }
 
+// hostAbort ends the call with a TrapAbort carrying the guest's message, cut at maxLogLine.
 func hostAbort(_ *Instance, m api.Module, stack []uint64) {
 	msg := guestBytes(m, stack[0], stack[1], "abort message")
 	if len(msg) > maxLogLine {
 		msg = msg[:maxLogLine]
 	}
 	panic(&TrapError{Kind: TrapAbort, Message: string(msg)})
-}
-
-// lineLoggerPair holds an instance's logger and its stdout and stderr writers.
-type lineLoggerPair struct {
-	base           *zap.Logger
-	stdout, stderr *guestio.LineWriter
-}
-
-func newLineLoggerPair(l *zap.Logger, truncated *atomic.Uint64) *lineLoggerPair {
-	return &lineLoggerPair{
-		base:   l,
-		stdout: guestio.NewLineWriter(l, "stdout", truncated),
-		stderr: guestio.NewLineWriter(l, "stderr", truncated),
-	}
-}
-
-func (p *lineLoggerPair) flush() {
-	p.stdout.Flush()
-	p.stderr.Flush()
 }

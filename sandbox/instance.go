@@ -52,7 +52,7 @@ type Instance struct {
 	mem    api.Memory
 	lm     linearMemory // holds mem's buffer, for the call path; see span
 	roots  []*os.Root   // the granted directories, closed with the instance
-	logger *lineLoggerPair
+	logger *output      // the logger; stdout, stderr, log and publish, metered
 
 	fns     [numFns]api.Function // looked up on first use: each costs wazero a 10 KiB stack
 	intrG   api.MutableGlobal
@@ -137,13 +137,13 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	}
 	i := &Instance{mod: m, wd: m.eng.wd, wake: make(chan struct{}, 1)}
 	i.lm.pool = &m.mems
-	i.logger = newLineLoggerPair(m.logger, &i.logTruncated)
+	i.logger = i.newOutput(m.cfg.Limits, m.logger)
 	var err error
 	caps := m.cfg.Capabilities
 	if i.roots, err = caps.openDirs(); err != nil {
 		return nil, err
 	}
-	mc := caps.withInstance(m.base, stoppableWriter{i, i.logger.stdout}, stoppableWriter{i, i.logger.stderr},
+	mc := caps.withInstance(m.base, stoppableWriter{i, stoppingWriter{i.logger.stdoutW}}, stoppableWriter{i, stoppingWriter{i.logger.stderrW}},
 		stoppableReader{i, caps.randSource()}, i.sleep, i.roots)
 	wm, err := m.eng.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &i.lm), m.code.code, mc)
 	if err != nil {
@@ -301,13 +301,21 @@ func (i *Instance) MemoryPages() uint32 { return i.mem.Size() / 65536 }
 
 // Stats counts what the instance dropped.
 type Stats struct {
-	PublishDropped uint64 // publishes the host refused or had no receiver for
-	LogTruncated   uint64 // guest log lines cut at the line limit
+	// PublishDropped counts the publishes answered abi.PublishDropped, for any reason: the
+	// publish limits (counted again in Publish), the host refused, or no receiver.
+	PublishDropped uint64
+	// LogTruncated counts lines of output and log messages cut at 4 KiB.
+	LogTruncated uint64
+	// What Limits.Output and Limits.Publish dropped, per stream.
+	Stdout, Stderr, Log, Publish StreamStats
 }
 
-// Stats returns the instance's counters.
+// Stats returns the instance's counters. It may be called from any goroutine, also after
+// Close.
 func (i *Instance) Stats() Stats {
-	return Stats{PublishDropped: i.publishDropped.Load(), LogTruncated: i.logTruncated.Load()}
+	return Stats{PublishDropped: i.publishDropped.Load(), LogTruncated: i.logTruncated.Load(),
+		Stdout: streamStats(i.logger.stdout), Stderr: streamStats(i.logger.stderr),
+		Log: streamStats(i.logger.log), Publish: streamStats(i.logger.publish)}
 }
 
 // Close frees the instance. An operation in progress is interrupted first and Close waits,

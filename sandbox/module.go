@@ -42,6 +42,14 @@ type Limits struct {
 	// StartTimeout bounds the start of an instance. 0 means DefaultStartTimeout; NoTimeout
 	// turns it off.
 	StartTimeout time.Duration
+	// Output bounds what each instance writes to stdout, stderr and the log import, per
+	// operation and per second. The zero value takes the defaults (64 KiB and 256 lines per
+	// operation, 1 MiB and 1,000 lines per second, per stream).
+	Output OutputLimits
+	// Publish bounds what each instance publishes, per operation and per second. The zero
+	// value takes the defaults (64 messages and 64 KiB per operation, 1,000 messages and
+	// 1 MiB per second).
+	Publish PublishLimits
 }
 
 func (l Limits) withDefaults() Limits {
@@ -54,8 +62,15 @@ func (l Limits) withDefaults() Limits {
 	if l.StartTimeout == 0 {
 		l.StartTimeout = DefaultStartTimeout
 	}
+	l.Output = l.Output.withDefaults()
+	l.Publish = l.Publish.withDefaults()
 	return l
 }
+
+// WithDefaults returns l with every zero field set to its default (and every negative bound of
+// Output and Publish to Unlimited): the limits an instance gets. It is for formats outside
+// this package (package extism).
+func (l Limits) WithDefaults() Limits { return l.withDefaults() }
 
 // Config is what a plugin gets besides its code. The zero value is a plugin with default
 // limits, no capabilities and no logger.
@@ -70,6 +85,12 @@ type Config struct {
 	// returns false to drop the event: the guest is told, and Instance.Stats counts it. With
 	// no OnPublish every publish is dropped and counted.
 	OnPublish func(topic string, data []byte) bool
+	// OnDrop, if set, receives the reports of what an instance's output and publishes dropped
+	// under Limits.Output and Limits.Publish: at most one per stream per second per
+	// instance, plus one at Close for what is left, on the goroutine of the operation that
+	// dropped (or of Close). It must be quick and must not call into the instance. With no
+	// OnDrop each report is one warning on Logger ("guest output dropped").
+	OnDrop func(DropReport)
 	// OnCall, if set, receives the duration of sampled calls (Call and CallAppend, whatever
 	// their outcome), on the caller's goroutine after the call: one call in 2^CallSampling,
 	// chosen by the instance's operation count, so that no clock is read for the others

@@ -106,6 +106,8 @@ type Plugin struct {
 	MemoryPages   uint32
 	CallTimeout   time.Duration // 0: default; -1: none
 	StartTimeout  time.Duration
+	Output        Budget // limits.output: Count is lines
+	Publish       Budget // limits.publish: Count is messages
 	Instances     int
 	Restart       string // permanent, transient, temporary
 	DependsOn     []string
@@ -116,6 +118,12 @@ type Plugin struct {
 	Dirs          [][2]string // host, guest
 	Clock         string      // deterministic, real
 	Random        string      // deterministic, crypto
+}
+
+// Budget is the per-call and per-second bounds of limits.output or limits.publish, as
+// sandbox.OutputLimits and sandbox.PublishLimits: 0 means the default, -1 none.
+type Budget struct {
+	CallBytes, CallCount, SecondBytes, SecondCount int64
 }
 
 // Error is one problem with one key.
@@ -224,9 +232,25 @@ type rawPlugin struct {
 }
 
 type rawLimits struct {
-	MemoryPages  string `yaml:"memory_pages"`
-	CallTimeout  string `yaml:"call_timeout"`
-	StartTimeout string `yaml:"start_timeout"`
+	MemoryPages  string     `yaml:"memory_pages"`
+	CallTimeout  string     `yaml:"call_timeout"`
+	StartTimeout string     `yaml:"start_timeout"`
+	Output       rawOutput  `yaml:"output"`
+	Publish      rawPublish `yaml:"publish"`
+}
+
+type rawOutput struct {
+	CallBytes   string `yaml:"call_bytes"`
+	CallLines   string `yaml:"call_lines"`
+	SecondBytes string `yaml:"second_bytes"`
+	SecondLines string `yaml:"second_lines"`
+}
+
+type rawPublish struct {
+	CallMessages   string `yaml:"call_messages"`
+	CallBytes      string `yaml:"call_bytes"`
+	SecondMessages string `yaml:"second_messages"`
+	SecondBytes    string `yaml:"second_bytes"`
 }
 
 type rawCaps struct {
@@ -460,6 +484,19 @@ func Parse(in Input) (*Config, error) {
 		}
 		p.CallTimeout = parseLimit(rp.Limits.CallTimeout, key("limits.call_timeout"), add)
 		p.StartTimeout = parseLimit(rp.Limits.StartTimeout, key("limits.start_timeout"), add)
+		o, pb := rp.Limits.Output, rp.Limits.Publish
+		p.Output = Budget{
+			CallBytes:   parseAmount(o.CallBytes, true, key("limits.output.call_bytes"), add),
+			CallCount:   parseAmount(o.CallLines, false, key("limits.output.call_lines"), add),
+			SecondBytes: parseAmount(o.SecondBytes, true, key("limits.output.second_bytes"), add),
+			SecondCount: parseAmount(o.SecondLines, false, key("limits.output.second_lines"), add),
+		}
+		p.Publish = Budget{
+			CallBytes:   parseAmount(pb.CallBytes, true, key("limits.publish.call_bytes"), add),
+			CallCount:   parseAmount(pb.CallMessages, false, key("limits.publish.call_messages"), add),
+			SecondBytes: parseAmount(pb.SecondBytes, true, key("limits.publish.second_bytes"), add),
+			SecondCount: parseAmount(pb.SecondMessages, false, key("limits.publish.second_messages"), add),
+		}
 		p.Instances = 1
 		if rp.Instances != "" {
 			n, err := strconv.Atoi(rp.Instances)
@@ -533,6 +570,39 @@ func parseLimit(s, key string, add func(string, string, ...any)) time.Duration {
 		return 0
 	}
 	return d
+}
+
+// parseAmount reads a bound of limits.output or limits.publish: a positive integer (for
+// bytes, optionally with a KiB, MiB or GiB suffix), or none (-1); empty is 0, the default.
+func parseAmount(s string, bytes bool, key string, add func(string, string, ...any)) int64 {
+	switch s {
+	case "":
+		return 0
+	case "none":
+		return -1
+	}
+	num, mult := s, int64(1)
+	if bytes {
+		for _, u := range []struct {
+			suffix string
+			mult   int64
+		}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+			if n, ok := strings.CutSuffix(s, u.suffix); ok {
+				num, mult = n, u.mult
+				break
+			}
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 1 || n > (1<<40)/mult {
+		if bytes {
+			add(key, "want a positive number of bytes such as 65536 or 64KiB, or none, got %q", s)
+		} else {
+			add(key, "want a positive integer, or none, got %q", s)
+		}
+		return 0
+	}
+	return n * mult
 }
 
 func pick(s, def, key string, add func(string, string, ...any), allowed ...string) string {

@@ -36,7 +36,8 @@ plugins:
   - name: authz
     wasm: builtin:authz
     config: {role.admin: "*", default: deny, n: 5}
-    limits: {memory_pages: 16, call_timeout: 50ms, start_timeout: none}
+    limits: {memory_pages: 16, call_timeout: 50ms, start_timeout: none,
+             output: {call_bytes: 8KiB, call_lines: 10, second_lines: none}, publish: {second_messages: 5, call_bytes: 100}}
     instances: 4
     restart: transient
     failure_policy: monitor
@@ -58,6 +59,9 @@ plugins:
 	if a.Config["role.admin"] != "*" || a.Config["n"] != "5" || a.MemoryPages != 16 || a.CallTimeout != 50*time.Millisecond ||
 		a.StartTimeout != -1 || a.Instances != 4 || a.Restart != "transient" || a.FailurePolicy != "monitor" || a.Builtin != "authz" {
 		t.Fatalf("plugin: %+v", a)
+	}
+	if a.Output != (Budget{CallBytes: 8 << 10, CallCount: 10, SecondCount: -1}) || a.Publish != (Budget{CallBytes: 100, SecondCount: 5}) {
+		t.Fatalf("plugin output %+v publish %+v", a.Output, a.Publish)
 	}
 	if b := c.Plugins[1]; !strings.HasSuffix(b.Path, "p.wasm") || b.Clock != "real" || b.FailurePolicy != "deny" || b.Instances != 1 {
 		t.Fatalf("plugin b: %+v", b)
@@ -105,6 +109,10 @@ func TestInvalid(t *testing.T) {
 		{"file", "plugins: [{name: a, wasm: missing.wasm}]", "plugins[0](a).wasm", "cannot read"},
 		{"pages", "plugins: [{name: a, wasm: builtin:authz, limits: {memory_pages: 0}}]", "plugins[0](a).limits.memory_pages", "1 to 65536"},
 		{"call timeout", "plugins: [{name: a, wasm: builtin:authz, limits: {call_timeout: 5}}]", "plugins[0](a).limits.call_timeout", "duration"},
+		{"output bytes", "plugins: [{name: a, wasm: builtin:authz, limits: {output: {call_bytes: 64kb}}}]", "plugins[0](a).limits.output.call_bytes", "64KiB"},
+		{"output lines", "plugins: [{name: a, wasm: builtin:authz, limits: {output: {second_lines: 0}}}]", "plugins[0](a).limits.output.second_lines", "positive integer"},
+		{"unknown output", "plugins: [{name: a, wasm: builtin:authz, limits: {output: {lines: 1}}}]", "plugins[0].limits.output.lines", "unknown key"},
+		{"publish", "plugins: [{name: a, wasm: builtin:authz, limits: {publish: {call_messages: many}}}]", "plugins[0](a).limits.publish.call_messages", "positive integer"},
 		{"instances", "plugins: [{name: a, wasm: builtin:authz, instances: 0}]", "plugins[0](a).instances", "1 to 1024"},
 		{"restart", "plugins: [{name: a, wasm: builtin:authz, restart: always}]", "plugins[0](a).restart", "permanent"},
 		{"policy", "plugins: [{name: a, wasm: builtin:authz, failure_policy: open}]", "plugins[0](a).failure_policy", "deny, allow, monitor"},

@@ -367,7 +367,11 @@ func (s *Server) resolve(p config.Plugin) ([]byte, error) {
 func hostPlugin(p config.Plugin) host.Plugin {
 	hp := host.Plugin{Name: p.Name, Config: maps.Clone(p.Config), Instances: p.Instances,
 		DependsOn: p.DependsOn, Subscribe: p.Subscribe,
-		Limits:       sandbox.Limits{MemoryPages: p.MemoryPages, CallTimeout: p.CallTimeout, StartTimeout: p.StartTimeout},
+		Limits: sandbox.Limits{MemoryPages: p.MemoryPages, CallTimeout: p.CallTimeout, StartTimeout: p.StartTimeout,
+			Output: sandbox.OutputLimits{CallBytes: p.Output.CallBytes, CallLines: p.Output.CallCount,
+				SecondBytes: p.Output.SecondBytes, SecondLines: p.Output.SecondCount},
+			Publish: sandbox.PublishLimits{CallMessages: p.Publish.CallCount, CallBytes: p.Publish.CallBytes,
+				SecondMessages: p.Publish.SecondCount, SecondBytes: p.Publish.SecondBytes}},
 		Capabilities: sandbox.Capabilities{Env: p.Env, InheritEnv: p.InheritEnv}}
 	if hp.Config == nil {
 		hp.Config = map[string]string{}
