@@ -128,20 +128,34 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	ctx, cancel := context.WithDeadlineCause(r.Context(), deadline, errRequestTimeout)
-	defer cancel()
+	// The call waits for one of the plugin's slots (one per instance) while its client may
+	// still go away, which ends the wait at no cost. Once admitted it is no longer canceled by
+	// the client: it ends within its deadline anyway, and canceling it would end the instance
+	// (its state is unknown once interrupted), so clients that disconnect mid-call, again and
+	// again, would grind the pool down. Only http.request_timeout (and the plugin's own
+	// call_timeout) end it.
 	t0 := time.Now()
-	out, err := s.h.Call(ctx, name, handler, input)
+	out, err := s.admitted(r.Context(), e, deadline, func(ctx context.Context) ([]byte, error) {
+		return s.h.Call(ctx, name, handler, input)
+	})
 	dur := time.Since(t0)
 	kind := errKind(err)
-	// Told apart by the context's cause: our timeout, or the client's going (r.Context() ends
-	// only when the client's connection does, the read deadline being cleared above).
-	timedOut := err != nil && errors.Is(context.Cause(ctx), errRequestTimeout)
-	clientGone := err != nil && !timedOut && r.Context().Err() != nil
+	// Told apart: the server's own timeout ends the call's context with errRequestTimeout as
+	// its cause; a client that went away ends r.Context() (only then: the read deadline is
+	// cleared above).
+	timedOut := errors.Is(err, errRequestTimeout)
+	clientGone := r.Context().Err() != nil
 	policy := e.spec.FailurePolicy
 	w.Header().Set(HeaderDigest, e.digest)
 	var outcome string
 	switch {
+	case clientGone:
+		// Nobody to answer (the plugin's answer or failure goes nowhere), and no policy applies.
+		// The status is written to a closed connection, so that the request metrics record
+		// 499, not 200.
+		outcome = "canceled"
+		s.m.interrupted.WithLabelValues(name, "client_gone").Inc()
+		writeError(w, StatusClientClosedRequest, "client_closed_request", "the client went away before the answer")
 	case err == nil:
 		outcome = decision(out)
 		ct := "application/octet-stream"
@@ -151,12 +165,6 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", ct)
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(out)
-	case clientGone:
-		// Nobody to answer, and not the plugin's failure: no policy applies. The status is
-		// written to a closed connection, so that the request metrics record 499, not 200.
-		outcome = "canceled"
-		s.m.interrupted.WithLabelValues(name, "client_gone").Inc()
-		writeError(w, StatusClientClosedRequest, "client_closed_request", "the client went away before the answer")
 	case kind == "not_found":
 		outcome = "error"
 		writeError(w, http.StatusNotFound, "plugin_not_found", fmt.Sprintf("no plugin %q", name))
@@ -183,6 +191,33 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 	}
 	s.m.decisions.WithLabelValues(name, outcome).Inc()
 	s.logDecision(c, e, name, handler, outcome, kind, policy, dur, clientGone, err)
+}
+
+// admitted runs call once e has a free slot, with a context that ends at deadline (cause
+// errRequestTimeout) and not when rctx (the client's) does. Waiting for the slot ends with
+// either. An error of the server's timeout matches errRequestTimeout (the call's own error
+// is joined to it).
+func (s *Server) admitted(rctx context.Context, e *entry, deadline time.Time,
+	call func(context.Context) ([]byte, error)) ([]byte, error) {
+	select {
+	case e.slots <- struct{}{}:
+	default:
+		wctx, cancel := context.WithDeadlineCause(rctx, deadline, errRequestTimeout)
+		defer cancel()
+		select {
+		case e.slots <- struct{}{}:
+		case <-wctx.Done():
+			return nil, fmt.Errorf("waiting for a free instance: %w: %w", host.ErrNoInstance, context.Cause(wctx))
+		}
+	}
+	defer func() { <-e.slots }()
+	ctx, cancel := context.WithDeadlineCause(context.WithoutCancel(rctx), deadline, errRequestTimeout)
+	defer cancel()
+	out, err := call(ctx)
+	if err != nil && errors.Is(context.Cause(ctx), errRequestTimeout) && !errors.Is(err, errRequestTimeout) {
+		err = errors.Join(err, errRequestTimeout)
+	}
+	return out, err
 }
 
 // failed answers a call the plugin could not answer, by its failure policy, and returns the

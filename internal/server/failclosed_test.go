@@ -22,7 +22,9 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/wasmvisor/wasmvisor/host"
+	"github.com/wasmvisor/wasmvisor/host/hosttest"
 	"github.com/wasmvisor/wasmvisor/internal/config"
+	"github.com/wasmvisor/wasmvisor/plugins"
 )
 
 const testToken = "test-admin-token-0123456789"
@@ -57,10 +59,10 @@ func openServer(t *testing.T, yaml string, load bool) *testServer {
 		if err != nil {
 			return nil, err
 		}
-		in.Env = []string{}
+		in.Env, in.Builtin, in.Builtins = []string{}, plugins.Builtin, plugins.Builtins()
 		c, err := config.Parse(in)
 		if c != nil {
-			c.CacheDir = "off"
+			c.CacheDir = hosttest.CacheDir() // content-addressed, shared by the test binaries
 		}
 		return c, err
 	}
@@ -68,7 +70,8 @@ func openServer(t *testing.T, yaml string, load bool) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(context.Background(), Options{Config: c, Reread: read, Logger: zaptest.NewLogger(t)})
+	s, err := Open(context.Background(), Options{Config: c, Reread: read, Logger: zaptest.NewLogger(t),
+		Builtin: plugins.Builtin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,10 +198,12 @@ plugins:
 }
 
 // A client that goes away mid-call is not a plugin failure: no policy, no failure counted; it
-// is counted as client_gone and recorded as 499.
+// is counted as client_gone and recorded as 499. The call itself is not canceled (that would
+// end the instance): it runs to its deadline, and the instance survives unless that deadline
+// ends it.
 func TestClientGoneIsNotAFailure(t *testing.T) {
 	ts := openServer(t, `
-http: {request_timeout: 20s}
+http: {request_timeout: 500ms}
 plugins:
   - {name: ref, wasm: ref.wasm, limits: {call_timeout: none}}
 `, true)
@@ -224,6 +229,54 @@ plugins:
 	}
 	if n := counterValue(t, ts.m.requests.WithLabelValues("POST /v1/plugins/{name}/call/{handler}", "499")); n != 1 {
 		t.Fatalf("499 recorded %v times", n)
+	}
+	if n := counterValue(t, ts.m.interrupted.WithLabelValues("ref", "request_timeout")); n != 0 {
+		t.Fatalf("request_timeout %v: nobody waited for the answer", n)
+	}
+}
+
+// A client that goes away does not end the instance serving its call: the call finishes, and
+// the same incarnation serves the next one.
+func TestClientGoneKeepsTheInstance(t *testing.T) {
+	ts := openServer(t, `
+http: {request_timeout: 20s}
+plugins:
+  - {name: authz, wasm: "builtin:authz", limits: {call_timeout: none}}
+`, true)
+	inc := func() uint64 {
+		pi, err := ts.h.Plugin("authz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pi.Instances[0].Incarnation
+	}
+	// A request that takes the policy a while: 600 roles it does not define.
+	var b strings.Builder
+	b.WriteString(`{"subject":{"id":"m","roles":["r0"`)
+	for i := 1; i < 600; i++ {
+		fmt.Fprintf(&b, `,"r%d"`, i)
+	}
+	b.WriteString(`]},"action":"read","resource":{"type":"document","id":"1"}}`)
+	before := inc()
+	for range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { cancel() }})
+		req, _ := http.NewRequestWithContext(ctx, "POST", ts.base+"/v1/plugins/authz/call/evaluate", strings.NewReader(b.String()))
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+		}
+		cancel()
+	}
+	// One instance: this call is served after the others; a killed instance would have been
+	// replaced before it.
+	if a := ts.do(t, "POST", "/v1/plugins/authz/call/evaluate", "", "", []byte(`{"subject":{"id":"a","roles":["admin"]},"action":"read","resource":{"type":"document"}}`)); a.status != 200 {
+		t.Fatalf("evaluate: %d %s", a.status, a.body)
+	}
+	if after := inc(); after != before {
+		t.Fatalf("incarnation %d -> %d: a client going away ended the instance", before, after)
+	}
+	if n := counterValue(t, ts.m.interrupted.WithLabelValues("authz", "client_gone")); n == 0 {
+		t.Fatal("no call saw its client go")
 	}
 }
 

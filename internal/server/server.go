@@ -90,6 +90,10 @@ type entry struct {
 	override  map[string]string // config set through the API; nil when none
 	loadedAt  time.Time
 	hostSpecs host.Plugin // what the host holds, without the bytes
+	// slots admits calls into the host: one token per instance. A call waits here, where its
+	// client going away ends the wait, before it enters the host, where it is no longer
+	// canceled (see Server.call).
+	slots chan struct{}
 }
 
 type reloadStatus struct {
@@ -384,6 +388,11 @@ func (s *Server) put(ctx context.Context, p config.Plugin, wasm []byte, source s
 	e := &entry{spec: p, source: source, digest: digest(wasm), override: override, loadedAt: time.Now(), hostSpecs: hp}
 	e.hostSpecs.Wasm = nil
 	old := s.entry(p.Name)
+	if old != nil && old.hostSpecs.Instances == hp.Instances {
+		e.slots = old.slots
+	} else {
+		e.slots = make(chan struct{}, max(hp.Instances, 1))
+	}
 	if old == nil {
 		if err := s.h.Load(ctx, hp); err != nil {
 			return "", err
