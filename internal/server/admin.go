@@ -191,7 +191,11 @@ func (s *Server) readAdminBody(w http.ResponseWriter, r *http.Request, limit int
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(s.opTimeout()))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	_ = rc.SetReadDeadline(time.Time{})
+	if err == nil {
+		_ = rc.SetReadDeadline(time.Time{})
+	} else {
+		w.Header().Set("Connection", "close") // see Server.call
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		switch {

@@ -106,13 +106,19 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(deadline) // a slow body is bounded too
-	input, err := io.ReadAll(http.MaxBytesReader(w, r.Body, c.HTTP.MaxBodyBytes))
-	// The body is read: clear the read deadline. Left set, it ends r.Context() when it passes:
-	// net/http watches the connection for the client going away (from the start for a request
-	// without a body), that read fails at the deadline and cancels the request, and the
-	// server's own timeout was taken for a client that left: the bug that answered 200 with an
-	// empty body.
-	_ = rc.SetReadDeadline(time.Time{})
+	input, err := readBody(w, r, c.HTTP.MaxBodyBytes)
+	if err == nil {
+		// The body is read: clear the read deadline. Left set, it ends r.Context() when it
+		// passes: net/http watches the connection for the client going away (from the start
+		// for a request without a body), that read fails at the deadline and cancels the
+		// request, and the server's own timeout was taken for a client that left: the bug
+		// that answered 200 with an empty body.
+		_ = rc.SetReadDeadline(time.Time{})
+	} else {
+		// The body is refused: the connection closes after the answer. (Kept alive, net/http
+		// would first read the rest of a slow body, and the answer would wait for it.)
+		w.Header().Set("Connection", "close")
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		switch {
@@ -180,9 +186,12 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		}
 		writeErrorKind(w, http.StatusUnprocessableEntity, "guest_error", msg, status)
 	default:
+		// The request timeout is the failure only when nothing else is: a trap that happened
+		// to end after it is a trap.
+		timedOut = timedOut && (kind == "deadline" || kind == "canceled" || kind == "other")
 		if timedOut {
 			s.m.interrupted.WithLabelValues(name, "request_timeout").Inc()
-			if kind == "canceled" || kind == "other" {
+			if kind != "deadline" {
 				kind = "request_timeout"
 			}
 		}
@@ -193,12 +202,27 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 	s.logDecision(c, e, name, handler, outcome, kind, policy, dur, clientGone, err)
 }
 
+// readBody reads a request's body, at most limit bytes, into one buffer sized by the declared
+// length (io.ReadAll's doubling would hold up to twice a large body).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	if r.ContentLength <= 0 || r.ContentLength > limit {
+		return io.ReadAll(body)
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, r.ContentLength+1)) // +1: the read that sees EOF
+	_, err := buf.ReadFrom(body)
+	return buf.Bytes(), err
+}
+
 // admitted runs call once e has a free slot, with a context that ends at deadline (cause
 // errRequestTimeout) and not when rctx (the client's) does. Waiting for the slot ends with
 // either. An error of the server's timeout matches errRequestTimeout (the call's own error
 // is joined to it).
 func (s *Server) admitted(rctx context.Context, e *entry, deadline time.Time,
 	call func(context.Context) ([]byte, error)) ([]byte, error) {
+	if rctx.Err() != nil { // gone already: do not take a slot
+		return nil, fmt.Errorf("waiting for a free instance: %w: %w", host.ErrNoInstance, context.Cause(rctx))
+	}
 	select {
 	case e.slots <- struct{}{}:
 	default:

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/wasmvisor/wasmvisor/host"
@@ -40,7 +42,12 @@ type testServer struct {
 
 // openServer parses yaml (ref.wasm is the reference plugin, in the config's directory), opens
 // a Server (no plugin loaded) and serves it. load also loads the plugins.
-func openServer(t *testing.T, yaml string, load bool) *testServer {
+func openServer(t testing.TB, yaml string, load bool) *testServer {
+	t.Helper()
+	return openServerLog(t, yaml, load, zaptest.NewLogger(t))
+}
+
+func openServerLog(t testing.TB, yaml string, load bool, log *zap.Logger) *testServer {
 	t.Helper()
 	dir := t.TempDir()
 	ref, err := os.ReadFile("../../plugins/reference/reference.wasm")
@@ -70,7 +77,7 @@ func openServer(t *testing.T, yaml string, load bool) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(context.Background(), Options{Config: c, Reread: read, Logger: zaptest.NewLogger(t),
+	s, err := Open(context.Background(), Options{Config: c, Reread: read, Logger: log,
 		Builtin: plugins.Builtin})
 	if err != nil {
 		t.Fatal(err)
@@ -550,5 +557,29 @@ func TestHostRefusalsMapped(t *testing.T) {
 		if c.code != "" && a.code(t) != c.code {
 			t.Errorf("%v under %s: code %q", c.err, c.policy, a.code(t))
 		}
+	}
+}
+
+// A body that never completes is answered 408 body_timeout at the request timeout, and the
+// connection closes: a slow client holds nothing longer.
+func TestSlowBodyAnswered(t *testing.T) {
+	ts := openServer(t, "http: {request_timeout: 300ms}\nplugins:\n  - {name: ref, wasm: ref.wasm}\n", true)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second)) // a bug fails the test, not hangs it
+	if _, err := fmt.Fprintf(conn, "POST /v1/plugins/ref/call/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a slow body: %v", err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 408 || !bytes.Contains(b, []byte(`"body_timeout"`)) {
+		t.Fatalf("%d %s", res.StatusCode, b)
 	}
 }
