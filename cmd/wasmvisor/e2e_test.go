@@ -82,7 +82,8 @@ func startServe(t *testing.T, env []string, args ...string) *proc {
 			p.mu.Lock()
 			p.log.WriteString(line + "\n")
 			p.mu.Unlock()
-			if strings.Contains(line, `"listening"`) {
+			// The server listens first and answers 503 while it loads: wait for the load.
+			if strings.Contains(line, `"msg":"ready"`) {
 				once.Do(func() { close(listening) })
 			}
 		}
@@ -101,9 +102,9 @@ func startServe(t *testing.T, env []string, args ...string) *proc {
 	select {
 	case <-listening:
 	case err := <-p.done:
-		t.Fatalf("serve exited before listening: %v\n%s", err, p.logs())
+		t.Fatalf("serve exited before it was ready: %v\n%s", err, p.logs())
 	case <-time.After(45 * time.Second):
-		t.Fatalf("serve did not listen within 45s\n%s", p.logs())
+		t.Fatalf("serve was not ready within 45s\n%s", p.logs())
 	}
 	addr, err := os.ReadFile(addrFile)
 	if err != nil {
@@ -337,7 +338,7 @@ func TestE2EServe(t *testing.T) {
 		{"POST", "/v1/plugins/ref/restart", "", "", nil, 401, "unauthorized"},
 		{"PUT", "/v1/plugins/authz", e2eToken, "application/json", []byte(`{"config": {"default": `), 400, "malformed_json"},
 		{"PUT", "/v1/plugins/authz", e2eToken, "application/json", []byte(`{"config": {"default": "x"}}`), 422, "config_rejected"},
-		{"PUT", "/v1/plugins/authz", e2eToken, "application/json", []byte(`{"confi": {}}`), 400, "malformed_json"},
+		{"PUT", "/v1/plugins/authz", e2eToken, "application/json", []byte(`{"confi": {}}`), 400, "unknown_field"},
 		{"GET", "/v1/events", "", "", nil, 400, "missing_topic"},
 		{"GET", "/v2/nothing", "", "", nil, 404, "not_found"},
 	} {

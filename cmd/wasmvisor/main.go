@@ -20,6 +20,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/wasmvisor/wasmvisor/host"
+	"github.com/wasmvisor/wasmvisor/internal/server"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
@@ -37,6 +39,9 @@ const (
 	exitUsage    = 2 // bad flags or arguments
 	exitGuest    = 3 // the guest returned an error status
 	exitInstance = 4 // the instance ended: trap, deadline, memory limit, exit, ABI violation
+	// exitShutdown: serve's shutdown was incomplete: it timed out (http.shutdown_timeout; calls
+	// cut off, or a guest that would not stop abandoned) or instances leaked (host.ErrLeak).
+	exitShutdown = 5
 )
 
 // usageError marks errors in the command line.
@@ -69,6 +74,8 @@ func exitCode(err error) int {
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
+	case errors.Is(err, server.ErrShutdownTimeout), errors.Is(err, host.ErrLeak):
+		return exitShutdown
 	case sandbox.Fatal(err):
 		return exitInstance
 	case errors.Is(err, sandbox.ErrGuest):

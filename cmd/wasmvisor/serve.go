@@ -83,7 +83,9 @@ func runServe(cmd *cobra.Command, configFile, addrFile string, stderr io.Writer)
 	if configFile == "" {
 		reread = nil // the embedded default cannot change
 	}
-	srv, err := server.New(ctx, server.Options{Config: c, Reread: reread, Logger: log, Builtin: plugins.Builtin})
+	// Listen first: the API answers (/healthz 200, /readyz 503 naming what is loading, calls
+	// 503 plugin_loading) while the plugins load.
+	srv, err := server.Open(ctx, server.Options{Config: c, Reread: reread, Logger: log, Builtin: plugins.Builtin})
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -96,13 +98,26 @@ func runServe(cmd *cobra.Command, configFile, addrFile string, stderr io.Writer)
 		}
 	}
 
-	// Execute/interrupt pairs: the HTTP server, the file watcher, the signals.
+	// Execute/interrupt pairs: the HTTP server, the initial load, the file watcher, the
+	// signals. The shutdown's own error (a timeout, leaked instances) is the command's.
 	var g server.Group
+	var shutdownErr error
 	g.Add(func() error { return srv.Serve(ln) }, func(error) {
-		if err := srv.Shutdown(context.WithoutCancel(ctx)); err != nil {
-			log.Error("shutdown", zap.Error(err))
+		if shutdownErr = srv.Shutdown(context.WithoutCancel(ctx)); shutdownErr != nil {
+			log.Error("shutdown", zap.Error(shutdownErr))
 		}
 	})
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	g.Add(func() error {
+		if err := srv.Load(loadCtx); err != nil {
+			if loadCtx.Err() != nil {
+				return nil // interrupted: another actor ended the group
+			}
+			return err // the server does not serve a configuration it could not load
+		}
+		<-loadCtx.Done()
+		return nil
+	}, func(error) { stopLoad() })
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	g.Add(func() error { return srv.Watch(watchCtx) }, func(error) { stopWatch() })
 	hup := make(chan os.Signal, 1)
@@ -129,7 +144,10 @@ func runServe(cmd *cobra.Command, configFile, addrFile string, stderr io.Writer)
 	err = g.Run()
 	log.Info("stopped")
 	if errors.Is(err, context.Canceled) {
-		return nil
+		err = nil
+	}
+	if shutdownErr != nil {
+		err = errors.Join(err, fmt.Errorf("shutdown: %w", shutdownErr))
 	}
 	return err
 }

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wasmvisor/wasmvisor/host"
+	"github.com/wasmvisor/wasmvisor/internal/server"
 )
 
 // An invalid configuration stops serve before it starts: exit 1, one line naming the key.
@@ -32,5 +36,15 @@ func TestServeInvalidConfig(t *testing.T) {
 	code, _, _ = cli(t, "", "serve", "extra")
 	if code != exitUsage {
 		t.Errorf("extra argument: exit %d, want %d", code, exitUsage)
+	}
+}
+
+// An incomplete shutdown exits 5: it timed out, or instances leaked.
+func TestExitCodeShutdown(t *testing.T) {
+	t.Parallel()
+	for _, err := range []error{fmt.Errorf("shutdown: %w", server.ErrShutdownTimeout), fmt.Errorf("shutdown: %w", host.ErrLeak)} {
+		if code := exitCode(err); code != exitShutdown {
+			t.Errorf("%v: exit %d, want %d", err, code, exitShutdown)
+		}
 	}
 }

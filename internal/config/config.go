@@ -82,8 +82,9 @@ type Reload struct {
 
 // Events configures the server-sent event streams.
 type Events struct {
-	Buffer    int // per client
-	BusBuffer int // per host subscription
+	Buffer     int // per client
+	BusBuffer  int // per host subscription
+	MaxStreams int // open streams at once; more are refused (503 too_many_streams)
 }
 
 // Supervisor is the host's supervision settings.
@@ -113,11 +114,13 @@ type Plugin struct {
 	DependsOn     []string
 	Subscribe     []string
 	FailurePolicy string
-	Env           map[string]string
-	InheritEnv    []string
-	Dirs          [][2]string // host, guest
-	Clock         string      // deterministic, real
-	Random        string      // deterministic, crypto
+	// Required: /readyz answers 503 while this plugin is loading, down or failed. Default true.
+	Required   bool
+	Env        map[string]string
+	InheritEnv []string
+	Dirs       [][2]string // host, guest
+	Clock      string      // deterministic, real
+	Random     string      // deterministic, crypto
 }
 
 // Budget is the per-call and per-second bounds of limits.output or limits.publish, as
@@ -126,21 +129,36 @@ type Budget struct {
 	CallBytes, CallCount, SecondBytes, SecondCount int64
 }
 
-// Error is one problem with one key.
+// Error is one problem with one key of one file. Parse returns them, gathered in Errors.
 type Error struct {
+	File    string // the Input's Source; "" when it has none
 	Key     string // plugins[0].limits.call_timeout
 	Problem string
 }
 
-func (e *Error) Error() string { return e.Key + ": " + e.Problem }
+func (e *Error) Error() string {
+	if e.File != "" {
+		return e.File + ": " + e.Key + ": " + e.Problem
+	}
+	return e.Key + ": " + e.Problem
+}
 
-// Errors is every problem found, in file order. Its message is one line.
+// Errors is every problem Parse found, in file order: the error Parse returns for an invalid
+// configuration. Its message is one line, naming the file once:
+// `config FILE: KEY: PROBLEM; KEY: PROBLEM`.
 type Errors []*Error
 
 func (es Errors) Error() string {
 	s := make([]string, len(es))
+	file := ""
 	for i, e := range es {
-		s[i] = e.Error()
+		s[i] = e.Key + ": " + e.Problem
+		if file == "" {
+			file = e.File
+		}
+	}
+	if file != "" {
+		return "config " + file + ": " + strings.Join(s, "; ")
 	}
 	return "config: " + strings.Join(s, "; ")
 }
@@ -161,11 +179,17 @@ type Input struct {
 	Builtins []string
 }
 
-// ReadFile returns the Input of a config file.
+// ReadFile returns the Input of a config file. A file that cannot be read is an Errors
+// naming it (key "(file)").
 func ReadFile(path string) (Input, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return Input{}, fmt.Errorf("config: %w", err)
+		reason := err.Error()
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			reason = pe.Op + ": " + pe.Err.Error()
+		}
+		return Input{}, Errors{{File: path, Key: "(file)", Problem: reason}}
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -207,8 +231,9 @@ type rawReload struct {
 }
 
 type rawEvents struct {
-	Buffer    string `yaml:"buffer"`
-	BusBuffer string `yaml:"bus_buffer"`
+	Buffer     string `yaml:"buffer"`
+	BusBuffer  string `yaml:"bus_buffer"`
+	MaxStreams string `yaml:"max_streams"`
 }
 
 type rawSup struct {
@@ -229,6 +254,7 @@ type rawPlugin struct {
 	Subscribe     []string          `yaml:"subscribe"`
 	FailurePolicy string            `yaml:"failure_policy"`
 	Capabilities  rawCaps           `yaml:"capabilities"`
+	Required      string            `yaml:"required"`
 }
 
 type rawLimits struct {
@@ -275,6 +301,7 @@ const (
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultReloadInterval  = time.Second
 	DefaultEventBuffer     = 64
+	DefaultMaxStreams      = 64
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
@@ -285,7 +312,7 @@ var scalarKeys = []string{
 	"log.level", "log.format", "log.decisions",
 	"http.max_body_bytes", "http.max_module_bytes", "http.request_timeout", "http.shutdown_timeout",
 	"reload.watch", "reload.interval",
-	"events.buffer", "events.bus_buffer",
+	"events.buffer", "events.bus_buffer", "events.max_streams",
 	"supervisor.strategy", "supervisor.max_restarts", "supervisor.period", "supervisor.min_uptime",
 }
 
@@ -299,27 +326,27 @@ func Parse(in Input) (*Config, error) {
 
 	var doc yaml.Node
 	if err := yaml.Unmarshal(in.Data, &doc); err != nil {
-		return nil, Errors{{Key: "(file)", Problem: "not YAML: " + oneLine(err.Error())}}
+		return nil, Errors{{File: in.Source, Key: "(file)", Problem: "not YAML: " + oneLine(err.Error())}}
 	}
 	var r raw
 	if len(doc.Content) > 0 {
 		root := doc.Content[0]
 		if root.Kind != yaml.MappingNode && !(root.Kind == yaml.ScalarNode && root.Tag == "!!null") {
-			return nil, Errors{{Key: "(file)", Problem: "want a mapping of keys"}}
+			return nil, Errors{{File: in.Source, Key: "(file)", Problem: "want a mapping of keys"}}
 		}
 		walk(root, reflect.TypeFor[raw](), "", add)
 		if len(errs) > 0 {
-			return nil, errs
+			return nil, withFile(errs, in.Source)
 		}
 		if err := root.Decode(&r); err != nil {
-			return nil, Errors{{Key: "(file)", Problem: oneLine(err.Error())}}
+			return nil, Errors{{File: in.Source, Key: "(file)", Problem: oneLine(err.Error())}}
 		}
 	}
 
 	v := viper.New()
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(bytes.NewReader(in.Data)); err != nil {
-		return nil, Errors{{Key: "(file)", Problem: oneLine(err.Error())}}
+		return nil, Errors{{File: in.Source, Key: "(file)", Problem: oneLine(err.Error())}}
 	}
 	v.SetEnvPrefix(EnvPrefix)
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
@@ -427,7 +454,8 @@ func Parse(in Input) (*Config, error) {
 	}
 	c.Reload = Reload{Watch: boolean("reload.watch", true), Interval: dur("reload.interval", DefaultReloadInterval, false)}
 	c.Events = Events{Buffer: int(integer("events.buffer", DefaultEventBuffer, 1, 1<<16)),
-		BusBuffer: int(integer("events.bus_buffer", 0, 0, 1<<20))}
+		BusBuffer:  int(integer("events.bus_buffer", 0, 0, 1<<20)),
+		MaxStreams: int(integer("events.max_streams", DefaultMaxStreams, 1, 1<<16))}
 	c.Supervisor = Supervisor{
 		Strategy:    oneOf("supervisor.strategy", "one_for_one", "one_for_one"),
 		MaxRestarts: int(integer("supervisor.max_restarts", 0, 0, 1<<20)),
@@ -507,6 +535,14 @@ func Parse(in Input) (*Config, error) {
 		}
 		p.Restart = pick(rp.Restart, "permanent", key("restart"), add, "permanent", "transient", "temporary")
 		p.FailurePolicy = pick(rp.FailurePolicy, FailDeny, key("failure_policy"), add, FailDeny, FailAllow, FailMonitor)
+		p.Required = true
+		if rp.Required != "" {
+			b, err := strconv.ParseBool(rp.Required)
+			if err != nil {
+				add(key("required"), "want true or false, got %q", rp.Required)
+			}
+			p.Required = b || err != nil
+		}
 		p.Clock = pick(rp.Capabilities.Clock, "deterministic", key("capabilities.clock"), add, "deterministic", "real")
 		p.Random = pick(rp.Capabilities.Random, "deterministic", key("capabilities.random"), add, "deterministic", "crypto")
 		for j, d := range rp.Capabilities.Dirs {
@@ -551,10 +587,18 @@ func Parse(in Input) (*Config, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errs
+		return nil, withFile(errs, in.Source)
 	}
 	c.Digest = digest(in.Data)
 	return c, nil
+}
+
+// withFile names the file in every error.
+func withFile(es Errors, file string) Errors {
+	for _, e := range es {
+		e.File = file
+	}
+	return es
 }
 
 func parseLimit(s, key string, add func(string, string, ...any)) time.Duration {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -124,6 +125,8 @@ func TestInvalid(t *testing.T) {
 		{"cycle", "plugins: [{name: a, wasm: builtin:authz, depends_on: [b]}, {name: b, wasm: builtin:authz, depends_on: [a]}]", "plugins", "cycle"},
 		{"not yaml", "listen: [", "(file)", "not YAML"},
 		{"env", "", "WASMVISOR_LISTN", "unknown environment override"},
+		{"required", "plugins: [{name: a, wasm: builtin:authz, required: maybe}]", "plugins[0](a).required", "true or false"},
+		{"streams", "events: {max_streams: 0}", "events.max_streams", "integer from 1"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var env []string
@@ -139,6 +142,34 @@ func TestInvalid(t *testing.T) {
 				t.Fatalf("error %q: want key %q and %q on one line", msg, c.key, c.problem)
 			}
 		})
+	}
+}
+
+// An invalid file is an Errors naming the file, the key and the reason, each error typed.
+func TestErrorsNameTheFile(t *testing.T) {
+	_, err := parse(t, "plugins: [{name: a, wasm: builtin:authz, instances: -3}]")
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 1 || es[0].File != "test.yaml" || es[0].Key != "plugins[0](a).instances" ||
+		!strings.HasPrefix(err.Error(), "config test.yaml: plugins[0](a).instances: want 1 to 1024") {
+		t.Fatalf("err %v (%#v)", err, es)
+	}
+	_, err = ReadFile(filepath.Join(t.TempDir(), "gone.yaml"))
+	if !errors.As(err, &es) || !strings.HasSuffix(es[0].File, "gone.yaml") || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("missing file: %v", err)
+	}
+}
+
+// required defaults to true; events.max_streams to DefaultMaxStreams.
+func TestRequiredAndStreams(t *testing.T) {
+	c, err := parse(t, "events: {max_streams: 3}\nplugins: [{name: a, wasm: builtin:authz}, {name: b, wasm: builtin:authz, required: false}]")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Plugins[0].Required || c.Plugins[1].Required || c.Events.MaxStreams != 3 {
+		t.Fatalf("%+v %+v", c.Plugins, c.Events)
+	}
+	if c, _ := parse(t, ""); c.Events.MaxStreams != DefaultMaxStreams {
+		t.Fatalf("default max_streams %d", c.Events.MaxStreams)
 	}
 }
 

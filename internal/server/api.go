@@ -1,15 +1,12 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"runtime/debug"
 	"strconv"
@@ -149,7 +146,8 @@ func (s *Server) instrument(route string, next http.Handler) http.Handler {
 }
 
 // admin requires the bearer token from admin_token (or WASMVISOR_ADMIN_TOKEN). Without a
-// token configured the admin routes are refused.
+// token configured the admin routes are refused. While the initial load runs they answer 503
+// loading (with Retry-After): they would wait for it.
 func (s *Server) admin(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		want := s.cfg.Load().AdminToken
@@ -164,15 +162,39 @@ func (s *Server) admin(next http.HandlerFunc) http.HandlerFunc {
 			writeError(w, http.StatusUnauthorized, "unauthorized", "missing bearer token")
 			return
 		}
-		a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
-		if subtle.ConstantTimeCompare(a[:], b[:]) != 1 {
+		if !tokenOK(got, want) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="wasmvisor", error="invalid_token"`)
 			writeError(w, http.StatusUnauthorized, "unauthorized", "invalid bearer token")
+			return
+		}
+		if s.phase.Load() == phaseLoading {
+			s.m.refused.WithLabelValues("loading").Inc()
+			setRetryAfter(w, defaultRetryAfter)
+			writeError(w, http.StatusServiceUnavailable, "loading", "the configured plugins are still loading")
 			return
 		}
 		next(w, r)
 	}
 }
+
+// tokenOK compares tokens as SHA-256 digests in constant time: neither content nor length
+// leaks through timing.
+func tokenOK(got, want string) bool {
+	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
+// isAdmin reports whether r carries the admin token. Routes open to all use it to decide what
+// to show: plugin config values only to the admin.
+func (s *Server) isAdmin(r *http.Request) bool {
+	want := s.cfg.Load().AdminToken
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return want != "" && ok && got != "" && tokenOK(got, want)
+}
+
+// redacted replaces a config value in the views of clients that are not the admin: plugin
+// config may hold secrets.
+const redacted = "(redacted)"
 
 // pluginView is a plugin in GET /v1/plugins.
 type pluginView struct {
@@ -181,6 +203,8 @@ type pluginView struct {
 	Source        string            `json:"source"`
 	Wasm          string            `json:"wasm"`
 	Status        string            `json:"status"` // up, degraded, down
+	State         string            `json:"state"`  // as /readyz: up, degraded, down, failed
+	Required      bool              `json:"required"`
 	FailurePolicy string            `json:"failure_policy"`
 	Config        map[string]string `json:"config"`
 	ConfigVersion uint64            `json:"config_version"`
@@ -203,14 +227,22 @@ type instanceView struct {
 	Telemetry     map[string]any `json:"telemetry,omitempty"`
 }
 
-func (s *Server) view(pi host.PluginInfo) pluginView {
+// view is a plugin as the API shows it; admin sees its config values, others only its keys.
+func (s *Server) view(pi host.PluginInfo, admin bool) pluginView {
 	v := pluginView{Name: pi.Name, Digest: pi.Digest, Config: pi.Config, ConfigVersion: pi.ConfigVersion,
 		Restarts: pi.Restarts, DependsOn: pi.DependsOn, Subscribe: pi.Subscribe, FailurePolicy: config.FailDeny}
+	if !admin {
+		v.Config = make(map[string]string, len(pi.Config))
+		for k := range pi.Config {
+			v.Config[k] = redacted
+		}
+	}
 	if e := s.entry(pi.Name); e != nil {
 		v.Source, v.Wasm, v.FailurePolicy, v.LoadedAt, v.Overridden = e.source, e.spec.Wasm, e.spec.FailurePolicy,
 			e.loadedAt, e.override != nil
-		v.Digest = e.digest
+		v.Digest, v.Required = e.digest, e.spec.Required
 	}
+	v.State = s.pluginState(pi.Name, len(pi.Instances))
 	up := 0
 	for _, ii := range pi.Instances {
 		iv := instanceView{Index: ii.Index, Up: ii.Up, Incarnation: ii.Incarnation, ConfigVersion: ii.ConfigVersion,
@@ -240,10 +272,11 @@ func (s *Server) view(pi host.PluginInfo) pluginView {
 	return v
 }
 
-func (s *Server) listPlugins(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) listPlugins(w http.ResponseWriter, r *http.Request) {
 	out := []pluginView{}
+	admin := s.isAdmin(r)
 	for _, pi := range s.h.Plugins() {
-		out = append(out, s.view(pi))
+		out = append(out, s.view(pi, admin))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"plugins": out})
 }
@@ -254,153 +287,7 @@ func (s *Server) getPlugin(w http.ResponseWriter, r *http.Request) {
 		s.hostError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.view(pi))
-}
-
-// errKind names a call error's kind, as the host's metrics do.
-func errKind(err error) string {
-	switch {
-	case err == nil:
-		return ""
-	case errors.Is(err, sandbox.ErrMemoryLimit):
-		return "memory"
-	case errors.Is(err, sandbox.ErrTrap):
-		return "trap"
-	case errors.Is(err, sandbox.ErrDeadline):
-		return "deadline"
-	case errors.Is(err, sandbox.ErrExit):
-		return "exit"
-	case errors.Is(err, sandbox.ErrABIViolation):
-		return "violation"
-	case errors.Is(err, sandbox.ErrUnknownHandler):
-		return "unknown_handler"
-	case errors.Is(err, sandbox.ErrGuest):
-		return "guest"
-	case errors.Is(err, host.ErrNotFound):
-		return "not_found"
-	case errors.Is(err, host.ErrNoInstance):
-		return "no_instance"
-	case errors.Is(err, sandbox.ErrCanceled), errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, host.ErrClosed):
-		return "closed"
-	}
-	return "other"
-}
-
-func (s *Server) call(w http.ResponseWriter, r *http.Request) {
-	name, handler := r.PathValue("name"), r.PathValue("handler")
-	e := s.entry(name)
-	if e == nil {
-		writeError(w, http.StatusNotFound, "plugin_not_found", fmt.Sprintf("no plugin %q", name))
-		return
-	}
-	c := s.cfg.Load()
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(c.HTTP.RequestTimeout))
-	input, err := io.ReadAll(http.MaxBytesReader(w, r.Body, c.HTTP.MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large",
-				fmt.Sprintf("the input exceeds http.max_body_bytes (%d bytes)", c.HTTP.MaxBodyBytes))
-			return
-		}
-		writeError(w, http.StatusBadRequest, "bad_body", "reading the body: "+err.Error())
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), c.HTTP.RequestTimeout)
-	defer cancel()
-	t0 := time.Now()
-	out, err := s.h.Call(ctx, name, handler, input)
-	dur := time.Since(t0)
-	kind := errKind(err)
-	var outcome string
-	policy := e.spec.FailurePolicy
-	w.Header().Set(HeaderDigest, e.digest)
-	switch kind {
-	case "":
-		outcome = decision(out)
-		ct := "application/octet-stream"
-		if json.Valid(out) {
-			ct = "application/json"
-		}
-		w.Header().Set("Content-Type", ct)
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(out)
-	case "not_found":
-		outcome = "error"
-		writeError(w, http.StatusNotFound, "plugin_not_found", fmt.Sprintf("no plugin %q", name))
-	case "unknown_handler":
-		outcome = "error"
-		writeError(w, http.StatusNotFound, "unknown_handler", fmt.Sprintf("plugin %q has no handler %q", name, handler))
-	case "guest":
-		outcome = "error"
-		msg, status := err.Error(), ""
-		var ge *sandbox.GuestError
-		if errors.As(err, &ge) {
-			msg, status = ge.Message, ge.Status.String()
-		}
-		writeErrorKind(w, http.StatusUnprocessableEntity, "guest_error", msg, status)
-	default:
-		if r.Context().Err() != nil { // the client went away: nobody to answer
-			outcome = "canceled"
-			break
-		}
-		s.m.failures.WithLabelValues(name, policy, kind).Inc()
-		switch policy {
-		case config.FailAllow, config.FailMonitor:
-			outcome = "failure_" + policy
-			w.Header().Set(HeaderFailurePolicy, policy)
-			w.Header().Set(HeaderPluginError, kind)
-			body, _ := json.Marshal(map[string]any{"allow": true, "reasons": []string{
-				fmt.Sprintf("plugin %q failed (%s); allowed by failure_policy %s", name, kind, policy)}})
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusOK)
-			_, _ = w.Write(body)
-			if policy == config.FailMonitor {
-				s.log.Warn("monitor: plugin failed, request allowed", zap.String("plugin", name),
-					zap.String("handler", handler), zap.String("error_kind", kind), zap.Error(err))
-			}
-		default:
-			outcome = "failure_deny"
-			w.Header().Set(HeaderPluginError, kind)
-			status, code := http.StatusBadGateway, "plugin_failed"
-			switch kind {
-			case "deadline":
-				status, code = http.StatusGatewayTimeout, "plugin_timeout"
-			case "no_instance", "closed":
-				status, code = http.StatusServiceUnavailable, "plugin_unavailable"
-			}
-			writeErrorKind(w, status, code, err.Error(), kind)
-		}
-	}
-	s.m.decisions.WithLabelValues(name, outcome).Inc()
-	if c.Log.Decisions || kind != "" && kind != "guest" {
-		lvl := zap.InfoLevel
-		if kind != "" && kind != "guest" && kind != "unknown_handler" {
-			lvl = zap.WarnLevel
-		}
-		if ce := s.log.Check(lvl, "decision"); ce != nil {
-			ce.Write(zap.String("plugin", name), zap.String("digest", e.digest), zap.String("handler", handler),
-				zap.String("outcome", outcome), zap.Duration("duration", dur), zap.String("error_kind", kind),
-				zap.String("failure_policy", policy))
-		}
-	}
-}
-
-// decision reads a policy decision's "allow" field: "allow", "deny", or "ok" when the output
-// is not a decision.
-func decision(out []byte) string {
-	if len(out) == 0 || out[0] != '{' {
-		return "ok"
-	}
-	switch {
-	case bytes.Contains(out, []byte(`"allow":true`)):
-		return "allow"
-	case bytes.Contains(out, []byte(`"allow":false`)):
-		return "deny"
-	}
-	return "ok"
+	writeJSON(w, http.StatusOK, s.view(pi, s.isAdmin(r)))
 }
 
 // hostError answers an error from a host operation (load, replace, unload, reset, configure).
@@ -427,8 +314,13 @@ func (s *Server) hostError(w http.ResponseWriter, err error) {
 	}
 }
 
+// opTimeout bounds an admin operation: http.request_timeout, at least 30 s.
+func (s *Server) opTimeout() time.Duration {
+	return max(s.cfg.Load().HTTP.RequestTimeout, 30*time.Second)
+}
+
 func (s *Server) opContext(r *http.Request) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(r.Context(), max(s.cfg.Load().HTTP.RequestTimeout, 30*time.Second))
+	return context.WithTimeout(r.Context(), s.opTimeout())
 }
 
 func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
@@ -495,209 +387,13 @@ func (s *Server) deletePlugin(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// putEnvelope is PUT /v1/plugins/{name} with Content-Type application/json.
-type putEnvelope struct {
-	WasmBase64    string            `json:"wasm_base64,omitempty"`
-	Builtin       string            `json:"builtin,omitempty"`
-	Config        map[string]string `json:"config,omitempty"`
-	Instances     int               `json:"instances,omitempty"`
-	FailurePolicy string            `json:"failure_policy,omitempty"`
-	MemoryPages   uint32            `json:"memory_pages,omitempty"`
-	CallTimeout   string            `json:"call_timeout,omitempty"`
-}
-
-func (s *Server) putPlugin(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	c := s.cfg.Load()
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, c.HTTP.MaxModuleBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large",
-				fmt.Sprintf("the body exceeds http.max_module_bytes (%d bytes)", c.HTTP.MaxModuleBytes))
-			return
-		}
-		writeError(w, http.StatusBadRequest, "bad_body", "reading the body: "+err.Error())
-		return
-	}
-	var env putEnvelope
-	var wasm []byte
-	if ct := r.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/json") {
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&env); err != nil || dec.More() {
-			if err == nil {
-				err = errors.New("trailing data after the object")
-			}
-			writeError(w, http.StatusBadRequest, "malformed_json", "the JSON envelope: "+err.Error())
-			return
-		}
-		switch {
-		case env.WasmBase64 != "" && env.Builtin != "":
-			writeError(w, http.StatusBadRequest, "bad_request", "give one of wasm_base64 and builtin")
-			return
-		case env.WasmBase64 != "":
-			if wasm, err = base64.StdEncoding.DecodeString(env.WasmBase64); err != nil {
-				writeError(w, http.StatusBadRequest, "malformed_json", "wasm_base64: "+err.Error())
-				return
-			}
-		case env.Builtin != "":
-			b, ok := s.opts.Builtin(env.Builtin)
-			if !ok || s.opts.Builtin == nil {
-				writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("no built-in plugin %q", env.Builtin))
-				return
-			}
-			wasm = b
-		}
-	} else {
-		wasm = body
-		q := r.URL.Query()
-		for k, vs := range q {
-			if ck, ok := strings.CutPrefix(k, "config."); ok && ck != "" {
-				if env.Config == nil {
-					env.Config = map[string]string{}
-				}
-				env.Config[ck] = vs[len(vs)-1]
-			}
-		}
-		env.FailurePolicy = q.Get("failure_policy")
-		if v := q.Get("instances"); v != "" {
-			if env.Instances, err = strconv.Atoi(v); err != nil {
-				writeError(w, http.StatusBadRequest, "bad_request", "instances: want an integer")
-				return
-			}
-		}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old := s.entry(name)
-	if len(wasm) == 0 {
-		if old == nil {
-			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("plugin %q is not loaded: send its module", name))
-			return
-		}
-		// A config (or failure policy) update of the running module.
-		s.updateConfig(w, r, old, env)
-		return
-	}
-	p := config.Plugin{Name: name, Wasm: "api", Instances: 1, Restart: "permanent", FailurePolicy: config.FailDeny}
-	if old != nil {
-		p = old.spec
-		p.Wasm = "api"
-		p.Builtin, p.Path = "", ""
-	}
-	if env.Builtin != "" {
-		p.Wasm = config.BuiltinPrefix + env.Builtin
-	}
-	if env.Config != nil {
-		p.Config = env.Config
-	}
-	if env.Instances > 0 {
-		p.Instances = env.Instances
-	}
-	if env.MemoryPages > 0 {
-		p.MemoryPages = env.MemoryPages
-	}
-	if env.CallTimeout != "" {
-		d, err := time.ParseDuration(env.CallTimeout)
-		if err != nil || d <= 0 {
-			writeError(w, http.StatusBadRequest, "bad_request", "call_timeout: want a positive duration")
-			return
-		}
-		p.CallTimeout = d
-	}
-	if env.FailurePolicy != "" {
-		if !validPolicy(env.FailurePolicy) {
-			writeError(w, http.StatusBadRequest, "bad_request", "failure_policy: want deny, allow or monitor")
-			return
-		}
-		p.FailurePolicy = env.FailurePolicy
-	}
-	if !nameOK(name) {
-		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("plugin name %q: want letters, digits, '_', '.', '-'", name))
-		return
-	}
-	ctx, cancel := s.opContext(r)
-	defer cancel()
-	what, err := s.put(ctx, p, wasm, "api", nil)
-	if err != nil {
-		s.log.Warn("PUT refused; the running version (if any) keeps serving", zap.String("plugin", name), zap.Error(err))
-		s.hostError(w, err)
-		return
-	}
-	s.log.Info("plugin "+what, zap.String("plugin", name), zap.String("by", "api"))
-	pi, err := s.h.Plugin(name)
-	if err != nil {
-		s.hostError(w, err)
-		return
-	}
-	status := http.StatusOK
-	if old == nil {
-		status = http.StatusCreated
-	}
-	writeJSON(w, status, s.view(pi))
-}
-
-func (s *Server) updateConfig(w http.ResponseWriter, r *http.Request, old *entry, env putEnvelope) {
-	ctx, cancel := s.opContext(r)
-	defer cancel()
-	ne := *old
-	if env.FailurePolicy != "" {
-		if !validPolicy(env.FailurePolicy) {
-			writeError(w, http.StatusBadRequest, "bad_request", "failure_policy: want deny, allow or monitor")
-			return
-		}
-		ne.spec.FailurePolicy = env.FailurePolicy
-	}
-	if env.Config != nil {
-		if err := s.h.Configure(ctx, old.spec.Name, env.Config); err != nil {
-			s.hostError(w, err)
-			return
-		}
-		ne.override = env.Config
-		ne.hostSpecs.Config = env.Config
-	}
-	s.setEntry(old.spec.Name, &ne)
-	pi, err := s.h.Plugin(old.spec.Name)
-	if err != nil {
-		s.hostError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.view(pi))
-}
-
-func validPolicy(p string) bool {
-	return p == config.FailDeny || p == config.FailAllow || p == config.FailMonitor
-}
-
-func nameOK(n string) bool {
-	if n == "" || len(n) > 128 {
-		return false
-	}
-	for i, c := range n {
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if !alnum && (i == 0 || c != '_' && c != '.' && c != '-') {
-			return false
-		}
-	}
-	return true
-}
-
-func (s *Server) reloadHandler(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := s.opContext(r)
-	defer cancel()
-	if err := s.Reload(ctx, "api"); err != nil {
-		writeError(w, http.StatusUnprocessableEntity, "reload_failed", err.Error())
-		return
-	}
-	s.getStatus(w, r)
-}
-
 func (s *Server) getStatus(w http.ResponseWriter, _ *http.Request) {
 	c := s.cfg.Load()
+	_, ready := s.ready()
 	writeJSON(w, http.StatusOK, map[string]any{
-		"ready": s.ready.Load(), "config": map[string]string{"source": c.Source, "digest": c.Digest},
-		"listen": c.Listen, "last_reload": s.status.Load(), "plugins": len(*s.entries.Load())})
+		"ready": ready, "config": map[string]string{"source": c.Source, "digest": c.Digest},
+		"listen": c.Listen, "last_reload": s.status.Load(), "plugins": len(*s.entries.Load()),
+		"event_streams": s.streams.Load()})
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
@@ -709,22 +405,16 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	}
 }
 
-func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	if !s.ready.Load() {
-		writeError(w, http.StatusServiceUnavailable, "not_ready", "starting or shutting down")
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-}
-
 type metrics struct {
-	requests  *prometheus.CounterVec
-	duration  *prometheus.HistogramVec
-	decisions *prometheus.CounterVec
-	failures  *prometheus.CounterVec
-	reloads   *prometheus.CounterVec
-	dropped   prometheus.Counter
-	streams   prometheus.Gauge
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	decisions   *prometheus.CounterVec
+	failures    *prometheus.CounterVec
+	reloads     *prometheus.CounterVec
+	dropped     prometheus.Counter
+	streams     prometheus.Gauge
+	interrupted *prometheus.CounterVec
+	refused     *prometheus.CounterVec
 }
 
 // newMetrics registers the server's metrics in the host's registry, so that GET /metrics
@@ -748,7 +438,16 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Help: "Server-sent events dropped because a client's buffer was full."}),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wasmvisor_event_streams",
 			Help: "Open server-sent event streams."}),
+		interrupted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmvisor_call_interruptions_total",
+			Help: "Calls ended before the plugin answered, by cause: client_gone (the client went away), " +
+				"request_timeout (http.request_timeout), body_timeout (the body did not arrive in time)."},
+			[]string{"plugin", "cause"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmvisor_http_refused_total",
+			Help: "Requests refused before any work, by reason: too_many_streams (events.max_streams), " +
+				"plugin_loading (a call to a plugin not loaded yet), loading (an admin request during the initial load)."},
+			[]string{"reason"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.decisions, m.failures, m.reloads, m.dropped, m.streams)
+	reg.MustRegister(m.requests, m.duration, m.decisions, m.failures, m.reloads, m.dropped, m.streams,
+		m.interrupted, m.refused)
 	return m
 }

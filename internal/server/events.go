@@ -20,16 +20,31 @@ type sseEvent struct {
 	Dropped uint64 `json:"dropped"`
 }
 
+// sseWriteTimeout bounds each write to an event stream: a client that stops reading is
+// dropped, not waited for.
+const sseWriteTimeout = 10 * time.Second
+
 // events streams the bus messages of one topic as server-sent events (event: message), with
-// a comment line every 15 s. Each client has a bounded buffer (events.buffer); a message that
-// does not fit is dropped and counted, in the stream (the dropped field) and in
-// wasmvisor_events_dropped_total. Streams end when the client goes or the server shuts down.
+// a comment line every 15 s. At most events.max_streams streams are open at once: more are
+// refused with 503 too_many_streams and counted (wasmvisor_http_refused_total). Each client
+// has a bounded buffer (events.buffer); a message that does not fit is dropped and counted, in
+// the stream (the dropped field) and in wasmvisor_events_dropped_total. Streams end when the
+// client goes, stops reading for sseWriteTimeout, or the server shuts down.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	topic := r.URL.Query().Get("topic")
 	if topic == "" {
 		writeError(w, http.StatusBadRequest, "missing_topic", "give the topic: /v1/events?topic=T")
 		return
 	}
+	if limit := int64(s.cfg.Load().Events.MaxStreams); s.streams.Add(1) > limit {
+		s.streams.Add(-1)
+		s.m.refused.WithLabelValues("too_many_streams").Inc()
+		setRetryAfter(w, 5*time.Second)
+		writeError(w, http.StatusServiceUnavailable, "too_many_streams",
+			fmt.Sprintf("%d event streams are open (events.max_streams)", limit))
+		return
+	}
+	defer s.streams.Add(-1)
 	ch := make(chan host.Message, s.cfg.Load().Events.Buffer)
 	var dropped atomic.Uint64
 	sub, err := s.h.Subscribe(topic, func(m host.Message) {
@@ -48,7 +63,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	s.m.streams.Inc()
 	defer s.m.streams.Dec()
 	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -66,6 +81,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		case <-s.stopping:
 			return
 		case <-tick.C:
+			_ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 			if _, err := fmt.Fprintf(w, ": keepalive dropped=%d\n\n", dropped.Load()); err != nil {
 				return
 			}
@@ -78,6 +94,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 				ev.Text = string(m.Data)
 			}
 			b, _ := json.Marshal(ev)
+			_ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 			if _, err := fmt.Fprintf(w, "id: %d\nevent: message\ndata: %s\n\n", id, b); err != nil {
 				return
 			}

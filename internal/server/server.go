@@ -53,13 +53,34 @@ type Server struct {
 	mux     *http.ServeMux
 	srv     *http.Server
 
-	mu     sync.Mutex // reloads, PUT, DELETE, restart, reset
+	mu     sync.Mutex // reloads, PUT, DELETE, restart, reset, the initial load
 	status atomic.Pointer[reloadStatus]
-	ready  atomic.Bool
+	phase  atomic.Int32 // phaseLoading, phaseLoaded, phaseLoadFailed
+	// streams counts the open event streams, against events.max_streams.
+	streams atomic.Int64
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed when shutdown begins: event streams end
+
+	// closeHost closes the host: s.h.Close, replaced by tests that need a host that will not
+	// close in time.
+	closeHost  func(context.Context) error
+	closeOnce  sync.Once
+	hostClosed chan struct{} // closed when closeHost returned; closeErr is then set
+	closeErr   error
 }
+
+// The server's phases: the initial load of the configured plugins, then serving.
+const (
+	phaseLoading int32 = iota
+	phaseLoaded
+	phaseLoadFailed
+)
+
+// ErrShutdownTimeout is returned by Shutdown when the calls in flight did not finish, or the
+// host did not close, within http.shutdown_timeout. The calls were cut off (their connections
+// closed) and any guest still running was abandoned to the process's exit.
+var ErrShutdownTimeout = errors.New("server: shutdown timed out")
 
 // entry is what the server knows about one loaded plugin beyond the host.
 type entry struct {
@@ -69,6 +90,10 @@ type entry struct {
 	override  map[string]string // config set through the API; nil when none
 	loadedAt  time.Time
 	hostSpecs host.Plugin // what the host holds, without the bytes
+	// slots admits calls into the host: one token per instance. A call waits here, where its
+	// client going away ends the wait, before it enters the host, where it is no longer
+	// canceled (see Server.call).
+	slots chan struct{}
 }
 
 type reloadStatus struct {
@@ -81,9 +106,26 @@ type reloadStatus struct {
 }
 
 // New starts a host with the configuration's supervision settings and loads every plugin in
-// dependency order. Any failure closes the host and is returned: the server does not start
-// on an invalid configuration.
+// dependency order: Open and then Load. Any failure closes the host and is returned: the
+// server does not start on an invalid configuration.
 func New(ctx context.Context, o Options) (*Server, error) {
+	s, err := Open(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Load(ctx); err != nil {
+		_ = s.h.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return s, nil
+}
+
+// Open starts a host with the configuration's supervision settings and returns a Server whose
+// API already answers, with no plugin loaded yet: /healthz answers 200, /readyz 503 naming
+// the plugins still loading, and calls to them 503 plugin_loading (with Retry-After). Load
+// loads them. This lets a caller listen before the (possibly long) load, so that the port
+// never accepts connections it does not answer.
+func Open(ctx context.Context, o Options) (*Server, error) {
 	c := o.Config
 	hopts := []host.Option{host.WithLogger(o.Logger),
 		host.WithRestartIntensity(c.Supervisor.MaxRestarts, c.Supervisor.Period, c.Supervisor.MinUptime)}
@@ -97,20 +139,33 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{h: h, log: o.Logger, opts: o, stopping: make(chan struct{})}
+	s := &Server{h: h, log: o.Logger, opts: o, stopping: make(chan struct{}), hostClosed: make(chan struct{})}
+	s.closeHost = h.Close
 	s.entries.Store(&map[string]*entry{})
 	s.cfg.Store(c)
 	s.m = newMetrics(h.Metrics())
 	s.mux = s.routes()
+	s.status.Store(&reloadStatus{At: time.Now(), Reason: "start"})
+	return s, nil
+}
+
+// Load loads the configured plugins in dependency order; the server is ready (/readyz) once
+// it returned nil. On an error the plugins loaded so far stay loaded, /readyz answers 503
+// load_failed, and the caller is expected to Shutdown: the server does not serve a
+// configuration it could not load. Call it once.
+func (s *Server) Load(ctx context.Context) error {
 	s.mu.Lock()
-	changes, _, err := s.apply(ctx, c, true)
+	changes, _, err := s.apply(ctx, s.cfg.Load(), true)
 	s.mu.Unlock()
 	if err != nil {
-		_ = h.Close(context.WithoutCancel(ctx))
-		return nil, err
+		s.phase.Store(phaseLoadFailed)
+		s.status.Store(&reloadStatus{At: time.Now(), Reason: "start", Error: err.Error()})
+		return err
 	}
 	s.status.Store(&reloadStatus{At: time.Now(), Reason: "start", OK: true, Changes: changes})
-	return s, nil
+	s.phase.Store(phaseLoaded)
+	s.log.Info("ready", zap.Int("plugins", len(*s.entries.Load())))
+	return nil
 }
 
 // Handler is the HTTP API.
@@ -119,12 +174,12 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // Host is the server's host.
 func (s *Server) Host() *host.Host { return s.h }
 
-// Serve serves the API on ln until Shutdown; it marks the server ready first.
+// Serve serves the API on ln until Shutdown. It may be called before Load: the API answers
+// while the plugins load.
 func (s *Server) Serve(ln net.Listener) error {
 	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: zap.NewStdLog(s.log.Named("http"))}
 	s.srv.RegisterOnShutdown(s.beginStop)
-	s.ready.Store(true)
 	s.log.Info("listening", zap.String("addr", ln.Addr().String()))
 	err := s.srv.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
@@ -134,28 +189,57 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 func (s *Server) beginStop() {
-	s.stopOnce.Do(func() {
-		s.ready.Store(false)
-		close(s.stopping)
-	})
+	s.stopOnce.Do(func() { close(s.stopping) })
 }
 
-// Shutdown stops accepting requests, ends event streams, waits up to http.shutdown_timeout
-// for the calls in flight, then closes the host (which stops every plugin through its
-// supervisor). It is safe to call more than once and before Serve.
+// closeReserve is the part of http.shutdown_timeout kept for closing the host after the
+// calls in flight drained (at most a third of the timeout).
+const closeReserve = 5 * time.Second
+
+// Shutdown stops accepting requests, ends event streams, waits for the calls in flight, then
+// closes the host (which stops every plugin through its supervisor). The whole of it is
+// bounded by http.shutdown_timeout: the calls get the timeout less a reserve for the host
+// (min(timeout/3, 5s)); calls still running then are cut off (their connections closed), and
+// a host that has not closed by the end of the timeout (a guest that does not stop) is
+// abandoned. Either is an error matching ErrShutdownTimeout; instances that outlived their
+// supervisor are an error matching host.ErrLeak. It is safe to call more than once and
+// before Serve.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.beginStop()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Load().HTTP.ShutdownTimeout)
-	defer cancel()
+	total := s.cfg.Load().HTTP.ShutdownTimeout
+	end := time.Now().Add(total)
+	ctx = context.WithoutCancel(ctx)
 	var errs []error
 	if s.srv != nil {
-		if err := s.srv.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("draining calls: %w", err))
+		dctx, cancel := context.WithDeadline(ctx, end.Add(-min(total/3, closeReserve)))
+		err := s.srv.Shutdown(dctx)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%w: draining calls: %w", ErrShutdownTimeout, err))
 			_ = s.srv.Close()
 		}
 	}
-	if err := s.h.Close(ctx); err != nil && !errors.Is(err, supervisor.ErrShutdown) {
-		errs = append(errs, err)
+	s.closeOnce.Do(func() {
+		cctx, cancel := context.WithDeadline(ctx, end)
+		go func() {
+			defer cancel()
+			s.closeErr = s.closeHost(cctx)
+			close(s.hostClosed)
+		}()
+	})
+	t := time.NewTimer(time.Until(end) + 100*time.Millisecond) // Close's own bound, then ours
+	defer t.Stop()
+	select {
+	case <-s.hostClosed:
+		if err := s.closeErr; err != nil && !errors.Is(err, supervisor.ErrShutdown) {
+			if errors.Is(err, context.DeadlineExceeded) {
+				err = fmt.Errorf("%w: closing the host: %w", ErrShutdownTimeout, err)
+			}
+			errs = append(errs, err)
+		}
+	case <-t.C:
+		errs = append(errs, fmt.Errorf("%w: the host did not close within http.shutdown_timeout (%v): "+
+			"a guest does not stop; abandoned", ErrShutdownTimeout, total))
 	}
 	return errors.Join(errs...)
 }
@@ -304,6 +388,11 @@ func (s *Server) put(ctx context.Context, p config.Plugin, wasm []byte, source s
 	e := &entry{spec: p, source: source, digest: digest(wasm), override: override, loadedAt: time.Now(), hostSpecs: hp}
 	e.hostSpecs.Wasm = nil
 	old := s.entry(p.Name)
+	if old != nil && old.hostSpecs.Instances == hp.Instances {
+		e.slots = old.slots
+	} else {
+		e.slots = make(chan struct{}, max(hp.Instances, 1))
+	}
 	if old == nil {
 		if err := s.h.Load(ctx, hp); err != nil {
 			return "", err
@@ -343,7 +432,7 @@ func (s *Server) put(ctx context.Context, p config.Plugin, wasm []byte, source s
 		e.hostSpecs.Config = hp.Config
 		s.setEntry(p.Name, e)
 		return "configured", nil
-	case old.spec.FailurePolicy != p.FailurePolicy || old.source != source:
+	case old.spec.FailurePolicy != p.FailurePolicy || old.spec.Required != p.Required || old.source != source:
 		e.loadedAt = old.loadedAt
 		s.setEntry(p.Name, e)
 		return "updated", nil

@@ -1,0 +1,329 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/wasmvisor/wasmvisor/host"
+	"github.com/wasmvisor/wasmvisor/internal/config"
+	"github.com/wasmvisor/wasmvisor/sandbox"
+)
+
+// errRequestTimeout is the cause (context.Cause) of a call's context that http.request_timeout
+// ended. Both the server's timeout and a client that went away end that context; the cause
+// tells them apart: the first is answered by the failure policy, the second has nobody to
+// answer.
+var errRequestTimeout = errors.New("server: http.request_timeout reached")
+
+// defaultRetryAfter is the Retry-After of a 503 whose error carries no retry time.
+const defaultRetryAfter = time.Second
+
+// StatusClientClosedRequest is the status recorded (and written, to nobody) for a call whose
+// client went away before the answer: no answer, and never a 200.
+const StatusClientClosedRequest = 499
+
+// retryAfter is how long the client of a failed call should wait: the error's own retry time
+// when it carries one (the host's quarantine error implements RetryAfter), def otherwise.
+func retryAfter(err error, def time.Duration) time.Duration {
+	var ra interface{ RetryAfter() time.Duration }
+	if errors.As(err, &ra) {
+		if d := ra.RetryAfter(); d > 0 {
+			return d
+		}
+	}
+	return def
+}
+
+// setRetryAfter sets the Retry-After header, in whole seconds, at least 1.
+func setRetryAfter(w http.ResponseWriter, d time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(d.Seconds())))))
+}
+
+// errKind names a call error's kind, as the host's metrics do. The host's own refusals come
+// first: they may wrap the failure that caused them.
+func errKind(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, host.ErrPluginFailed):
+		return "quarantined"
+	case errors.Is(err, host.ErrPoisonInput):
+		return "poison_input"
+	case errors.Is(err, sandbox.ErrMemoryLimit):
+		return "memory"
+	case errors.Is(err, sandbox.ErrTrap):
+		return "trap"
+	case errors.Is(err, sandbox.ErrDeadline):
+		return "deadline"
+	case errors.Is(err, sandbox.ErrExit):
+		return "exit"
+	case errors.Is(err, sandbox.ErrABIViolation):
+		return "violation"
+	case errors.Is(err, sandbox.ErrUnknownHandler):
+		return "unknown_handler"
+	case errors.Is(err, sandbox.ErrGuest):
+		return "guest"
+	case errors.Is(err, host.ErrNotFound):
+		return "not_found"
+	case errors.Is(err, host.ErrNoInstance):
+		return "no_instance"
+	case errors.Is(err, sandbox.ErrCanceled), errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, host.ErrClosed):
+		return "closed"
+	}
+	return "other"
+}
+
+// call is POST /v1/plugins/{name}/call/{handler}. Its whole life, reading the body included,
+// is bounded by http.request_timeout; every path writes an answer (never an empty 200).
+func (s *Server) call(w http.ResponseWriter, r *http.Request) {
+	name, handler := r.PathValue("name"), r.PathValue("handler")
+	c := s.cfg.Load()
+	deadline := time.Now().Add(c.HTTP.RequestTimeout)
+	e := s.entry(name)
+	if e == nil {
+		if s.loading(name) {
+			s.m.refused.WithLabelValues("plugin_loading").Inc()
+			setRetryAfter(w, defaultRetryAfter)
+			writeError(w, http.StatusServiceUnavailable, "plugin_loading", fmt.Sprintf("plugin %q is still loading", name))
+			return
+		}
+		writeError(w, http.StatusNotFound, "plugin_not_found", fmt.Sprintf("no plugin %q", name))
+		return
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(deadline) // a slow body is bounded too
+	input, err := readBody(w, r, c.HTTP.MaxBodyBytes)
+	if err == nil {
+		// The body is read: clear the read deadline. Left set, it ends r.Context() when it
+		// passes: net/http watches the connection for the client going away (from the start
+		// for a request without a body), that read fails at the deadline and cancels the
+		// request, and the server's own timeout was taken for a client that left: the bug
+		// that answered 200 with an empty body.
+		_ = rc.SetReadDeadline(time.Time{})
+	} else {
+		// The body is refused: the connection closes after the answer. (Kept alive, net/http
+		// would first read the rest of a slow body, and the answer would wait for it.)
+		w.Header().Set("Connection", "close")
+	}
+	if err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large",
+				fmt.Sprintf("the input exceeds http.max_body_bytes (%d bytes)", c.HTTP.MaxBodyBytes))
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.m.interrupted.WithLabelValues(name, "body_timeout").Inc()
+			writeError(w, http.StatusRequestTimeout, "body_timeout",
+				fmt.Sprintf("the body did not arrive within http.request_timeout (%v)", c.HTTP.RequestTimeout))
+		default:
+			writeError(w, http.StatusBadRequest, "bad_body", "reading the body: "+err.Error())
+		}
+		return
+	}
+	// The call waits for one of the plugin's slots (one per instance) while its client may
+	// still go away, which ends the wait at no cost. Once admitted it is no longer canceled by
+	// the client: it ends within its deadline anyway, and canceling it would end the instance
+	// (its state is unknown once interrupted), so clients that disconnect mid-call, again and
+	// again, would grind the pool down. Only http.request_timeout (and the plugin's own
+	// call_timeout) end it.
+	t0 := time.Now()
+	out, err := s.admitted(r.Context(), e, deadline, func(ctx context.Context) ([]byte, error) {
+		return s.h.Call(ctx, name, handler, input)
+	})
+	dur := time.Since(t0)
+	kind := errKind(err)
+	// Told apart: the server's own timeout ends the call's context with errRequestTimeout as
+	// its cause; a client that went away ends r.Context() (only then: the read deadline is
+	// cleared above).
+	timedOut := errors.Is(err, errRequestTimeout)
+	clientGone := r.Context().Err() != nil
+	policy := e.spec.FailurePolicy
+	w.Header().Set(HeaderDigest, e.digest)
+	var outcome string
+	switch {
+	case clientGone:
+		// Nobody to answer (the plugin's answer or failure goes nowhere), and no policy applies.
+		// The status is written to a closed connection, so that the request metrics record
+		// 499, not 200.
+		outcome = "canceled"
+		s.m.interrupted.WithLabelValues(name, "client_gone").Inc()
+		writeError(w, StatusClientClosedRequest, "client_closed_request", "the client went away before the answer")
+	case err == nil:
+		outcome = decision(out)
+		ct := "application/octet-stream"
+		if json.Valid(out) {
+			ct = "application/json"
+		}
+		w.Header().Set("Content-Type", ct)
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(out)
+	case kind == "not_found":
+		outcome = "error"
+		writeError(w, http.StatusNotFound, "plugin_not_found", fmt.Sprintf("no plugin %q", name))
+	case kind == "unknown_handler":
+		outcome = "error"
+		writeError(w, http.StatusNotFound, "unknown_handler", fmt.Sprintf("plugin %q has no handler %q", name, handler))
+	case kind == "guest":
+		outcome = "error"
+		msg, status := err.Error(), ""
+		var ge *sandbox.GuestError
+		if errors.As(err, &ge) {
+			msg, status = ge.Message, ge.Status.String()
+		}
+		writeErrorKind(w, http.StatusUnprocessableEntity, "guest_error", msg, status)
+	default:
+		// The request timeout is the failure only when nothing else is: a trap that happened
+		// to end after it is a trap.
+		timedOut = timedOut && (kind == "deadline" || kind == "canceled" || kind == "other")
+		if timedOut {
+			s.m.interrupted.WithLabelValues(name, "request_timeout").Inc()
+			if kind != "deadline" {
+				kind = "request_timeout"
+			}
+		}
+		s.m.failures.WithLabelValues(name, policy, kind).Inc()
+		outcome = s.failed(w, name, handler, policy, kind, timedOut, err)
+	}
+	s.m.decisions.WithLabelValues(name, outcome).Inc()
+	s.logDecision(c, e, name, handler, outcome, kind, policy, dur, clientGone, err)
+}
+
+// readBody reads a request's body, at most limit bytes, into one buffer sized by the declared
+// length (io.ReadAll's doubling would hold up to twice a large body).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	if r.ContentLength <= 0 || r.ContentLength > limit {
+		return io.ReadAll(body)
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, r.ContentLength+1)) // +1: the read that sees EOF
+	_, err := buf.ReadFrom(body)
+	return buf.Bytes(), err
+}
+
+// admitted runs call once e has a free slot, with a context that ends at deadline (cause
+// errRequestTimeout) and not when rctx (the client's) does. Waiting for the slot ends with
+// either. An error of the server's timeout matches errRequestTimeout (the call's own error
+// is joined to it).
+func (s *Server) admitted(rctx context.Context, e *entry, deadline time.Time,
+	call func(context.Context) ([]byte, error)) ([]byte, error) {
+	if rctx.Err() != nil { // gone already: do not take a slot
+		return nil, fmt.Errorf("waiting for a free instance: %w: %w", host.ErrNoInstance, context.Cause(rctx))
+	}
+	select {
+	case e.slots <- struct{}{}:
+	default:
+		wctx, cancel := context.WithDeadlineCause(rctx, deadline, errRequestTimeout)
+		defer cancel()
+		select {
+		case e.slots <- struct{}{}:
+		case <-wctx.Done():
+			return nil, fmt.Errorf("waiting for a free instance: %w: %w", host.ErrNoInstance, context.Cause(wctx))
+		}
+	}
+	defer func() { <-e.slots }()
+	ctx, cancel := context.WithDeadlineCause(context.WithoutCancel(rctx), deadline, errRequestTimeout)
+	defer cancel()
+	out, err := call(ctx)
+	if err != nil && errors.Is(context.Cause(ctx), errRequestTimeout) && !errors.Is(err, errRequestTimeout) {
+		err = errors.Join(err, errRequestTimeout)
+	}
+	return out, err
+}
+
+// failed answers a call the plugin could not answer, by its failure policy, and returns the
+// outcome. deny fails closed with a JSON error; allow and monitor answer a marked synthetic
+// allow. A quarantined plugin (host.ErrPluginFailed) is a failure like any other, with a
+// Retry-After; a poison input (host.ErrPoisonInput) is the request's fault: 422 under deny,
+// and under allow/monitor the same synthetic allow the input got while it crashed instances.
+func (s *Server) failed(w http.ResponseWriter, name, handler, policy, kind string, timedOut bool, err error) string {
+	w.Header().Set(HeaderPluginError, kind)
+	if kind == "quarantined" || kind == "no_instance" || kind == "closed" {
+		setRetryAfter(w, retryAfter(err, defaultRetryAfter))
+	}
+	switch policy {
+	case config.FailAllow, config.FailMonitor:
+		w.Header().Set(HeaderFailurePolicy, policy)
+		body, _ := json.Marshal(map[string]any{"allow": true, "reasons": []string{
+			fmt.Sprintf("plugin %q failed (%s); allowed by failure_policy %s", name, kind, policy)}})
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(body)
+		if policy == config.FailMonitor {
+			s.log.Warn("monitor: plugin failed, request allowed", zap.String("plugin", name),
+				zap.String("handler", handler), zap.String("error_kind", kind), zap.Error(err))
+		}
+		return "failure_" + policy
+	}
+	status, code := http.StatusBadGateway, "plugin_failed"
+	switch {
+	case kind == "poison_input":
+		status, code = http.StatusUnprocessableEntity, "poison_input"
+	case kind == "quarantined":
+		status, code = http.StatusServiceUnavailable, "plugin_quarantined"
+	case kind == "no_instance" || kind == "closed":
+		status, code = http.StatusServiceUnavailable, "plugin_unavailable"
+	case timedOut:
+		status, code = http.StatusGatewayTimeout, "request_timeout"
+	case kind == "deadline":
+		status, code = http.StatusGatewayTimeout, "plugin_timeout"
+	}
+	writeErrorKind(w, status, code, err.Error(), kind)
+	return "failure_deny"
+}
+
+// logDecision writes the decision log line: info for answers (when log.decisions), warn for
+// plugin failures, debug for a client that went away (it is the client's doing, and a flood of
+// disconnects must not flood the log).
+func (s *Server) logDecision(c *config.Config, e *entry, name, handler, outcome, kind, policy string,
+	dur time.Duration, clientGone bool, err error) {
+	failure := kind != "" && kind != "guest" && kind != "unknown_handler" && kind != "not_found"
+	var lvl zapcore.Level
+	switch {
+	case clientGone:
+		lvl = zap.DebugLevel
+	case failure:
+		lvl = zap.WarnLevel
+	case c.Log.Decisions || kind != "" && kind != "guest":
+		lvl = zap.InfoLevel
+	default:
+		return
+	}
+	if ce := s.log.Check(lvl, "decision"); ce != nil {
+		fields := []zap.Field{zap.String("plugin", name), zap.String("digest", e.digest), zap.String("handler", handler),
+			zap.String("outcome", outcome), zap.Duration("duration", dur), zap.String("error_kind", kind),
+			zap.String("failure_policy", policy)}
+		if failure && err != nil {
+			fields = append(fields, zap.Error(err))
+		}
+		ce.Write(fields...)
+	}
+}
+
+// decision reads a policy decision's "allow" field: "allow", "deny", or "ok" when the output
+// is not a decision.
+func decision(out []byte) string {
+	if len(out) == 0 || out[0] != '{' {
+		return "ok"
+	}
+	switch {
+	case bytes.Contains(out, []byte(`"allow":true`)):
+		return "allow"
+	case bytes.Contains(out, []byte(`"allow":false`)):
+		return "deny"
+	}
+	return "ok"
+}
