@@ -31,11 +31,8 @@ func BenchmarkAuthzUnderAttack(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// TODO(quarantine): the supervisor line keeps the trap flood from exhausting the restart
-	// intensity (which closes the host until quarantine lands); delete it then.
 	ts := openServerLog(b, fmt.Sprintf(`
 http: {request_timeout: 5s}
-supervisor: {max_restarts: 1000000, period: 1s}
 plugins:
   - {name: authz, wasm: "builtin:authz", instances: 2, limits: {memory_pages: 256, call_timeout: 500ms}}
   - {name: trap, wasm: %q, instances: 2}

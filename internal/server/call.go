@@ -35,13 +35,11 @@ const defaultRetryAfter = time.Second
 const StatusClientClosedRequest = 499
 
 // retryAfter is how long the client of a failed call should wait: the error's own retry time
-// when it carries one (the host's quarantine error implements RetryAfter), def otherwise.
+// when it carries one (host.FailedError.RetryAfter), def otherwise.
 func retryAfter(err error, def time.Duration) time.Duration {
-	var ra interface{ RetryAfter() time.Duration }
-	if errors.As(err, &ra) {
-		if d := ra.RetryAfter(); d > 0 {
-			return d
-		}
+	var fe *host.FailedError
+	if errors.As(err, &fe) && fe.RetryAfter > 0 {
+		return fe.RetryAfter
 	}
 	return def
 }

@@ -519,20 +519,13 @@ func TestShutdownBounded(t *testing.T) {
 	<-ts.hostClosed
 }
 
-// retryAfterError is the shape of the host's quarantine error: it knows when to retry.
-type retryAfterError struct{ d time.Duration }
-
-func (e *retryAfterError) Error() string             { return fmt.Sprintf("quarantined for %v", e.d) }
-func (e *retryAfterError) RetryAfter() time.Duration { return e.d }
-func (e *retryAfterError) Unwrap() error             { return host.ErrPluginFailed }
-
 // The host's refusals map to stable answers: a quarantined plugin is 503 plugin_quarantined
 // with the quarantine's Retry-After under deny, and the policy's synthetic allow otherwise; a
 // poison input is 422 poison_input under deny.
 func TestHostRefusalsMapped(t *testing.T) {
 	ts := openServer(t, "plugins: []\n", true)
-	quarantined := fmt.Errorf(`plugin "p": call "h": %w`, &retryAfterError{2500 * time.Millisecond})
-	poison := fmt.Errorf(`plugin "p": call "h": %w`, host.ErrPoisonInput)
+	quarantined := fmt.Errorf(`plugin "p": call "h": %w`, &host.FailedError{Plugin: "p", State: host.PluginFailed, RetryAfter: 2500 * time.Millisecond})
+	poison := fmt.Errorf(`plugin "p": call "h": %w`, &host.PoisonInputError{Plugin: "p", Handler: "h", Ends: 3})
 	for _, c := range []struct {
 		err    error
 		policy string

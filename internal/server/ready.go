@@ -30,9 +30,14 @@ func serving(st string) bool { return st == stateUp || st == stateDegraded }
 // answers at once (host.Lookup) and never touches guest memory, so /readyz can be polled
 // cheaply and cannot end an instance.
 //
-// When package host exposes a plugin state (a PluginInfo.State with failed/quarantined),
-// this is the one function to change: map that state to stateFailed here.
+// A quarantined plugin (failed or probing: host.PluginState) is failed.
 func (s *Server) pluginState(name string, instances int) string {
+	if _, err := s.h.PluginState(name); err != nil {
+		if errors.Is(err, host.ErrPluginFailed) {
+			return stateFailed
+		}
+		return stateGone
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	up := 0
