@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/host/hosttest"
@@ -65,7 +64,7 @@ func TestCapsGrantIsConfined(t *testing.T) {
 		outside + "/secret.txt", "/../outside/secret.txt",
 	}
 
-	h := newHost(t, host.WithRestartIntensity(1000, time.Second, -1))
+	h := newHost(t, crashy()...)
 	hosttest.LoadPlugin(t, h, host.Plugin{Name: capsName, Wasm: hostile(t, "caps_escape"),
 		Capabilities: sandbox.Capabilities{Dirs: []sandbox.Dir{{Host: grant, Guest: "/data"}}}})
 	confined := func() {

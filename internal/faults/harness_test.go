@@ -159,3 +159,14 @@ func withinMemory(t testing.TB, budget int64, f func()) {
 		t.Fatalf("resident memory grew by %d MiB, budget %d MiB", grew>>20, budget>>20)
 	}
 }
+
+// crashy lets a test end its hostile plugin's instances as often as it likes: the restart
+// intensity is out of reach and the poison-input defence is off (quarantine_test.go and
+// poison_test.go test those).
+func crashy(opts ...host.Option) []host.Option {
+	return append([]host.Option{host.WithRestartIntensity(1000, time.Second, -1), host.WithPoisonInput(-1, 0, 0)}, opts...)
+}
+
+// heapBudget is a memory budget for what the host copies onto the Go heap: b, times the race
+// detector's shadow overhead when it runs (see raceHeapFactor).
+func heapBudget(b int64) int64 { return b * raceHeapFactor }

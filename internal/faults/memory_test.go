@@ -55,7 +55,7 @@ func pagesIn(n uint32) []byte { return binary.LittleEndian.AppendUint32(nil, n) 
 // touching every page, then traps. Resident memory stays within the limit plus the memOverhead,
 // the error is ErrMemoryLimit, and closing the instance gives the memory back.
 func TestMemoryFillToTheLimit(t *testing.T) {
-	h := newHost(t, host.WithRestartIntensity(1000, time.Second, -1))
+	h := newHost(t, crashy()...)
 	loadHog(t, h, hogPages)
 	base := rss(t)
 	withinMemory(t, hogLimit+memOverhead, func() {
@@ -79,7 +79,7 @@ func TestMemoryFillToTheLimit(t *testing.T) {
 // between them never add up, and every successor starts clean.
 func TestMemoryGrowTrapRestart(t *testing.T) {
 	const limit = 128 // pages: 8 MiB, so that a hundred successors fault in little
-	h := newHost(t, host.WithRestartIntensity(1000, time.Second, -1))
+	h := newHost(t, crashy()...)
 	loadHog(t, h, limit)
 	withinMemory(t, limit<<16+memOverhead, func() {
 		whileHealthy(t, h, func() {
@@ -102,7 +102,7 @@ func TestMemoryGrowTrapRestart(t *testing.T) {
 // table.grow fails, then traps. Its tables are clamped at load, so it gets at most 2^18
 // elements; a module that asks for 10^8 at start is refused at load with ErrMemoryLimit.
 func TestMemoryTableGrowBomb(t *testing.T) {
-	h := newHost(t, host.WithRestartIntensity(1000, time.Second, -1))
+	h := newHost(t, crashy()...)
 	hosttest.LoadPlugin(t, h, host.Plugin{Name: tblName, Wasm: hostile(t, "memory_table")})
 	withinMemory(t, tableMemBudget, func() {
 		whileHealthy(t, h, func() {

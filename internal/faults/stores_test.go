@@ -244,7 +244,8 @@ func errString(err error) string {
 // the healthy plugin is listed and keeps answering.
 //
 // Memory budget: 64 MiB: each listing copies at most sandbox.DefaultReadBytes (2 MiB) per
-// hostile instance, DefaultReadBudgetBytes (32 MiB) in all; the rest covers GC slack.
+// hostile instance, DefaultReadBudgetBytes (32 MiB) in all; the rest covers GC slack. Under
+// the race detector the budget is scaled by its shadow memory (heapBudget).
 func TestStoresAliasedRingWithinBudget(t *testing.T) {
 	ev := &storeEvents{}
 	h := newHost(t, ev.hook())
@@ -261,7 +262,7 @@ func TestStoresAliasedRingWithinBudget(t *testing.T) {
 		}
 		return nil
 	}
-	withinMemory(t, 64<<20, func() {
+	withinMemory(t, heapBudget(64<<20), func() {
 		whileHealthy(t, h, func() {
 			for range listings {
 				scrapeAndList(t, h, bounded)
