@@ -598,11 +598,17 @@ func (i *Instance) sleep(ns int64) {
 
 func (i *Instance) classify(err error, id uint64) error {
 	op := kindOf(i.state.Load()) // the owner's operation: only fail and Kill touch the word, and keep the kind
-	if errors.Is(err, errKilledBeforeEntry) || i.stoppedID.Load() == id && i.stopReason.Load() == stopKilled {
+	// stop writes stoppedID and stopReason, then the interrupt global, holding intrMu; the
+	// guest read the global with a plain load. Reading the two under intrMu orders them after
+	// any stop whose write the guest saw (RATIONALE.md, "Why a plain store stops the guest").
+	i.intrMu.Lock()
+	stoppedID, reason := i.stoppedID.Load(), i.stopReason.Load()
+	i.intrMu.Unlock()
+	if errors.Is(err, errKilledBeforeEntry) || stoppedID == id && reason == stopKilled {
 		return fmt.Errorf("%s: instance killed: %w", op, ErrCanceled)
 	}
-	if i.stoppedID.Load() == id {
-		switch i.stopReason.Load() {
+	if stoppedID == id {
+		switch reason {
 		case stopDeadline:
 			return &DeadlineError{Op: op.String(), Timeout: i.timeout(op).String()}
 		case stopCtxDeadline:

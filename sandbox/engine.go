@@ -17,6 +17,16 @@
 // Limits are per plugin even though the runtime is shared: the memory limit is written into
 // the module (its maximum is clamped at load), and deadlines are enforced by instrumentation
 // and a shared watchdog rather than by wazero's goroutine per call. RATIONALE.md explains both.
+//
+// A deadline holds for every instruction. The guest pays fuel for its work, bulk memory and
+// table instructions and memory.grow by their length (done in 64 KiB chunks), and the host
+// functions the sandbox provides check the interrupt at entry and every 64 KiB of work. So an
+// operation ends within its timeout plus two deadline resolutions, plus the time the guest
+// takes for wasmbin.Fuel units of work (about 2^18 instructions) and one region or chunk, plus
+// one piece of host work, plus the unwinding: a few milliseconds of CPU in practice, about
+// 30 ms in the worst case an instruction mix can force (RATIONALE.md, "Deadlines that hold for
+// every instruction", states the bound and what it leaves out: a file read from a granted
+// directory is bounded by its length, not cut).
 package sandbox
 
 import (

@@ -124,8 +124,8 @@ func TestBulkDifferential(t *testing.T) {
 			pick := func(end uint64, chunk uint64) uint64 {
 				bases := []uint64{0, chunk, 2 * chunk, end / 2, end, 1<<32 - 1}
 				b := bases[rng.IntN(len(bases))]
-				d := uint64(rng.IntN(int(3*chunk))) - uint64(rng.IntN(int(3*chunk)))
-				return (b + d) & (1<<32 - 1)
+				up, down := uint64(rng.IntN(int(3*chunk))), uint64(rng.IntN(int(3*chunk)))
+				return (b + up - down) & (1<<32 - 1)
 			}
 			length := func(end uint64, chunk uint64) uint64 {
 				switch rng.IntN(4) {
