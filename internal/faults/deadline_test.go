@@ -55,7 +55,7 @@ var deadlineModules = []struct {
 func TestDeadlineHoldsForEveryInstruction(t *testing.T) {
 	for _, m := range deadlineModules {
 		t.Run(m.name, func(t *testing.T) {
-			h := newHost(t, host.WithRestartIntensity(1000, time.Second, -1))
+			h := newHost(t, crashy()...)
 			hosttest.LoadPlugin(t, h, host.Plugin{Name: "hostile", Wasm: hostile(t, m.name),
 				Limits: sandbox.Limits{CallTimeout: deadlineTimeout, MemoryPages: 1024}})
 			withinMemory(t, 3*m.memBytes+128<<20, func() {

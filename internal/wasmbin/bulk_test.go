@@ -202,8 +202,10 @@ func TestBulkDifferentialRealChunks(t *testing.T) {
 	p.call(t, "tcopy", 0, 11, 3*ChunkElements)
 }
 
-// TestTableGrowLimit checks the table cap: growing past MaxTableElements fails as at a
-// declared maximum, all or nothing.
+// TestTableGrowLimit checks the table cap: the module's tables together never hold more than
+// MaxTableElements; growing past its share fails as at a declared maximum, all or nothing.
+// (bulk.wat's $t starts at 40 elements with no maximum, $src is 6 with a maximum of 6: each
+// may grow by half of what the minimums leave, see clampTables.)
 func TestTableGrowLimit(t *testing.T) {
 	ctx := context.Background()
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler())
@@ -213,10 +215,14 @@ func TestTableGrowLimit(t *testing.T) {
 	if r, err := grow.Call(ctx, 0, MaxTableElements); err != nil || int32(r[0]) != -1 {
 		t.Fatalf("grow past the cap = %v, %v; want -1", r, err)
 	}
-	if r, err := grow.Call(ctx, 0, MaxTableElements-40); err != nil || r[0] != 40 {
+	share := uint64(MaxTableElements-46) / 2
+	if r, err := grow.Call(ctx, 0, share); err != nil || r[0] != 40 {
 		t.Fatalf("grow to the cap = %v, %v; want 40", r, err)
 	}
 	if r, err := grow.Call(ctx, 0, 1); err != nil || int32(r[0]) != -1 {
 		t.Fatalf("grow at the cap = %v, %v; want -1", r, err)
+	}
+	if size := 40 + share + 6; size > MaxTableElements {
+		t.Fatalf("the tables hold %d elements, over MaxTableElements", size)
 	}
 }

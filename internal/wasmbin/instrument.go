@@ -71,8 +71,8 @@ const (
 //   - every memory.grow replaced by a call to an added function that charges PageCost per
 //     page and records a failure in ExportGrowFailed, so that a memory limit is told apart
 //     from any other trap;
-//   - the memory's maximum clamped to maxPages when maxPages > 0, and every defined table's
-//     to MaxTableElements;
+//   - the memory's maximum clamped to maxPages when maxPages > 0, and the defined tables'
+//     maxima lowered so that together they hold at most MaxTableElements (clampTables);
 //   - DWARF custom sections dropped, since the code offsets they name have moved.
 //
 // Function and global indices of the original module do not move: the additions are
