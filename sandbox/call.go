@@ -533,8 +533,9 @@ func (i *Instance) stopped() bool {
 // after a cancellation or Kill), exactly as when the guest traps at a safe point. Every
 // host function calls it at entry (see instantiateHostModule), and those whose work grows
 // with a guest-chosen length call it between pieces of at most hostChunk bytes
-// (stoppableWriter, stoppableReader), so that a stopped operation leaves a host function
-// within the time of one piece. It must be called only on the operation's own goroutine,
+// (stoppableReader), or between two lines for guest output (guestio.LineWriter checks the
+// same stop through its meter; stoppingWriter unwinds), so that a stopped operation leaves
+// a host function within the time of one piece or one line. It must be called only on the operation's own goroutine,
 // from a host function.
 func (i *Instance) checkStopped() {
 	if i.stopped() {
@@ -544,28 +545,6 @@ func (i *Instance) checkStopped() {
 
 // hostChunk is the most a host function does for a guest between two checkStopped.
 const hostChunk = 64 << 10
-
-// stoppableWriter is the guest's stdout or stderr as the sandbox hands it to wazero: it
-// passes a write on in pieces of at most hostChunk bytes and stops between two when the
-// operation is stopped, so that one fd_write of a long buffer cannot outlive its deadline.
-type stoppableWriter struct {
-	i *Instance
-	w io.Writer
-}
-
-func (s stoppableWriter) Write(p []byte) (int, error) {
-	n := 0
-	for {
-		s.i.checkStopped()
-		k := min(len(p), hostChunk)
-		m, err := s.w.Write(p[:k])
-		n += m
-		if err != nil || k == len(p) {
-			return n, err
-		}
-		p = p[k:]
-	}
-}
 
 // stoppableReader is the guest's random source (WASI random_get) as the sandbox hands it to
 // wazero: reads of at most hostChunk bytes, each after a checkStopped.

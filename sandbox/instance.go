@@ -143,7 +143,7 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	if i.roots, err = caps.openDirs(); err != nil {
 		return nil, err
 	}
-	mc := caps.withInstance(m.base, stoppableWriter{i, stoppingWriter{i.logger.stdoutW}}, stoppableWriter{i, stoppingWriter{i.logger.stderrW}},
+	mc := caps.withInstance(m.base, stoppingWriter{i.logger.stdoutW}, stoppingWriter{i.logger.stderrW},
 		stoppableReader{i, caps.randSource()}, i.sleep, i.roots)
 	wm, err := m.eng.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &i.lm), m.code.code, mc)
 	if err != nil {

@@ -133,7 +133,9 @@ func TestHostFunctionsStopWithTheCall(t *testing.T) {
 	e := newEngine(t, sandbox.WithLogger(zap.New(core)))
 	const timeout = 100 * time.Millisecond
 	m := compile(t, e, "../internal/faults/testdata/deadline_write.wasm",
-		sandbox.Config{Limits: sandbox.Limits{CallTimeout: timeout, MemoryPages: 1024}})
+		sandbox.Config{Limits: sandbox.Limits{CallTimeout: timeout, MemoryPages: 1024,
+			Output: sandbox.OutputLimits{CallBytes: sandbox.Unlimited, CallLines: sandbox.Unlimited,
+				SecondBytes: sandbox.Unlimited, SecondLines: sandbox.Unlimited}}})
 	i := instantiate(t, m, nil)
 	start := time.Now()
 	_, err := i.Call(context.Background(), "run", nil)

@@ -59,7 +59,16 @@ func (w *LineWriter) Write(b []byte) (int, error) {
 	m.roll(now)
 	byteRoom, lineRoom, opLimited := m.room()
 	keep := b[:min(int64(n), byteRoom)]
-	used, lines, discarded := w.split(keep, lineRoom)
+	used, lines, discarded, halted := w.split(keep, lineRoom)
+	if halted { // stopped between two lines: the rest is dropped, and the guest unwinds
+		m.charge(int64(used), lines)
+		rep, ok := m.drop(now, Drop{Bytes: uint64(n - used + discarded), Records: 1, Stopped: true})
+		m.mu.Unlock()
+		if ok {
+			m.s.emit(rep)
+		}
+		return used, ErrStopped
+	}
 	if used < n && len(w.buf) > 0 { // cut: the line so far ends here
 		if lines < lineRoom {
 			w.emit(nil)
@@ -84,9 +93,12 @@ func (w *LineWriter) Write(b []byte) (int, error) {
 
 // split logs the lines of b, at most room of them (pieces of a long line included). It
 // returns how many bytes of b it consumed (logged or buffered), how many lines it logged, and
-// how many buffered bytes of an earlier write it discarded when the room ran out.
-func (w *LineWriter) split(b []byte, room int64) (used int, lines int64, discarded int) {
+// how many buffered bytes of an earlier write it discarded when the room ran out. Before each
+// line it checks whether the operation was stopped, so that a large write to a slow log ends
+// with its operation (halted: the rest of b is not consumed).
+func (w *LineWriter) split(b []byte, room int64) (used int, lines int64, discarded int, halted bool) {
 	total := len(b)
+	stopped := func() bool { return w.m.s.stopped != nil && w.m.s.stopped() }
 	for len(b) > 0 {
 		j := bytes.IndexByte(b, '\n')
 		seg := b
@@ -97,7 +109,10 @@ func (w *LineWriter) split(b []byte, room int64) (used int, lines int64, discard
 			if lines == room {
 				discarded = len(w.buf)
 				w.buf = w.buf[:0]
-				return total - len(b), lines, discarded
+				return total - len(b), lines, discarded, false
+			}
+			if stopped() {
+				return total - len(b), lines, 0, true
 			}
 			k := MaxLine - len(w.buf)
 			w.emit(seg[:k])
@@ -110,18 +125,21 @@ func (w *LineWriter) split(b []byte, room int64) (used int, lines int64, discard
 		if j < 0 {
 			w.buf = append(w.buf, seg...)
 			w.copied += int64(len(seg))
-			return total, lines, 0
+			return total, lines, 0, false
 		}
 		if lines == room {
 			discarded = len(w.buf)
 			w.buf = w.buf[:0]
-			return total - len(b), lines, discarded
+			return total - len(b), lines, discarded, false
+		}
+		if stopped() {
+			return total - len(b), lines, 0, true
 		}
 		w.emit(seg)
 		lines++
 		b = b[len(seg)+1:]
 	}
-	return total, lines, 0
+	return total, lines, 0, false
 }
 
 // emit logs the line so far followed by tail, and empties the buffer.
