@@ -18,10 +18,15 @@
 // when a call finds the instance dead (trap, deadline, memory limit, exit, ABI violation),
 // when it is killed, or when the supervisor stops it; the supervisor then starts a
 // successor, which is a new instance with new memory. Instance restarts count against the
-// plugin's own restart intensity (WithRestartIntensity), except one: a call ended by its
-// caller (cancelled, or past the caller's own deadline: sandbox.CallerEnded) ends its
-// instance, which cannot be resumed, but is not a crash; the instance ends with
-// supervisor.Replaced and is restarted without counting (wasmvisor_caller_ended_total).
+// plugin's own restart intensity (WithRestartIntensity), except two kinds of end that say
+// nothing about the plugin's health: a call ended by its caller (cancelled, or past the
+// caller's own deadline: sandbox.CallerEnded), and an operation that ran out of the plugin's
+// own budget (past its call timeout, or at its memory limit), which the input asked for. Such
+// an instance cannot be resumed, but it did not crash: it ends with supervisor.Replaced and is
+// restarted without counting (wasmvisor_caller_ended_total, wasmvisor_budget_ended_total), so
+// no client can quarantine a plugin by cancelling calls or sending expensive inputs. Traps,
+// exits, ABI violations and failed starts count. (A budget end still counts against its
+// input in the poison-input window.)
 //
 // A plugin that exceeds its intensity is contained (Plugin.OnFailure):
 //

@@ -70,6 +70,7 @@ type stats struct {
 
 	transitions   [numTransitions]atomic.Uint64
 	callerEnded   atomic.Uint64 // instances ended by their caller, replaced uncounted
+	budgetEnded   atomic.Uint64 // instances ended at their call timeout or memory limit, replaced uncounted
 	poisonRefused atomic.Uint64
 	poisonInputs  atomic.Uint64 // inputs that became poison (EventPoisonInput)
 }
@@ -111,6 +112,7 @@ var (
 	descBus         = prometheus.NewDesc("wasmvisor_bus_messages_total", "Bus messages by outcome.", []string{"outcome"}, nil)
 	descState       = prometheus.NewDesc("wasmvisor_plugin_state", "1 for the plugin's current state (running, failed: quarantined, probing), 0 for the others.", []string{"plugin", "state"}, nil)
 	descTransitions = prometheus.NewDesc("wasmvisor_plugin_transitions_total", "Containment transitions: quarantined, probing, recovered, probe_failed.", []string{"plugin", "transition"}, nil)
+	descBudgetEnded = prometheus.NewDesc("wasmvisor_budget_ended_total", "Instances ended by an operation that ran past the plugin's call timeout or hit its memory limit, replaced without counting towards the restart intensity; included in wasmvisor_restarts_total.", []string{"plugin"}, nil)
 	descCallerEnded = prometheus.NewDesc("wasmvisor_caller_ended_total", "Instances ended by their caller (cancelled, or past the caller's deadline), replaced without counting towards the restart intensity; included in wasmvisor_restarts_total.", []string{"plugin"}, nil)
 	descPoisonRef   = prometheus.NewDesc("wasmvisor_poison_refused_total", "Calls refused as poison input, without entering an instance.", []string{"plugin"}, nil)
 	descPoisonIn    = prometheus.NewDesc("wasmvisor_poison_inputs_total", "Inputs that became poison (one EventPoisonInput each).", []string{"plugin"}, nil)
@@ -127,7 +129,7 @@ type collector struct{ h *Host }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCalls, descErrors, descLatency, descRestarts, descLive,
 		descPages, descPending, descBus, descGuest, descGuestG, descGuestHist, descState, descTransitions,
-		descCallerEnded, descPoisonRef, descPoisonIn, descPoisonEvict, descPoisonLen,
+		descCallerEnded, descBudgetEnded, descPoisonRef, descPoisonIn, descPoisonEvict, descPoisonLen,
 		descStoreViolations, descSeriesDropped, descRecordsSkipped, descOutBytes, descOutRecords} {
 		ch <- d
 	}
@@ -160,6 +162,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descTransitions, prometheus.CounterValue, float64(s.transitions[tr].Load()), p.name, transitionNames[tr])
 		}
 		ch <- prometheus.MustNewConstMetric(descCallerEnded, prometheus.CounterValue, float64(s.callerEnded.Load()), p.name)
+		ch <- prometheus.MustNewConstMetric(descBudgetEnded, prometheus.CounterValue, float64(s.budgetEnded.Load()), p.name)
 		ch <- prometheus.MustNewConstMetric(descPoisonRef, prometheus.CounterValue, float64(s.poisonRefused.Load()), p.name)
 		ch <- prometheus.MustNewConstMetric(descPoisonIn, prometheus.CounterValue, float64(s.poisonInputs.Load()), p.name)
 		ch <- prometheus.MustNewConstMetric(descCalls, prometheus.CounterValue, float64(p.calls()), p.name)

@@ -240,6 +240,12 @@ func (p *plugin) signal() {
 	}
 }
 
+// budgetEnded reports whether an instance ended because its operation ran out of its own
+// budget: past the plugin's call timeout, or at its memory limit.
+func budgetEnded(err error) bool {
+	return errors.Is(err, sandbox.ErrDeadline) || errors.Is(err, sandbox.ErrMemoryLimit)
+}
+
 // after is what follows any operation on m that ran (returned err): it ends the member if
 // its instance has ended (a crash, a kill, or a drain the supervisor asked for), and hands on
 // the work that waited for the instance to be free: a waiting caller, a config update, bus
@@ -254,6 +260,14 @@ func (p *plugin) after(m *member, err error) {
 				// Its caller went away or ran out of time: the instance cannot be resumed, but it
 				// did not fail. Replaced restarts it without counting towards the intensity.
 				p.stats.callerEnded.Add(1)
+				ierr = supervisor.Replaced{Reason: ierr}
+			case budgetEnded(ierr):
+				// The operation ran out of the plugin's own budget (its call timeout, its
+				// memory limit): the input asked for more than the plugin may spend, which says
+				// nothing about the plugin's health, and a client must not be able to
+				// quarantine a plugin by sending expensive inputs. Replaced, uncounted; the
+				// poison-input window still counts it against the input.
+				p.stats.budgetEnded.Add(1)
 				ierr = supervisor.Replaced{Reason: ierr}
 			}
 			m.end(ierr)

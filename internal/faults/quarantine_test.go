@@ -42,10 +42,10 @@ func crashFlood(t *testing.T, h *host.Host, name, handler string, n int, crash e
 	return crashes, fe
 }
 
-// A plugin that traps on any input, called a thousand times, or one that runs past its call
-// deadline every time: quarantined after its restart intensity, the host stays up, the
-// healthy plugin answers throughout, the calls fail at once with ErrPluginFailed and the
-// retry time, and after the backoff the plugin comes back with fresh instances.
+// A plugin that traps on any input, called a thousand times: quarantined after its restart
+// intensity, the host stays up, the healthy plugin answers throughout, the calls fail at once
+// with ErrPluginFailed and the retry time, and after the backoff the plugin comes back with
+// fresh instances.
 func TestQuarantine(t *testing.T) {
 	for _, tc := range []struct {
 		name, handler string
@@ -54,7 +54,6 @@ func TestQuarantine(t *testing.T) {
 		crash         error
 	}{
 		{"trap on any input", "trap", 1000, sandbox.Limits{}, sandbox.ErrTrap},
-		{"loop past the deadline", "loop", 50, sandbox.Limits{CallTimeout: 20 * time.Millisecond}, sandbox.ErrDeadline},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := fakeclock.New()
@@ -101,5 +100,36 @@ func TestQuarantine(t *testing.T) {
 			}
 			checkHealthy(t, h)
 		})
+	}
+}
+
+// A plugin that runs past its call deadline on every input is not quarantined: the input asks
+// for more than the plugin may spend, which a client controls, so each call fails with its
+// DeadlineError and its instance is replaced without counting towards the restart intensity
+// (wasmvisor_budget_ended_total). Otherwise four expensive requests within five seconds, from
+// anyone, would take a healthy policy plugin out of service.
+func TestDeadlinesDoNotQuarantine(t *testing.T) {
+	h := newHost(t, host.WithPoisonInput(-1, 0, 0))
+	hosttest.LoadPlugin(t, h, host.Plugin{Name: "hostile", Wasm: hostile(t, "quarantine_hostile"),
+		Instances: 2, Limits: sandbox.Limits{CallTimeout: 20 * time.Millisecond}})
+	const calls = 30
+	withinMemory(t, 64<<20, func() {
+		whileHealthy(t, h, func() {
+			for i := range calls {
+				_, err := h.Call(ctxT(t), "hostile", "loop", []byte(strconv.Itoa(i)))
+				if !errors.Is(err, sandbox.ErrDeadline) {
+					t.Fatalf("call %d: %v, want ErrDeadline", i, err)
+				}
+			}
+		})
+	})
+	if st, err := h.PluginState("hostile"); st != host.PluginRunning || err != nil {
+		t.Fatalf("state %v, %v; want running", st, err)
+	}
+	if n := metricValue(t, h, "wasmvisor_budget_ended_total"); n != calls {
+		t.Fatalf("wasmvisor_budget_ended_total = %v, want %d", n, calls)
+	}
+	if out, err := h.Call(ctxT(t), "hostile", "echo", []byte("clean")); err != nil || string(out) != "clean" {
+		t.Fatalf("successor: %q, %v", out, err)
 	}
 }

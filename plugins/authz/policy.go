@@ -182,6 +182,9 @@ func splitList(v string) ([]string, error) {
 	return items, nil
 }
 
+// maxNotes bounds the notes about undefined roles in one decision's reasons.
+const maxNotes = 16
+
 // Evaluate decides req. Roles are the subject's plus the default roles; any role that grants
 // the action on the resource type, or ownership of the resource for an owner action, allows.
 // A subject without an id is denied whatever its roles.
@@ -190,22 +193,34 @@ func (p *Policy) Evaluate(req *Request) Decision {
 	if id == "" {
 		return Decision{Allow: false, Reasons: []string{"subject has no id"}}
 	}
-	var roles []string
-	for _, r := range append(slices.Clone(req.Subject.Roles), p.defaultRoles...) {
-		if !slices.Contains(roles, r) {
-			roles = append(roles, r)
+	// Linear in the number of roles, whatever the request holds: a set for the duplicates,
+	// and at most maxNotes notes about undefined roles (the rest counted in one more).
+	roles := make([]string, 0, len(req.Subject.Roles)+len(p.defaultRoles))
+	seen := make(map[string]struct{}, cap(roles))
+	for _, rs := range [][]string{req.Subject.Roles, p.defaultRoles} {
+		for _, r := range rs {
+			if _, dup := seen[r]; !dup {
+				seen[r] = struct{}{}
+				roles = append(roles, r)
+			}
 		}
 	}
 	var allow, notes []string
+	undefined := 0
 	for _, r := range roles {
 		perms, ok := p.roles[r]
 		if !ok {
-			notes = append(notes, fmt.Sprintf("role %q is not defined", r))
+			if undefined++; undefined <= maxNotes {
+				notes = append(notes, fmt.Sprintf("role %q is not defined", r))
+			}
 			continue
 		}
 		if slices.ContainsFunc(perms, func(pm permission) bool { return pm.matches(typ, action) }) {
 			allow = append(allow, fmt.Sprintf("role %q grants %q on %q", r, action, typ))
 		}
+	}
+	if undefined > maxNotes {
+		notes = append(notes, fmt.Sprintf("and %d more roles not defined", undefined-maxNotes))
 	}
 	ownerMay := slices.Contains(p.ownerActions, "*") || slices.Contains(p.ownerActions, action)
 	owns := req.Resource.Owner != "" && req.Resource.Owner == id

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -153,5 +155,27 @@ func TestConfigChangeTakesEffect(t *testing.T) {
 	}
 	if out, _ := evaluate(in); !strings.Contains(string(out), `"allow":true`) {
 		t.Fatalf("after rejected config: %s", out)
+	}
+}
+
+// A request with 100,000 roles, most undefined and many repeated, is decided in one pass: the
+// duplicates are dropped through a set, and the reasons name at most maxNotes undefined
+// roles and count the rest, so the answer stays small whatever the request holds.
+func TestManyRolesStayBounded(t *testing.T) {
+	def := mustPolicy(sdk.ConfigView{})
+	roles := make([]string, 0, 100_000)
+	for i := range 100_000 {
+		roles = append(roles, "r"+strconv.Itoa(i%50_000)) // each role twice
+	}
+	d := def.Evaluate(req("alice", append(roles, "viewer"), "read", "document", "42", "bob"))
+	if !d.Allow || d.Reasons[0] != `role "viewer" grants "read" on "document"` {
+		t.Fatalf("decision: %v %v", d.Allow, d.Reasons[:1])
+	}
+	d = def.Evaluate(req("alice", roles, "read", "document", "42", "bob"))
+	if d.Allow || len(d.Reasons) != 1+maxNotes+1+1 {
+		t.Fatalf("%d reasons, want the denial, %d undefined roles, the count of the rest, and ownership", len(d.Reasons), maxNotes)
+	}
+	if want := "and 49984 more roles not defined"; !slices.Contains(d.Reasons, want) {
+		t.Fatalf("reasons lack %q: %v", want, d.Reasons[len(d.Reasons)-3:])
 	}
 }
