@@ -70,10 +70,23 @@ func Load(t testing.TB, h *host.Host, name string, wasm []byte) {
 	LoadPlugin(t, h, host.Plugin{Name: name, Wasm: wasm})
 }
 
-// LoadPlugin loads p and fails the test on error.
+// LoadTimeout bounds a load in a test binary that has no deadline of its own.
+const LoadTimeout = 10 * time.Minute
+
+// LoadPlugin loads p and fails the test on error. The load is bounded by the test binary's
+// own deadline (go test -timeout), not by a fixed limit: the first load of a multi-megabyte
+// plugin compiles it, which a cold compilation cache, the race detector and a loaded machine
+// can stretch to tens of seconds, and a fixed limit would fail exactly that first run. A
+// test binary without a deadline gets LoadTimeout.
 func LoadPlugin(t testing.TB, h *host.Host, p host.Plugin) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
+	deadline := time.Now().Add(LoadTimeout)
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if td, ok := d.Deadline(); ok {
+			deadline = td
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	if err := h.Load(ctx, p); err != nil {
 		t.Fatalf("hosttest: %v", err)
