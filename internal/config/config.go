@@ -42,6 +42,12 @@ const (
 	FailMonitor = "monitor"
 )
 
+// What a plugin past its restart intensity does (host.Plugin.OnFailure).
+const (
+	OnFailureQuarantine = "quarantine"
+	OnFailureEscalate   = "escalate"
+)
+
 // Config is a validated configuration.
 type Config struct {
 	Listen     string
@@ -93,6 +99,14 @@ type Supervisor struct {
 	MaxRestarts int
 	Period      time.Duration
 	MinUptime   time.Duration
+	// QuarantineBase and QuarantineMax are the probe backoff of a quarantined plugin
+	// (host.WithQuarantineBackoff); 0 means host's defaults.
+	QuarantineBase time.Duration
+	QuarantineMax  time.Duration
+	// PoisonLimit and PoisonWindow are the poison-input defence (host.WithPoisonInput): 0 means
+	// host's defaults, PoisonLimit -1 turns it off.
+	PoisonLimit  int
+	PoisonWindow time.Duration
 }
 
 // Plugin is one plugin's settings.
@@ -114,6 +128,10 @@ type Plugin struct {
 	DependsOn     []string
 	Subscribe     []string
 	FailurePolicy string
+	// OnFailure is what a plugin past its restart intensity does: OnFailureQuarantine (fail
+	// fast, probed with backoff) or OnFailureEscalate (restarted through the host's root,
+	// which stops the server past its own intensity).
+	OnFailure string
 	// Required: /readyz answers 503 while this plugin is loading, down or failed. Default true.
 	Required   bool
 	Env        map[string]string
@@ -237,10 +255,14 @@ type rawEvents struct {
 }
 
 type rawSup struct {
-	Strategy    string `yaml:"strategy"`
-	MaxRestarts string `yaml:"max_restarts"`
-	Period      string `yaml:"period"`
-	MinUptime   string `yaml:"min_uptime"`
+	Strategy       string `yaml:"strategy"`
+	MaxRestarts    string `yaml:"max_restarts"`
+	Period         string `yaml:"period"`
+	MinUptime      string `yaml:"min_uptime"`
+	QuarantineBase string `yaml:"quarantine_base"`
+	QuarantineMax  string `yaml:"quarantine_max"`
+	PoisonLimit    string `yaml:"poison_limit"`
+	PoisonWindow   string `yaml:"poison_window"`
 }
 
 type rawPlugin struct {
@@ -255,6 +277,7 @@ type rawPlugin struct {
 	FailurePolicy string            `yaml:"failure_policy"`
 	Capabilities  rawCaps           `yaml:"capabilities"`
 	Required      string            `yaml:"required"`
+	OnFailure     string            `yaml:"on_failure"`
 }
 
 type rawLimits struct {
@@ -314,6 +337,7 @@ var scalarKeys = []string{
 	"reload.watch", "reload.interval",
 	"events.buffer", "events.bus_buffer", "events.max_streams",
 	"supervisor.strategy", "supervisor.max_restarts", "supervisor.period", "supervisor.min_uptime",
+	"supervisor.quarantine_base", "supervisor.quarantine_max", "supervisor.poison_limit", "supervisor.poison_window",
 }
 
 // Parse reads, layers and validates a configuration. Every problem found is in the returned
@@ -461,6 +485,11 @@ func Parse(in Input) (*Config, error) {
 		MaxRestarts: int(integer("supervisor.max_restarts", 0, 0, 1<<20)),
 		Period:      dur("supervisor.period", 0, false),
 		MinUptime:   dur("supervisor.min_uptime", 0, true),
+
+		QuarantineBase: dur("supervisor.quarantine_base", 0, false),
+		QuarantineMax:  dur("supervisor.quarantine_max", 0, false),
+		PoisonLimit:    int(integer("supervisor.poison_limit", 0, -1, 1000)),
+		PoisonWindow:   dur("supervisor.poison_window", 0, false),
 	}
 
 	names := map[string]int{}
@@ -535,6 +564,7 @@ func Parse(in Input) (*Config, error) {
 		}
 		p.Restart = pick(rp.Restart, "permanent", key("restart"), add, "permanent", "transient", "temporary")
 		p.FailurePolicy = pick(rp.FailurePolicy, FailDeny, key("failure_policy"), add, FailDeny, FailAllow, FailMonitor)
+		p.OnFailure = pick(rp.OnFailure, OnFailureQuarantine, key("on_failure"), add, OnFailureQuarantine, OnFailureEscalate)
 		p.Required = true
 		if rp.Required != "" {
 			b, err := strconv.ParseBool(rp.Required)

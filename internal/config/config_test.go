@@ -179,3 +179,34 @@ func TestEnvBadValue(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// The containment settings: the quarantine backoff, the poison-input window (off with -1) and
+// each plugin's failure mode; out-of-range values are errors naming the key.
+func TestContainmentKeys(t *testing.T) {
+	c, err := parse(t, `
+supervisor: {quarantine_base: 2s, quarantine_max: 1m, poison_limit: -1, poison_window: 30s}
+plugins:
+  - {name: a, wasm: p.wasm, on_failure: escalate}
+  - {name: b, wasm: p.wasm}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Supervisor
+	if s.QuarantineBase != 2*time.Second || s.QuarantineMax != time.Minute || s.PoisonLimit != -1 || s.PoisonWindow != 30*time.Second {
+		t.Fatalf("supervisor: %+v", s)
+	}
+	if c.Plugins[0].OnFailure != OnFailureEscalate || c.Plugins[1].OnFailure != OnFailureQuarantine {
+		t.Fatalf("on_failure: %q %q", c.Plugins[0].OnFailure, c.Plugins[1].OnFailure)
+	}
+	_, err = parse(t, `
+supervisor: {quarantine_base: -1s, poison_limit: 5000, poison_window: soon}
+plugins:
+  - {name: a, wasm: p.wasm, on_failure: restart}
+`)
+	for _, key := range []string{"supervisor.quarantine_base", "supervisor.poison_limit", "supervisor.poison_window", "plugins[0](a).on_failure"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("error %v does not name %s", err, key)
+		}
+	}
+}

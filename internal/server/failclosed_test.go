@@ -576,3 +576,13 @@ func TestSlowBodyAnswered(t *testing.T) {
 		t.Fatalf("%d %s", res.StatusCode, b)
 	}
 }
+
+// on_failure reaches the host: escalate is host.Escalate, quarantine is host.Quarantine.
+func TestOnFailureMapped(t *testing.T) {
+	if hp := hostPlugin(config.Plugin{Name: "a", OnFailure: config.OnFailureEscalate}); hp.OnFailure != host.Escalate {
+		t.Fatalf("escalate: %v", hp.OnFailure)
+	}
+	if hp := hostPlugin(config.Plugin{Name: "a", OnFailure: config.OnFailureQuarantine}); hp.OnFailure != host.Quarantine {
+		t.Fatalf("quarantine: %v", hp.OnFailure)
+	}
+}

@@ -128,7 +128,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 func Open(ctx context.Context, o Options) (*Server, error) {
 	c := o.Config
 	hopts := []host.Option{host.WithLogger(o.Logger),
-		host.WithRestartIntensity(c.Supervisor.MaxRestarts, c.Supervisor.Period, c.Supervisor.MinUptime)}
+		host.WithRestartIntensity(c.Supervisor.MaxRestarts, c.Supervisor.Period, c.Supervisor.MinUptime),
+		host.WithQuarantineBackoff(c.Supervisor.QuarantineBase, c.Supervisor.QuarantineMax, 0),
+		host.WithPoisonInput(c.Supervisor.PoisonLimit, c.Supervisor.PoisonWindow, 0)}
 	if dir := cacheDir(c.CacheDir); dir != "" {
 		hopts = append(hopts, host.WithCacheDir(dir))
 	}
@@ -405,7 +407,7 @@ func (s *Server) put(ctx context.Context, p config.Plugin, wasm []byte, source s
 		hp.Config, e.override = old.override, old.override
 	}
 	o, n := old.hostSpecs, e.hostSpecs
-	structural := o.Instances != n.Instances || o.Restart != n.Restart ||
+	structural := o.Instances != n.Instances || o.Restart != n.Restart || o.OnFailure != n.OnFailure ||
 		!equalStrings(o.DependsOn, n.DependsOn) || !equalStrings(o.Subscribe, n.Subscribe)
 	module := old.digest != e.digest || o.Limits != n.Limits || !equalCaps(o.Capabilities, n.Capabilities)
 	switch {
@@ -464,6 +466,9 @@ func hostPlugin(p config.Plugin) host.Plugin {
 		Capabilities: sandbox.Capabilities{Env: p.Env, InheritEnv: p.InheritEnv}}
 	if hp.Config == nil {
 		hp.Config = map[string]string{}
+	}
+	if p.OnFailure == config.OnFailureEscalate {
+		hp.OnFailure = host.Escalate
 	}
 	switch p.Restart {
 	case "transient":
