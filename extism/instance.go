@@ -96,8 +96,11 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 		switch {
 		case sctx.Err() != nil && ctx.Err() == nil:
 			return nil, &sandbox.DeadlineError{Op: "start", Timeout: m.cfg.Limits.StartTimeout.String()}
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			dl, _ := ctx.Deadline()
+			return nil, &sandbox.DeadlineError{Op: "start", Timeout: "context deadline " + dl.Format(time.RFC3339Nano), Caller: true}
 		case ctx.Err() != nil:
-			return nil, fmt.Errorf("extism: start: %w", ctx.Err())
+			return nil, fmt.Errorf("extism: start: %w: %w", sandbox.ErrCanceled, context.Canceled)
 		case i.refused.Load():
 			return nil, &sandbox.MemoryLimitError{LimitPages: m.cfg.Limits.MemoryPages, Cause: err}
 		}
@@ -138,7 +141,7 @@ func (i *Instance) Call(ctx context.Context, handler string, input []byte) ([]by
 
 // CallAppend is Call appending the output to dst.
 func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []byte) ([]byte, error) {
-	if err := i.enter(ctx); err != nil {
+	if err := i.enter(ctx, "call"); err != nil {
 		return dst, err
 	}
 	defer i.leave()
@@ -205,7 +208,7 @@ func (i *Instance) classify(ctx, cctx context.Context, timeout time.Duration, ha
 		switch {
 		case errors.Is(ctx.Err(), context.DeadlineExceeded):
 			dl, _ := ctx.Deadline()
-			return fatal(&sandbox.DeadlineError{Op: "call", Timeout: "context deadline " + dl.Format(time.RFC3339Nano)})
+			return fatal(&sandbox.DeadlineError{Op: "call", Timeout: "context deadline " + dl.Format(time.RFC3339Nano), Caller: true})
 		case ctx.Err() != nil:
 			return fatal(fmt.Errorf("extism: call %q: %w: %w", handler, sandbox.ErrCanceled, context.Canceled))
 		}
@@ -240,7 +243,7 @@ func closedByContext(err error, exit *sys.ExitError) bool {
 // Configure replaces the config map that the next calls read through config_get. Extism has
 // no change callback, so the guest is not told and cannot reject it.
 func (i *Instance) Configure(ctx context.Context, config map[string]string) error {
-	if err := i.enter(ctx); err != nil {
+	if err := i.enter(ctx, "configure"); err != nil {
 		return err
 	}
 	defer i.leave()
@@ -252,7 +255,9 @@ func (i *Instance) Configure(ctx context.Context, config map[string]string) erro
 	return nil
 }
 
-func (i *Instance) enter(ctx context.Context) error {
+// enter moves an idle instance to busy for operation op. An instance that has ended returns a
+// *sandbox.UnavailableError; a context that has ended, a *sandbox.NotEnteredError.
+func (i *Instance) enter(ctx context.Context, op string) error {
 	if !i.state.CompareAndSwap(stIdle, stBusy) {
 		return i.unavailable()
 	}
@@ -262,7 +267,7 @@ func (i *Instance) enter(ctx context.Context) error {
 	}
 	if err := ctx.Err(); err != nil {
 		i.leave()
-		return err
+		return &sandbox.NotEnteredError{Op: op, Err: err}
 	}
 	return nil
 }

@@ -183,7 +183,7 @@ func (h *Host) CallAppend(ctx context.Context, name, handler string, input, dst 
 		if err == nil && near == nil && m.state.Load() == stLive && p.quiet(m) {
 			return out, nil // the common case: nothing for after to do
 		}
-		if err == nil || !beforeEntry(ctx, err) && !p.notEntered(m, err) {
+		if err == nil || !beforeEntry(err) && !p.notEntered(m, err) {
 			return p.called(m, near, name, handler, input, out, err)
 		}
 	}

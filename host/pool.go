@@ -177,7 +177,7 @@ func (p *plugin) call(ctx context.Context, first int, handler string, input, dst
 	var out []byte
 	op := func(m *member) (err error) {
 		out, err = m.inst.CallAppend(ctx, handler, input, dst)
-		if beforeEntry(ctx, err) {
+		if beforeEntry(err) {
 			return errBeforeEntry // the wait below reports it
 		}
 		return err
@@ -219,12 +219,14 @@ func (p *plugin) call(ctx context.Context, first int, handler string, input, dst
 // errBeforeEntry marks a call that did not run because its context had ended first.
 var errBeforeEntry = errors.New("context ended before entry")
 
-// beforeEntry reports whether err is the context's own error, which an instance returns, as
-// is, when the context ended before the operation entered it (an operation the context ends
-// inside returns a typed error instead: a DeadlineError, or ErrCanceled wrapped). Such a call
-// did not run: the pool reports it as a wait that ran out (ErrNoInstance with the cause).
-func beforeEntry(ctx context.Context, err error) bool {
-	return err != nil && err == ctx.Err() //nolint:errorlint // identity is the point: see above
+// beforeEntry reports whether err says the operation did not enter its instance because its
+// context had ended first (a *sandbox.NotEnteredError, which package extism returns too). An
+// operation the context ends inside returns another error instead: a *sandbox.DeadlineError,
+// or sandbox.ErrCanceled wrapped, though both match the context's error with errors.Is. Such a
+// call did not run: the pool reports it as a wait that ran out (ErrNoInstance with the cause).
+func beforeEntry(err error) bool {
+	var ne *sandbox.NotEnteredError
+	return errors.As(err, &ne)
 }
 
 // waitError is ErrNoInstance with the context's cause.

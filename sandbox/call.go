@@ -43,7 +43,7 @@ func (i *Instance) enter(ctx context.Context, kind opKind) (uint64, error) {
 	done := ctx.Done()
 	if done != nil {
 		if err := ctx.Err(); err != nil {
-			return 0, err
+			return 0, &NotEnteredError{Op: kind.String(), Err: err}
 		}
 	}
 	s := i.state.Load()

@@ -11,7 +11,9 @@ import (
 )
 
 // Sentinel errors. Every error this package returns wraps one of them (or is a GuestError),
-// so callers branch with errors.Is and read details with errors.As.
+// so callers branch with errors.Is and read details with errors.As. An operation whose
+// context had ended before it entered its instance returns a *NotEnteredError (ErrNotEntered),
+// which errors.Is also matches with the context's own error.
 var (
 	// ErrInvalidModule is wrapped by a *ModuleError: the bytes are not a Wasm module that
 	// wazero can compile, or the module cannot be limited (memory).
@@ -48,7 +50,29 @@ var (
 	// in the read's Budget: nothing was copied. (Events and telemetry are read partially
 	// instead, and the Budget counts what was left out.)
 	ErrReadBudget = errors.New("store read budget exhausted")
+	// ErrNotEntered is wrapped by a *NotEnteredError: the operation's context had ended
+	// before the operation entered its instance, so nothing ran and the instance is unharmed.
+	ErrNotEntered = errors.New("context ended before the operation entered the instance")
 )
+
+// NotEnteredError is returned by an operation whose context had ended (cancelled or past its
+// deadline) before it entered its Instance: the guest did not run, the instance is not
+// touched and stays usable, so the error is not Fatal and not CallerEnded. Err is the
+// context's error (context.Canceled or context.DeadlineExceeded); errors.Is matches both
+// ErrNotEntered and Err, so a caller that tests errors.Is(err, context.DeadlineExceeded) sees
+// it as before. A pool tells with errors.As a call that never ran (report the wait that ran
+// out) from one that the context ended inside (a *DeadlineError, or ErrCanceled wrapped).
+type NotEnteredError struct {
+	Op  string // "call", "configure", "deliver", "read" or "start"
+	Err error  // the context's error
+}
+
+func (e *NotEnteredError) Error() string {
+	return fmt.Sprintf("%s not entered: %v", e.Op, e.Err)
+}
+
+// Unwrap returns ErrNotEntered and the context's error.
+func (e *NotEnteredError) Unwrap() []error { return []error{ErrNotEntered, e.Err} }
 
 // UnavailableError is returned by an operation that did not enter its Instance because the
 // instance had ended: failed, killed, retired or closed. Err is why, what Instance.Err
