@@ -62,21 +62,21 @@ type Capabilities struct {
 func (c Capabilities) validate() error {
 	for _, d := range c.Dirs {
 		if !path.IsAbs(d.Guest) {
-			return fmt.Errorf("sandbox: mount %q: guest path must be absolute", d.Guest)
+			return fmt.Errorf("sandbox: mount %q: guest path must be absolute: %w", d.Guest, ErrInvalidConfig)
 		}
 		st, err := os.Stat(d.Host)
 		if err != nil {
-			return fmt.Errorf("sandbox: mount %q: %w", d.Host, err)
+			return fmt.Errorf("sandbox: mount %q: %w: %w", d.Host, ErrInvalidConfig, err)
 		}
 		if !st.IsDir() {
-			return fmt.Errorf("sandbox: mount %q: not a directory", d.Host)
+			return fmt.Errorf("sandbox: mount %q: not a directory: %w", d.Host, ErrInvalidConfig)
 		}
 	}
 	if c.Clock != ClockDeterministic && c.Clock != ClockReal {
-		return fmt.Errorf("sandbox: unknown clock %d", c.Clock)
+		return fmt.Errorf("sandbox: unknown clock %d: %w", c.Clock, ErrInvalidConfig)
 	}
 	if c.Random != RandomDeterministic && c.Random != RandomCrypto {
-		return fmt.Errorf("sandbox: unknown random source %d", c.Random)
+		return fmt.Errorf("sandbox: unknown random source %d: %w", c.Random, ErrInvalidConfig)
 	}
 	return nil
 }
@@ -141,7 +141,7 @@ func (c Capabilities) openDirs() ([]*os.Root, error) {
 		r, err := os.OpenRoot(d.Host)
 		if err != nil {
 			closeRoots(roots)
-			return nil, fmt.Errorf("sandbox: mount %q: %w", d.Host, err)
+			return nil, fmt.Errorf("sandbox: mount %q: %w: %w", d.Host, ErrInvalidConfig, err)
 		}
 		roots = append(roots, r)
 	}

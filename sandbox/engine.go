@@ -134,7 +134,7 @@ func NewEngine(ctx context.Context, opts ...Option) (*Engine, error) {
 		o.apply(&cfg)
 	}
 	if cfg.resolution <= 0 {
-		return nil, fmt.Errorf("sandbox: deadline resolution %v: must be positive", cfg.resolution)
+		return nil, fmt.Errorf("sandbox: deadline resolution %v: must be positive: %w", cfg.resolution, ErrInvalidConfig)
 	}
 	if cfg.logger == nil {
 		cfg.logger = zap.NewNop()
@@ -147,7 +147,7 @@ func NewEngine(ctx context.Context, opts ...Option) (*Engine, error) {
 	if cache == nil && cfg.cacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(cfg.cacheDir)
 		if err != nil {
-			return nil, fmt.Errorf("sandbox: compilation cache %q: %w", cfg.cacheDir, err)
+			return nil, fmt.Errorf("sandbox: compilation cache %q: %w: %w", cfg.cacheDir, ErrInvalidConfig, err)
 		}
 		cache, e.ownCache = c, c
 	}

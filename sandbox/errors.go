@@ -50,6 +50,13 @@ var (
 	// in the read's Budget: nothing was copied. (Events and telemetry are read partially
 	// instead, and the Budget counts what was left out.)
 	ErrReadBudget = errors.New("store read budget exhausted")
+	// ErrInvalidConfig is wrapped by the error of a Config, Limits, Capabilities or Option
+	// that cannot be honoured: a limit out of range, an unknown clock or random source, a
+	// directory grant whose guest path is relative or whose host directory cannot be opened
+	// (checked at Compile, and again at each Instantiate, which opens the grants afresh: a
+	// directory removed since gives this error wrapping os.ErrNotExist), a compilation cache
+	// directory that cannot be used.
+	ErrInvalidConfig = errors.New("invalid sandbox configuration")
 	// ErrNotEntered is wrapped by a *NotEnteredError: the operation's context had ended
 	// before the operation entered its instance, so nothing ran and the instance is unharmed.
 	ErrNotEntered = errors.New("context ended before the operation entered the instance")

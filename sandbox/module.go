@@ -124,7 +124,7 @@ type Module struct {
 func (e *Engine) Compile(ctx context.Context, wasm []byte, cfg Config) (*Module, error) {
 	cfg.Limits = cfg.Limits.withDefaults()
 	if cfg.Limits.MemoryPages > 65536 {
-		return nil, fmt.Errorf("sandbox: memory limit %d pages: at most 65536", cfg.Limits.MemoryPages)
+		return nil, fmt.Errorf("sandbox: memory limit %d pages: at most 65536: %w", cfg.Limits.MemoryPages, ErrInvalidConfig)
 	}
 	if err := cfg.Capabilities.validate(); err != nil {
 		return nil, err
