@@ -303,6 +303,10 @@ func (s *Server) hostError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusUnprocessableEntity, "invalid_module", err.Error())
 	case errors.Is(err, sandbox.ErrGuest):
 		writeError(w, http.StatusUnprocessableEntity, "config_rejected", err.Error())
+	case errors.Is(err, sandbox.ErrInvalidConfig):
+		// Limits or capabilities the sandbox cannot honour, such as a directory grant that
+		// can no longer be opened: the request's or the file's fault, not the server's.
+		writeError(w, http.StatusUnprocessableEntity, "invalid_config", err.Error())
 	case sandbox.Fatal(err):
 		writeErrorKind(w, http.StatusUnprocessableEntity, "start_failed", err.Error(), errKind(err))
 	case errors.Is(err, host.ErrNoInstance), errors.Is(err, context.DeadlineExceeded):

@@ -586,3 +586,25 @@ func TestOnFailureMapped(t *testing.T) {
 		t.Fatalf("quarantine: %v", hp.OnFailure)
 	}
 }
+
+// A PUT of a plugin whose directory grant can no longer be opened (removed since the file was
+// read) is refused as a configuration the sandbox cannot honour, 422 invalid_config, never a
+// 500; the running version keeps serving.
+func TestPutWithAGrantGoneIsInvalidConfig(t *testing.T) {
+	grant := filepath.Join(t.TempDir(), "grant")
+	if err := os.Mkdir(grant, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ts := openServer(t, "admin_token: "+testToken+"\nplugins:\n  - {name: ref, wasm: ref.wasm, capabilities: {dirs: [{host: "+grant+", guest: /data}]}}\n", true)
+	if err := os.Remove(grant); err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := os.ReadFile(filepath.Join(ts.dir, "ref.wasm"))
+	a := ts.do(t, "PUT", "/v1/plugins/ref?memory_pages=300", testToken, "application/wasm", ref)
+	if a.status != 422 || a.code(t) != "invalid_config" {
+		t.Fatalf("PUT with a grant gone: %d %s, want 422 invalid_config", a.status, a.body)
+	}
+	if a := ts.do(t, "POST", "/v1/plugins/ref/call/echo", "", "", []byte("still")); a.status != 200 || string(a.body) != "still" {
+		t.Fatalf("after the refusal: %d %s", a.status, a.body)
+	}
+}
