@@ -50,6 +50,14 @@
 //     error, but the module is closed, so the instance has ended: Err reports
 //     *sandbox.ExitError{Code: 0} and every later call returns it.
 //   - Any other error from the guest's code is a *sandbox.TrapError.
+//   - A call or Configure whose context had ended before it entered the instance is a
+//     *sandbox.NotEnteredError (sandbox.ErrNotEntered, and the context's error): nothing
+//     ran and the instance keeps serving. The caller's context ending a call or the start
+//     while it runs is a *sandbox.DeadlineError with Caller set, or sandbox.ErrCanceled
+//     wrapping context.Canceled, as in the sandbox (see sandbox.CallerEnded).
+//   - Limits or capabilities that cannot be honoured (a memory limit above 65,536 pages, a
+//     relative guest path, a host directory that cannot be opened, an unknown clock or
+//     random source, an unusable cache directory) wrap sandbox.ErrInvalidConfig.
 //
 // Not supported: host functions (imports other than "extism:host/env" and WASI preview 1,
 // such as "extism:host/user"), linking several modules (the manifest's list of wasm), HTTP,
@@ -131,7 +139,7 @@ func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config, opts ...Optio
 	}
 	cfg.Limits = withDefaults(cfg.Limits)
 	if cfg.Limits.MemoryPages > 65536 {
-		return nil, fmt.Errorf("extism: memory limit %d pages: at most 65536", cfg.Limits.MemoryPages)
+		return nil, fmt.Errorf("extism: memory limit %d pages: at most 65536: %w", cfg.Limits.MemoryPages, sandbox.ErrInvalidConfig)
 	}
 	if err := validate(cfg.Capabilities); err != nil {
 		return nil, err
@@ -174,7 +182,7 @@ func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config, opts ...Optio
 		rc = rc.WithCompilationCache(o.cache)
 	case o.cacheDir != "":
 		if m.cache, err = wazero.NewCompilationCacheWithDir(o.cacheDir); err != nil {
-			return nil, fmt.Errorf("extism: cache dir: %w", err)
+			return nil, fmt.Errorf("extism: cache dir: %w: %w", sandbox.ErrInvalidConfig, err)
 		}
 		rc = rc.WithCompilationCache(m.cache)
 	}
@@ -240,21 +248,21 @@ func withDefaults(l sandbox.Limits) sandbox.Limits { return l.WithDefaults() }
 func validate(c sandbox.Capabilities) error {
 	for _, d := range c.Dirs {
 		if !path.IsAbs(d.Guest) {
-			return fmt.Errorf("extism: mount %q: guest path must be absolute", d.Guest)
+			return fmt.Errorf("extism: mount %q: guest path must be absolute: %w", d.Guest, sandbox.ErrInvalidConfig)
 		}
 		st, err := os.Stat(d.Host)
 		if err != nil {
-			return fmt.Errorf("extism: mount %q: %w", d.Host, err)
+			return fmt.Errorf("extism: mount %q: %w: %w", d.Host, sandbox.ErrInvalidConfig, err)
 		}
 		if !st.IsDir() {
-			return fmt.Errorf("extism: mount %q: not a directory", d.Host)
+			return fmt.Errorf("extism: mount %q: not a directory: %w", d.Host, sandbox.ErrInvalidConfig)
 		}
 	}
 	if c.Clock != sandbox.ClockDeterministic && c.Clock != sandbox.ClockReal {
-		return fmt.Errorf("extism: unknown clock %d", c.Clock)
+		return fmt.Errorf("extism: unknown clock %d: %w", c.Clock, sandbox.ErrInvalidConfig)
 	}
 	if c.Random != sandbox.RandomDeterministic && c.Random != sandbox.RandomCrypto {
-		return fmt.Errorf("extism: unknown random source %d", c.Random)
+		return fmt.Errorf("extism: unknown random source %d: %w", c.Random, sandbox.ErrInvalidConfig)
 	}
 	return nil
 }
@@ -297,7 +305,7 @@ func openDirs(c sandbox.Capabilities, mc wazero.ModuleConfig) (wazero.ModuleConf
 		r, err := os.OpenRoot(d.Host)
 		if err != nil {
 			closeRoots(roots)
-			return mc, nil, fmt.Errorf("extism: mount %q: %w", d.Host, err)
+			return mc, nil, fmt.Errorf("extism: mount %q: %w: %w", d.Host, sandbox.ErrInvalidConfig, err)
 		}
 		roots = append(roots, r)
 		fsc = fsc.WithFSMount(r.FS(), d.Guest)

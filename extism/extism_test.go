@@ -286,7 +286,8 @@ func TestDeadline(t *testing.T) {
 		map[string]string{"duration": "3"})
 	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	if _, err := inst.Call(cctx, "run_test", nil); !errors.As(err, &de) || !strings.HasPrefix(de.Timeout, "context deadline") {
+	if _, err := inst.Call(cctx, "run_test", nil); !errors.As(err, &de) || !strings.HasPrefix(de.Timeout, "context deadline") ||
+		!de.Caller || !sandbox.CallerEnded(err) {
 		t.Fatalf("caller deadline: %v", err)
 	}
 
@@ -333,8 +334,28 @@ func TestCallerCancel(t *testing.T) {
 	}
 	// A context already done: not entered, not fatal.
 	inst = instance(t, extismtest.Read(t, "count_vowels.wasm"), sandbox.Config{}, nil)
-	if _, err := inst.Call(ctx, "count_vowels", nil); !errors.Is(err, context.Canceled) || inst.Err() != nil {
+	var ne *sandbox.NotEnteredError
+	if _, err := inst.Call(ctx, "count_vowels", nil); !errors.Is(err, context.Canceled) || !errors.As(err, &ne) ||
+		!errors.Is(err, sandbox.ErrNotEntered) || sandbox.Fatal(err) || inst.Err() != nil {
 		t.Fatalf("done context: %v, Err %v", err, inst.Err())
+	}
+	if err := inst.Configure(ctx, map[string]string{"k": "v"}); !errors.Is(err, context.Canceled) || !errors.As(err, &ne) || ne.Op != "configure" {
+		t.Fatalf("configure with a done context: %v", err)
+	}
+	// A start whose context is done: not entered, as a call's.
+	m, err := extism.Compile(context.Background(), extismtest.Read(t, "count_vowels.wasm"), sandbox.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	if _, err := m.Instantiate(ctx, nil); !errors.As(err, &ne) || ne.Op != "start" || !errors.Is(err, context.Canceled) {
+		t.Fatalf("start with a done context: %v", err)
+	}
+	// A capability that cannot be granted wraps sandbox.ErrInvalidConfig.
+	_, err = extism.Compile(context.Background(), extismtest.Read(t, "count_vowels.wasm"),
+		sandbox.Config{Capabilities: sandbox.Capabilities{Dirs: []sandbox.Dir{{Host: t.TempDir(), Guest: "relative"}}}})
+	if !errors.Is(err, sandbox.ErrInvalidConfig) {
+		t.Fatalf("bad capability: %v", err)
 	}
 }
 

@@ -61,8 +61,12 @@ type Instance struct {
 type failure struct{ err error }
 
 // Instantiate makes a fresh instance with config as its Extism config map. Instantiation is
-// bounded by Limits.StartTimeout.
+// bounded by Limits.StartTimeout. A context that has ended already gives a
+// *sandbox.NotEnteredError, as the sandbox's does: nothing is started.
 func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*Instance, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, &sandbox.NotEnteredError{Op: "start", Err: err}
+	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
