@@ -613,7 +613,11 @@ func Parse(in Input) (*Config, error) {
 	}
 	if len(errs) == 0 {
 		if _, err := Order(c.Plugins); err != nil {
-			add("plugins", "%s", err.Error())
+			var ces Errors
+			if !errors.As(err, &ces) {
+				ces = Errors{{Key: "plugins", Problem: err.Error()}}
+			}
+			errs = append(errs, ces...)
 		}
 	}
 	if len(errs) > 0 {
@@ -690,8 +694,8 @@ func pick(s, def, key string, add func(string, string, ...any), allowed ...strin
 	return s
 }
 
-// Order returns the plugins in an order where each comes after those it depends on, or an
-// error naming a cycle.
+// Order returns the plugins in an order where each comes after those it depends on, or
+// Errors with one Error (key "plugins") naming a cycle.
 func Order(ps []Plugin) ([]Plugin, error) {
 	byName := map[string]Plugin{}
 	for _, p := range ps {
@@ -703,7 +707,7 @@ func Order(ps []Plugin) ([]Plugin, error) {
 	visit = func(n string, path []string) error {
 		switch state[n] {
 		case 1:
-			return fmt.Errorf("dependency cycle: %s", strings.Join(append(path, n), " -> "))
+			return Errors{{Key: "plugins", Problem: "dependency cycle: " + strings.Join(append(path, n), " -> ")}}
 		case 2:
 			return nil
 		}

@@ -141,6 +141,10 @@ func TestInvalid(t *testing.T) {
 			if !strings.Contains(msg, c.key+": ") || !strings.Contains(msg, c.problem) || strings.Contains(msg, "\n") {
 				t.Fatalf("error %q: want key %q and %q on one line", msg, c.key, c.problem)
 			}
+			var ces Errors
+			if !errors.As(err, &ces) || len(ces) == 0 {
+				t.Fatalf("error %q (%T) is not a config.Errors", msg, err)
+			}
 		})
 	}
 }
@@ -208,5 +212,15 @@ plugins:
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("error %v does not name %s", err, key)
 		}
+	}
+}
+
+// Order's cycle is typed too, as Errors, so that a server applying an order it did not parse
+// answers it as an invalid configuration.
+func TestOrderCycleIsTyped(t *testing.T) {
+	_, err := Order([]Plugin{{Name: "a", DependsOn: []string{"b"}}, {Name: "b", DependsOn: []string{"a"}}})
+	var ces Errors
+	if !errors.As(err, &ces) || len(ces) != 1 || ces[0].Key != "plugins" || !strings.Contains(ces[0].Problem, "dependency cycle: a -> b -> a") {
+		t.Fatalf("Order of a cycle: %v (%T), want one config.Error naming it", err, err)
 	}
 }

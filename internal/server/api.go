@@ -309,7 +309,7 @@ func (s *Server) hostError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusUnprocessableEntity, "invalid_config", err.Error())
 	case sandbox.Fatal(err):
 		writeErrorKind(w, http.StatusUnprocessableEntity, "start_failed", err.Error(), errKind(err))
-	case errors.Is(err, host.ErrNoInstance), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, host.ErrNoInstance), errors.Is(err, context.DeadlineExceeded), errors.Is(err, sandbox.ErrNotEntered):
 		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 	case errors.Is(err, host.ErrClosed):
 		writeError(w, http.StatusServiceUnavailable, "shutting_down", err.Error())
