@@ -296,10 +296,16 @@ func BenchmarkCall64(b *testing.B) {
 // BenchmarkInstantiate is a fresh instance, started and closed: bare wazero's
 // InstantiateModule (plus _initialize where the module has one) against the sandbox's
 // Instantiate (which also runs wasmvisor_init, reads the control block and pushes config).
+//
+// The two sides do not allocate memory alike. Bare wazero makes every instance a new linear
+// memory on the Go heap (wazero-freshmemory). The sandbox recycles the linear memories of
+// closed instances, zeroed, for the module's next ones (sandbox-recycledmemory, what
+// Instantiate does); sandbox-freshmemory turns that off (StopRecyclingMemories, a test-only
+// switch), so that each instance reserves and faults in a new memory.
 func BenchmarkInstantiate(b *testing.B) {
 	ctx := context.Background()
 	for _, p := range []struct{ name, path string }{{"reference", referencePath}, {"go", goPluginPath}} {
-		b.Run(p.name+"/wazero", func(b *testing.B) {
+		b.Run(p.name+"/wazero-freshmemory", func(b *testing.B) {
 			rt := rawRuntime(b, false)
 			code, err := rt.CompileModule(ctx, read(b, p.path))
 			if err != nil {
@@ -314,15 +320,24 @@ func BenchmarkInstantiate(b *testing.B) {
 				_ = m.Close(ctx)
 			}
 		})
-		b.Run(p.name+"/sandbox", func(b *testing.B) {
-			m := compile(b, newEngine(b), p.path, sandbox.Config{})
-			for b.Loop() {
-				i, err := m.Instantiate(ctx, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_ = i.Close(ctx)
+		for _, recycle := range []bool{true, false} {
+			name := "/sandbox-recycledmemory"
+			if !recycle {
+				name = "/sandbox-freshmemory"
 			}
-		})
+			b.Run(p.name+name, func(b *testing.B) {
+				m := compile(b, newEngine(b), p.path, sandbox.Config{})
+				if !recycle {
+					sandbox.StopRecyclingMemories(m)
+				}
+				for b.Loop() {
+					i, err := m.Instantiate(ctx, nil)
+					if err != nil {
+						b.Fatal(err)
+					}
+					_ = i.Close(ctx)
+				}
+			})
+		}
 	}
 }
