@@ -26,46 +26,69 @@ func benchHost(b *testing.B, opts ...host.Option) *host.Host {
 
 var in64 = make([]byte, 64)
 
+// callCtx is the context of one call: ctx itself, or, when cancelCtx is set, a fresh
+// context.WithCancel of it, as net/http gives every request; done cancels it.
+func callCtx(ctx context.Context, cancelCtx bool) (context.Context, context.CancelFunc) {
+	if !cancelCtx {
+		return ctx, func() {}
+	}
+	return context.WithCancel(ctx)
+}
+
 // BenchmarkCall64 is Host.Call next to a bare sandbox Instance.Call of the same plugin,
-// handler and input, both appending into a reused buffer.
+// handler and input, both appending into a reused buffer. The -cancelctx variants are the
+// path every HTTP request takes: each call gets its own cancellable context (cancelled after
+// it), which the sandbox publishes to its watchdog, instead of context.Background.
 func BenchmarkCall64(b *testing.B) {
 	ctx := context.Background()
-	b.Run("sandbox", func(b *testing.B) {
-		e, err := sandbox.NewEngine(ctx, sandbox.WithCacheDir(hosttest.CacheDir()))
-		if err != nil {
-			b.Fatal(err)
+	for _, cancelCtx := range []bool{false, true} {
+		suffix := ""
+		if cancelCtx {
+			suffix = "-cancelctx"
 		}
-		defer e.Close(ctx)
-		m, err := e.Compile(ctx, reference, sandbox.Config{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		inst, err := m.Instantiate(ctx, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		var dst []byte
-		b.ReportAllocs()
-		for b.Loop() {
-			if dst, err = inst.CallAppend(ctx, "echo", in64, dst[:0]); err != nil {
+		b.Run("sandbox"+suffix, func(b *testing.B) {
+			e, err := sandbox.NewEngine(ctx, sandbox.WithCacheDir(hosttest.CacheDir()))
+			if err != nil {
 				b.Fatal(err)
 			}
-		}
-	})
-	b.Run("host", func(b *testing.B) {
-		h := benchHost(b)
-		if err := h.Load(ctx, host.Plugin{Name: "ref", Wasm: reference}); err != nil {
-			b.Fatal(err)
-		}
-		var dst []byte
-		var err error
-		b.ReportAllocs()
-		for b.Loop() {
-			if dst, err = h.CallAppend(ctx, "ref", "echo", in64, dst[:0]); err != nil {
+			defer e.Close(ctx)
+			m, err := e.Compile(ctx, reference, sandbox.Config{})
+			if err != nil {
 				b.Fatal(err)
 			}
-		}
-	})
+			inst, err := m.Instantiate(ctx, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var dst []byte
+			b.ReportAllocs()
+			for b.Loop() {
+				cctx, cancel := callCtx(ctx, cancelCtx)
+				dst, err = inst.CallAppend(cctx, "echo", in64, dst[:0])
+				cancel()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("host"+suffix, func(b *testing.B) {
+			h := benchHost(b)
+			if err := h.Load(ctx, host.Plugin{Name: "ref", Wasm: reference}); err != nil {
+				b.Fatal(err)
+			}
+			var dst []byte
+			var err error
+			b.ReportAllocs()
+			for b.Loop() {
+				cctx, cancel := callCtx(ctx, cancelCtx)
+				dst, err = h.CallAppend(cctx, "ref", "echo", in64, dst[:0])
+				cancel()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 	b.Run("host-every-call-timed", func(b *testing.B) {
 		h := benchHost(b, host.WithLatencySampling(0))
 		if err := h.Load(ctx, host.Plugin{Name: "ref", Wasm: reference}); err != nil {
