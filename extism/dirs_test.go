@@ -43,7 +43,7 @@ func TestDirGrantsAreConfined(t *testing.T) {
 	}
 	wasm := extismtest.Read(t, "read_write.wasm")
 	ctx := context.Background()
-	m, err := extism.Compile(ctx, wasm, sandbox.Config{Capabilities: sandbox.Capabilities{Dirs: []sandbox.Dir{{Host: grant, Guest: "/mnt"}}}})
+	m, err := extism.Compile(ctx, wasm, sandbox.Config{Capabilities: sandbox.Capabilities{Dirs: []sandbox.Dir{{Host: grant, Guest: "/mnt"}}}}, cacheOpts()...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package extism_test
 import (
 	"context"
 	"errors"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -18,12 +19,54 @@ import (
 	"github.com/wasmvisor/wasmvisor/abi"
 	"github.com/wasmvisor/wasmvisor/extism"
 	"github.com/wasmvisor/wasmvisor/extism/extismtest"
+	"github.com/wasmvisor/wasmvisor/internal/testcache"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
 // No IgnoreTopFunction: wazero starts a goroutine per call only to watch the call's context
 // (WithCloseOnContextDone) and it ends with the call; Close leaves nothing running.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// sdkCache holds the SDK side's compiled code in the cache that every package's tests share
+// (internal/testcache), as cacheOpts does for this package's side: each module is compiled
+// once per wazero version and machine, not once per test.
+var sdkCache wazero.CompilationCache
+
+func TestMain(m *testing.M) {
+	if d := testcache.Dir(); d != "" {
+		c, err := wazero.NewCompilationCacheWithDir(d)
+		if err != nil {
+			panic(err)
+		}
+		sdkCache = c
+	}
+	code := m.Run()
+	if sdkCache != nil {
+		_ = sdkCache.Close(context.Background())
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			println("goleak:", err.Error())
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// cacheOpts returns the options that give a Compile the shared compilation cache.
+func cacheOpts() []extism.Option {
+	if d := testcache.Dir(); d != "" {
+		return []extism.Option{extism.WithCacheDir(d)}
+	}
+	return nil
+}
+
+// sdkConfig is the SDK's plugin config, as its own tests give it, with the shared cache.
+func sdkConfig() sdk.PluginConfig {
+	c := sdk.PluginConfig{EnableWasi: true}
+	if sdkCache != nil {
+		c.RuntimeConfig = wazero.NewRuntimeConfig().WithCompilationCache(sdkCache)
+	}
+	return c
+}
 
 // sdkResult is one call through the Extism Go SDK directly.
 type sdkResult struct {
@@ -37,7 +80,7 @@ type sdkResult struct {
 func viaSDK(t *testing.T, wasm []byte, config map[string]string, handler string, inputs ...string) []sdkResult {
 	t.Helper()
 	ctx := context.Background()
-	cp, err := sdk.NewCompiledPlugin(ctx, sdk.Manifest{Wasm: []sdk.Wasm{sdk.WasmData{Data: wasm}}}, sdk.PluginConfig{EnableWasi: true}, nil)
+	cp, err := sdk.NewCompiledPlugin(ctx, sdk.Manifest{Wasm: []sdk.Wasm{sdk.WasmData{Data: wasm}}}, sdkConfig(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +105,7 @@ func viaSDK(t *testing.T, wasm []byte, config map[string]string, handler string,
 func instance(t *testing.T, wasm []byte, cfg sandbox.Config, config map[string]string) *extism.Instance {
 	t.Helper()
 	ctx := context.Background()
-	m, err := extism.Compile(ctx, wasm, cfg)
+	m, err := extism.Compile(ctx, wasm, cfg, cacheOpts()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +224,7 @@ func TestExitZero(t *testing.T) {
 func TestVarsAreFreshPerInstance(t *testing.T) {
 	ctx := context.Background()
 	wasm := extismtest.Read(t, "count_vowels.wasm")
-	m, err := extism.Compile(ctx, wasm, sandbox.Config{})
+	m, err := extism.Compile(ctx, wasm, sandbox.Config{}, cacheOpts()...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,19 +18,28 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/wasmvisor/wasmvisor/abi"
+	"github.com/wasmvisor/wasmvisor/internal/testcache"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
 var cacheDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "wasmvisor-sandbox-")
-	if err != nil {
-		panic(err)
+	// Compiled code is shared with every package's tests (internal/testcache); a directory of
+	// this binary's own when no shared one can be keyed safely.
+	cacheDir = testcache.Dir()
+	remove := ""
+	if cacheDir == "" {
+		dir, err := os.MkdirTemp("", "wasmvisor-sandbox-")
+		if err != nil {
+			panic(err)
+		}
+		cacheDir, remove = dir, dir
 	}
-	cacheDir = dir
 	code := func() int {
-		defer os.RemoveAll(dir)
+		if remove != "" {
+			defer os.RemoveAll(remove)
+		}
 		return m.Run()
 	}()
 	if code == 0 {

@@ -179,7 +179,7 @@ func TestServeChaos(t *testing.T) {
 		}
 		return abs
 	}
-	writeAtomic(t, cfg, fmt.Appendf(nil, chaosConfig, filepath.Join(dir, "cache"), e2eToken,
+	writeAtomic(t, cfg, fmt.Appendf(nil, chaosConfig, compileCache(dir), e2eToken,
 		testdata("server_trap"), testdata("server_loop"), testdata("server_grow")))
 	p := startServe(t, nil, "--config", cfg)
 	pid := p.cmd.Process.Pid

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wasmvisor/wasmvisor/internal/testcache"
 )
 
 // The end-to-end tests build the real binary, start it on a loopback port chosen by the
@@ -24,15 +26,23 @@ import (
 
 const e2eToken = "e2e-admin-token-0123456789"
 
-// buildBinary builds the real binary into the test's temporary directory (the go command's
-// build cache makes the second build a link).
+// buildBinary returns the real binary, built once per test binary into TestMain's directory
+// (without -race: the tests drive it over HTTP, and the race detector runs in this process).
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "wasmvisor")
-	// TestMain points XDG_CACHE_HOME at a fresh directory (for the plugins' compiled code);
+	bin, err := built()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+var built = sync.OnceValues(func() (string, error) {
+	bin := filepath.Join(testDir, "wasmvisor-e2e") // not "wasmvisor": that is the cache
+	// TestMain points XDG_CACHE_HOME at its own directory (for the plugins' compiled code);
 	// the go command must use the user's build cache, not an empty one.
 	build := exec.Command("go", "build", "-o", bin, ".")
 	for _, kv := range os.Environ() {
@@ -41,9 +51,17 @@ func buildBinary(t *testing.T) string {
 		}
 	}
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+		return "", fmt.Errorf("go build: %w\n%s", err, out)
 	}
-	return bin
+	return bin, nil
+})
+
+// compileCache is the cache_dir for a served config: the shared test cache, or dir/cache.
+func compileCache(dir string) string {
+	if d := testcache.Dir(); d != "" {
+		return d
+	}
+	return filepath.Join(dir, "cache")
 }
 
 // proc is a running `wasmvisor serve`.
@@ -299,7 +317,7 @@ func TestE2EServe(t *testing.T) {
 	cfgPath := filepath.Join(dir, "wasmvisor.yaml")
 	refPath := filepath.Join(dir, "ref.wasm")
 	writeAtomic(t, refPath, refWasm)
-	cache := filepath.Join(dir, "cache")
+	cache := compileCache(dir)
 	writeAtomic(t, cfgPath, fmt.Appendf(nil, e2eConfig, cache, ""))
 	p := startServe(t, []string{"WASMVISOR_ADMIN_TOKEN=" + e2eToken}, "--config", cfgPath)
 

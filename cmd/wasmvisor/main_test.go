@@ -10,13 +10,27 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/wasmvisor/wasmvisor/internal/testcache"
 )
 
+// testDir is this test binary's scratch directory: the XDG_CACHE_HOME of every command the
+// tests run, and where the e2e tests build the binary once.
+var testDir string
+
 func TestMain(m *testing.M) {
-	// Keep the tests' compiled code out of the user's cache.
+	// Keep the tests' compiled code out of the user's cache: the commands' default cache,
+	// $XDG_CACHE_HOME/wasmvisor, is the cache every package's tests share (internal/testcache),
+	// or a directory of this binary's own when no shared one can be keyed safely.
 	dir, err := os.MkdirTemp("", "wasmvisor-cli-")
 	if err != nil {
 		panic(err)
+	}
+	testDir = dir
+	if shared := testcache.Dir(); shared != "" {
+		if err := os.Symlink(shared, filepath.Join(dir, "wasmvisor")); err != nil {
+			panic(err)
+		}
 	}
 	os.Setenv("XDG_CACHE_HOME", dir)
 	code := m.Run()

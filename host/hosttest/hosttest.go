@@ -15,8 +15,6 @@ package hosttest
 import (
 	"context"
 	"os"
-	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -25,19 +23,18 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/wasmvisor/wasmvisor/host"
+	"github.com/wasmvisor/wasmvisor/internal/testcache"
 )
 
 // CloseTimeout bounds the Close at cleanup.
 const CloseTimeout = 30 * time.Second
 
-// CacheDir is the compilation cache New uses unless an option overrides it:
-// $WASMVISOR_TEST_CACHE, or a directory per user under os.TempDir.
-func CacheDir() string {
-	if d := os.Getenv("WASMVISOR_TEST_CACHE"); d != "" {
-		return d
-	}
-	return filepath.Join(os.TempDir(), "wasmvisor-hosttest-"+strconv.Itoa(os.Getuid()))
-}
+// CacheDir is the compilation cache New uses unless an option overrides it: the one that
+// every package's tests share, keyed by the wazero version the enclosing module builds with
+// ($WASMVISOR_TEST_CACHE overrides it). It is "" when that version cannot be known (a go.work,
+// wazero replaced by a directory): New then compiles without an on-disk cache, slower but
+// never stale. See internal/testcache.
+func CacheDir() string { return testcache.Dir() }
 
 // New returns a fresh host with a test logger (shown only when the test fails) and the shared
 // compilation cache; opts come after these defaults and override them. At t.Cleanup the host
@@ -49,7 +46,10 @@ func New(t testing.TB, opts ...host.Option) *host.Host {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
 	defer cancel()
-	base := []host.Option{host.WithLogger(zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))), host.WithCacheDir(CacheDir())}
+	base := []host.Option{host.WithLogger(zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))}
+	if d := CacheDir(); d != "" {
+		base = append(base, host.WithCacheDir(d))
+	}
 	h, err := host.New(ctx, append(base, opts...)...)
 	if err != nil {
 		t.Fatalf("hosttest: %v", err)

@@ -16,19 +16,25 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/wasmvisor/wasmvisor/abi"
+	"github.com/wasmvisor/wasmvisor/internal/testcache"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
-// cacheDir holds compiled code for the whole test binary, so that each build compiles once.
+// cacheDir holds compiled code shared by every package's tests (internal/testcache), so that
+// each build compiles once per wazero version and machine; a directory of this binary's own
+// when no shared one can be keyed safely.
 var cacheDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "wasmvisor-conformance-")
-	if err != nil {
-		panic(err)
+	cacheDir = testcache.Dir()
+	if cacheDir == "" {
+		dir, err := os.MkdirTemp("", "wasmvisor-conformance-")
+		if err != nil {
+			panic(err)
+		}
+		cacheDir = dir
+		defer os.RemoveAll(dir)
 	}
-	cacheDir = dir
-	defer os.RemoveAll(dir)
 	goleak.VerifyTestMain(m)
 }
 
