@@ -89,8 +89,18 @@ check:
 	$(GO) mod tidy
 	git diff --exit-code -- go.mod go.sum
 
+# The figures of BENCHMARKS.md: every package's benchmarks, -count=$(BENCH_COUNT), raw output in
+# $(BENCH_OUT)/<package>.txt, medians with their spread and the like-for-like ratios in
+# $(BENCH_OUT)/<package>.md (internal/benchtab). Takes about 25 minutes on 2 cores.
+BENCH_COUNT ?= 5
+BENCH_OUT   ?= bin/bench
+BENCH_PKGS  ?= sandbox host extism supervisor plugins/conformance internal/guestio
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem ./sandbox/ ./supervisor/
+	@mkdir -p $(BENCH_OUT)
+	@for p in $(BENCH_PKGS); do n=$$(echo $$p | tr / -); echo "== $$p"; \
+	  $(GO) test -run='^$$' -bench=. -benchmem -count=$(BENCH_COUNT) ./$$p/ > $(BENCH_OUT)/$$n.txt || { cat $(BENCH_OUT)/$$n.txt; exit 1; }; \
+	  $(GO) run ./internal/benchtab $$(cat internal/benchtab/ratios/$$n 2>/dev/null) $(BENCH_OUT)/$$n.txt > $(BENCH_OUT)/$$n.md || exit 1; \
+	  cat $(BENCH_OUT)/$$n.md; done
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzLoad -fuzztime=60s ./sandbox/
