@@ -82,15 +82,16 @@ type Supervisor struct {
 	stopReq chan struct{}   // closed by Stop/Kill
 	killReq atomic.Bool
 
-	unstopped atomic.Uint64 // children abandoned after KillTimeout
-	mbox      chan func()   // API calls
-	wake      chan struct{}
-	notesMu   sync.Mutex
-	notes     []func() // exits and timers, queued without blocking
-	loopDone  chan struct{}
-	done      chan struct{} // closed when everything, events included, is finished
-	exitErr   error         // written by the loop before loopDone is closed
-	watchers  sync.WaitGroup
+	unstopped   atomic.Uint64 // children abandoned after KillTimeout
+	mbox        chan func()   // API calls
+	wake        chan struct{}
+	notesMu     sync.Mutex
+	notes       []func() // exits and timers, queued without blocking
+	notesClosed bool     // under notesMu: the loop has ended, notes are dropped
+	loopDone    chan struct{}
+	done        chan struct{} // closed when everything, events included, is finished
+	exitErr     error         // written by the loop before loopDone is closed
+	watchers    sync.WaitGroup
 
 	events    *dispatcher
 	ownEvents bool
@@ -470,6 +471,10 @@ func (s *Supervisor) call(ctx context.Context, f func()) error {
 // note queues f for the loop without ever blocking (child exits, timers).
 func (s *Supervisor) note(f func()) {
 	s.notesMu.Lock()
+	if s.notesClosed {
+		s.notesMu.Unlock()
+		return // the loop has ended: nothing will run f
+	}
 	s.notes = append(s.notes, f)
 	s.notesMu.Unlock()
 	select {
@@ -492,8 +497,16 @@ func (s *Supervisor) run(initCtx context.Context, result chan<- error) {
 }
 
 func (s *Supervisor) finish() {
+	// A stopped supervisor never starts a child again: drop every spec and record, so that
+	// whatever the children's Start functions hold (a plugin's compiled code, its memories)
+	// can be freed while the Supervisor itself stays reachable (a closed host, a test's
+	// cleanup).
+	s.head, s.tail, s.byID, s.static, s.selfq = nil, nil, nil, nil, nil
 	close(s.loopDone)
 	s.watchers.Wait()
+	s.notesMu.Lock()
+	s.notes, s.notesClosed = nil, true
+	s.notesMu.Unlock()
 	if s.ownEvents {
 		s.events.close()
 	}
