@@ -19,21 +19,23 @@ import (
 
 // Host is one service context: an engine with its compiled-module cache, a root supervisor,
 // a registry of plugins, an event bus, a metrics registry, a logger and a clock. Nothing is
-// shared with another Host.
+// shared with another Host, except an engine given to both with WithEngine (compiled code,
+// which holds no state).
 //
 // Concurrency: every method is safe for concurrent use. Load, Unload, Reset and Close are
 // serialised with each other; Call, Configure, Publish and the introspection methods are not
 // serialised with anything. After Close every method returns ErrClosed.
 type Host struct {
-	opts    options
-	log     *zap.Logger
-	engine  *sandbox.Engine
-	root    *supervisor.Supervisor
-	plugins atomic.Pointer[registry] // copy-on-write under life: lock-free lookups
-	bus     bus
-	poison  poisonTable
-	metrics *prometheus.Registry
-	clk     supervisor.Clock // opts.clock, or real time
+	opts      options
+	log       *zap.Logger
+	engine    *sandbox.Engine
+	ownEngine bool // engine was made by New, and is closed by Close
+	root      *supervisor.Supervisor
+	plugins   atomic.Pointer[registry] // copy-on-write under life: lock-free lookups
+	bus       bus
+	poison    poisonTable
+	metrics   *prometheus.Registry
+	clk       supervisor.Clock // opts.clock, or real time
 
 	life   sync.Mutex // Load, Unload, Reset, Close
 	order  []*plugin  // load order, under life
@@ -62,19 +64,28 @@ func New(ctx context.Context, opts ...Option) (*Host, error) {
 	h.poison.init(h, o.poison)
 	h.plugins.Store(newRegistry(nil))
 
-	eopts := []sandbox.Option{sandbox.WithLogger(o.log)}
-	if o.cacheDir != "" {
-		eopts = append(eopts, sandbox.WithCacheDir(o.cacheDir))
-	}
-	if o.cache != nil {
-		eopts = append(eopts, sandbox.WithCompilationCache(o.cache))
-	}
-	if o.resolution > 0 {
-		eopts = append(eopts, sandbox.WithDeadlineResolution(o.resolution))
-	}
-	engine, err := sandbox.NewEngine(ctx, eopts...)
-	if err != nil {
-		return nil, fmt.Errorf("host: %w", err)
+	engine, err := o.engine, error(nil)
+	if engine != nil {
+		// The caller's engine: its compilation cache and deadline resolution apply, and an
+		// option that would set them for this host alone is a mistake, not a preference.
+		if o.cache != nil || o.resolution > 0 {
+			return nil, fmt.Errorf("host: WithCompilationCache or WithDeadlineResolution with WithEngine: the engine's own apply: %w", sandbox.ErrInvalidConfig)
+		}
+	} else {
+		eopts := []sandbox.Option{sandbox.WithLogger(o.log)}
+		if o.cacheDir != "" {
+			eopts = append(eopts, sandbox.WithCacheDir(o.cacheDir))
+		}
+		if o.cache != nil {
+			eopts = append(eopts, sandbox.WithCompilationCache(o.cache))
+		}
+		if o.resolution > 0 {
+			eopts = append(eopts, sandbox.WithDeadlineResolution(o.resolution))
+		}
+		if engine, err = sandbox.NewEngine(ctx, eopts...); err != nil {
+			return nil, fmt.Errorf("host: %w", err)
+		}
+		h.ownEngine = true
 	}
 	h.engine = engine
 
@@ -88,7 +99,9 @@ func New(ctx context.Context, opts ...Option) (*Host, error) {
 		err = root.Start(ctx)
 	}
 	if err != nil {
-		_ = engine.Close(context.WithoutCancel(ctx))
+		if h.ownEngine {
+			_ = engine.Close(context.WithoutCancel(ctx))
+		}
 		return nil, fmt.Errorf("host: %w", err)
 	}
 	h.root = root
@@ -97,7 +110,9 @@ func New(ctx context.Context, opts ...Option) (*Host, error) {
 }
 
 // Close unloads every plugin through the supervisor (dependents first), stops the host's
-// tasks and closes the engine. It is idempotent: later calls return the first result. It
+// tasks and closes the engine (unless it came from WithEngine: its owner closes it). A closed
+// host keeps almost nothing reachable: holding one (a test's cleanup does) does not hold its
+// plugins' code or memories. It is idempotent: later calls return the first result. It
 // returns the supervisor's exit reason if it had given up, ctx's error if the stop did not
 // finish in time, and ErrLeak if an instance outlived its supervisor.
 func (h *Host) Close(ctx context.Context) error {
@@ -119,8 +134,10 @@ func (h *Host) Close(ctx context.Context) error {
 			_ = p.mod().Close(ctx)
 		}
 		h.order = nil
-		if err := h.engine.Close(ctx); err != nil {
-			errs = append(errs, err)
+		if h.ownEngine {
+			if err := h.engine.Close(ctx); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		if n := h.live.Load(); n != 0 {
 			errs = append(errs, fmt.Errorf("%w: %d", ErrLeak, n))

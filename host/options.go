@@ -22,6 +22,7 @@ type options struct {
 	clock       supervisor.Clock
 	cacheDir    string
 	cache       wazero.CompilationCache
+	engine      *sandbox.Engine
 	strategy    supervisor.Config // Intensity, Period, MinUptime of each plugin's supervisor
 	root        supervisor.Config // Intensity, Period, MinUptime of the host's root
 	busBuffer   int
@@ -98,6 +99,20 @@ func WithCacheDir(dir string) Option {
 // after every host using it is closed.
 func WithCompilationCache(c wazero.CompilationCache) Option {
 	return optionFunc(func(o *options) { o.cache = c })
+}
+
+// WithEngine makes the host compile and run its wasmvisor-ABI plugins on e, which the caller
+// made and closes after every host using it is closed. Hosts that share an engine share
+// compiled code (the same bytes with the same memory limit are checked and compiled once, for
+// as long as any of them has them loaded) and the engine's deadline watchdog; nothing else:
+// each host still has its own instances, memories, supervisors, bus, metrics and registry.
+// This is what makes a few hundred hosts in one process cheap (package hosttest gives every
+// test's host one engine). The engine's compilation cache and deadline resolution apply:
+// combined with WithCompilationCache or WithDeadlineResolution, New fails with
+// sandbox.ErrInvalidConfig. WithCacheDir then serves Extism plugins only. WithEngine(nil)
+// restores the default: an engine of the host's own, closed by Close.
+func WithEngine(e *sandbox.Engine) Option {
+	return optionFunc(func(o *options) { o.engine = e })
 }
 
 // WithRestartIntensity sets how many restarts of a plugin's instances are allowed within

@@ -121,6 +121,7 @@ type compileKey struct {
 // compiled is code shared by the Modules of one digest and memory limit.
 type compiled struct {
 	key   compileKey
+	info  *Info // of the bytes as loaded
 	code  wazero.CompiledModule
 	refs  int           // guarded by Engine.mu
 	ready chan struct{} // closed when code or err is set
@@ -194,7 +195,7 @@ func Digest(wasm []byte) string {
 
 // acquire returns the compiled code for key, compiling with build on a miss. Concurrent
 // acquirers of one key wait for one compilation; other keys compile in parallel.
-func (e *Engine) acquire(ctx context.Context, key compileKey, build func() ([]byte, error)) (*compiled, error) {
+func (e *Engine) acquire(ctx context.Context, key compileKey, build func() (*Info, []byte, error)) (*compiled, error) {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -213,8 +214,9 @@ func (e *Engine) acquire(ctx context.Context, key compileKey, build func() ([]by
 	e.compiled[key] = c
 	e.mu.Unlock()
 
-	bin, err := build()
+	info, bin, err := build()
 	if err == nil {
+		c.info = info
 		c.code, err = e.rt.CompileModule(ctx, bin)
 		if err != nil {
 			err = &ModuleError{Reason: err.Error(), Err: err}

@@ -129,30 +129,34 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte, cfg Config) (*Module,
 	if err := cfg.Capabilities.validate(); err != nil {
 		return nil, err
 	}
-	info, parsed, err := inspect(wasm)
-	if err != nil {
-		return nil, err
-	}
-	if len(info.Problems) > 0 {
-		return nil, &ABIError{Problems: info.Problems}
-	}
+	// The bytes are inspected and instrumented only when no Module of this engine holds their
+	// code: a hit costs a hash (a Go plugin's inspection costs tens of milliseconds under the
+	// race detector, paid by every test that loads it otherwise).
 	key := compileKey{digest: sha256.Sum256(wasm), maxPages: cfg.Limits.MemoryPages}
-	code, err := e.acquire(ctx, key, func() ([]byte, error) {
+	code, err := e.acquire(ctx, key, func() (*Info, []byte, error) {
+		info, parsed, err := inspect(wasm)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(info.Problems) > 0 {
+			return nil, nil, &ABIError{Problems: info.Problems}
+		}
 		if err := wasmbin.CheckTables(parsed); err != nil {
-			return nil, &MemoryLimitError{LimitPages: cfg.Limits.MemoryPages, Cause: err}
+			return nil, nil, &MemoryLimitError{LimitPages: cfg.Limits.MemoryPages, Cause: err}
 		}
 		bin, err := wasmbin.Instrument(parsed, cfg.Limits.MemoryPages)
 		if errors.Is(err, wasmbin.ErrMinAboveLimit) {
-			return nil, &MemoryLimitError{LimitPages: cfg.Limits.MemoryPages, Cause: err}
+			return nil, nil, &MemoryLimitError{LimitPages: cfg.Limits.MemoryPages, Cause: err}
 		}
 		if err != nil {
-			return nil, &ModuleError{Reason: err.Error(), Err: err}
+			return nil, nil, &ModuleError{Reason: err.Error(), Err: err}
 		}
-		return bin, nil
+		return info, bin, nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	info := code.info
 	logger := cfg.Logger
 	if logger == nil {
 		logger = e.logger
@@ -170,7 +174,8 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte, cfg Config) (*Module,
 // Digest is the hex SHA-256 of the module's bytes as loaded.
 func (m *Module) Digest() string { return m.digest }
 
-// Info describes the module's exports, imports and memory, as found by Inspect.
+// Info describes the module's exports, imports and memory, as found by Inspect. Modules of
+// the same bytes share it: it must not be modified.
 func (m *Module) Info() *Info { return m.info }
 
 // Config returns the module's config with the defaults filled in.

@@ -2,6 +2,8 @@ package policy_test
 
 import (
 	"context"
+	"flag"
+	"strconv"
 	"testing"
 	"time"
 
@@ -11,7 +13,24 @@ import (
 	policy "github.com/wasmvisor/wasmvisor/examples/hosttest"
 )
 
-func TestMain(m *testing.M) { hosttest.VerifyTestMain(m) }
+// TestMain runs the tests with every parallel test at once (TestManyHosts), unless -parallel
+// says otherwise.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		if err := flag.Set("test.parallel", strconv.Itoa(manyHosts)); err != nil {
+			panic(err)
+		}
+	}
+	hosttest.VerifyTestMain(m)
+}
+
+func parallelism() int {
+	n, _ := strconv.Atoi(flag.Lookup("test.parallel").Value.String())
+	return n
+}
 
 // Test_main is the example: each case gets a fresh host with the same plugin name and its
 // own policy, in parallel.

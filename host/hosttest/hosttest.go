@@ -7,14 +7,28 @@
 //		out, err := h.Call(t.Context(), "authz", "evaluate", input)
 //	}
 //
-// Hosts made here share nothing but an on-disk compilation cache (content-addressed, so
-// sharing it shares no state), which is what makes a few hundred parallel tests that load the
-// same multi-megabyte Go plugin cheap: the first test compiles it, the others load the code.
+// Hosts made here share compiled code and nothing else: one engine for the whole test binary
+// (host.WithEngine), backed by an on-disk compilation cache that every package's tests share
+// (content-addressed, so sharing it shares no state). A plugin's bytes are checked and
+// compiled once per test binary, by the first test that loads them or by Precompile, and every
+// later host instantiates that code: a few hundred parallel tests that each load the same
+// multi-megabyte Go plugin pay for one compilation, and a closed host keeps nothing of it
+// (testing keeps every cleanup, so every host, reachable until the binary exits). Instances,
+// memories, supervisors, buses and registries are each host's own. VerifyTestMain closes the
+// shared engine after the tests; a test binary that does not call it leaves the engine's
+// watchdog goroutine to the process's exit.
+//
+// The alternative rejected: an engine per host, sharing only the on-disk cache. wazero then
+// decodes and validates the module again for every host (about a second per load of a Go
+// plugin under the race detector), and keeps a decoded copy per host.
 package hosttest
 
 import (
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,8 +36,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/wasmvisor/wasmvisor/extism"
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/internal/testcache"
+	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
 // CloseTimeout bounds the Close at cleanup.
@@ -36,8 +52,10 @@ const CloseTimeout = 30 * time.Second
 // never stale. See internal/testcache.
 func CacheDir() string { return testcache.Dir() }
 
-// New returns a fresh host with a test logger (shown only when the test fails) and the shared
-// compilation cache; opts come after these defaults and override them. At t.Cleanup the host
+// New returns a fresh host with a test logger (shown only when the test fails), the test
+// binary's shared engine and the shared compilation cache (for Extism plugins); opts come
+// after these defaults and override them, except that the engine's deadline resolution and
+// cache cannot be overridden (New fails: use host.New for a host with an engine of its own). At t.Cleanup the host
 // is closed and the test fails if Close reports an error: a supervisor that gave up, a stop
 // that did not finish within CloseTimeout, or an instance that outlived the host (ErrLeak).
 // Every goroutine the host started has ended once Close returns; check the whole process with
@@ -46,11 +64,15 @@ func New(t testing.TB, opts ...host.Option) *host.Host {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
 	defer cancel()
+	e, err := engine()
+	if err != nil {
+		t.Fatalf("hosttest: %v", err)
+	}
 	base := []host.Option{host.WithLogger(zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))}
 	if d := CacheDir(); d != "" {
 		base = append(base, host.WithCacheDir(d))
 	}
-	h, err := host.New(ctx, append(base, opts...)...)
+	h, err := host.New(ctx, append(append(base, opts...), host.WithEngine(e))...)
 	if err != nil {
 		t.Fatalf("hosttest: %v", err)
 	}
@@ -88,6 +110,7 @@ func LoadPlugin(t testing.TB, h *host.Host, p host.Plugin) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
+	_ = precompile(ctx, p) // keeps the code for the next test; an error is Load's to report
 	if err := h.Load(ctx, p); err != nil {
 		t.Fatalf("hosttest: %v", err)
 	}
@@ -103,8 +126,110 @@ func ReadFile(t testing.TB, path string) []byte {
 	return b
 }
 
-// VerifyTestMain runs the package's tests and then fails if any goroutine is left: call it
-// from TestMain.
+// Precompile checks and compiles each plugin's bytes (with its memory limit, which the code
+// depends on) into the shared engine and keeps the code until VerifyTestMain, so that no test
+// pays for it, or has to allow for it in a deadline. Call it from TestMain, or from a test
+// before its parallel subtests. LoadPlugin does the same for what it loads. Extism plugins
+// are skipped: they are compiled by each host, from the on-disk cache.
+func Precompile(ctx context.Context, plugins ...host.Plugin) error {
+	for _, p := range plugins {
+		if err := precompile(ctx, p); err != nil {
+			return fmt.Errorf("hosttest: precompile %q: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+// VerifyTestMain runs the package's tests, closes the shared engine and then fails if any
+// goroutine is left: call it from TestMain.
 func VerifyTestMain(m *testing.M, opts ...goleak.Option) {
-	goleak.VerifyTestMain(m, opts...)
+	code := m.Run()
+	if err := closeShared(context.Background()); err != nil && code == 0 {
+		fmt.Fprintf(os.Stderr, "hosttest: closing the shared engine: %v\n", err)
+		code = 1
+	}
+	if code == 0 {
+		if err := goleak.Find(opts...); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// shared is the test binary's engine and the code kept in it.
+var shared struct {
+	mu     sync.Mutex
+	eng    *sandbox.Engine
+	closed bool
+	pinned map[pinKey]*sandbox.Module
+}
+
+type pinKey struct {
+	digest   [sha256.Size]byte
+	maxPages uint32
+}
+
+func engine() (*sandbox.Engine, error) {
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.closed {
+		return nil, fmt.Errorf("hosttest: the shared engine is closed (VerifyTestMain has returned)")
+	}
+	if shared.eng == nil {
+		var opts []sandbox.Option
+		if d := CacheDir(); d != "" {
+			opts = append(opts, sandbox.WithCacheDir(d))
+		}
+		e, err := sandbox.NewEngine(context.Background(), opts...)
+		if err != nil {
+			return nil, err
+		}
+		shared.eng, shared.pinned = e, make(map[pinKey]*sandbox.Module)
+	}
+	return shared.eng, nil
+}
+
+// precompile compiles p's code into the shared engine once and keeps it there. Concurrent
+// callers with the same bytes wait for one compilation (the engine's).
+func precompile(ctx context.Context, p host.Plugin) error {
+	if extism.IsPlugin(p.Wasm) {
+		return nil
+	}
+	e, err := engine()
+	if err != nil {
+		return err
+	}
+	key := pinKey{digest: sha256.Sum256(p.Wasm), maxPages: p.Limits.WithDefaults().MemoryPages}
+	shared.mu.Lock()
+	_, ok := shared.pinned[key]
+	shared.mu.Unlock()
+	if ok {
+		return nil
+	}
+	m, err := e.Compile(ctx, p.Wasm, sandbox.Config{Limits: p.Limits})
+	if err != nil {
+		return err
+	}
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if _, ok := shared.pinned[key]; ok || shared.closed {
+		return m.Close(ctx) // another caller pinned it first: the code is shared anyway
+	}
+	shared.pinned[key] = m
+	return nil
+}
+
+func closeShared(ctx context.Context) error {
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	shared.closed = true
+	if shared.eng == nil {
+		return nil
+	}
+	for _, m := range shared.pinned {
+		_ = m.Close(ctx)
+	}
+	shared.pinned = nil
+	return shared.eng.Close(ctx)
 }
