@@ -56,6 +56,7 @@ type Instance struct {
 	refused       atomic.Bool                  // a memory growth was refused during this call
 	kernelRefused atomic.Bool                  // … in the kernel's memory: input, output or a var was lost
 	mem           atomic.Pointer[linearMemory] // the memory allocated last: the plugin's own
+	callHook      func()                       // tests only: called as a call is about to run the guest
 }
 
 type failure struct{ err error }
@@ -176,6 +177,9 @@ func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []
 	i.done.Store(&d)
 	i.refused.Store(false)
 	i.kernelRefused.Store(false)
+	if i.callHook != nil {
+		i.callHook()
+	}
 
 	rc, out, err := i.p.CallWithContext(cctx, handler, input)
 

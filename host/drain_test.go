@@ -1,12 +1,9 @@
 package host_test
 
 import (
-	"context"
 	"errors"
-	"runtime"
 	"sync"
 	"testing"
-	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -49,7 +46,13 @@ func TestStopDrainsTheCallInProgress(t *testing.T) {
 	core := &blockOnLog{msg: "drain me", entered: make(chan struct{}), release: make(chan struct{})}
 	var mu sync.Mutex
 	var ended []host.Event
-	h := hosttest.New(t, host.WithLogger(zap.New(core)), host.WithEventHook(func(e host.Event) {
+	stopAsked := make(chan struct{}, 1)
+	h := hosttest.New(t, host.WithLogger(zap.New(core)), host.WithStopRequestHook(func(string, int) {
+		select {
+		case stopAsked <- struct{}{}:
+		default:
+		}
+	}), host.WithEventHook(func(e host.Event) {
 		if e.Kind == host.EventInstanceEnded {
 			mu.Lock()
 			ended = append(ended, e)
@@ -73,23 +76,22 @@ func TestStopDrainsTheCallInProgress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Wait until the reset has asked the instance to stop: the handle then answers ErrStale
-	// (before, ErrBusy). From then on a drain that ended the instance at once would release
-	// the slot; the slot must keep serving the same incarnation until the call returns.
-	for {
-		_, err := hd.Call(ctx, "echo", nil)
-		if errors.Is(err, host.ErrStale) {
-			break
-		}
-		if !errors.Is(err, sandbox.ErrBusy) {
-			t.Fatalf("handle call while the call is held: %v", err)
-		}
-		runtime.Gosched()
+	// Wait until the reset has asked the instance to stop (an event, not a probe): the handle
+	// then answers ErrStale (before, ErrBusy). A drain that ended the instance at once would
+	// have released the slot by then; the slot must keep serving the same incarnation until
+	// the call returns.
+	select {
+	case <-stopAsked:
+	case err := <-resetErr:
+		t.Fatalf("Reset returned while a call was in progress: %v", err)
+	case <-ctx.Done(): // bounds a hang only
+		t.Fatal("the reset never asked the instance to stop")
 	}
-	for range 1000 {
-		lctx, cancel := context.WithTimeout(ctx, time.Second)
-		now, err := h.Lookup(lctx, "p", 0)
-		cancel()
+	if _, err := hd.Call(ctx, "echo", nil); !errors.Is(err, host.ErrStale) {
+		t.Fatalf("handle call once the stop was asked: %v, want ErrStale", err)
+	}
+	for range 1000 { // the reset goroutine runs meanwhile: none of this may change
+		now, err := h.Lookup(ctx, "p", 0)
 		if err != nil || now.Incarnation() != hd.Incarnation() {
 			t.Fatalf("slot 0 while a call was in progress: incarnation %d, %v; want %d", now.Incarnation(), err, hd.Incarnation())
 		}
@@ -100,7 +102,6 @@ func TestStopDrainsTheCallInProgress(t *testing.T) {
 			t.Fatal("the instance ended while a call was in progress")
 		default:
 		}
-		runtime.Gosched()
 	}
 	close(core.release)
 	if err := <-callErr; err != nil {

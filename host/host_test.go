@@ -260,7 +260,15 @@ func TestKillThenReregister10000(t *testing.T) {
 // Config updates sent while the instance crashes repeatedly all arrive, latest wins.
 func TestConfigUnderRepeatedCrashes(t *testing.T) {
 	t.Parallel()
-	h := hosttest.New(t, many()...)
+	changed := make(chan struct{}, 1) // a token when an instance starts or takes a config
+	h := hosttest.New(t, many(host.WithEventHook(func(e host.Event) {
+		if e.Kind == host.EventInstanceStarted || e.Kind == host.EventConfigApplied {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		}
+	}))...)
 	hosttest.LoadPlugin(t, h, host.Plugin{Name: "p", Wasm: reference, Instances: 2})
 	ctx := ctxT(t)
 	stop := make(chan struct{})
@@ -283,6 +291,8 @@ func TestConfigUnderRepeatedCrashes(t *testing.T) {
 	const updates = 300
 	configure := func(v int) {
 		cfg := map[string]string{"v": strconv.Itoa(v)}
+		// A short wait by design, robust to any scheduling: a wait that runs out is
+		// ErrNoInstance (tolerated) and the update is kept; a push it cuts ends one instance.
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
 		err := h.Configure(cctx, "p", cfg)
 		cancel()
@@ -295,7 +305,7 @@ func TestConfigUnderRepeatedCrashes(t *testing.T) {
 	}
 	// The crashers run concurrently; make sure some crashes overlapped the updates (bounded),
 	// re-sending the latest config meanwhile, which keeps "latest wins" the thing tested.
-	for deadline := time.Now().Add(10 * time.Second); crashes.Load() < 5; {
+	for deadline := time.Now().Add(30 * time.Second); crashes.Load() < 5; { // bounds a hang only
 		if time.Now().After(deadline) {
 			t.Fatalf("only %d crashes happened", crashes.Load())
 		}
@@ -305,7 +315,6 @@ func TestConfigUnderRepeatedCrashes(t *testing.T) {
 	wg.Wait()
 	// Every live instance converges on the latest config, without another Configure.
 	want := strconv.Itoa(updates)
-	deadline := time.Now().Add(10 * time.Second)
 	for {
 		pi, err := h.Plugin("p")
 		if err != nil {
@@ -320,14 +329,11 @@ func TestConfigUnderRepeatedCrashes(t *testing.T) {
 		if ok {
 			break
 		}
-		if time.Now().After(deadline) {
+		select { // until an instance starts or takes a config
+		case <-changed:
+		case <-time.After(30 * time.Second): // bounds a hang only
 			t.Fatalf("not converged: %+v", pi.Instances)
 		}
-		hd, err := h.Lookup(ctx, "p", 0) // waits for a restarting slot; no sleep
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = hd
 	}
 	for range 4 {
 		if got := call(t, h, "p", "config_get", "v"); got != want {
@@ -443,6 +449,8 @@ func TestPoolWaitsThenNoInstance(t *testing.T) {
 			t.Fatal("instances never busy")
 		}
 	}
+	// The deadline must fire in real time (the pool stays busy); robust to scheduling: a
+	// context that ends before the call reaches the pool gives the same ErrNoInstance.
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	_, err := h.Call(short, "p", "echo", nil)
 	cancel()

@@ -31,8 +31,9 @@ type options struct {
 	sampleShift uint
 	quarantine  quarantineOptions
 	poison      poisonOptions
-	readBudget  sandbox.Budget // of one scrape or listing: see WithReadBudget
-	series      seriesLimits   // see WithGuestSeriesLimits
+	readBudget  sandbox.Budget                    // of one scrape or listing: see WithReadBudget
+	series      seriesLimits                      // see WithGuestSeriesLimits
+	stopHook    func(plugin string, instance int) // tests only: see member.requestEnd
 }
 
 type quarantineOptions struct {

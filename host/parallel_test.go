@@ -3,7 +3,6 @@ package host_test
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -137,7 +136,15 @@ func label(m *dto.Metric, name string) string {
 
 func TestMetrics(t *testing.T) {
 	t.Parallel()
-	h := hosttest.New(t, host.WithLatencySampling(0))
+	started := make(chan struct{}, 16) // a token per instance started
+	h := hosttest.New(t, host.WithLatencySampling(0), host.WithEventHook(func(e host.Event) {
+		if e.Kind == host.EventInstanceStarted {
+			select {
+			case started <- struct{}{}:
+			default:
+			}
+		}
+	}))
 	hosttest.LoadPlugin(t, h, host.Plugin{Name: "p", Wasm: reference, Instances: 2})
 	ctx := context.Background()
 	_, _ = h.Call(ctx, "p", "fail", nil)
@@ -145,12 +152,14 @@ func TestMetrics(t *testing.T) {
 	call(t, h, "p", "count", "3")
 	_, _ = h.Call(ctx, "p", "nope", nil)
 	call(t, h, "p", "echo", "")
-	// The trapped instance is replaced asynchronously: wait, bounded, for the successor.
-	for deadline := time.Now().Add(10 * time.Second); metric(t, h, "wasmvisor_instances", "p") != 2; {
-		if time.Now().After(deadline) {
-			t.Fatal("the trapped instance was never replaced")
+	// The trapped instance is replaced asynchronously: wait for its successor's start, the
+	// third (the event comes after the gauges count it).
+	for n := range 3 {
+		select {
+		case <-started:
+		case <-time.After(30 * time.Second): // bounds a hang only
+			t.Fatalf("%d instances started; the trapped instance was never replaced", n)
 		}
-		runtime.Gosched()
 	}
 	for name, want := range map[string]float64{
 		"wasmvisor_calls_total":           5,

@@ -87,6 +87,9 @@ func (m *member) requestEnd(reason uint32) {
 		return
 	}
 	m.drain()
+	if f := m.p.h.opts.stopHook; f != nil {
+		f(m.p.name, m.idx)
+	}
 }
 
 // drain retires the instance and ends the member if that ended the instance: it was idle, or

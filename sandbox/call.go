@@ -52,6 +52,9 @@ func (i *Instance) enter(ctx context.Context, kind opKind) (uint64, error) {
 		return 0, i.unavailable(i.state.Load())
 	}
 	if f := i.flags.Load(); f != 0 {
+		if f&flagHook != 0 {
+			i.hook(hookEnter)
+		}
 		if f&flagIntr != 0 {
 			i.clearInterrupt(id)
 		}
@@ -433,7 +436,10 @@ func (i *Instance) violation(reason string) error {
 // a typed error. A fatal error fails the instance.
 func (i *Instance) invoke(id uint64, f api.Function) (uint64, error) {
 	err := errKilledBeforeEntry
-	if i.flags.Load()&flagKilled == 0 {
+	if fl := i.flags.Load(); fl&flagKilled == 0 {
+		if fl&flagHook != 0 {
+			i.hook(hookInvoke)
+		}
 		err = f.CallWithStack(context.Background(), i.stack[:])
 	}
 	if err == nil {

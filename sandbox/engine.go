@@ -61,6 +61,7 @@ type engineConfig struct {
 	cache      wazero.CompilationCache
 	logger     *zap.Logger
 	resolution time.Duration
+	onPark     func() // tests only: see watchdog.onPark
 }
 
 // WithCacheDir keeps compiled code in dir, so that a later Engine (another process, another
@@ -164,7 +165,7 @@ func NewEngine(ctx context.Context, opts ...Option) (*Engine, error) {
 		_ = e.rt.Close(ctx)
 		return nil, fmt.Errorf("sandbox: host module: %w", err)
 	}
-	e.wd = newWatchdog(cfg.resolution)
+	e.wd = newWatchdog(cfg.resolution, cfg.onPark)
 	return e, nil
 }
 

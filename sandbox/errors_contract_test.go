@@ -52,9 +52,7 @@ func (c *endedCtx) Err() error {
 // returns the call's error.
 func whileRunning(t *testing.T, i *sandbox.Instance, ctx context.Context, handler string, during func()) error {
 	t.Helper()
-	res := make(chan error, 1)
-	go func() { res <- callUntilEntered(ctx, i, handler) }()
-	waitBusy(t, i)
+	res := startCall(t, ctx, i, handler)
 	during()
 	return <-res
 }

@@ -81,12 +81,13 @@ type Instance struct {
 	// of callCtx, read without the lock.
 	opCtx context.Context
 
-	intrMu     sync.Mutex    // serialises stop and clearInterrupt: the writers of the interrupt global
-	flags      atomic.Uint32 // flagKilled, flagRetired, flagIntr
-	readers    atomic.Int32  // post-mortem reads in progress: see read and Close
-	others     atomic.Uint64 // operations other than calls: see Calls
-	stopHook   func()        // tests only: runs in stop between its check and its write
-	stoppedID  atomic.Uint64 // the id of the operation that was stopped
+	intrMu     sync.Mutex      // serialises stop and clearInterrupt: the writers of the interrupt global
+	flags      atomic.Uint32   // flagKilled, flagRetired, flagIntr
+	readers    atomic.Int32    // post-mortem reads in progress: see read and Close
+	others     atomic.Uint64   // operations other than calls: see Calls
+	stopHook   func()          // tests only: runs in stop between its check and its write
+	hook       func(hookPoint) // tests only, while flagHook is raised: see hookPoint
+	stoppedID  atomic.Uint64   // the id of the operation that was stopped
 	stopReason atomic.Uint32
 	wake       chan struct{} // cuts a real sleep short
 	failure    atomic.Pointer[failure]
@@ -102,6 +103,16 @@ const (
 	flagKilled  uint32 = 1 << iota // Kill was called
 	flagRetired                    // Retire was called
 	flagIntr                       // a stop may have left the interrupt global set; see enter
+	flagHook                       // tests only: call hook at each hookPoint
+)
+
+// hookPoint is where an operation calls Instance.hook, for tests that wait on an event
+// rather than poll: the flag keeps the hook off the path of every other operation.
+type hookPoint uint8
+
+const (
+	hookEnter  hookPoint = iota // enter published the operation, before it clears a stale interrupt
+	hookInvoke                  // invoke is about to run the guest
 )
 
 // Functions looked up lazily.

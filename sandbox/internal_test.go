@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -44,41 +43,36 @@ func refInstance(t *testing.T, cfg Config) *Instance {
 func TestStaleStopNeverHitsTheNextOperation(t *testing.T) {
 	i := refInstance(t, Config{Limits: Limits{CallTimeout: NoTimeout}})
 	ctx := context.Background()
-	done := make(chan struct{})
+	// The stopper aims a stop at each operation the caller reports ended, while the caller
+	// goes on to the next: the stop races with that one's enter and leave. It waits on the
+	// reports, so neither goroutine spins, and a full buffer holds the caller back: every
+	// call is followed by a stale stop, however the two get scheduled.
+	ended := make(chan uint64, 4)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	var stops atomic.Int64
 	go func() {
 		defer wg.Done()
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			// The id of the last operation, once it has ended: a stop aimed at it is stale.
-			if s := i.state.Load(); s&stMask == stIdle && s>>idShift > 0 {
-				i.stop(s>>idShift, stopDeadline)
-				stops.Add(1)
-			}
+		for id := range ended {
+			i.stop(id, stopDeadline)
+			stops.Add(1)
 		}
 	}()
-	defer func() {
-		close(done)
-		wg.Wait()
-	}()
-	// At least 20,000 calls and 1,000 stale stops, however the two goroutines get scheduled.
-	for n := 0; n < 20000 || stops.Load() < 1000; n++ {
+	for n := range 20000 {
 		out, err := i.Call(ctx, "echo", []byte("x"))
 		if err != nil || string(out) != "x" {
-			t.Fatalf("call %d (after %d stale stops): %q, %v", n, stops.Load(), out, err)
+			t.Errorf("call %d (after %d stale stops): %q, %v", n, stops.Load(), out, err)
+			break
 		}
-		if n%1000 == 999 {
-			runtime.Gosched()
-		}
-		if n > 10_000_000 {
-			t.Fatalf("only %d stale stops in %d calls", stops.Load(), n)
-		}
+		ended <- i.state.Load() >> idShift // the id of the call that just ended
+	}
+	close(ended)
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	if n := stops.Load(); n != 20000 {
+		t.Fatalf("%d stale stops, want 20000", n)
 	}
 	// A stop aimed at the running operation still works.
 	i2 := refInstance(t, Config{Limits: Limits{CallTimeout: 50 * time.Millisecond}})
@@ -99,11 +93,16 @@ func TestStopThatLosesTheRaceIsCleared(t *testing.T) {
 		t.Fatal(err)
 	}
 	checked := make(chan struct{})
+	entered2 := make(chan struct{}) // operation 2 has published its state word
+	i.hook = func(p hookPoint) {
+		if p == hookEnter {
+			close(entered2)
+		}
+	}
+	i.flags.Or(flagHook)
 	i.stopHook = func() {
 		close(checked)
-		for s := i.state.Load(); s&stMask != stBusy || s>>idShift != id1+1; s = i.state.Load() { // wait for operation 2
-			runtime.Gosched()
-		}
+		<-entered2 // wait for operation 2
 	}
 	stopped := make(chan struct{})
 	go func() {
@@ -122,6 +121,7 @@ func TestStopThatLosesTheRaceIsCleared(t *testing.T) {
 	}
 	i.leave(id2)
 	i.stopHook = nil
+	i.flags.And(^flagHook)
 	if out, err := i.Call(ctx, "echo", []byte("x")); err != nil || string(out) != "x" {
 		t.Fatalf("echo: %q, %v", out, err)
 	}
@@ -280,7 +280,13 @@ func TestRecycledMemoryIsClean(t *testing.T) {
 // never before.
 func TestDeadlineWakesAParkedWatchdog(t *testing.T) {
 	ctx := context.Background()
-	e, err := NewEngine(ctx, WithDeadlineResolution(100*time.Microsecond))
+	parked := make(chan struct{}, 1) // a token each time the watchdog parks
+	e, err := NewEngine(ctx, WithDeadlineResolution(100*time.Microsecond), withParkHook(func() {
+		select {
+		case parked <- struct{}{}:
+		default:
+		}
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,12 +301,23 @@ func TestDeadlineWakesAParkedWatchdog(t *testing.T) {
 		t.Fatal(err)
 	}
 	for n := range 10 {
+		select { // a token from before the start: the watchdog parked then, and the start woke it
+		case <-parked:
+		default:
+		}
 		i, err := m.Instantiate(ctx, nil) // its start wakes the watchdog
 		if err != nil {
 			t.Fatal(err)
 		}
-		for !e.wd.parked.Load() {
-			runtime.Gosched()
+		for { // until it has parked with no wake-up pending (a token can predate the start's)
+			select {
+			case <-parked:
+			case <-time.After(30 * time.Second): // bounds a hang only
+				t.Fatalf("round %d: the watchdog never parked", n)
+			}
+			if e.wd.parked.Load() && len(e.wd.wake) == 0 {
+				break
+			}
 		}
 		done := make(chan error, 1)
 		start := time.Now()

@@ -217,9 +217,16 @@ func TestContextCancellationAndKill(t *testing.T) {
 
 	t.Run("context deadline", func(t *testing.T) {
 		i := instantiate(t, m, nil)
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-		defer cancel()
-		_, err := i.Call(ctx, "loop", nil)
+		var err error
+		for { // wallclock-free: a deadline passed before entry (a descheduled test) means not entered; try again
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			_, err = i.Call(ctx, "loop", nil)
+			cancel()
+			if !errors.As(err, new(*sandbox.NotEnteredError)) {
+				break
+			}
+			t.Logf("not entered before the deadline: %v", err)
+		}
 		var de *sandbox.DeadlineError
 		if !errors.As(err, &de) || !strings.HasPrefix(de.Timeout, "context deadline") || !de.Caller || !sandbox.CallerEnded(err) {
 			t.Fatalf("err = %v, want a context DeadlineError", err)
@@ -228,9 +235,10 @@ func TestContextCancellationAndKill(t *testing.T) {
 	t.Run("context canceled", func(t *testing.T) {
 		i := instantiate(t, m, nil)
 		ctx, cancel := context.WithCancel(context.Background())
-		stop := time.AfterFunc(10*time.Millisecond, cancel)
-		defer stop.Stop()
-		_, err := i.Call(ctx, "loop", nil)
+		defer cancel()
+		done := startCall(t, ctx, i, "loop") // cancel once the guest runs: an event, not a timer
+		cancel()
+		err := <-done
 		if !errors.Is(err, sandbox.ErrCanceled) || !errors.Is(err, context.Canceled) || !sandbox.Fatal(err) || !sandbox.CallerEnded(err) {
 			t.Fatalf("err = %v, want ErrCanceled", err)
 		}
@@ -248,9 +256,9 @@ func TestContextCancellationAndKill(t *testing.T) {
 	})
 	t.Run("kill a running call", func(t *testing.T) {
 		i := instantiate(t, m, nil)
-		stop := time.AfterFunc(10*time.Millisecond, i.Kill)
-		defer stop.Stop()
-		_, err := i.Call(context.Background(), "loop", nil)
+		done := startCall(t, context.Background(), i, "loop") // kill once the guest runs
+		i.Kill()
+		err := <-done
 		if !errors.Is(err, sandbox.ErrCanceled) || sandbox.CallerEnded(err) {
 			t.Fatalf("err = %v, want ErrCanceled, not a caller end", err)
 		}
@@ -271,19 +279,14 @@ func TestBusyAndClosed(t *testing.T) {
 	e := newEngine(t)
 	m := compile(t, e, referencePath, sandbox.Config{Limits: sandbox.Limits{CallTimeout: 5 * time.Second}})
 	i := instantiate(t, m, nil)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	var loopErr error
-	go func() {
-		defer wg.Done()
-		loopErr = callUntilEntered(context.Background(), i, "loop")
-	}()
-	waitBusy(t, i)
+	done := startCall(t, context.Background(), i, "loop")
+	if _, err := i.Call(context.Background(), "echo", nil); !errors.Is(err, sandbox.ErrBusy) {
+		t.Errorf("call while busy: %v, want ErrBusy", err)
+	}
 	if err := i.Close(context.Background()); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	wg.Wait()
-	if !errors.Is(loopErr, sandbox.ErrCanceled) {
+	if loopErr := <-done; !errors.Is(loopErr, sandbox.ErrCanceled) {
 		t.Errorf("loop after Close: %v", loopErr)
 	}
 	if _, err := i.Call(context.Background(), "echo", nil); !errors.Is(err, sandbox.ErrClosed) {
@@ -700,9 +703,7 @@ func TestSpinningGuestDoesNotStallGC(t *testing.T) {
 		t.Run(p.name, func(t *testing.T) {
 			e := newEngine(t)
 			i := instantiate(t, compile(t, e, p.path, sandbox.Config{Limits: sandbox.Limits{CallTimeout: sandbox.NoTimeout}}), nil)
-			done := make(chan error, 1)
-			go func() { done <- callUntilEntered(context.Background(), i, "loop") }()
-			waitBusy(t, i)
+			done := startCall(t, context.Background(), i, "loop")
 			runtime.GC()
 			runtime.GC()
 			select {
@@ -718,31 +719,27 @@ func TestSpinningGuestDoesNotStallGC(t *testing.T) {
 	}
 }
 
-// callUntilEntered calls handler, again while waitBusy's probes hold the instance.
-func callUntilEntered(ctx context.Context, i *sandbox.Instance, handler string) error {
-	for {
-		_, err := i.Call(ctx, handler, nil)
-		if !errors.Is(err, sandbox.ErrBusy) {
-			return err
-		}
-		runtime.Gosched()
-	}
-}
-
-// waitBusy waits until i is serving a call, by probing it.
-func waitBusy(t *testing.T, i *sandbox.Instance) {
+// startCall calls handler on i from a new goroutine and returns once the call is about to
+// run the guest (an event from the instance, not a probe), with the channel that delivers
+// the call's error.
+func startCall(t *testing.T, ctx context.Context, i *sandbox.Instance, handler string) <-chan error {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err := i.Call(context.Background(), "echo", nil)
-		if errors.Is(err, sandbox.ErrBusy) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("never busy: last err %v", err)
-		}
-		runtime.Gosched()
+	running := make(chan struct{})
+	var once sync.Once
+	sandbox.OnInvoke(i, func() { once.Do(func() { close(running) }) })
+	res := make(chan error, 1)
+	go func() {
+		_, err := i.Call(ctx, handler, nil)
+		res <- err
+	}()
+	select {
+	case <-running:
+	case err := <-res:
+		t.Fatalf("%s ended before it ran the guest: %v", handler, err)
+	case <-time.After(30 * time.Second): // bounds a hang only
+		t.Fatalf("%s never ran the guest", handler)
 	}
+	return res
 }
 
 // TestRetire drains an instance: an idle one ends at once; a busy one finishes its operation

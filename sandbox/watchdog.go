@@ -28,6 +28,7 @@ type watchdog struct {
 
 	parked atomic.Bool
 	wake   chan struct{}
+	onPark func() // tests only: called each time the watchdog parks, before it waits
 
 	mu    sync.Mutex
 	insts map[*Instance]struct{}
@@ -38,14 +39,15 @@ type watchdog struct {
 
 const parkAfter = 64 // idle ticks before the watchdog parks
 
-func newWatchdog(res time.Duration) *watchdog {
+func newWatchdog(res time.Duration, onPark func()) *watchdog {
 	w := &watchdog{
-		res:   res,
-		epoch: time.Now(),
-		wake:  make(chan struct{}, 1),
-		insts: make(map[*Instance]struct{}),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		res:    res,
+		onPark: onPark,
+		epoch:  time.Now(),
+		wake:   make(chan struct{}, 1),
+		insts:  make(map[*Instance]struct{}),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 	w.parked.Store(true)
 	go w.run()
@@ -83,6 +85,9 @@ func (w *watchdog) run() {
 	t.Stop()
 	for {
 		// Parked.
+		if w.onPark != nil {
+			w.onPark()
+		}
 		select {
 		case <-w.stop:
 			return

@@ -1,0 +1,19 @@
+package sandbox
+
+// OnInvoke makes i call f each time an operation is about to run the guest, on the
+// operation's goroutine: tests wait on it instead of polling for a busy instance. Call it
+// before the operations it should see start. It is defined in a test file: the library has
+// no such hook.
+func OnInvoke(i *Instance, f func()) {
+	i.hook = func(p hookPoint) {
+		if p == hookInvoke {
+			f()
+		}
+	}
+	i.flags.Or(flagHook)
+}
+
+// withParkHook makes the engine's watchdog call f each time it parks.
+func withParkHook(f func()) Option {
+	return optionFunc(func(c *engineConfig) { c.onPark = f })
+}
