@@ -94,7 +94,7 @@ check:
 # $(BENCH_OUT)/<package>.md (internal/benchtab). Takes about 25 minutes on 2 cores.
 BENCH_COUNT ?= 5
 BENCH_OUT   ?= bin/bench
-BENCH_PKGS  ?= sandbox host extism supervisor plugins/conformance internal/guestio
+BENCH_PKGS  ?= sandbox host extism supervisor plugins/conformance internal/guestio internal/faults
 bench:
 	@mkdir -p $(BENCH_OUT)
 	@for p in $(BENCH_PKGS); do n=$$(echo $$p | tr / -); echo "== $$p"; \

@@ -439,13 +439,20 @@ func TestPoolWaitsThenNoInstance(t *testing.T) {
 			}
 		})
 	}
-	// Wait until both are busy (the introspection does not wait for a busy instance).
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	// Wait until both are busy (the introspection does not wait for a busy instance). Nothing
+	// signals that a guest is running, so this polls, paced by a ticker rather than spinning
+	// against the guests for the two cores; the 30 s bound only catches a hang.
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	hang := time.After(30 * time.Second)
+	for {
 		pi, _ := h.Plugin("p")
 		if !pi.Instances[0].Read && !pi.Instances[1].Read {
 			break
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-tick.C:
+		case <-hang:
 			t.Fatal("instances never busy")
 		}
 	}
