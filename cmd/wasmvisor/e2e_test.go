@@ -26,8 +26,11 @@ import (
 
 const e2eToken = "e2e-admin-token-0123456789"
 
-// buildBinary returns the real binary, built once per test binary into TestMain's directory
-// (without -race: the tests drive it over HTTP, and the race detector runs in this process).
+// buildBinary returns the real binary, built once per test binary into TestMain's directory,
+// with -race when this test binary has it: the packages are then already built (a link, a
+// few seconds), where a binary without it compiled every dependency again (67 s from an
+// empty build cache on 2 cores, which put this package over 3 minutes cold), and the server
+// runs under the race detector while the tests drive it.
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
@@ -44,7 +47,11 @@ var built = sync.OnceValues(func() (string, error) {
 	bin := filepath.Join(testDir, "wasmvisor-e2e") // not "wasmvisor": that is the cache
 	// TestMain points XDG_CACHE_HOME at its own directory (for the plugins' compiled code);
 	// the go command must use the user's build cache, not an empty one.
-	build := exec.Command("go", "build", "-o", bin, ".")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "XDG_CACHE_HOME=") {
 			build.Env = append(build.Env, kv)
