@@ -39,7 +39,7 @@ loadtest: build
 	$(BIN) serve --listen $(LOADTEST_ADDR) --addr-file bin/loadtest.addr 2>bin/loadtest.log & pid=$$!; \
 	for i in $$(seq 1 300); do test -s bin/loadtest.addr && break; sleep 0.1; done; \
 	test -s bin/loadtest.addr || { kill $$pid; cat bin/loadtest.log; exit 1; }; \
-	$(GO) run ./internal/server/loadgen -url http://$(LOADTEST_ADDR)/v1/plugins/authz/call/evaluate $(LOADTEST_ARGS); rc=$$?; \
+	$(GO) run ./internal/server/loadgen -ready http://$(LOADTEST_ADDR)/readyz -url http://$(LOADTEST_ADDR)/v1/plugins/authz/call/evaluate $(LOADTEST_ARGS); rc=$$?; \
 	kill -TERM $$pid; wait $$pid; exit $$rc
 
 plugins: plugins-wat plugins-go plugins-rust plugins-c plugins-assemblyscript
@@ -89,16 +89,20 @@ check:
 	$(GO) mod tidy
 	git diff --exit-code -- go.mod go.sum
 
-# The figures of BENCHMARKS.md: every package's benchmarks, -count=$(BENCH_COUNT), raw output in
-# $(BENCH_OUT)/<package>.txt, medians with their spread and the like-for-like ratios in
-# $(BENCH_OUT)/<package>.md (internal/benchtab). Takes about 25 minutes on 2 cores.
+# The figures of BENCHMARKS.md: every package's benchmarks in $(BENCH_COUNT) rounds (go test
+# -count=1, $(BENCH_COUNT) times, so that run i of every benchmark comes from the same round
+# and ratios compare side by side), raw output in $(BENCH_OUT)/<package>.txt, medians with their
+# spread and the like-for-like ratios in $(BENCH_OUT)/<package>.md (internal/benchtab). About
+# 7 minutes on 2 cores.
 BENCH_COUNT ?= 5
 BENCH_OUT   ?= bin/bench
 BENCH_PKGS  ?= sandbox host extism supervisor plugins/conformance internal/guestio internal/faults
 bench:
 	@mkdir -p $(BENCH_OUT)
-	@for p in $(BENCH_PKGS); do n=$$(echo $$p | tr / -); echo "== $$p"; \
-	  $(GO) test -run='^$$' -bench=. -benchmem -count=$(BENCH_COUNT) ./$$p/ > $(BENCH_OUT)/$$n.txt || { cat $(BENCH_OUT)/$$n.txt; exit 1; }; \
+	@for p in $(BENCH_PKGS); do n=$$(echo $$p | tr / -); echo "== $$p"; rm -f $(BENCH_OUT)/$$n.txt; \
+	  for r in $$(seq $(BENCH_COUNT)); do \
+	    $(GO) test -run='^$$' -bench=. -benchmem -count=1 ./$$p/ >> $(BENCH_OUT)/$$n.txt || { cat $(BENCH_OUT)/$$n.txt; exit 1; }; \
+	  done; \
 	  $(GO) run ./internal/benchtab $$(cat internal/benchtab/ratios/$$n 2>/dev/null) $(BENCH_OUT)/$$n.txt > $(BENCH_OUT)/$$n.md || exit 1; \
 	  cat $(BENCH_OUT)/$$n.md; done
 

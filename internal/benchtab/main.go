@@ -5,9 +5,12 @@
 //	go test -run='^$' -bench=Call64 -benchmem -count=5 ./sandbox/ | tee sandbox.txt
 //	go run ./internal/benchtab -ratio 'Call64/sandbox-deadline:Call64/wazero' sandbox.txt
 //
-// A ratio is the median of the per-round ratios (run i of one over run i of the other, the
-// two runs closest in time when the benchmarks of one invocation run in order), with their
-// spread, next to the ratio of the medians. It never reports the best run alone.
+// A ratio is the median of the per-round ratios (run i of one over run i of the other), with
+// their spread, next to the ratio of the medians. With -count=N, go test runs a benchmark's N
+// runs back to back, so run i of two benchmarks can be seconds apart; `make bench` therefore
+// invokes go test N times with -count=1, and run i of every benchmark comes from round i, the
+// two side by side. Metrics a benchmark reports itself (b.ReportMetric) get a table of their
+// own, medians and spread. It never reports the best run alone.
 package main
 
 import (
@@ -25,6 +28,7 @@ import (
 type sample struct {
 	ns, bytes, allocs float64
 	hasMem            bool
+	extra             map[string]float64 // b.ReportMetric units, e.g. "overshoot-µs"
 }
 
 type series struct {
@@ -98,6 +102,12 @@ func parse(r io.Reader) ([]*series, error) {
 				s.bytes, s.hasMem = v, true
 			case "allocs/op":
 				s.allocs = v
+			case "MB/s":
+			default:
+				if s.extra == nil {
+					s.extra = map[string]float64{}
+				}
+				s.extra[f[i+1]] = v
 			}
 		}
 		if !ok {
@@ -134,6 +144,9 @@ func write(w io.Writer, all []*series, rs ratios) error {
 		}
 		fmt.Fprintf(w, "| `%s` | %d | %s | %s–%s | %s | %s |\n", s.name, len(ns), dur(median(ns)), dur(slices.Min(ns)), dur(slices.Max(ns)), mem, allocs)
 	}
+	if err := writeExtra(w, all); err != nil {
+		return err
+	}
 	if len(rs) == 0 {
 		return nil
 	}
@@ -157,6 +170,29 @@ func write(w io.Writer, all []*series, rs ratios) error {
 		nsA := field(num.samples, func(x sample) float64 { return x.ns })
 		nsB := field(den.samples, func(x sample) float64 { return x.ns })
 		fmt.Fprintf(w, "| `%s` / `%s` | %.2f× | %.2f–%.2f | %.2f× |\n", a, b, median(per), slices.Min(per), slices.Max(per), median(nsA)/median(nsB))
+	}
+	return nil
+}
+
+// writeExtra tabulates the metrics benchmarks report themselves (b.ReportMetric).
+func writeExtra(w io.Writer, all []*series) error {
+	head := false
+	for _, s := range all {
+		var units []string
+		for u := range s.samples[0].extra {
+			units = append(units, u)
+		}
+		slices.Sort(units)
+		for _, u := range units {
+			if !head {
+				fmt.Fprintln(w)
+				fmt.Fprintln(w, "| benchmark | metric | runs | median | spread (min–max) |")
+				fmt.Fprintln(w, "|---|---|---:|---:|---|")
+				head = true
+			}
+			v := field(s.samples, func(x sample) float64 { return x.extra[u] })
+			fmt.Fprintf(w, "| `%s` | %s | %d | %s | %s–%s |\n", s.name, u, len(v), num(median(v)), num(slices.Min(v)), num(slices.Max(v)))
+		}
 	}
 	return nil
 }

@@ -51,3 +51,21 @@ func TestRejects(t *testing.T) {
 		t.Error("unknown name: want an error")
 	}
 }
+
+func TestExtraMetrics(t *testing.T) {
+	const in = `BenchmarkOver/a-2  10  1000 ns/op  30 overshoot-µs  0 B/op  0 allocs/op
+BenchmarkOver/a-2  10  1000 ns/op  10 overshoot-µs  0 B/op  0 allocs/op
+BenchmarkOver/a-2  10  1000 ns/op  20 overshoot-µs  0 B/op  0 allocs/op
+`
+	all, err := parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := write(&b, all, nil); err != nil {
+		t.Fatal(err)
+	}
+	if want := "| `Over/a` | overshoot-µs | 3 | 20 | 10–30 |"; !strings.Contains(b.String(), want) {
+		t.Errorf("missing %q in\n%s", want, b.String())
+	}
+}
