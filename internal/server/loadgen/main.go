@@ -25,11 +25,19 @@ func main() {
 	conc := flag.Int("c", 8, "concurrent connections")
 	dur := flag.Duration("d", 10*time.Second, "measured duration")
 	warm := flag.Duration("warmup", 2*time.Second, "unmeasured warm-up")
+	ready := flag.String("ready", "", "GET this URL until it answers 200 (at most 60 s) before the warm-up, e.g. the server's /readyz")
 	flag.Parse()
+	if *ready != "" {
+		if err := waitReady(*ready, time.Minute); err != nil {
+			fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
+			os.Exit(1)
+		}
+	}
 
 	tr := &http.Transport{MaxIdleConns: *conc, MaxIdleConnsPerHost: *conc, DisableCompression: true}
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	b := []byte(*body)
+	var firstErr error // the first failure of a run, reported with the count
 	run := func(d time.Duration, record bool) ([]time.Duration, int, time.Duration) {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
@@ -57,6 +65,11 @@ func main() {
 					if err != nil {
 						if ctx.Err() == nil {
 							bad++
+							mu.Lock()
+							if firstErr == nil {
+								firstErr = err
+							}
+							mu.Unlock()
 						}
 						continue
 					}
@@ -74,7 +87,7 @@ func main() {
 		return all, errs, time.Since(start)
 	}
 	if _, errs, _ := run(*warm, false); errs > 0 {
-		fmt.Fprintf(os.Stderr, "loadgen: %d requests failed during the warm-up\n", errs)
+		fmt.Fprintf(os.Stderr, "loadgen: %d requests failed during the warm-up; the first: %v\n", errs, firstErr)
 		os.Exit(1)
 	}
 	lat, errs, elapsed := run(*dur, true)
@@ -90,6 +103,32 @@ func main() {
 		pct(0.50).Round(time.Microsecond), pct(0.90).Round(time.Microsecond), pct(0.99).Round(time.Microsecond),
 		pct(1).Round(time.Microsecond), errs)
 	if errs > 0 {
+		fmt.Fprintf(os.Stderr, "loadgen: the first failure: %v\n", firstErr)
 		os.Exit(1)
+	}
+}
+
+// waitReady polls url, every 50 ms, until it answers 200 or limit has passed.
+func waitReady(url string, limit time.Duration) error {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(limit)
+	var last error
+	for {
+		res, err := http.Get(url)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %d", res.StatusCode)
+		}
+		last = err
+		select {
+		case <-tick.C:
+		case <-deadline:
+			return fmt.Errorf("%s not ready after %v: %w", url, limit, last)
+		}
 	}
 }
