@@ -21,7 +21,7 @@ const deadlineTimeout = 200 * time.Millisecond
 
 // How late past its timeout a call ends is not asserted here: the machine running the suite
 // is shared (two CPUs, other jobs, the race detector), and speed is measured by benchmarks
-// (BENCHMARKS.md, "Deadlines that hold for every instruction"). What proves the deadline held
+// (BENCHMARKS.md, "deadlines: how late a runaway call ends", BenchmarkDeadlineOvershoot). What proves the deadline held
 // is an event, not a clock: each handler runs for ever, so a call that returns at all was
 // stopped, and a *DeadlineError that is not the caller's (the test's own 30 s context) says the
 // plugin's own timeout stopped it. Before the bulk instructions paid for their length and the
