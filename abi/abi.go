@@ -40,6 +40,10 @@ const (
 	ImportLog     = "log"
 	ImportPublish = "publish"
 	ImportAbort   = "abort"
+	// Host functions (see HostFnDenied, README.md "Host functions").
+	ImportHostFn     = "host_fn"
+	ImportHostCall   = "host_call"
+	ImportHostResult = "host_result"
 
 	// WASIModule is WASI preview 1, whose functions are allowed by name and gated by grants.
 	WASIModule = "wasi_snapshot_preview1"
@@ -146,6 +150,12 @@ func Imports() map[string]Signature {
 		ImportLog:     {Params: []ValType{I32, I32, I32}},
 		ImportPublish: {Params: []ValType{I32, I32, I32, I32}, Results: []ValType{I32}},
 		ImportAbort:   {Params: []ValType{I32, I32}},
+		// host_fn(name_ptr, name_len) -> handle (≥ 0) or HostFnDenied
+		ImportHostFn: {Params: []ValType{I32, I32}, Results: []ValType{I32}},
+		// host_call(handle, in_ptr, in_len) -> status << 32 | out_len
+		ImportHostCall: {Params: []ValType{I32, I32, I32}, Results: []ValType{I64}},
+		// host_result(dst_ptr, dst_len) -> bytes copied, or HostResultTooSmall
+		ImportHostResult: {Params: []ValType{I32, I32}, Results: []ValType{I32}},
 	}
 }
 
@@ -191,6 +201,16 @@ const (
 	LogInfo  = 1
 	LogWarn  = 2
 	LogError = 3
+)
+
+// Results of host_fn and host_result.
+const (
+	// HostFnDenied is host_fn's answer for a name the plugin was not granted (or that the
+	// host does not have: the guest cannot tell the two apart).
+	HostFnDenied = -1
+	// HostResultTooSmall is host_result's answer when the buffer is smaller than the
+	// pending output, which is then kept for a second try.
+	HostResultTooSmall = -1
 )
 
 // Results of the publish import.

@@ -246,6 +246,9 @@ func (m *Module) release(ctx context.Context) error {
 func withDefaults(l sandbox.Limits) sandbox.Limits { return l.WithDefaults() }
 
 func validate(c sandbox.Capabilities) error {
+	if len(c.HostFunctions) > 0 {
+		return fmt.Errorf("extism: host functions %q: not offered to Extism plugins yet: %w", c.HostFunctions, sandbox.ErrInvalidConfig)
+	}
 	for _, d := range c.Dirs {
 		if !path.IsAbs(d.Guest) {
 			return fmt.Errorf("extism: mount %q: guest path must be absolute: %w", d.Guest, sandbox.ErrInvalidConfig)

@@ -23,6 +23,7 @@ type options struct {
 	cacheDir    string
 	cache       wazero.CompilationCache
 	engine      *sandbox.Engine
+	hostFuncs   []sandbox.HostFunc
 	strategy    supervisor.Config // Intensity, Period, MinUptime of each plugin's supervisor
 	root        supervisor.Config // Intensity, Period, MinUptime of the host's root
 	busBuffer   int
@@ -114,6 +115,15 @@ func WithCompilationCache(c wazero.CompilationCache) Option {
 // restores the default: an engine of the host's own, closed by Close.
 func WithEngine(e *sandbox.Engine) Option {
 	return optionFunc(func(o *options) { o.engine = e })
+}
+
+// WithHostFunctions offers fns to the host's plugins: a plugin may call those its
+// Plugin.Capabilities.HostFunctions grants (none by default), and a grant of a name not
+// offered fails its Load with sandbox.ErrInvalidConfig. See sandbox.HostFunc for how they run
+// (inside the guest's call, under its deadline) and fail (typed, to the guest; a panic is
+// recovered and counted). Repeated options add to the set.
+func WithHostFunctions(fns ...sandbox.HostFunc) Option {
+	return optionFunc(func(o *options) { o.hostFuncs = append(o.hostFuncs, fns...) })
 }
 
 // WithRestartIntensity sets how many restarts of a plugin's instances are allowed within

@@ -280,5 +280,6 @@ func (h *Host) dependsOn(q *plugin, name string) bool {
 func (p *plugin) sandboxConfig(spec Plugin) sandbox.Config {
 	return sandbox.Config{Limits: spec.Limits, Capabilities: spec.Capabilities,
 		Logger: p.h.log.With(zapPlugin(spec.Name)), OnPublish: p.onPublish,
-		OnCall: p.stats.observe, CallSampling: p.h.opts.sampleShift, OnDrop: p.onDrop}
+		OnCall: p.stats.observe, CallSampling: p.h.opts.sampleShift, OnDrop: p.onDrop,
+		HostFuncs: p.h.opts.hostFuncs}
 }

@@ -522,6 +522,7 @@ func (i *Instance) stop(id uint64, reason uint32) {
 	case i.wake <- struct{}{}:
 	default:
 	}
+	i.cancelHostFunc()
 }
 
 // errStopped unwinds a guest out of a host function when its operation has been stopped.

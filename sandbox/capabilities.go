@@ -57,6 +57,9 @@ type Capabilities struct {
 	Clock Clock
 	// Random selects the guest's random source. Default RandomDeterministic.
 	Random Random
+	// HostFunctions names the functions of Config.HostFuncs the guest may call (see
+	// HostFunc). A guest asking for any other gets abi.HostFnDenied. Default: none.
+	HostFunctions []string
 }
 
 func (c Capabilities) validate() error {

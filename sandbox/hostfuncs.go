@@ -33,6 +33,9 @@ func (e *Engine) instantiateHostModule(ctx context.Context) error {
 		NewFunctionBuilder().WithGoModuleFunction(fn(hostLog), []api.ValueType{i32, i32, i32}, nil).Export(abi.ImportLog).
 		NewFunctionBuilder().WithGoModuleFunction(fn(hostPublish), []api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32}).Export(abi.ImportPublish).
 		NewFunctionBuilder().WithGoModuleFunction(fn(hostAbort), []api.ValueType{i32, i32}, nil).Export(abi.ImportAbort).
+		NewFunctionBuilder().WithGoModuleFunction(fn(hostFn), []api.ValueType{i32, i32}, []api.ValueType{i32}).Export(abi.ImportHostFn).
+		NewFunctionBuilder().WithGoModuleFunction(fn(hostCallFn), []api.ValueType{i32, i32, i32}, []api.ValueType{api.ValueTypeI64}).Export(abi.ImportHostCall).
+		NewFunctionBuilder().WithGoModuleFunction(fn(hostResult), []api.ValueType{i32, i32}, []api.ValueType{i32}).Export(abi.ImportHostResult).
 		Instantiate(ctx)
 	return err
 }

@@ -90,7 +90,12 @@ type Instance struct {
 	stoppedID  atomic.Uint64   // the id of the operation that was stopped
 	stopReason atomic.Uint32
 	wake       chan struct{} // cuts a real sleep short
-	failure    atomic.Pointer[failure]
+
+	hostOut        []byte // the pending output of the last host_call, for host_result
+	hostMu         sync.Mutex
+	hostCancel     context.CancelCauseFunc // of the host function in progress, under hostMu
+	hostFuncPanics atomic.Uint64
+	failure        atomic.Pointer[failure]
 
 	publishDropped atomic.Uint64
 	logTruncated   atomic.Uint64
@@ -319,6 +324,8 @@ type Stats struct {
 	LogTruncated uint64
 	// What Limits.Output and Limits.Publish dropped, per stream.
 	Stdout, Stderr, Log, Publish StreamStats
+	// HostFuncPanics counts host functions that panicked (see HostFunc).
+	HostFuncPanics uint64
 }
 
 // Stats returns the instance's counters. It may be called from any goroutine, also after
@@ -326,7 +333,8 @@ type Stats struct {
 func (i *Instance) Stats() Stats {
 	return Stats{PublishDropped: i.publishDropped.Load(), LogTruncated: i.logTruncated.Load(),
 		Stdout: streamStats(i.logger.stdout), Stderr: streamStats(i.logger.stderr),
-		Log: streamStats(i.logger.log), Publish: streamStats(i.logger.publish)}
+		Log: streamStats(i.logger.log), Publish: streamStats(i.logger.publish),
+		HostFuncPanics: i.hostFuncPanics.Load()}
 }
 
 // Close frees the instance. An operation in progress is interrupted first and Close waits,

@@ -91,6 +91,9 @@ type Config struct {
 	// dropped (or of Close). It must be quick and must not call into the instance. With no
 	// OnDrop each report is one warning on Logger ("guest output dropped").
 	OnDrop func(DropReport)
+	// HostFuncs are the host functions the embedding program offers; the guest may call
+	// those Capabilities.HostFunctions grants, and no other.
+	HostFuncs []HostFunc
 	// OnCall, if set, receives the duration of sampled calls (Call and CallAppend, whatever
 	// their outcome), on the caller's goroutine after the call: one call in 2^CallSampling,
 	// chosen by the instance's operation count, so that no clock is read for the others
@@ -112,8 +115,9 @@ type Module struct {
 	base   wazero.ModuleConfig // the instances' shared wazero config
 
 	hasInitialize bool
-	sampleMask    uint64  // of Config.OnCall
-	mems          memPool // recycled linear memories: see linearMemory
+	hostFns       []HostFunc // granted, in grant order: a guest's handles index it
+	sampleMask    uint64     // of Config.OnCall
+	mems          memPool    // recycled linear memories: see linearMemory
 
 	mu     sync.Mutex
 	closed bool
@@ -127,6 +131,10 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte, cfg Config) (*Module,
 		return nil, fmt.Errorf("sandbox: memory limit %d pages: at most 65536: %w", cfg.Limits.MemoryPages, ErrInvalidConfig)
 	}
 	if err := cfg.Capabilities.validate(); err != nil {
+		return nil, err
+	}
+	hostFns, err := resolveHostFuncs(cfg.HostFuncs, cfg.Capabilities.HostFunctions)
+	if err != nil {
 		return nil, err
 	}
 	// The bytes are inspected and instrumented only when no Module of this engine holds their
@@ -161,7 +169,7 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte, cfg Config) (*Module,
 	if logger == nil {
 		logger = e.logger
 	}
-	m := &Module{eng: e, code: code, digest: info.Digest, cfg: cfg, info: info, logger: logger, base: cfg.Capabilities.baseConfig(),
+	m := &Module{eng: e, code: code, hostFns: hostFns, digest: info.Digest, cfg: cfg, info: info, logger: logger, base: cfg.Capabilities.baseConfig(),
 		sampleMask: 1<<min(cfg.CallSampling, 31) - 1}
 	for _, ex := range info.Exports {
 		if ex.Name == abi.ExportInitialize {

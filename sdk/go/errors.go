@@ -10,6 +10,22 @@ import (
 // topic had no room); the host counts it.
 var ErrDropped = errors.New("sdk: publish: event dropped by the host")
 
+// ErrHostFuncDenied is returned by HostCall for a host function the plugin was not granted
+// (or the host does not offer: the plugin cannot tell the two apart).
+var ErrHostFuncDenied = errors.New("sdk: host function not granted")
+
+// HostFuncError is a host function's failure, as the host reported it: its status (usually
+// abi.StatusError) and message (the Go error's text, or why the output was refused).
+type HostFuncError struct {
+	Name    string
+	Status  abi.Status
+	Message string
+}
+
+func (e *HostFuncError) Error() string {
+	return "sdk: host function " + e.Name + ": " + e.Message
+}
+
 // InvalidInput wraps err so that, returned by a handler, it maps to STATUS_INVALID_INPUT with
 // err's text as the message, instead of STATUS_ERROR. Use it when the input cannot be decoded.
 // InvalidInput(nil) returns nil.

@@ -19,6 +19,10 @@ type platform interface {
 	publish(topic string, data []byte) uint32
 	// abort traps the instance on a real host; it returns only on a model.
 	abort(msg string)
+	// The host-function imports: host_fn, host_call, host_result.
+	hostFn(name string) int32
+	hostCall(h int32, in []byte) uint64
+	hostResult(dst []byte) int32
 }
 
 // initialInCap is the input buffer's capacity after wasmvisor_init, so that small inputs need
@@ -39,9 +43,10 @@ type guest struct {
 	initDone  bool
 
 	handlers []handlerEntry
-	names    []byte // handler list, '\n'-separated
-	in       []byte // input buffer
-	out      []byte // output (or error message) of the last call
+	names    []byte           // handler list, '\n'-separated
+	in       []byte           // input buffer
+	out      []byte           // output (or error message) of the last call
+	hostFns  map[string]int32 // host function handles by name, HostFnDenied included
 
 	config   configStore
 	onConfig []func(old, new ConfigView) error
@@ -224,4 +229,30 @@ func (g *guest) deliver(n uint32) (st abi.Status) {
 		}
 	}
 	return g.setOut(abi.StatusOK, nil)
+}
+
+// hostCall resolves name once (host_fn), calls it (host_call) and copies its output into a
+// buffer of the size the host announced (host_result).
+func (g *guest) hostCall(name string, input []byte) ([]byte, error) {
+	h, ok := g.hostFns[name]
+	if !ok {
+		h = g.p.hostFn(name)
+		if g.hostFns == nil {
+			g.hostFns = map[string]int32{}
+		}
+		g.hostFns[name] = h // grants are fixed for the instance's life: a denial is cached too
+	}
+	if h < 0 {
+		return nil, ErrHostFuncDenied
+	}
+	r := g.p.hostCall(h, input)
+	status, n := abi.Status(r>>32), uint32(r)
+	out := make([]byte, n)
+	if got := g.p.hostResult(out); got != int32(n) {
+		return nil, fmt.Errorf("sdk: host function %s: host_result returned %d for %d bytes", name, got, n)
+	}
+	if status != abi.StatusOK {
+		return nil, &HostFuncError{Name: name, Status: status, Message: string(out)}
+	}
+	return out, nil
 }

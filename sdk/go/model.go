@@ -3,11 +3,54 @@ package sdk
 import (
 	"sort"
 	"unsafe"
+
+	"github.com/wasmvisor/wasmvisor/abi"
 )
 
 // modelPlatform is a stand-in for the host: the platform of native builds, and the base of
 // the tests' recorder. It builds on every GOOS so that the tests vet for wasip1 too.
-type modelPlatform struct{ mem modelMemory }
+type modelPlatform struct {
+	mem     modelMemory
+	fns     []modelHostFunc // see SetHostFunc (native builds)
+	pending []byte
+}
+
+type modelHostFunc struct {
+	name string
+	fn   func([]byte) ([]byte, error)
+}
+
+func (p *modelPlatform) hostFn(name string) int32 {
+	for i, f := range p.fns {
+		if f.name == name {
+			return int32(i)
+		}
+	}
+	return abi.HostFnDenied
+}
+
+func (p *modelPlatform) hostCall(h int32, in []byte) uint64 {
+	if h < 0 || int(h) >= len(p.fns) {
+		p.pending = []byte("no such handle")
+		return uint64(abi.StatusUnknownHandler)<<32 | uint64(len(p.pending))
+	}
+	out, err := p.fns[h].fn(append([]byte(nil), in...))
+	if err != nil {
+		p.pending = []byte(err.Error())
+		return uint64(abi.StatusError)<<32 | uint64(len(p.pending))
+	}
+	p.pending = out
+	return uint64(len(out))
+}
+
+func (p *modelPlatform) hostResult(dst []byte) int32 {
+	if len(dst) < len(p.pending) {
+		return abi.HostResultTooSmall
+	}
+	n := copy(dst, p.pending)
+	p.pending = nil
+	return int32(n)
+}
 
 func (p *modelPlatform) addr(b []byte) uint32          { return p.mem.addr(b) }
 func (p *modelPlatform) log(Level, string)             {}

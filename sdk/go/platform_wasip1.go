@@ -35,6 +35,15 @@ func hostPublish(topicPtr unsafe.Pointer, topicLen uint32, dataPtr unsafe.Pointe
 //go:wasmimport wasmvisor abort
 func hostAbort(ptr unsafe.Pointer, n uint32)
 
+//go:wasmimport wasmvisor host_fn
+func importHostFn(ptr unsafe.Pointer, n uint32) int32
+
+//go:wasmimport wasmvisor host_call
+func importHostCall(h int32, ptr unsafe.Pointer, n uint32) uint64
+
+//go:wasmimport wasmvisor host_result
+func importHostResult(ptr unsafe.Pointer, n uint32) int32
+
 // wasmPlatform is linear memory itself: a Go pointer is a guest address.
 type wasmPlatform struct{}
 
@@ -63,4 +72,22 @@ func (wasmPlatform) publish(topic string, data []byte) uint32 {
 func (wasmPlatform) abort(msg string) {
 	hostAbort(unsafe.Pointer(unsafe.StringData(msg)), uint32(len(msg)))
 	runtime.KeepAlive(msg)
+}
+
+func (wasmPlatform) hostFn(name string) int32 {
+	r := importHostFn(unsafe.Pointer(unsafe.StringData(name)), uint32(len(name)))
+	runtime.KeepAlive(name)
+	return r
+}
+
+func (wasmPlatform) hostCall(h int32, in []byte) uint64 {
+	r := importHostCall(h, unsafe.Pointer(unsafe.SliceData(in)), uint32(len(in)))
+	runtime.KeepAlive(in)
+	return r
+}
+
+func (wasmPlatform) hostResult(dst []byte) int32 {
+	r := importHostResult(unsafe.Pointer(unsafe.SliceData(dst)), uint32(len(dst)))
+	runtime.KeepAlive(dst)
+	return r
 }

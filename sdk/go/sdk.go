@@ -78,6 +78,12 @@ func Publish(topic string, data []byte) error {
 	}
 }
 
+// HostCall calls the host function name, which the host must offer and the plugin's
+// capabilities grant, with input, and returns its output. It returns ErrHostFuncDenied when
+// the function is not granted, and a *HostFuncError when the function failed. The function
+// runs inside this call, under its deadline. Handles are looked up once per name and cached.
+func HostCall(name string, input []byte) ([]byte, error) { return std.hostCall(name, input) }
+
 // Level is a log level of the log import.
 type Level int32
 

@@ -568,3 +568,30 @@ func TestPublicAPI(t *testing.T) {
 		t.Errorf("InvalidInput(nil) != nil")
 	}
 }
+
+func TestHostCall(t *testing.T) {
+	r := &recorder{}
+	g := newGuest(r)
+	calls := 0
+	r.fns = []modelHostFunc{
+		{name: "kv.get", fn: func(in []byte) ([]byte, error) { calls++; return append([]byte("v:"), in...), nil }},
+		{name: "fails", fn: func([]byte) ([]byte, error) { return nil, errors.New("no such key") }},
+	}
+	if out, err := g.hostCall("kv.get", []byte("a")); err != nil || string(out) != "v:a" {
+		t.Fatalf("kv.get = %q, %v", out, err)
+	}
+	r.fns[0].name = "renamed" // handles are cached: the second call does not look the name up
+	if out, err := g.hostCall("kv.get", []byte("b")); err != nil || string(out) != "v:b" || calls != 2 {
+		t.Fatalf("cached kv.get = %q, %v (%d calls)", out, err, calls)
+	}
+	if _, err := g.hostCall("nope", nil); !errors.Is(err, ErrHostFuncDenied) {
+		t.Fatalf("denied: %v", err)
+	}
+	var hf *HostFuncError
+	if _, err := g.hostCall("fails", nil); !errors.As(err, &hf) || hf.Status != abi.StatusError || hf.Message != "no such key" {
+		t.Fatalf("fails: %v", err)
+	}
+	if out, err := g.hostCall("kv.get", nil); err != nil || string(out) != "v:" {
+		t.Fatalf("empty input: %q, %v", out, err)
+	}
+}

@@ -1,5 +1,5 @@
 // Command caps is a test plugin for the sandbox's capability grants: what a guest can see of
-// the environment, files, clocks and randomness. Build from the repository root:
+// the environment, files, clocks, randomness and host functions. Build from the repository root:
 //
 //	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -buildvcs=false -ldflags=-buildid= -o sandbox/testdata/caps/caps.wasm ./sandbox/testdata/caps
 package main
@@ -7,6 +7,7 @@ package main
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -46,6 +47,20 @@ func init() {
 			return nil, err
 		}
 		return []byte(hex.EncodeToString(b)), nil
+	})
+	// host: input "name\ninput", calls the host function name; a failure's text is the
+	// handler's error, prefixed "denied: " or "failed: ".
+	sdk.Handle("host", func(in []byte) ([]byte, error) {
+		name, arg, _ := strings.Cut(string(in), "\n")
+		out, err := sdk.HostCall(name, []byte(arg))
+		var hf *sdk.HostFuncError
+		switch {
+		case errors.Is(err, sdk.ErrHostFuncDenied):
+			return nil, fmt.Errorf("denied: %s", name)
+		case errors.As(err, &hf):
+			return nil, fmt.Errorf("failed: %s", hf.Message)
+		}
+		return out, err
 	})
 	sdk.Handle("stderr", func(in []byte) ([]byte, error) {
 		_, err := fmt.Fprintf(os.Stderr, "%s\n", in)

@@ -1,0 +1,177 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"runtime/debug"
+
+	"github.com/tetratelabs/wazero/api"
+	"go.uber.org/zap"
+
+	"github.com/wasmvisor/wasmvisor/abi"
+)
+
+// HostFunc is a function of the embedding program that a plugin may call by name, when its
+// Capabilities.HostFunctions grant it: a capability of the embedder's own (a key-value
+// lookup, a directory of users, a clock). Input and output are bytes, as for handlers.
+//
+// The function runs on the calling operation's goroutine, inside the guest's call: ctx is
+// that operation's, and ends when the operation is stopped (its call deadline, the caller's
+// context, Kill), so a function that honours ctx returns promptly; once it returns, the
+// stopped operation ends with its usual error. in is the host's own copy of the guest's
+// bytes. An error is returned to the guest as abi.StatusError with the error's text; a panic
+// is recovered, logged with its stack, counted (Stats.HostFuncPanics) and returned to the
+// guest as an error: it never ends the process, nor the instance. Output longer than
+// MaxOutput is refused the same way, never cut.
+type HostFunc struct {
+	// Name is how guests and grants name the function: 1 to 64 bytes of [a-z0-9_.-].
+	Name string
+	// Func is the function.
+	Func func(ctx context.Context, in []byte) ([]byte, error)
+	// MaxOutput bounds the output. Zero means DefaultHostFuncOutput.
+	MaxOutput int
+}
+
+// DefaultHostFuncOutput is a host function's output limit unless HostFunc.MaxOutput says.
+const DefaultHostFuncOutput = 1 << 20
+
+var hostFuncName = regexp.MustCompile(`^[a-z0-9_.-]{1,64}$`)
+
+// resolveHostFuncs returns the functions of all that grants names, in the grant's order: an
+// instance's handles index this list. A grant of a function that all lacks, a duplicate
+// grant or a malformed function is ErrInvalidConfig.
+func resolveHostFuncs(all []HostFunc, grants []string) ([]HostFunc, error) {
+	if len(grants) == 0 {
+		return nil, nil
+	}
+	by := make(map[string]HostFunc, len(all))
+	for _, f := range all {
+		if !hostFuncName.MatchString(f.Name) {
+			return nil, fmt.Errorf("sandbox: host function %q: the name must match %s: %w", f.Name, hostFuncName, ErrInvalidConfig)
+		}
+		if f.Func == nil {
+			return nil, fmt.Errorf("sandbox: host function %q: no Func: %w", f.Name, ErrInvalidConfig)
+		}
+		if f.MaxOutput < 0 {
+			return nil, fmt.Errorf("sandbox: host function %q: negative MaxOutput: %w", f.Name, ErrInvalidConfig)
+		}
+		if f.MaxOutput == 0 {
+			f.MaxOutput = DefaultHostFuncOutput
+		}
+		if _, dup := by[f.Name]; dup {
+			return nil, fmt.Errorf("sandbox: host function %q given twice: %w", f.Name, ErrInvalidConfig)
+		}
+		by[f.Name] = f
+	}
+	out := make([]HostFunc, 0, len(grants))
+	seen := make(map[string]bool, len(grants))
+	for _, g := range grants {
+		f, ok := by[g]
+		if !ok {
+			return nil, fmt.Errorf("sandbox: host function %q granted but not provided: %w", g, ErrInvalidConfig)
+		}
+		if seen[g] {
+			return nil, fmt.Errorf("sandbox: host function %q granted twice: %w", g, ErrInvalidConfig)
+		}
+		seen[g] = true
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// hostFn resolves a name to a handle: the index of a granted function, or HostFnDenied.
+func hostFn(i *Instance, m api.Module, stack []uint64) {
+	name := guestBytes(m, stack[0], stack[1], "host function name")
+	stack[0] = api.EncodeI32(abi.HostFnDenied)
+	for h, f := range i.mod.hostFns {
+		if f.Name == string(name) {
+			stack[0] = api.EncodeI32(int32(h))
+			return
+		}
+	}
+}
+
+// hostCallFn runs a granted function on the guest's input and keeps its output (or error
+// message) pending for host_result.
+func hostCallFn(i *Instance, m api.Module, stack []uint64) {
+	h := int32(uint32(stack[0]))
+	in := guestBytes(m, stack[1], stack[2], "host call input")
+	i.hostOut = i.hostOut[:0]
+	if h < 0 || int(h) >= len(i.mod.hostFns) {
+		i.hostOut = append(i.hostOut, fmt.Sprintf("no host function with handle %d", h)...)
+		stack[0] = uint64(abi.StatusUnknownHandler)<<32 | uint64(len(i.hostOut))
+		return
+	}
+	f := i.mod.hostFns[h]
+	out, err := i.runHostFunc(f, append([]byte(nil), in...))
+	i.checkStopped() // stopped while the function ran: the operation ends now
+	status := abi.StatusOK
+	switch {
+	case err != nil:
+		status, out = abi.StatusError, []byte(err.Error())
+		if len(out) > maxLogLine {
+			out = out[:maxLogLine]
+		}
+	case len(out) > f.MaxOutput:
+		status, out = abi.StatusError, fmt.Appendf(nil, "host function %q: output of %d bytes, above its %d", f.Name, len(out), f.MaxOutput)
+	}
+	i.hostOut = append(i.hostOut, out...)
+	stack[0] = uint64(status)<<32 | uint64(len(i.hostOut))
+}
+
+// runHostFunc calls f with a context that ends when the operation is stopped, recovering a
+// panic.
+func (i *Instance) runHostFunc(f HostFunc, in []byte) (out []byte, err error) {
+	base := i.opCtx
+	if base == nil {
+		base = context.Background()
+	}
+	ctx, cancel := context.WithCancelCause(base)
+	defer cancel(nil)
+	i.hostMu.Lock()
+	i.hostCancel = cancel
+	i.hostMu.Unlock()
+	defer func() {
+		i.hostMu.Lock()
+		i.hostCancel = nil
+		i.hostMu.Unlock()
+	}()
+	if i.stopped() { // a stop that came before hostCancel was set
+		cancel(errStopped)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			i.hostFuncPanics.Add(1)
+			i.logger.base.Error("host function panicked", zap.String("function", f.Name),
+				zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			out, err = nil, fmt.Errorf("host function %q panicked", f.Name)
+		}
+	}()
+	return f.Func(ctx, in)
+}
+
+// cancelHostFunc ends the context of a host function in progress, if any; stop calls it.
+func (i *Instance) cancelHostFunc() {
+	i.hostMu.Lock()
+	c := i.hostCancel
+	i.hostMu.Unlock()
+	if c != nil {
+		c(errStopped)
+	}
+}
+
+// hostResult copies the pending output into the guest's buffer.
+func hostResult(i *Instance, m api.Module, stack []uint64) {
+	n := uint64(len(i.hostOut))
+	if uint64(uint32(stack[1])) < n {
+		stack[0] = api.EncodeI32(abi.HostResultTooSmall)
+		return
+	}
+	if n > 0 {
+		dst := guestBytes(m, stack[0], n, "host result buffer")
+		copy(dst, i.hostOut)
+	}
+	i.hostOut = i.hostOut[:0]
+	stack[0] = api.EncodeI32(int32(n))
+}
