@@ -3,7 +3,9 @@ package host
 import (
 	"context"
 	"maps"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/wasmvisor/wasmvisor/abi"
 	"github.com/wasmvisor/wasmvisor/extism"
@@ -16,16 +18,46 @@ type module interface {
 	Digest() string
 	instantiate(ctx context.Context, config map[string]string) (instance, error)
 	Close(ctx context.Context) error
+	format() Format
+	// handlers lists the handler names a caller may use, or nil if not known yet.
+	handlers() []string
 }
 
-type sandboxModule struct{ *sandbox.Module }
+// Format is the ABI a plugin speaks, as reported in PluginInfo.Format.
+type Format string
 
-func (m sandboxModule) instantiate(ctx context.Context, config map[string]string) (instance, error) {
+// The plugin formats a host loads, told apart by the module's imports.
+const (
+	// FormatWasmvisor is the native ABI (package sandbox, the wasmvisor SDKs).
+	FormatWasmvisor Format = "wasmvisor"
+	// FormatExtism is an Extism-PDK plugin (package extism).
+	FormatExtism Format = "extism"
+)
+
+// sandboxModule is a wasmvisor-ABI module. Its handlers are declared by each instance at
+// start (the guest's handler list), so the module keeps the last started instance's.
+type sandboxModule struct {
+	*sandbox.Module
+	names atomic.Pointer[[]string]
+}
+
+func (m *sandboxModule) instantiate(ctx context.Context, config map[string]string) (instance, error) {
 	i, err := m.Instantiate(ctx, config)
 	if err != nil {
 		return nil, err
 	}
+	hs := i.Handlers()
+	m.names.Store(&hs)
 	return i, nil
+}
+
+func (m *sandboxModule) format() Format { return FormatWasmvisor }
+
+func (m *sandboxModule) handlers() []string {
+	if hs := m.names.Load(); hs != nil {
+		return slices.Clone(*hs)
+	}
+	return nil
 }
 
 func (h *Host) compile(ctx context.Context, wasm []byte, cfg sandbox.Config) (module, error) {
@@ -46,10 +78,15 @@ func (h *Host) compile(ctx context.Context, wasm []byte, cfg sandbox.Config) (mo
 	if err != nil {
 		return nil, err
 	}
-	return sandboxModule{m}, nil
+	return &sandboxModule{Module: m}, nil
 }
 
 type extismModule struct{ *extism.Module }
+
+func (m extismModule) format() Format { return FormatExtism }
+
+// handlers are the module's callable exports, known from compilation.
+func (m extismModule) handlers() []string { return m.Handlers() }
 
 func (m extismModule) instantiate(ctx context.Context, config map[string]string) (instance, error) {
 	i, err := m.Instantiate(ctx, config)

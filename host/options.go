@@ -133,6 +133,7 @@ func WithHostFunctions(fns ...sandbox.HostFunc) Option {
 // as many such restarts within the same period. Zero values mean the supervisor's defaults
 // (3 in 5 s). minUptime is supervisor.Config.MinUptime (zero: period; negative: disabled).
 // Instances ended by their caller (see Plugin.OnFailure) are replaced without counting.
+// Plugin.RestartPolicy overrides it for one plugin's instances (not for the root).
 func WithRestartIntensity(intensity int, period, minUptime time.Duration) Option {
 	return optionFunc(func(o *options) {
 		o.strategy.Intensity, o.strategy.Period, o.strategy.MinUptime = intensity, period, minUptime

@@ -53,6 +53,65 @@ type Plugin struct {
 	// its own intensity). A call ended by its caller (cancelled, or past the caller's own
 	// deadline) ends its instance but is not a failure and never counts.
 	OnFailure FailureMode
+	// RestartPolicy is this plugin's own restart intensity and backoff; its zero value
+	// takes the host's (WithRestartIntensity, no backoff). Replace keeps it.
+	RestartPolicy RestartPolicy
+}
+
+// RestartPolicy bounds the restarts of one plugin's instances, in place of the host's
+// WithRestartIntensity. Each zero field takes the host's value; a negative one is refused by
+// Load with ErrInvalidPlugin (except Intensity supervisor.NoRestarts). It applies to the
+// plugin's own supervisor: past it, the plugin is quarantined or, under Escalate, restarted
+// by the host's root supervisor, whose intensity stays the host's.
+type RestartPolicy struct {
+	// Intensity is how many restarts of the plugin's instances are allowed within Period;
+	// one more and the plugin fails (see Plugin.OnFailure). Zero: the host's (default 3);
+	// supervisor.NoRestarts: none, the first failure fails the plugin.
+	Intensity int
+	// Period is the sliding window of Intensity. Zero: the host's (default 5 s).
+	Period time.Duration
+	// MinUptime is supervisor.Config.MinUptime: more than Intensity consecutive restarts of
+	// instances that lived less than it fail the plugin whatever the Period. Zero: the host's.
+	MinUptime time.Duration
+	// Backoff delays the restart of a failed instance (supervisor.Spec.Backoff). The zero
+	// value restarts at once, the host's default. Restarts count towards Intensity when they
+	// are decided, before the delay.
+	Backoff supervisor.Backoff
+}
+
+// poolConfig is the pool supervisor's configuration: the host's, overridden by the
+// plugin's restart policy.
+func (r RestartPolicy) poolConfig(host supervisor.Config) supervisor.Config {
+	if r.Intensity != 0 {
+		host.Intensity = r.Intensity
+	}
+	if r.Period != 0 {
+		host.Period = r.Period
+	}
+	if r.MinUptime != 0 {
+		host.MinUptime = r.MinUptime
+	}
+	return host
+}
+
+// invalid says what is wrong with r, or "".
+func (r RestartPolicy) invalid() string {
+	b := r.Backoff
+	switch {
+	case r.Intensity < 0 && r.Intensity != supervisor.NoRestarts:
+		return fmt.Sprintf("negative RestartPolicy.Intensity %d (supervisor.NoRestarts for none)", r.Intensity)
+	case r.Period < 0:
+		return fmt.Sprintf("negative RestartPolicy.Period %v", r.Period)
+	case r.MinUptime < 0:
+		return fmt.Sprintf("negative RestartPolicy.MinUptime %v", r.MinUptime)
+	case b.Initial < 0 || b.Max < 0:
+		return "negative RestartPolicy.Backoff delay"
+	case b.Max > 0 && b.Max < b.Initial:
+		return "RestartPolicy.Backoff.Max below Initial"
+	case !(b.Jitter >= 0 && b.Jitter <= 1):
+		return "RestartPolicy.Backoff.Jitter outside [0, 1]"
+	}
+	return ""
 }
 
 // plugin is a loaded Plugin: its module, its pool of slots and its desired config.
@@ -194,6 +253,9 @@ func validate(spec *Plugin) error {
 		return bad("depends on itself")
 	case spec.OnFailure > Escalate:
 		return bad("unknown OnFailure " + spec.OnFailure.String())
+	}
+	if why := spec.RestartPolicy.invalid(); why != "" {
+		return bad(why)
 	}
 	if spec.Instances == 0 {
 		spec.Instances = 1

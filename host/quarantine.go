@@ -199,11 +199,12 @@ func (p *plugin) run(ctx context.Context, ready func()) error {
 // startPool starts the plugin's pool supervisor: one child per slot, so that instance
 // restarts count against the plugin's intensity, not the host's.
 func (p *plugin) startPool(ctx context.Context) (*supervisor.Supervisor, error) {
-	cfg := p.h.opts.strategy
+	cfg := p.spec.RestartPolicy.poolConfig(p.h.opts.strategy)
 	cfg.Name, cfg.Strategy, cfg.Clock, cfg.EventHook = p.id, supervisor.OneForOne, p.h.clk, p.h.supervisorHook
 	specs := make([]supervisor.Spec, len(p.slots))
 	for i := range specs {
-		specs[i] = supervisor.Spec{ID: strconv.Itoa(i), Start: p.startMember(i), Restart: p.spec.Restart}
+		specs[i] = supervisor.Spec{ID: strconv.Itoa(i), Start: p.startMember(i), Restart: p.spec.Restart,
+			Backoff: p.spec.RestartPolicy.Backoff}
 	}
 	s, err := supervisor.New(cfg, specs...)
 	if err != nil {

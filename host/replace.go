@@ -43,8 +43,8 @@ func (p *plugin) dropPrepared(ctx context.Context) {
 // fails. If compiling or starting the new version fails, nothing changes: the old version
 // keeps serving and the error is returned.
 //
-// Replace keeps the plugin's name, pool size, restart type, dependencies, subscriptions and
-// failure mode; changing those takes Unload and Load. Dependents are not restarted.
+// Replace keeps the plugin's name, pool size, restart type, dependencies, subscriptions,
+// failure mode and restart policy; changing those takes Unload and Load. Dependents are not restarted.
 //
 // A quarantined plugin has no instance to hand over: Replace checks that the new version
 // compiles and starts one instance, swaps it in, and makes the plugin probe at once from
@@ -82,6 +82,8 @@ func (h *Host) Replace(ctx context.Context, spec Plugin) error {
 		return bad("Replace keeps the subscriptions")
 	case spec.OnFailure != p.spec.OnFailure:
 		return bad("Replace keeps the failure mode")
+	case spec.RestartPolicy != p.spec.RestartPolicy:
+		return bad("Replace keeps the restart policy")
 	}
 	if p.contain.Load() != nil {
 		return h.replaceFailed(ctx, p, spec, wasm)

@@ -15,6 +15,10 @@
 // reports each child's state, incarnation and restart count; a [Handle]
 // names one incarnation and fails with [ErrStaleHandle] once it has ended.
 // Events go to Config.EventHook (see package supervisorzap for zap).
+// [Supervisor.RequestStop] asks for a stop without waiting; Done and Err
+// report its end. A method that returns ErrStopped or its ctx's error did
+// nothing; once the supervisor has taken a request it returns the request's
+// own result (see [Supervisor.StartChild]).
 //
 // # Semantics
 //

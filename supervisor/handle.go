@@ -51,7 +51,8 @@ func (h Handle) Done() <-chan struct{} {
 
 // Terminate terminates the child, as Supervisor.TerminateChild does, only
 // if this incarnation is still the current one; otherwise it returns
-// ErrStaleHandle and leaves the successor alone.
+// ErrStaleHandle and leaves the successor alone. As with TerminateChild,
+// ErrStopped or ctx's error means nothing was stopped.
 func (h Handle) Terminate(ctx context.Context) error {
 	if err := h.check(); err != nil {
 		return err

@@ -212,7 +212,7 @@ func Subtree(id string, cfg Config, children ...Spec) Spec {
 // subtree is a nested supervisor seen as a Child.
 type subtree struct{ *Supervisor }
 
-func (t subtree) Stop() { t.requestStop() }
+func (t subtree) Stop() { t.RequestStop() }
 
 // Start starts the supervisor's loop and its static children, one after the
 // other in declaration order, each only after the previous one is ready. It
@@ -275,6 +275,16 @@ func (s *Supervisor) Stop(ctx context.Context) error {
 		return fmt.Errorf("supervisor %q: stop: %w", s.name, context.Cause(ctx))
 	}
 }
+
+// RequestStop asks the supervisor to stop, as Stop does, and returns at
+// once: Done is closed when the stop is over, and Err then reports the exit
+// reason. It is idempotent, may be called from any goroutine (a child's
+// Start, an event hook, a signal handler) and concurrently with Stop, Kill
+// and itself, before, during or after Start; a Kill after it makes the
+// stops of the children not yet stopped brutal. A method called after it
+// returns fails with ErrStopped without running; one the loop had already
+// taken runs to its end and returns its result.
+func (s *Supervisor) RequestStop() { s.requestStop() }
 
 func (s *Supervisor) requestStop() {
 	s.mu.Lock()
@@ -355,6 +365,13 @@ func (s *Supervisor) DroppedEvents() uint64 {
 // to the new incarnation, a zero Handle if Start returned ErrIgnore, or an
 // error: a *SpecError, ErrAlreadyPresent, ErrMaxChildren, a *StartError
 // (the spec is then not kept), or ErrStopped.
+//
+// Like every method that talks to the loop, it never reports a failure for
+// an operation that ran: ErrStopped or ctx's error means nothing was done.
+// Once the loop has taken the request, StartChild waits for its outcome
+// even if ctx ends meanwhile; ctx's end then reaches the child's Start,
+// which either fails (a *StartError wrapping the cause, no child kept) or
+// succeeds anyway (a handle to the running child).
 func (s *Supervisor) StartChild(ctx context.Context, spec Spec) (Handle, error) {
 	var h Handle
 	var err error
@@ -368,7 +385,10 @@ func (s *Supervisor) StartChild(ctx context.Context, spec Spec) (Handle, error) 
 // order. The spec is kept (Stopped), except a Temporary child's and any
 // child of a Dynamic supervisor, which are removed. A pending restart or
 // backoff of the child is cancelled. It never triggers an automatic
-// shutdown.
+// shutdown. ErrStopped or ctx's error means nothing was stopped: ctx only
+// bounds the wait for the loop to take the request; once taken, the stop
+// runs to its end (within the children's Shutdown timeouts) and its result
+// is returned.
 func (s *Supervisor) TerminateChild(ctx context.Context, id string) error {
 	var err error
 	if cerr := s.call(ctx, func() { err = s.doTerminate(id, nil) }); cerr != nil {
@@ -380,6 +400,9 @@ func (s *Supervisor) TerminateChild(ctx context.Context, id string) error {
 // RestartChild starts a Stopped child again; its dependencies must be
 // running. It returns ErrRunning or ErrRestarting if the child is not
 // stopped, ErrDependency, or a *StartError (the child stays Stopped).
+// ErrStopped or ctx's error means nothing was done; once the request is
+// taken, ctx bounds the child's Start as in StartChild and the outcome is
+// returned.
 func (s *Supervisor) RestartChild(ctx context.Context, id string) (Handle, error) {
 	var h Handle
 	var err error
@@ -391,6 +414,7 @@ func (s *Supervisor) RestartChild(ctx context.Context, id string) (Handle, error
 
 // DeleteChild removes the spec of a Stopped child. It returns ErrRunning,
 // ErrRestarting, or ErrDependency if another child depends on it.
+// ErrStopped or ctx's error means nothing was removed.
 func (s *Supervisor) DeleteChild(ctx context.Context, id string) error {
 	var err error
 	if cerr := s.call(ctx, func() { err = s.doDeleteChild(id) }); cerr != nil {
@@ -442,7 +466,14 @@ func (s *Supervisor) Children(ctx context.Context) ([]ChildInfo, error) {
 	return out, nil
 }
 
-// call runs f on the loop goroutine and waits for it.
+// call runs f on the loop goroutine and waits for it. An error means f did
+// not run and never will: the supervisor was stopped, or ctx ended, before
+// the loop took f. Once the loop has taken f (mbox is unbuffered, so the
+// send succeeds exactly when it does), call waits for f to finish whatever
+// happens to ctx or the supervisor, and returns nil: the loop always runs a
+// function it took to the end, and the caller's result is f's. What bounds
+// that wait is the operation itself: a child Start sees ctx (and the
+// supervisor's stop) through its own context, a stop its Shutdown timeout.
 func (s *Supervisor) call(ctx context.Context, f func()) error {
 	s.mu.Lock()
 	ok := s.started && !s.stopReqd
@@ -452,7 +483,7 @@ func (s *Supervisor) call(ctx context.Context, f func()) error {
 	}
 	done := make(chan struct{})
 	select {
-	case s.mbox <- func() { f(); close(done) }:
+	case s.mbox <- func() { defer close(done); f() }:
 	case <-s.stopReq:
 		return fmt.Errorf("supervisor %q: %w", s.name, ErrStopped)
 	case <-s.loopDone:
@@ -460,12 +491,8 @@ func (s *Supervisor) call(ctx context.Context, f func()) error {
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
+	<-done
+	return nil
 }
 
 // note queues f for the loop without ever blocking (child exits, timers).
