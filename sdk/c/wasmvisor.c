@@ -2,7 +2,8 @@
  * wasmvisor.c: the implementation of the C guest SDK (wasmvisor.h), ABI v1 (abi/README.md).
  *
  * It exports wasmvisor_init, _reserve, _call, _configure and _deliver and imports
- * wasmvisor.log, .publish and .abort. Every store the host reads lives in this instance's
+ * wasmvisor.log, .publish and .abort (and .host_fn, .host_call and .host_result when the
+ * plugin calls wv_host_call). Every store the host reads lives in this instance's
  * memory: the control block is a static, the rest (handler list, input and output buffers,
  * applied config, metric records, event ring and the events' bytes) are malloc'd blocks
  * whose addresses the control block carries. Blocks that must move when they grow (the
@@ -28,6 +29,17 @@ wv_import_publish(uint32_t topic_ptr, uint32_t topic_len, uint32_t data_ptr, uin
 
 __attribute__((import_module("wasmvisor"), import_name("abort"))) extern void
 wv_import_abort(uint32_t ptr, uint32_t len);
+
+/* The host-function imports. wasm-ld imports only what the plugin references, so a plugin
+ * that never calls wv_host_call does not import them. */
+__attribute__((import_module("wasmvisor"), import_name("host_fn"))) extern int32_t
+wv_import_host_fn(uint32_t name_ptr, uint32_t name_len);
+
+__attribute__((import_module("wasmvisor"), import_name("host_call"))) extern uint64_t
+wv_import_host_call(int32_t fn, uint32_t in_ptr, uint32_t in_len);
+
+__attribute__((import_module("wasmvisor"), import_name("host_result"))) extern int32_t
+wv_import_host_result(uint32_t dst_ptr, uint32_t dst_len);
 
 /* The plugin's registration function, optional. */
 extern void wasmvisor_main(void) __attribute__((weak));
@@ -643,6 +655,91 @@ bool wv_emit(wv_bytes topic, wv_bytes data) {
 
 uint32_t wv_publish(wv_bytes topic, wv_bytes data) {
 	return wv_import_publish(addr(topic.ptr), topic.len, addr(data.ptr), data.len);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Host functions                                                                             */
+/* ---------------------------------------------------------------------------------------- */
+
+/* HOST_FN_DENIED is host_fn's answer for a name the plugin was not granted (abi.HostFnDenied). */
+#define HOST_FN_DENIED (-1)
+/* MAX_HOST_FNS bounds the handle cache; names past it are resolved on every call. */
+#define MAX_HOST_FNS 64u
+
+/* A resolved host function: the host's handle, or HOST_FN_DENIED (grants are fixed for the
+ * instance's life, so a denial is cached too). */
+typedef struct host_fn_entry {
+	uint8_t name[MAX_NAME];
+	uint32_t name_len;
+	int32_t handle;
+} host_fn_entry;
+
+static host_fn_entry host_fns[MAX_HOST_FNS];
+static uint32_t host_fn_count;
+static uint8_t *host_out; /* the last wv_host_call's output or message, malloc'd */
+
+/* host_fn_handle returns the handle of name, asking the host (host_fn) only the first time. */
+static int32_t host_fn_handle(wv_bytes name) {
+	for (uint32_t i = 0; i < host_fn_count; i++) {
+		host_fn_entry *e = &host_fns[i];
+		if (e->name_len == name.len && memcmp(e->name, name.ptr, name.len) == 0) {
+			return e->handle;
+		}
+	}
+	int32_t h = wv_import_host_fn(addr(name.ptr), name.len);
+	if (h < 0) {
+		h = HOST_FN_DENIED;
+	}
+	/* A name longer than any the host offers is denied; it is not worth a slot. */
+	if (host_fn_count < MAX_HOST_FNS && name.len <= MAX_NAME) {
+		host_fn_entry *e = &host_fns[host_fn_count++];
+		if (name.len) {
+			memcpy(e->name, name.ptr, name.len);
+		}
+		e->name_len = name.len;
+		e->handle = h;
+	}
+	return h;
+}
+
+wv_host_outcome wv_host_call_bytes(wv_bytes name, wv_bytes input, wv_host_result *result) {
+	wv_host_result r;
+	r.status = WV_STATUS_ERROR;
+	r.output = wv_bytes_of(NULL, 0);
+	int32_t h = host_fn_handle(name);
+	if (h < 0) {
+		if (result) {
+			*result = r;
+		}
+		return WV_HOST_DENIED;
+	}
+	uint64_t v = wv_import_host_call(h, addr(input.ptr), input.len);
+	uint32_t status = (uint32_t)(v >> 32), n = (uint32_t)v;
+	/* The previous output is dropped here: the one pending replaces it. */
+	free(host_out);
+	host_out = malloc(n ? n : 1);
+	if (!host_out) {
+		/* The output stays pending in the host until the next host_call; nothing leaks. */
+		r.status = WV_STATUS_NO_MEMORY;
+		if (result) {
+			*result = r;
+		}
+		return WV_HOST_NO_MEMORY;
+	}
+	int32_t got = wv_import_host_result(addr(host_out), n);
+	if (got < 0 || (uint32_t)got != n) {
+		wv_abort("wasmvisor: wv_host_call: host_result did not return the announced length");
+	}
+	r.status = (wv_status)status;
+	r.output = wv_bytes_of(host_out, n);
+	if (result) {
+		*result = r;
+	}
+	return status == WV_STATUS_OK ? WV_HOST_OK : WV_HOST_FAILED;
+}
+
+wv_host_outcome wv_host_call(const char *name, wv_bytes input, wv_host_result *result) {
+	return wv_host_call_bytes(wv_str(name), input, result);
 }
 
 void wv_on_event(wv_event_callback fn) {

@@ -236,6 +236,40 @@ typedef wv_status (*wv_event_callback)(wv_bytes topic, wv_bytes data);
 void wv_on_event(wv_event_callback fn);
 
 /* ------------------------------------------------------------------------------------------
+ * Host functions: functions the embedding program offers by name and grants per plugin
+ * (abi/README.md, "Host functions"). A plugin is granted none by default.
+ * ---------------------------------------------------------------------------------------- */
+
+/* What wv_host_call came to. */
+typedef enum wv_host_outcome {
+	WV_HOST_OK = 0,       /* the function ran: result->output is its output */
+	WV_HOST_DENIED = 1,   /* the plugin was not granted name, or the host does not offer it
+	                       * (the plugin cannot tell the two apart) */
+	WV_HOST_FAILED = 2,   /* the function failed: result->status is the host's status (usually
+	                       * WV_STATUS_ERROR) and result->output its error message */
+	WV_HOST_NO_MEMORY = 3 /* no memory for the output: result->status is WV_STATUS_NO_MEMORY */
+} wv_host_outcome;
+
+/* The result of wv_host_call: the host's status (WV_STATUS_ERROR when denied) and the output
+ * or error message (empty when denied or out of memory). */
+typedef struct wv_host_result {
+	wv_status status;
+	wv_bytes output;
+} wv_host_result;
+
+/* wv_host_call calls the host function of the NUL-terminated name with input, and sets
+ * *result (if result is not NULL). The SDK resolves a name once (host_fn) and caches its
+ * handle for the instance's life, a denial too (the first 64 names; later ones are resolved
+ * on every call). It then calls it (host_call) and copies the output into a block of the
+ * size the host announced (host_result). result->output points into SDK memory that is valid
+ * until the next wv_host_call: copy what you keep; returning it with wv_ok is fine. The
+ * function runs under the call's deadline. */
+wv_host_outcome wv_host_call(const char *name, wv_bytes input, wv_host_result *result);
+
+/* wv_host_call_bytes is wv_host_call with a name of any bytes. */
+wv_host_outcome wv_host_call_bytes(wv_bytes name, wv_bytes input, wv_host_result *result);
+
+/* ------------------------------------------------------------------------------------------
  * Telemetry: metric records in guest memory, read by the host without calling in.
  * Declare metrics in wasmvisor_main (a later declaration still works). A declaration aborts
  * if the name does not match [a-zA-Z_][a-zA-Z0-9_]{0,63}, is already declared, or past 1024

@@ -215,6 +215,41 @@ static wv_status stdout_handler(wv_bytes in) {
 	return WV_STATUS_OK;
 }
 
+/* error_prefixed fails with STATUS_ERROR and the message prefix followed by the bytes msg. */
+static wv_status error_prefixed(const char *prefix, wv_bytes msg) {
+	uint32_t p = (uint32_t)strlen(prefix);
+	uint8_t *m = malloc(p + msg.len);
+	if (!m) {
+		return wv_fail(WV_STATUS_NO_MEMORY, "out of memory", 13);
+	}
+	memcpy(m, prefix, p);
+	if (msg.len) {
+		memcpy(m + p, msg.ptr, msg.len);
+	}
+	wv_status st = wv_error_bytes(m, p + msg.len);
+	free(m);
+	return st;
+}
+
+/* host_call: input "name\ninput" (no newline: an empty input) calls the host function name
+ * and returns its output; a denial fails with "denied: <name>", a failure with
+ * "failed: <message>". */
+static wv_status host_call(wv_bytes in) {
+	wv_bytes name, arg;
+	split(in, &name, &arg);
+	wv_host_result r;
+	switch (wv_host_call_bytes(name, arg, &r)) {
+	case WV_HOST_OK:
+		return wv_ok(r.output.ptr, r.output.len); /* valid until the next wv_host_call */
+	case WV_HOST_DENIED:
+		return error_prefixed("denied: ", name);
+	case WV_HOST_FAILED:
+		return error_prefixed("failed: ", r.output);
+	default:
+		return wv_fail(WV_STATUS_NO_MEMORY, "out of memory", 13);
+	}
+}
+
 /* on_config checks, in the reference's order, a `reject` key then the size; an accepted
  * change is counted. The SDK has already rejected a malformed encoding. */
 static wv_status on_config(wv_config old_config, wv_config new_config) {
@@ -260,6 +295,7 @@ void wasmvisor_main(void) {
 	wv_handle("exit", exit_handler);
 	wv_handle("log", log_handler);
 	wv_handle("stdout", stdout_handler);
+	wv_handle("host_call", host_call);
 
 	wv_on_config_change(on_config);
 	wv_on_event(on_event);
