@@ -32,7 +32,8 @@
 //!   `wasmvisor_init`, then fixes the handler list. `handle` after that panics.
 //! - The SDK exports `_initialize` (it runs the C library's constructors once, as a WASI
 //!   reactor must, and installs the panic hook), `wasmvisor_init`, `_reserve`, `_call`,
-//!   `_configure` and `_deliver`, and imports `wasmvisor.log`, `.publish` and `.abort`.
+//!   `_configure` and `_deliver`, and imports `wasmvisor.log`, `.publish` and `.abort` (and
+//!   `.host_fn`, `.host_call` and `.host_result` for `host_call`).
 //! - Build with `-C panic=abort`: a panic calls the `abort` import with Rust's panic message
 //!   (`panicked at '…', file:line:col`), the call traps with kind `abort`, and the host replaces
 //!   the instance. An allocation failure ends in `unreachable` (a memory-limit error).
@@ -40,7 +41,7 @@
 //!   every function of this module (`emit`, `config`, metrics, `log`, …).
 //!
 //! Natively (any target but wasm32) the module compiles with stand-in imports (log to stderr,
-//! publish drops, abort panics) and a `native` module that drives the exports by handler name,
+//! publish drops, abort panics, host functions are those of `native::set_host_func`) and a `native` module that drives the exports by handler name,
 //! so a plugin can be unit-tested with `rustc --test`.
 
 #![allow(dead_code)]
@@ -80,6 +81,21 @@ pub enum Status {
     InvalidInput = 3,
     ConfigRejected = 4,
     NoMemory = 5,
+}
+
+impl Status {
+    /// The status of an ABI code; a code this SDK does not know maps to `Status::Error`.
+    fn from_u32(st: u32) -> Status {
+        match st {
+            0 => Status::Ok,
+            1 => Status::Error,
+            2 => Status::UnknownHandler,
+            3 => Status::InvalidInput,
+            4 => Status::ConfigRejected,
+            5 => Status::NoMemory,
+            _ => Status::Error,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -261,6 +277,90 @@ pub enum Level {
 /// Sends `msg` to the host's logger at `level`. Format with `format!` first.
 pub fn log(level: Level, msg: impl AsRef<[u8]>) {
     host::log(level as u32, msg.as_ref())
+}
+
+/// Why `host_call` did not return an output.
+#[derive(Clone, PartialEq, Eq)]
+pub enum HostFuncError {
+    /// The plugin was not granted the function, or the host does not offer it (a plugin cannot
+    /// tell the two apart). Grants are fixed for the instance's life, so a denial is cached.
+    Denied,
+    /// The function failed, as the host reported it: its status (usually `Status::Error`;
+    /// `Status::NoMemory` when the SDK could not allocate the output) and message (the host
+    /// function's error text, or why its output was refused).
+    Failed { status: Status, message: Vec<u8> },
+}
+
+impl fmt::Display for HostFuncError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            HostFuncError::Denied => f.write_str("wasmvisor: host function not granted"),
+            HostFuncError::Failed { message, .. } => {
+                write!(f, "wasmvisor: host function failed: {}", String::from_utf8_lossy(message))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for HostFuncError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            HostFuncError::Denied => f.write_str("Denied"),
+            HostFuncError::Failed { status, message } => write!(
+                f,
+                "Failed {{ status: {:?}, message: {:?} }}",
+                status,
+                String::from_utf8_lossy(message)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for HostFuncError {}
+
+/// A handler may return a host function's failure with `?`: it becomes `Status::Error` with
+/// the error's text.
+impl From<HostFuncError> for Error {
+    fn from(e: HostFuncError) -> Error {
+        Error::new(e.to_string())
+    }
+}
+
+/// Calls the host function `name` with `input` and returns its output. The host must offer the
+/// function and the plugin's capabilities grant it; otherwise `Err(HostFuncError::Denied)`. A
+/// failure of the function is `Err(HostFuncError::Failed { .. })` with the host's status and
+/// message. The function runs inside this call, under the call's deadline. The name is looked
+/// up once (`host_fn`) and its handle (or denial) cached; then `host_call` runs it and
+/// `host_result` copies its output into a buffer of the announced length.
+pub fn host_call(name: &str, input: impl AsRef<[u8]>) -> Result<Vec<u8>, HostFuncError> {
+    let cached = with(|g| g.host_fns.iter().find(|(n, _)| &**n == name).map(|&(_, h)| h));
+    let h = match cached {
+        Some(h) => h,
+        None => {
+            let h = host::host_fn(name.as_bytes());
+            with(|g| g.host_fns.push((name.into(), h)));
+            h
+        }
+    };
+    if h < 0 {
+        return Err(HostFuncError::Denied);
+    }
+    let r = host::host_call(h, input.as_ref());
+    let (status, n) = ((r >> 32) as u32, r as u32 as usize);
+    let mut out: Vec<u8> = Vec::new();
+    if out.try_reserve_exact(n).is_err() {
+        return Err(HostFuncError::Failed { status: Status::NoMemory, message: b"out of memory".to_vec() });
+    }
+    out.resize(n, 0);
+    let got = host::host_result(&mut out);
+    if got < 0 || got as usize != n {
+        let message = format!("wasmvisor: host function {}: host_result returned {} for {} bytes", name, got, n);
+        return Err(HostFuncError::Failed { status: Status::Error, message: message.into_bytes() });
+    }
+    match status {
+        0 => Ok(out),
+        st => Err(HostFuncError::Failed { status: Status::from_u32(st), message: out }),
+    }
 }
 
 /// The applied config: keys to values, both bytes (UTF-8 in practice). Cheap to clone; a
@@ -521,6 +621,7 @@ struct Guest {
     on_event: Vec<EventFn>,
     ring: Ring,
     metrics: Metrics,
+    host_fns: Vec<(Box<str>, i32)>, // host function handles by name, denials (-1) included
 }
 
 struct Ring {
@@ -589,6 +690,7 @@ impl Guest {
                 held: Vec::new(),
             },
             metrics: Metrics { recs: Vec::new(), meta: Vec::new() },
+            host_fns: Vec::new(),
         }
     }
 
@@ -1027,6 +1129,20 @@ pub mod native {
         run(config.encoded(), |n| wasmvisor_configure(n)).map(|_| ())
     }
 
+    /// Offers `f` as the host function `name` to the native stand-in host (granted), so that a
+    /// plugin's unit tests can exercise `host_call`. `Err(msg)` is a failure with
+    /// `Status::Error`. Setting a name again replaces its function.
+    pub fn set_host_func(name: &str, f: impl Fn(&[u8]) -> Result<Vec<u8>, Vec<u8>> + 'static) {
+        let f: host::HostFn = Rc::new(f);
+        host::FNS.with(|fns| {
+            let mut fns = fns.borrow_mut();
+            match fns.iter_mut().find(|(n, _)| n == name) {
+                Some(e) => e.1 = f,
+                None => fns.push((name.to_string(), f)),
+            }
+        })
+    }
+
     /// Delivers a bus event, as `wasmvisor_deliver` does.
     pub fn deliver(topic: &[u8], data: &[u8]) -> Result<(), Error> {
         let mut b = (topic.len() as u32).to_le_bytes().to_vec();
@@ -1095,6 +1211,12 @@ mod host {
         fn host_publish(topic_ptr: *const u8, topic_len: u32, data_ptr: *const u8, data_len: u32) -> u32;
         #[link_name = "abort"]
         fn host_abort(ptr: *const u8, len: u32);
+        #[link_name = "host_fn"]
+        fn import_host_fn(name_ptr: *const u8, name_len: u32) -> i32;
+        #[link_name = "host_call"]
+        fn import_host_call(h: i32, in_ptr: *const u8, in_len: u32) -> u64;
+        #[link_name = "host_result"]
+        fn import_host_result(dst_ptr: *mut u8, dst_len: u32) -> i32;
     }
 
     pub fn log(level: u32, msg: &[u8]) {
@@ -1108,6 +1230,18 @@ mod host {
     pub fn abort(msg: &[u8]) -> ! {
         unsafe { host_abort(msg.as_ptr(), msg.len() as u32) };
         std::process::abort() // not reached: the import traps
+    }
+
+    pub fn host_fn(name: &[u8]) -> i32 {
+        unsafe { import_host_fn(name.as_ptr(), name.len() as u32) }
+    }
+
+    pub fn host_call(h: i32, input: &[u8]) -> u64 {
+        unsafe { import_host_call(h, input.as_ptr(), input.len() as u32) }
+    }
+
+    pub fn host_result(dst: &mut [u8]) -> i32 {
+        unsafe { import_host_result(dst.as_mut_ptr(), dst.len() as u32) }
     }
 }
 
@@ -1124,5 +1258,44 @@ mod host {
 
     pub fn abort(msg: &[u8]) -> ! {
         panic!("wasmvisor abort: {}", String::from_utf8_lossy(msg))
+    }
+
+    pub type HostFn = std::rc::Rc<dyn Fn(&[u8]) -> Result<Vec<u8>, Vec<u8>>>;
+
+    thread_local! {
+        // The host functions of native::set_host_func, and the pending output.
+        pub static FNS: std::cell::RefCell<Vec<(String, HostFn)>> = std::cell::RefCell::new(Vec::new());
+        static PENDING: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::new());
+    }
+
+    pub fn host_fn(name: &[u8]) -> i32 {
+        FNS.with(|f| f.borrow().iter().position(|(n, _)| n.as_bytes() == name).map_or(-1, |i| i as i32))
+    }
+
+    pub fn host_call(h: i32, input: &[u8]) -> u64 {
+        let f = FNS.with(|f| f.borrow().get(h as usize).map(|(_, f)| f.clone()));
+        let (status, out) = match f {
+            None => (2u64, format!("no host function with handle {}", h).into_bytes()),
+            Some(f) => match f(input) {
+                Ok(out) => (0, out),
+                Err(msg) => (1, msg),
+            },
+        };
+        let n = out.len() as u64;
+        PENDING.with(|p| *p.borrow_mut() = out);
+        status << 32 | n
+    }
+
+    pub fn host_result(dst: &mut [u8]) -> i32 {
+        PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            if dst.len() < p.len() {
+                return -1;
+            }
+            dst[..p.len()].copy_from_slice(&p);
+            let n = p.len() as i32;
+            p.clear();
+            n
+        })
     }
 }

@@ -1,6 +1,8 @@
 //! The Rust build of the conformance plugin: exactly the handler list and semantics of the WAT
 //! reference plugin (plugins/reference/README.md), on the Rust SDK, so that one conformance
-//! table runs against every guest language. Build: `sh plugins/conformance/rust/build.sh`.
+//! table runs against every guest language, plus `host_call` (last): `name\ninput` calls the
+//! host function `name`; a denial fails with `denied: <name>`, a failure with
+//! `failed: <message>`. Build: `sh plugins/conformance/rust/build.sh`.
 
 #[path = "../../../sdk/rust/wasmvisor.rs"]
 mod wasmvisor;
@@ -10,7 +12,7 @@ use std::io::Write;
 use std::os::wasi::io::FromRawFd;
 use std::rc::Rc;
 
-use wasmvisor::{Config, Counter, Error, Gauge, Histogram, Level};
+use wasmvisor::{Config, Counter, Error, Gauge, HostFuncError, Histogram, Level};
 
 /// The reference's limits: 16 ring slots of 256 bytes, a 256-byte marker, a 4096-byte config.
 const EVENT_SLOTS: usize = 16;
@@ -94,6 +96,19 @@ fn init() {
         match (&*stdout).write_all(input) {
             Ok(()) => Ok(Vec::new()),
             Err(_) => Err("write failed".into()),
+        }
+    });
+    wasmvisor::handle("host_call", |input| {
+        let (name, arg) = split(input);
+        let name = String::from_utf8_lossy(name);
+        match wasmvisor::host_call(&name, arg) {
+            Ok(out) => Ok(out),
+            Err(HostFuncError::Denied) => Err(Error::new(format!("denied: {}", name))),
+            Err(HostFuncError::Failed { message, .. }) => {
+                let mut m = b"failed: ".to_vec();
+                m.extend_from_slice(&message);
+                Err(Error::new(m))
+            }
         }
     });
 
