@@ -6,6 +6,7 @@ import {
   Delivery,
   emitBytes,
   handle,
+  hostCallBytes,
   Level,
   logBytes,
   newCounter,
@@ -183,6 +184,26 @@ handle("stdout", (input: Uint8Array): Result => {
   }
   return Result.ok();
 });
+
+// host_call: input "name\ninput" (no "\n": empty input) calls the host function
+// name; a denial fails with "denied: <name>", a failure with "failed: <message>".
+handle("host_call", (input: Uint8Array): Result => {
+  const t = newline(input);
+  const name = input.subarray(0, t);
+  const r = hostCallBytes(name, input.subarray(min(t + 1, input.length)));
+  if (r.denied) return Result.errorBytes(concat("denied: ", r.nameBytes));
+  if (r.failed) return Result.errorBytes(concat("failed: ", r.output));
+  return Result.ok(r.output);
+});
+
+/** The UTF-8 bytes of prefix followed by rest. */
+function concat(prefix: string, rest: Uint8Array): Uint8Array {
+  const p = String.UTF8.encode(prefix);
+  const out = new Uint8Array(p.byteLength + rest.length);
+  out.set(Uint8Array.wrap(p));
+  out.set(rest, p.byteLength);
+  return out;
+}
 
 onConfigChange((old: ConfigView, next: ConfigView): string | null => {
   if (next.has("reject")) return "rejected by plugin";

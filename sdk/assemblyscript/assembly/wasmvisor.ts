@@ -36,6 +36,18 @@ declare function hostPublish(topicPtr: usize, topicLen: usize, dataPtr: usize, d
 @external("wasmvisor", "abort")
 declare function hostAbort(ptr: usize, len: usize): void;
 
+// @ts-ignore: decorator
+@external("wasmvisor", "host_fn")
+declare function hostFnImport(namePtr: usize, nameLen: usize): i32;
+
+// @ts-ignore: decorator
+@external("wasmvisor", "host_call")
+declare function hostCallImport(fn: i32, inPtr: usize, inLen: usize): u64;
+
+// @ts-ignore: decorator
+@external("wasmvisor", "host_result")
+declare function hostResultImport(dstPtr: usize, dstLen: usize): i32;
+
 // ---------------------------------------------------------------------------
 // ABI constants
 // ---------------------------------------------------------------------------
@@ -640,6 +652,118 @@ export function log(level: Level, msg: string): void {
 /** Sends msg, given as (UTF-8) bytes, to the host's logger at level. */
 export function logBytes(level: Level, msg: Uint8Array): void {
   hostLog(level, msg.dataStart, msg.length);
+}
+
+// ---------------------------------------------------------------------------
+// Host functions
+// ---------------------------------------------------------------------------
+
+/** host_fn's answer for a host function the plugin was not granted (or the host does not offer). */
+const HOST_FN_DENIED: i32 = -1;
+/** How many host function names the SDK remembers; past that, a name is resolved on every call. */
+const MAX_HOST_FNS = 64;
+
+// Handles by name, resolved once with host_fn: the grants are fixed for the
+// instance's life, so a denial (HOST_FN_DENIED) is remembered too.
+// Allocated on the first host call, so that plugins without one carry none of it.
+let hostFnNames: Array<ArrayBuffer> | null = null; // UTF-8 names
+let hostFnHandles: Array<i32> | null = null;
+
+function hostFnHandle(name: usize, nameLen: i32): i32 {
+  let names = hostFnNames;
+  let handles = hostFnHandles;
+  if (names === null || handles === null) {
+    names = new Array<ArrayBuffer>();
+    handles = new Array<i32>();
+    hostFnNames = names;
+    hostFnHandles = handles;
+  }
+  for (let i = 0; i < names.length; i++) {
+    const n = names[i];
+    if (compareBytes(addr(n), n.byteLength, name, nameLen) == 0) return handles[i];
+  }
+  const h = hostFnImport(name, nameLen);
+  if (names.length < MAX_HOST_FNS) {
+    const copy = new ArrayBuffer(nameLen);
+    memory.copy(addr(copy), name, nameLen);
+    names.push(copy);
+    handles.push(h);
+  }
+  return h;
+}
+
+/**
+ * What hostCall returns: the host function's output, or why there is none.
+ * Exactly one of `ok`, `denied`, `failed` is true.
+ */
+export class HostCallResult {
+  private constructor(
+    /** The host function's name, as UTF-8 bytes. */
+    public readonly nameBytes: Uint8Array,
+    /** True when the plugin was not granted the function (or the host does not offer it: the plugin cannot tell). */
+    public readonly denied: bool,
+    /** The host's status: Status.OK, else (usually Status.ERROR) the function failed. Status.ERROR when denied. */
+    public readonly status: Status,
+    /** With Status.OK the output, else the failure's UTF-8 message (empty when denied). */
+    public readonly output: Uint8Array,
+  ) {}
+
+  /** The function ran and returned output. */
+  get ok(): bool {
+    return !this.denied && this.status == Status.OK;
+  }
+
+  /** The function was granted but failed: status and message say how. */
+  get failed(): bool {
+    return !this.denied && this.status != Status.OK;
+  }
+
+  /** The host function's name. */
+  get name(): string {
+    return textOf(this.nameBytes);
+  }
+
+  /** The failure's message decoded from UTF-8 (`host function <name> not granted` when denied; empty when ok). */
+  get message(): string {
+    if (this.denied) return "host function " + this.name + " not granted";
+    if (this.status == Status.OK) return "";
+    return textOf(this.output);
+  }
+
+  /** @internal */
+  static make(name: Uint8Array, denied: bool, status: Status, output: Uint8Array): HostCallResult {
+    return new HostCallResult(name, denied, status, output);
+  }
+}
+
+/**
+ * Calls the host function name, which the host must offer and the plugin's
+ * capabilities grant, with input (null: empty), inside the current call and
+ * under its deadline. The handle is looked up once per name (host_fn) and
+ * remembered, a denial too; the output is copied into a new buffer of the
+ * length the host announces (host_call, host_result), which the caller owns.
+ * Returns the output (`r.ok`, `r.output`), a denial (`r.denied`) or the
+ * function's failure (`r.failed`, `r.status`, `r.message`).
+ */
+export function hostCall(name: string, input: Uint8Array | null = null): HostCallResult {
+  return hostCallBytes(Uint8Array.wrap(utf8(name)), input);
+}
+
+/** hostCall with the name given as (UTF-8) bytes (copied: the caller may reuse them). */
+export function hostCallBytes(name: Uint8Array, input: Uint8Array | null = null): HostCallResult {
+  name = name.slice();
+  const h = hostFnHandle(name.dataStart, name.length);
+  if (h == HOST_FN_DENIED) return HostCallResult.make(name, true, Status.ERROR, new Uint8Array(0));
+  const r = input === null ? hostCallImport(h, 0, 0) : hostCallImport(h, input.dataStart, input.length);
+  const status = <Status><i32>(r >>> 32);
+  const n = <i32><u32>r;
+  const out = new Uint8Array(n);
+  const got = hostResultImport(out.dataStart, n);
+  if (got != n) {
+    const msg = "host_result returned " + got.toString() + " for " + n.toString() + " bytes";
+    return HostCallResult.make(name, false, Status.ERROR, Uint8Array.wrap(utf8(msg)));
+  }
+  return HostCallResult.make(name, false, status, out);
 }
 
 // ---------------------------------------------------------------------------
