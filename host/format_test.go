@@ -22,7 +22,7 @@ func TestPluginInfoFormatAndHandlers(t *testing.T) {
 		handlers []string
 	}{
 		{"native", host.FormatWasmvisor, []string{"echo", "config_get", "config_changes", "emit", "publish",
-			"count", "gauge", "observe", "fail", "trap", "loop", "grow", "set", "get", "exit", "log", "stdout"}},
+			"count", "gauge", "observe", "fail", "trap", "loop", "grow", "set", "get", "exit", "log", "stdout", "host_call"}},
 		{"vowels", host.FormatExtism, []string{"count_vowels"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -224,9 +224,26 @@ var table = []tcase{
 	{name: "memory limit", steps: []step{call("grow", "", want{fatal: sandbox.ErrMemoryLimit})}},
 	{name: "exit code", steps: []step{call("exit", "3", want{fatal: sandbox.ErrExit, code: 3})}},
 	{name: "exit zero still ends the instance", steps: []step{call("exit", "0", want{fatal: sandbox.ErrExit, code: 0})}},
+	{name: "host functions", steps: []step{
+		call("host_call", "kv.get\nalice", ok("v:alice")),
+		call("host_call", "kv.get", ok("v:")),
+		call("host_call", "secret\nx", guest(abi.StatusError, "denied: secret")),
+		call("host_call", "nope\nx", guest(abi.StatusError, "denied: nope")),
+		call("host_call", "fails\nx", guest(abi.StatusError, "failed: no such key")),
+		call("host_call", "big\n", ok(strings.Repeat("b", 300_000))),
+		call("echo", "still serving", ok("still serving")),
+	}},
 	{name: "stores readable after a trap", steps: []step{
 		call("emit", "before\ncrash", ok("")), call("count", "3", ok("")), call("trap", "", want{fatal: sandbox.ErrTrap}),
 	}, after: all(events("before|crash"), metric("requests_total", 3))},
+}
+
+// hostFuncs are offered to every case's instance; all but "secret" are granted.
+var hostFuncs = []sandbox.HostFunc{
+	{Name: "kv.get", Func: func(_ context.Context, in []byte) ([]byte, error) { return append([]byte("v:"), in...), nil }},
+	{Name: "fails", Func: func(context.Context, []byte) ([]byte, error) { return nil, errors.New("no such key") }},
+	{Name: "big", Func: func(context.Context, []byte) ([]byte, error) { return []byte(strings.Repeat("b", 300_000)), nil }},
+	{Name: "secret", Func: func(context.Context, []byte) ([]byte, error) { return []byte("leaked"), nil }},
 }
 
 func TestConformance(t *testing.T) {
@@ -267,7 +284,9 @@ func (p *plugin) module(t *testing.T, limits sandbox.Limits) *sandbox.Module {
 		return m
 	}
 	m, err := p.eng.Compile(context.Background(), p.wasm, sandbox.Config{
-		Limits: limits,
+		Limits:       limits,
+		HostFuncs:    hostFuncs,
+		Capabilities: sandbox.Capabilities{HostFunctions: []string{"kv.get", "fails", "big"}},
 		OnPublish: func(topic string, data []byte) bool {
 			p.mu.Lock()
 			defer p.mu.Unlock()
@@ -296,7 +315,7 @@ func runCase(t *testing.T, p *plugin, tc tcase) {
 		t.Fatalf("Instantiate: %v", err)
 	}
 	t.Cleanup(func() { _ = inst.Close(ctx) })
-	if got := inst.Handlers(); strings.Join(got, " ") != "echo config_get config_changes emit publish count gauge observe fail trap loop grow set get exit log stdout" {
+	if got := inst.Handlers(); strings.Join(got, " ") != "echo config_get config_changes emit publish count gauge observe fail trap loop grow set get exit log stdout host_call" {
 		t.Fatalf("handlers = %v", got)
 	}
 	for n, s := range tc.steps {

@@ -27,9 +27,10 @@
 ;;   0x0130 - 0x014F  histogram `size` bounds, 4 x f64        $SIZE_BOUNDS
 ;;   0x0150 - 0x0177  histogram `size` buckets, 5 x u64       $SIZE_BUCKETS
 ;;   0x0180 - 0x01AF  metric names (data segments)
-;;   0x0200 - 0x026A  handler names, `\n`-separated, 107 bytes $HANDLER_NAMES
-;;   0x0300 - 0x047F  constant strings: messages, the key `reject`, and the
-;;                    empty config `00 00 00 00` (data segments)
+;;   0x0200 - 0x0274  handler names, `\n`-separated, 117 bytes $HANDLER_NAMES
+;;   0x0300 - 0x049F  constant strings: messages, the key `reject`, the
+;;                    empty config `00 00 00 00`, and the prefixes of
+;;                    `host_call`'s errors (data segments)
 ;;   0x0500 - 0x067F  event ring slots, 16 x 24 bytes         $EVENT_SLOTS
 ;;   0x0700 - 0x070B  WASI scratch: one iovec and `nwritten`   $WASI_IOVEC
 ;;   0x0780 - 0x079F  output area for decimal numbers, 32 B   $OUTPUT
@@ -42,7 +43,8 @@
 ;; The input buffer is always the tail of memory: it starts at 0x10000 and
 ;; ends where memory ends, so `in_cap` = memory size - 0x10000. To make it
 ;; bigger, `wasmvisor_reserve` grows memory and adds the new pages to the
-;; buffer in place; nothing moves. Nothing else ever grows memory except the
+;; buffer in place; nothing moves (`host_call` uses it the same way for its
+;; output, which it writes over its input once the host has copied it). Nothing else ever grows memory except the
 ;; `grow` handler, which never returns (it ends in a trap).
 ;;
 ;; Small pieces of state that the host never reads live in mutable globals:
@@ -74,6 +76,17 @@
   ;; wasmvisor.abort(ptr, len): never returns; the call traps with kind `abort`.
   (import "wasmvisor" "abort"
     (func $host_abort (param $ptr i32) (param $len i32)))
+
+  ;; Host functions (abi/README.md, "Host functions"):
+  ;; wasmvisor.host_fn(name) -> handle, or -1 when not granted.
+  (import "wasmvisor" "host_fn"
+    (func $host_fn (param $name_ptr i32) (param $name_len i32) (result i32)))
+  ;; wasmvisor.host_call(handle, input) -> status << 32 | out_len; the output pends.
+  (import "wasmvisor" "host_call"
+    (func $host_call (param $fn i32) (param $in_ptr i32) (param $in_len i32) (result i64)))
+  ;; wasmvisor.host_result(dst, dst_len) -> bytes copied, or -1 when dst is too small.
+  (import "wasmvisor" "host_result"
+    (func $host_result (param $dst_ptr i32) (param $dst_len i32) (result i32)))
 
   ;; WASI fd_write(fd, iovs, iovs_len, nwritten_ptr) -> errno.
   (import "wasi_snapshot_preview1" "fd_write"
@@ -124,7 +137,7 @@
   (global $SIZE_BOUND_COUNT      i32 (i32.const 4))
   (global $SIZE_BUCKETS          i32 (i32.const 0x0150))
   (global $HANDLER_NAMES         i32 (i32.const 0x0200))
-  (global $HANDLER_NAMES_LEN     i32 (i32.const 107))
+  (global $HANDLER_NAMES_LEN     i32 (i32.const 117))
   (global $EVENT_SLOTS           i32 (i32.const 0x0500))
   (global $EVENT_SLOT_COUNT      i32 (i32.const 16))
   (global $EVENT_SLOT_SIZE       i32 (i32.const 24))
@@ -176,6 +189,8 @@
   (global $KEY_REJECT_LEN             i32 (i32.const 6))
   (global $EMPTY_CONFIG               i32 (i32.const 0x0470))
   (global $EMPTY_CONFIG_LEN           i32 (i32.const 4))
+  (global $MSG_DENIED_PREFIX          i32 (i32.const 0x0480)) ;; 8 bytes
+  (global $MSG_FAILED_PREFIX          i32 (i32.const 0x0490)) ;; 8 bytes
 
   ;; -------------------------------------------------------------------------
   ;; Mutable state the host does not read
@@ -216,7 +231,8 @@
     "get\n"             ;; 13
     "exit\n"            ;; 14
     "log\n"             ;; 15
-    "stdout")           ;; 16
+    "stdout\n"          ;; 16
+    "host_call")        ;; 17
 
   ;; Constant strings.
   (data (i32.const 0x0300) "missing key")
@@ -232,6 +248,8 @@
   (data (i32.const 0x0440) "input larger than input buffer")
   (data (i32.const 0x0460) "reject")
   (data (i32.const 0x0470) "\00\00\00\00") ;; the empty config: count = 0
+  (data (i32.const 0x0480) "denied: ")
+  (data (i32.const 0x0490) "failed: ")
 
   ;; =========================================================================
   ;; Small helpers
@@ -691,6 +709,8 @@
       (then (return (call $handle_log (local.get $in_ptr) (local.get $in_len)))))
     (if (i32.eq (local.get $handler) (i32.const 16))
       (then (return (call $handle_stdout (local.get $in_ptr) (local.get $in_len)))))
+    (if (i32.eq (local.get $handler) (i32.const 17))
+      (then (return (call $handle_host_call (local.get $in_ptr) (local.get $in_len)))))
     ;; Any other number (including negative ones seen as i32).
     (call $reply (global.get $STATUS_UNKNOWN_HANDLER) (global.get $OUTPUT) (i32.const 0)))
 
@@ -988,4 +1008,56 @@
         (local.set $done_len (i32.add (local.get $done_len) (local.get $nwritten)))
         (br $write_more)))
     (call $reply_ok_empty))
+
+  ;; 17 `host_call`: input = a host function's name `\n` its input (split at
+  ;; the first newline; no newline: the input is empty). Calls the function;
+  ;; output = its output. Not granted -> STATUS_ERROR "denied: <name>"; the
+  ;; function failed -> STATUS_ERROR "failed: <message>". The output is built
+  ;; at the start of the input buffer (the host copied the input during
+  ;; host_call), 8 bytes in, after room for either prefix; the buffer grows as
+  ;; for an input.
+  (func $handle_host_call (param $in_ptr i32) (param $in_len i32) (result i32)
+    (local $name_len i32)
+    (local $data_start i32)
+    (local $fn i32)
+    (local $r i64)
+    (local $n i32)
+    (local $st i32)
+    (local.set $name_len (call $index_of_newline (local.get $in_ptr) (local.get $in_len)))
+    (local.set $data_start (local.get $in_len))                         ;; no newline
+    (if (i32.lt_u (local.get $name_len) (local.get $in_len))
+      (then (local.set $data_start (i32.add (local.get $name_len) (i32.const 1)))))
+    (local.set $fn (call $host_fn (local.get $in_ptr) (local.get $name_len)))
+    (if (i32.lt_s (local.get $fn) (i32.const 0))
+      (then
+        ;; "denied: " + the name, in place: the name moves up 8 bytes.
+        (local.set $st (call $ensure_input_cap (i32.add (local.get $name_len) (i32.const 8))))
+        (if (local.get $st) (then (return (local.get $st))))
+        (memory.copy (i32.add (local.get $in_ptr) (i32.const 8)) (local.get $in_ptr) (local.get $name_len))
+        (memory.copy (local.get $in_ptr) (global.get $MSG_DENIED_PREFIX) (i32.const 8))
+        (return (call $reply (global.get $STATUS_ERROR)
+                  (local.get $in_ptr) (i32.add (local.get $name_len) (i32.const 8))))))
+    (local.set $r (call $host_call (local.get $fn)
+      (i32.add (local.get $in_ptr) (local.get $data_start))
+      (i32.sub (local.get $in_len) (local.get $data_start))))
+    (local.set $n (i32.wrap_i64 (local.get $r)))
+    (local.set $st (call $ensure_input_cap (i32.add (local.get $n) (i32.const 8))))
+    (if (local.get $st) (then (return (local.get $st))))
+    (if (i32.ne (call $host_result (i32.add (local.get $in_ptr) (i32.const 8)) (local.get $n))
+                (local.get $n))
+      (then (unreachable)))                                             ;; the host broke the ABI
+    (if (i64.eqz (i64.shr_u (local.get $r) (i64.const 32)))
+      (then
+        (return (call $reply (global.get $STATUS_OK)
+                  (i32.add (local.get $in_ptr) (i32.const 8)) (local.get $n)))))
+    (memory.copy (local.get $in_ptr) (global.get $MSG_FAILED_PREFIX) (i32.const 8))
+    (call $reply (global.get $STATUS_ERROR) (local.get $in_ptr) (i32.add (local.get $n) (i32.const 8))))
+
+  ;; Make the input buffer hold at least $size bytes, as wasmvisor_reserve
+  ;; does for the host. Returns 0, or wasmvisor_reserve's status (its reply,
+  ;; STATUS_NO_MEMORY "out of memory", is then already set).
+  (func $ensure_input_cap (param $size i32) (result i32)
+    (if (i32.le_u (local.get $size) (i32.load offset=12 (global.get $CONTROL_BLOCK)))
+      (then (return (i32.const 0))))
+    (call $wasmvisor_reserve (local.get $size)))
 )

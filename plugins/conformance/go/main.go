@@ -89,6 +89,18 @@ func init() {
 		}
 		return nil, nil
 	})
+	sdk.Handle("host_call", func(in []byte) ([]byte, error) {
+		name, arg, _ := bytes.Cut(in, []byte("\n"))
+		out, err := sdk.HostCall(string(name), arg)
+		var hf *sdk.HostFuncError
+		switch {
+		case errors.Is(err, sdk.ErrHostFuncDenied):
+			return nil, errors.New("denied: " + string(name))
+		case errors.As(err, &hf):
+			return nil, errors.New("failed: " + hf.Message)
+		}
+		return out, err
+	})
 
 	sdk.OnConfigChange(func(old, new sdk.ConfigView) error {
 		if _, ok := new.Get("reject"); ok {
