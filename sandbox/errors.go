@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/wasmvisor/wasmvisor/abi"
-	"github.com/wasmvisor/wasmvisor/internal/wasmbin"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/wasmbin"
 )
 
 // Sentinel errors. Every error this package returns wraps one of them (or is a GuestError),

@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmvisor/wasmvisor/abi"
-	"github.com/wasmvisor/wasmvisor/internal/wasmbin"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/wasmbin"
 )
 
 // Defaults of Limits; each applies where the field is zero.

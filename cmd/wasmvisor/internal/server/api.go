@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/host"
-	"github.com/wasmvisor/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 

@@ -16,8 +16,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/host"
-	"github.com/wasmvisor/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 

@@ -23,9 +23,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/host/hosttest"
-	"github.com/wasmvisor/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/plugins"
 )
 
@@ -50,7 +50,7 @@ func openServer(t testing.TB, yaml string, load bool) *testServer {
 func openServerLog(t testing.TB, yaml string, load bool, log *zap.Logger) *testServer {
 	t.Helper()
 	dir := t.TempDir()
-	ref, err := os.ReadFile("../../plugins/reference/reference.wasm")
+	ref, err := os.ReadFile("../../../../plugins/reference/reference.wasm")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,8 @@
 // viper. It validates everything and names the key and the problem in every error. Every key
 // is documented in CONFIG.md, next to this file; Parse is the only entry point.
 //
-// Only cmd/ and internal/ use this package: library packages (host, sandbox) take the plain
-// Go values it produces.
+// Only cmd/wasmvisor and its server use this package (it lives under cmd/wasmvisor/internal):
+// library packages (host, sandbox) take the plain Go values it produces.
 package config
 
 import (
