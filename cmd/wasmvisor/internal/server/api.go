@@ -308,7 +308,7 @@ func (s *Server) hostError(w http.ResponseWriter, err error) {
 		// can no longer be opened: the request's or the file's fault, not the server's.
 		writeError(w, http.StatusUnprocessableEntity, "invalid_config", err.Error())
 	case sandbox.Fatal(err):
-		writeErrorKind(w, http.StatusUnprocessableEntity, "start_failed", err.Error(), errKind(err))
+		writeErrorKind(w, http.StatusUnprocessableEntity, "start_failed", err.Error(), host.Kind(err))
 	case errors.Is(err, host.ErrNoInstance), errors.Is(err, context.DeadlineExceeded), errors.Is(err, sandbox.ErrNotEntered):
 		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 	case errors.Is(err, host.ErrClosed):

@@ -540,7 +540,7 @@ func TestHostRefusalsMapped(t *testing.T) {
 		{poison, config.FailMonitor, 200, "", ""},
 	} {
 		rec := httptest.NewRecorder()
-		kind := errKind(c.err)
+		kind := host.Kind(c.err)
 		ts.failed(rec, "p", "h", c.policy, kind, false, c.err)
 		a := answer{rec.Code, rec.Header(), rec.Body.Bytes()}
 		if a.status != c.status || a.header.Get("Retry-After") != c.retry || a.header.Get(HeaderPluginError) != kind {
