@@ -211,10 +211,10 @@ type Info struct {
 
 // Symbol is one export or import.
 type Symbol struct {
-	Module string // imports only
-	Name   string
-	Kind   string // "function", "memory", "global", "table", "tag"
-	Type   string // function signature, e.g. "(i32) -> i32"
+	Module string `json:"module,omitempty"` // imports only
+	Name   string `json:"name"`
+	Kind   string `json:"kind"` // "function", "memory", "global", "table", "tag"
+	Type   string `json:"type"` // function signature, e.g. "(i32) -> i32"
 }
 
 // Inspect reads wasm without compiling or running it: its exports, imports and memory, and
