@@ -12,7 +12,7 @@ GO_PLUGINS := \
 	plugins/ratelimit:plugins/ratelimit/ratelimit.wasm \
 	plugins/conformance/go:plugins/conformance/go/conformance.wasm \
 	sandbox/testdata/caps:sandbox/testdata/caps/caps.wasm
-WAT_PLUGINS := plugins/reference/reference sandbox/testdata/mini sandbox/testdata/noabi sandbox/testdata/hang sandbox/testdata/spin sandbox/testdata/hostcall internal/wasmbin/testdata/bulk \
+WAT_PLUGINS := plugins/reference/reference sandbox/testdata/mini sandbox/testdata/noabi sandbox/testdata/hang sandbox/testdata/spin sandbox/testdata/hostcall sandbox/internal/wasmbin/testdata/bulk \
 	$(basename $(wildcard internal/faults/testdata/*.wat sandbox/testdata/hostile/*.wat))
 
 .PHONY: all build test run loadtest plugins plugins-go plugins-wat plugins-rust plugins-c plugins-assemblyscript \
@@ -39,7 +39,7 @@ loadtest: build
 	$(BIN) serve --listen $(LOADTEST_ADDR) --addr-file bin/loadtest.addr 2>bin/loadtest.log & pid=$$!; \
 	for i in $$(seq 1 300); do test -s bin/loadtest.addr && break; sleep 0.1; done; \
 	test -s bin/loadtest.addr || { kill $$pid; cat bin/loadtest.log; exit 1; }; \
-	$(GO) run ./internal/server/loadgen -ready http://$(LOADTEST_ADDR)/readyz -url http://$(LOADTEST_ADDR)/v1/plugins/authz/call/evaluate $(LOADTEST_ARGS); rc=$$?; \
+	$(GO) run ./cmd/loadgen -ready http://$(LOADTEST_ADDR)/readyz -url http://$(LOADTEST_ADDR)/v1/plugins/authz/call/evaluate $(LOADTEST_ARGS); rc=$$?; \
 	kill -TERM $$pid; wait $$pid; exit $$rc
 
 plugins: plugins-wat plugins-go plugins-rust plugins-c plugins-assemblyscript
@@ -108,7 +108,7 @@ bench:
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzLoad -fuzztime=60s ./sandbox/
-	$(GO) test -run='^$$' -fuzz=FuzzInstrument -fuzztime=60s ./internal/wasmbin/
+	$(GO) test -run='^$$' -fuzz=FuzzInstrument -fuzztime=60s ./sandbox/internal/wasmbin/
 
 clean:
 	rm -rf bin

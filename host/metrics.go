@@ -1,7 +1,6 @@
 package host
 
 import (
-	"errors"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -12,7 +11,8 @@ import (
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
-// Error kinds, the label of wasmvisor_call_errors_total.
+// Error kinds, the label of wasmvisor_call_errors_total: the names of Kind (host.Kind, which
+// falls back to sandbox.Kind) that a call can end with; any other kind counts as "other".
 const (
 	errTrap = iota
 	errDeadline
@@ -29,27 +29,23 @@ const (
 	numErrKinds
 )
 
-var errKindNames = [numErrKinds]string{"trap", "deadline", "memory", "exit", "violation", "canceled",
-	"unknown_handler", "guest", "no_instance", "plugin_failed", "poison_input", "other"}
+var errKindNames = [numErrKinds]string{sandbox.KindTrap, sandbox.KindDeadline, sandbox.KindMemoryLimit,
+	sandbox.KindExit, sandbox.KindABIViolation, sandbox.KindCanceled, sandbox.KindUnknownHandler,
+	sandbox.KindGuest, KindNoInstance, KindQuarantined, KindPoisonInput, sandbox.KindOther}
 
+// errKindIndex is the index in errKindNames of each name.
+var errKindIndex = func() map[string]int {
+	m := make(map[string]int, numErrKinds)
+	for i, n := range errKindNames {
+		m[n] = i
+	}
+	return m
+}()
+
+// errKind is the metric index of err's Kind.
 func errKind(err error) int {
-	switch {
-	case errors.Is(err, sandbox.ErrMemoryLimit):
-		return errMemory
-	case errors.Is(err, sandbox.ErrTrap):
-		return errTrap
-	case errors.Is(err, sandbox.ErrDeadline):
-		return errDeadline
-	case errors.Is(err, sandbox.ErrExit):
-		return errExit
-	case errors.Is(err, sandbox.ErrABIViolation):
-		return errViolation
-	case errors.Is(err, sandbox.ErrCanceled):
-		return errCanceled
-	case errors.Is(err, sandbox.ErrUnknownHandler):
-		return errUnknownHandler
-	case errors.Is(err, sandbox.ErrGuest):
-		return errGuest
+	if i, ok := errKindIndex[Kind(err)]; ok {
+		return i
 	}
 	return errOther
 }

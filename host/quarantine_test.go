@@ -194,8 +194,8 @@ func TestQuarantine(t *testing.T) {
 	if v := labelled(t, h, "wasmvisor_plugin_state", "bad", "state", "failed"); v != 1 {
 		t.Fatalf("state gauge failed = %v", v)
 	}
-	if v := labelled(t, h, "wasmvisor_call_errors_total", "bad", "kind", "plugin_failed"); v != 12 {
-		t.Fatalf("plugin_failed errors = %v, want 12", v)
+	if v := labelled(t, h, "wasmvisor_call_errors_total", "bad", "kind", "quarantined"); v != 12 {
+		t.Fatalf("quarantined errors = %v, want 12", v)
 	}
 
 	// Not a moment before the backoff; then one probe, the pool, and it runs again.

@@ -13,8 +13,8 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/wasmvisor/wasmvisor/abi"
-	"github.com/wasmvisor/wasmvisor/internal/wasmbin"
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/wasmbin"
 )
 
 // rawRuntime is bare wazero with the imports the plugins need, for the baselines.
@@ -206,7 +206,7 @@ func BenchmarkCall64(b *testing.B) {
 		raw(b, newRawEcho(b, rawRuntime(b, false)), (*rawEcho).doAPI, false)
 	})
 	b.Run("wazero-instrumented", func(b *testing.B) {
-		// The same module with the sandbox's safe points (internal/wasmbin): their cost alone.
+		// The same module with the sandbox's safe points (sandbox/internal/wasmbin): their cost alone.
 		rt := rawRuntime(b, false)
 		m, err := wasmbin.Parse(read(b, referencePath))
 		if err != nil {

@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/wasmvisor/wasmvisor/abi"
-	"github.com/wasmvisor/wasmvisor/internal/wasmbin"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/wasmbin"
 )
 
 // Sentinel errors. Every error this package returns wraps one of them (or is a GuestError),
@@ -115,10 +115,10 @@ const (
 
 // Problem is one thing wrong with a module's exports, imports or control block.
 type Problem struct {
-	Kind   ProblemKind
-	What   string // "export", "import", "control block", "section"
-	Name   string
-	Detail string
+	Kind   ProblemKind `json:"kind"`
+	What   string      `json:"what"` // "export", "import", "control block", "section"
+	Name   string      `json:"name"`
+	Detail string      `json:"detail,omitempty"`
 }
 
 func (p Problem) String() string {

@@ -16,7 +16,7 @@ import (
 	"github.com/tetratelabs/wazero/experimental"
 
 	"github.com/wasmvisor/wasmvisor/abi"
-	"github.com/wasmvisor/wasmvisor/internal/wasmbin"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/wasmbin"
 )
 
 // Instance states, in the low bits of Instance.state; while busy, the bits above hold the

@@ -17,8 +17,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/wasmvisor/wasmvisor/internal/wasmbin"
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/wasmbin"
 )
 
 // interruptArgumentWazero is the wazero version whose compiler RATIONALE.md's argument for

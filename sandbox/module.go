@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmvisor/wasmvisor/abi"
-	"github.com/wasmvisor/wasmvisor/internal/wasmbin"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/wasmbin"
 )
 
 // Defaults of Limits; each applies where the field is zero.
@@ -219,10 +219,10 @@ type Info struct {
 
 // Symbol is one export or import.
 type Symbol struct {
-	Module string // imports only
-	Name   string
-	Kind   string // "function", "memory", "global", "table", "tag"
-	Type   string // function signature, e.g. "(i32) -> i32"
+	Module string `json:"module,omitempty"` // imports only
+	Name   string `json:"name"`
+	Kind   string `json:"kind"` // "function", "memory", "global", "table", "tag"
+	Type   string `json:"type"` // function signature, e.g. "(i32) -> i32"
 }
 
 // Inspect reads wasm without compiling or running it: its exports, imports and memory, and

@@ -123,20 +123,22 @@ type Metric struct {
 	Sum     float64
 }
 
-// MarshalJSON encodes the metric with its field names; a value JSON has no number for (a
-// gauge or a sum that is NaN or infinite, which the ABI allows) is a string: "NaN", "+Inf",
-// "-Inf". encoding/json refuses such numbers, which would fail a whole listing.
+// MarshalJSON encodes the metric in the API's JSON style: snake_case keys (name, kind, value,
+// bounds, buckets, count, sum), the kind by its name ("counter", "gauge", "histogram"), and
+// bounds and buckets only for a histogram. A value JSON has no number for (a gauge or a sum
+// that is NaN or infinite, which the ABI allows) is a string: "NaN", "+Inf", "-Inf".
+// encoding/json refuses such numbers, which would fail a whole listing.
 func (m Metric) MarshalJSON() ([]byte, error) {
 	type plain struct {
-		Name    string
-		Kind    abi.MetricKind
-		Value   jsonFloat
-		Bounds  []float64 `json:",omitempty"` // finite: checked by the read
-		Buckets []uint64  `json:",omitempty"`
-		Count   uint64
-		Sum     jsonFloat
+		Name    string    `json:"name"`
+		Kind    string    `json:"kind"`
+		Value   jsonFloat `json:"value"`
+		Bounds  []float64 `json:"bounds,omitempty"` // finite: checked by the read
+		Buckets []uint64  `json:"buckets,omitempty"`
+		Count   uint64    `json:"count"`
+		Sum     jsonFloat `json:"sum"`
 	}
-	return json.Marshal(plain{Name: m.Name, Kind: m.Kind, Value: jsonFloat(m.Value), Bounds: m.Bounds,
+	return json.Marshal(plain{Name: m.Name, Kind: m.Kind.String(), Value: jsonFloat(m.Value), Bounds: m.Bounds,
 		Buckets: m.Buckets, Count: m.Count, Sum: jsonFloat(m.Sum)})
 }
 

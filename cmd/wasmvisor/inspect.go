@@ -20,7 +20,8 @@ import (
 // inspectStartTimeout bounds the one start inspect makes.
 const inspectStartTimeout = 2 * time.Second
 
-// report is what inspect prints.
+// report is what inspect prints; its JSON follows the API's style (API.md, "JSON"):
+// snake_case keys, [] for an empty list, the digest with its algorithm.
 type report struct {
 	File           string           `json:"file"`
 	Digest         string           `json:"digest"`
@@ -81,7 +82,8 @@ func inspect(cmd *cobra.Command, path string, wasm []byte) (*report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	r := &report{File: path, Digest: info.Digest, Size: info.Size, Exports: info.Exports, Imports: info.Imports,
+	r := &report{File: path, Digest: "sha256:" + info.Digest, Size: info.Size,
+		Exports: nonNil(info.Exports), Imports: nonNil(info.Imports),
 		MemoryMinPages: info.MemoryMinPages, MemoryMaxPages: info.MemoryMaxPages, ABI: "none", Handlers: []string{}, Problems: []string{}}
 	if extism.IsPlugin(wasm) {
 		return inspectExtism(cmd, r, wasm), nil
@@ -127,7 +129,7 @@ func inspect(cmd *cobra.Command, path string, wasm []byte) (*report, error) {
 	}
 	defer inst.Close(ctx)
 	r.ABI = fmt.Sprintf("wasmvisor v%d", abi.Version)
-	r.Handlers = inst.Handlers()
+	r.Handlers = nonNil(inst.Handlers())
 	r.PagesAfterInit = inst.MemoryPages()
 	return r, nil
 }
@@ -148,7 +150,7 @@ func inspectExtism(cmd *cobra.Command, r *report, wasm []byte) *report {
 		return r
 	}
 	defer mod.Close(ctx)
-	r.Handlers = mod.Handlers()
+	r.Handlers = nonNil(mod.Handlers())
 	inst, err := mod.Instantiate(ctx, nil)
 	if err != nil {
 		r.Problems = append(r.Problems, "start: "+oneLine(err.Error()))
@@ -161,7 +163,7 @@ func inspectExtism(cmd *cobra.Command, r *report, wasm []byte) *report {
 
 func printReport(w io.Writer, r *report) {
 	fmt.Fprintf(w, "file:      %s\n", r.File)
-	fmt.Fprintf(w, "digest:    sha256:%s\n", r.Digest)
+	fmt.Fprintf(w, "digest:    %s\n", r.Digest)
 	fmt.Fprintf(w, "size:      %d bytes\n", r.Size)
 	fmt.Fprintf(w, "abi:       %s\n", r.ABI)
 	mem := fmt.Sprintf("%d pages at least", r.MemoryMinPages)
@@ -189,6 +191,14 @@ func printReport(w io.Writer, r *report) {
 	for _, p := range r.Problems {
 		fmt.Fprintf(w, "  %s\n", p)
 	}
+}
+
+// nonNil is s, or an empty slice for nil: JSON lists are [], never null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 func orNone(s string) string {

@@ -20,8 +20,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/server"
 	"github.com/wasmvisor/wasmvisor/host"
-	"github.com/wasmvisor/wasmvisor/internal/server"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 

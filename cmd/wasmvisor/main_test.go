@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -134,5 +135,50 @@ func TestVersion(t *testing.T) {
 	code, out, _ := cli(t, "", "version")
 	if code != 0 || !strings.Contains(out, "abi v1") || !strings.Contains(out, "wazero v1.12.0") {
 		t.Fatalf("code %d: %s", code, out)
+	}
+}
+
+// inspect --json is in the API's JSON style: snake_case keys, [] for an empty list, the
+// digest with its algorithm.
+func TestInspectJSONStyle(t *testing.T) {
+	for _, path := range []string{reference, "../../sandbox/testdata/noabi.wasm"} {
+		_, out, _ := cli(t, "", "inspect", "--json", path)
+		if strings.Contains(out, "null") {
+			t.Errorf("%s: null in %s", path, out)
+		}
+		var r map[string]any
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("%s: %v: %s", path, err, out)
+		}
+		for _, k := range []string{"file", "digest", "size", "abi", "handlers", "memory_min_pages", "exports", "imports", "problems"} {
+			if _, ok := r[k]; !ok {
+				t.Errorf("%s: no %q in %s", path, k, out)
+			}
+		}
+		for k := range r {
+			if k != strings.ToLower(k) {
+				t.Errorf("%s: key %q is not snake_case", path, k)
+			}
+		}
+		if d, _ := r["digest"].(string); !strings.HasPrefix(d, "sha256:") {
+			t.Errorf("%s: digest %q lacks its algorithm", path, d)
+		}
+		for _, list := range []string{"exports", "imports"} {
+			syms, _ := r[list].([]any)
+			for _, s := range syms {
+				for k := range s.(map[string]any) {
+					if !slices.Contains([]string{"module", "name", "kind", "type"}, k) {
+						t.Errorf("%s: %s key %q", path, list, k)
+					}
+				}
+			}
+		}
+	}
+	_, out, _ := cli(t, "", "inspect", "--json", reference)
+	var r struct {
+		Exports []map[string]string `json:"exports"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil || len(r.Exports) == 0 || r.Exports[0]["name"] == "" {
+		t.Errorf("exports: %v %s", err, out)
 	}
 }

@@ -15,8 +15,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/wasmvisor/wasmvisor/internal/config"
-	"github.com/wasmvisor/wasmvisor/internal/server"
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/server"
 	"github.com/wasmvisor/wasmvisor/plugins"
 )
 
@@ -32,12 +32,12 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 		Use:   "serve [--config FILE] [--listen ADDR]",
 		Short: "Serve policy plugins over HTTP, with hot reload",
 		Long: `Serve plugins over HTTP: load the plugins of a configuration, serve calls and the admin
-API (internal/server/API.md), reload on SIGHUP and when the file or a module it names changes,
-and drain in-flight calls on SIGTERM or SIGINT.
+API (cmd/wasmvisor/internal/server/API.md), reload on SIGHUP and when the file or a module it
+names changes, and drain in-flight calls on SIGTERM or SIGINT.
 
 With no --config, the embedded default configuration serves the built-in policies (authz,
-validate, ratelimit) on 127.0.0.1:8080. Keys: internal/config/CONFIG.md. Environment
-variables WASMVISOR_<KEY> override the file, and flags override both. An invalid
+validate, ratelimit) on 127.0.0.1:8080. Keys: cmd/wasmvisor/internal/config/CONFIG.md.
+Environment variables WASMVISOR_<KEY> override the file, and flags override both. An invalid
 configuration is refused with one line naming the key and the problem.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {

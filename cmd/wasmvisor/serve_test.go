@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/server"
 	"github.com/wasmvisor/wasmvisor/host"
-	"github.com/wasmvisor/wasmvisor/internal/server"
 )
 
 // An invalid configuration stops serve before it starts: exit 1, one line naming the key.

@@ -52,7 +52,8 @@ import (
 //
 // Error kinds: guest (optional status: error, unknown_handler, invalid_input,
 // config_rejected, no_memory; optional message, a substring of the guest's message), trap,
-// deadline, memory_limit, exit (optional code), abi_violation, unknown_handler. A config that
+// deadline, memory_limit, exit (optional code), abi_violation, unknown_handler: the names of
+// sandbox.Kind, the same as the server's error kinds and the host's metric labels. A config that
 // the plugin rejects fails the instance's start: expect {kind: guest, status: config_rejected}.
 
 // testCaseFile is a parsed cases file.
@@ -94,7 +95,9 @@ type expectedError struct {
 	code    *uint32
 }
 
-var errorKinds = []string{"guest", "trap", "deadline", "memory_limit", "exit", "abi_violation", "unknown_handler"}
+// errorKinds are the kinds a cases file may expect, in sandbox.Kind's vocabulary.
+var errorKinds = []string{sandbox.KindGuest, sandbox.KindTrap, sandbox.KindDeadline, sandbox.KindMemoryLimit,
+	sandbox.KindExit, sandbox.KindABIViolation, sandbox.KindUnknownHandler}
 
 var statusNames = map[string]abi.Status{
 	"error":           abi.StatusError,
@@ -363,7 +366,7 @@ func (e *expectation) check(out []byte, err error, what string) string {
 		return e.err.check(err)
 	}
 	if err != nil {
-		return fmt.Sprintf("%s: got error (%s) %s, want %s", e.field, kindOf(err), oneLine(what+": "+err.Error()), e.describe())
+		return fmt.Sprintf("%s: got error (%s) %s, want %s", e.field, sandbox.Kind(err), oneLine(what+": "+err.Error()), e.describe())
 	}
 	switch e.field {
 	case "output":
@@ -504,32 +507,8 @@ func statusName(s abi.Status) string {
 	return s.String()
 }
 
-// kindOf names the kind of a call's error, in the terms of a cases file.
-func kindOf(err error) string {
-	var ge *sandbox.GuestError
-	switch {
-	case errors.Is(err, sandbox.ErrMemoryLimit):
-		return "memory_limit"
-	case errors.Is(err, sandbox.ErrDeadline):
-		return "deadline"
-	case errors.Is(err, sandbox.ErrExit):
-		return "exit"
-	case errors.Is(err, sandbox.ErrABIViolation):
-		return "abi_violation"
-	case errors.Is(err, sandbox.ErrTrap):
-		return "trap"
-	case errors.Is(err, sandbox.ErrUnknownHandler):
-		return "unknown_handler"
-	case errors.As(err, &ge):
-		return "guest"
-	case errors.Is(err, sandbox.ErrCanceled):
-		return "canceled"
-	}
-	return "other"
-}
-
 func (x *expectedError) check(err error) string {
-	got := kindOf(err)
+	got := sandbox.Kind(err)
 	var ge *sandbox.GuestError
 	isGuest := errors.As(err, &ge)
 	// An unknown handler is a guest status too (whether the host or the guest found it

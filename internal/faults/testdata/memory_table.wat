@@ -1,6 +1,6 @@
 ;; memory_table.wat: a table.grow bomb, for the fault suite (internal/faults/memory_test.go).
 ;; A table lives in host memory, outside the linear memory's limit; the host clamps every
-;; table's maximum at load (internal/wasmbin, MaxTableElements). ABI v1 with no language
+;; table's maximum at load (sandbox/internal/wasmbin, MaxTableElements). ABI v1 with no language
 ;; runtime, laid out as memory_hog.wat.
 ;; Build: wat2wasm memory_table.wat -o memory_table.wasm
 ;;

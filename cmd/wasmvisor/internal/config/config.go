@@ -3,8 +3,8 @@
 // viper. It validates everything and names the key and the problem in every error. Every key
 // is documented in CONFIG.md, next to this file; Parse is the only entry point.
 //
-// Only cmd/ and internal/ use this package: library packages (host, sandbox) take the plain
-// Go values it produces.
+// Only cmd/wasmvisor and its server use this package (it lives under cmd/wasmvisor/internal):
+// library packages (host, sandbox) take the plain Go values it produces.
 package config
 
 import (
@@ -61,7 +61,7 @@ type Config struct {
 	Plugins    []Plugin
 	// Source is the file the config came from, or "(embedded default)".
 	Source string
-	// Digest identifies the file's bytes (sha256, hex).
+	// Digest identifies the file's bytes: "sha256:" and the hex SHA-256.
 	Digest string
 }
 
@@ -833,7 +833,7 @@ func splitHostPort(s string) (string, string, error) { return net.SplitHostPort(
 
 func digest(b []byte) string {
 	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

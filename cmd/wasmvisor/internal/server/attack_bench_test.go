@@ -25,9 +25,9 @@ import (
 // run (-count N gives N of each), and report the latency percentiles as metrics, and how many
 // answers were not the right decision ("failed").
 //
-//	go test -run '^$' -bench AuthzUnderAttack -benchtime 500x -count 5 ./internal/server/
+//	go test -run '^$' -bench AuthzUnderAttack -benchtime 500x -count 5 ./cmd/wasmvisor/internal/server/
 func BenchmarkAuthzUnderAttack(b *testing.B) {
-	faults, err := filepath.Abs("../faults/testdata")
+	faults, err := filepath.Abs("../../../../internal/faults/testdata")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/wasmvisor/wasmvisor/internal/config"
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
 )
 
 // Bounds of admin input, the same as the configuration file's (CONFIG.md).

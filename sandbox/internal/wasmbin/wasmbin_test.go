@@ -12,13 +12,13 @@ import (
 
 // seeds are small modules from the repository, built by every toolchain the project uses.
 var seeds = []string{
-	"../../plugins/reference/reference.wasm",
-	"../../plugins/conformance/c/conformance.wasm",
-	"../../plugins/conformance/rust/conformance.wasm",
-	"../../plugins/conformance/assemblyscript/conformance.wasm",
-	"../../sandbox/testdata/mini.wasm",
-	"../../sandbox/testdata/noabi.wasm",
-	"../../sandbox/testdata/hang.wasm",
+	"../../../plugins/reference/reference.wasm",
+	"../../../plugins/conformance/c/conformance.wasm",
+	"../../../plugins/conformance/rust/conformance.wasm",
+	"../../../plugins/conformance/assemblyscript/conformance.wasm",
+	"../../testdata/mini.wasm",
+	"../../testdata/noabi.wasm",
+	"../../testdata/hang.wasm",
 	"testdata/bulk.wasm",
 }
 
@@ -82,7 +82,7 @@ func TestInstrumentKeepsModulesValid(t *testing.T) {
 }
 
 func TestInstrumentLimits(t *testing.T) {
-	m, err := Parse(readSeed(t, "../../plugins/reference/reference.wasm"))
+	m, err := Parse(readSeed(t, "../../../plugins/reference/reference.wasm"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestInstrumentLimits(t *testing.T) {
 }
 
 func TestParseRejects(t *testing.T) {
-	ref := readSeed(t, "../../plugins/reference/reference.wasm")
+	ref := readSeed(t, "../../../plugins/reference/reference.wasm")
 	for name, b := range map[string][]byte{
 		"empty":          nil,
 		"bad magic":      []byte("\x00asn\x01\x00\x00\x00"),

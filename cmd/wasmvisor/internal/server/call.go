@@ -16,8 +16,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/host"
-	"github.com/wasmvisor/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
@@ -47,42 +47,6 @@ func retryAfter(err error, def time.Duration) time.Duration {
 // setRetryAfter sets the Retry-After header, in whole seconds, at least 1.
 func setRetryAfter(w http.ResponseWriter, d time.Duration) {
 	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(d.Seconds())))))
-}
-
-// errKind names a call error's kind, as the host's metrics do. The host's own refusals come
-// first: they may wrap the failure that caused them.
-func errKind(err error) string {
-	switch {
-	case err == nil:
-		return ""
-	case errors.Is(err, host.ErrPluginFailed):
-		return "quarantined"
-	case errors.Is(err, host.ErrPoisonInput):
-		return "poison_input"
-	case errors.Is(err, sandbox.ErrMemoryLimit):
-		return "memory"
-	case errors.Is(err, sandbox.ErrTrap):
-		return "trap"
-	case errors.Is(err, sandbox.ErrDeadline):
-		return "deadline"
-	case errors.Is(err, sandbox.ErrExit):
-		return "exit"
-	case errors.Is(err, sandbox.ErrABIViolation):
-		return "violation"
-	case errors.Is(err, sandbox.ErrUnknownHandler):
-		return "unknown_handler"
-	case errors.Is(err, sandbox.ErrGuest):
-		return "guest"
-	case errors.Is(err, host.ErrNotFound):
-		return "not_found"
-	case errors.Is(err, host.ErrNoInstance):
-		return "no_instance"
-	case errors.Is(err, sandbox.ErrCanceled), errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, host.ErrClosed):
-		return "closed"
-	}
-	return "other"
 }
 
 // call is POST /v1/plugins/{name}/call/{handler}. Its whole life, reading the body included,
@@ -143,7 +107,7 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		return s.h.Call(ctx, name, handler, input)
 	})
 	dur := time.Since(t0)
-	kind := errKind(err)
+	kind := host.Kind(err)
 	// Told apart: the server's own timeout ends the call's context with errRequestTimeout as
 	// its cause; a client that went away ends r.Context() (only then: the read deadline is
 	// cleared above).

@@ -1,8 +1,8 @@
 // Package server is `wasmvisor serve`: a host (package host) whose plugins come from a
-// configuration (package internal/config), an HTTP API over it, hot reload of the
-// configuration and of the plugins' modules, and graceful shutdown. The HTTP API and the
-// failure policies are documented in API.md next to this file; the configuration keys in
-// internal/config/CONFIG.md.
+// configuration (package config, beside this one under cmd/wasmvisor/internal), an HTTP API
+// over it, hot reload of the configuration and of the plugins' modules, and graceful shutdown.
+// The HTTP API and the failure policies are documented in API.md next to this file; the
+// configuration keys in ../config/CONFIG.md.
 //
 // A Server is wired by its caller (cmd/wasmvisor) as execute/interrupt pairs: Serve and
 // Shutdown, Watch and the cancellation of its context, and Reload on SIGHUP. Every method is
@@ -26,8 +26,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/host"
-	"github.com/wasmvisor/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 	"github.com/wasmvisor/wasmvisor/supervisor"
 )

@@ -8,8 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/host"
-	"github.com/wasmvisor/wasmvisor/internal/config"
 )
 
 // Plugin states, as /readyz, GET /v1/plugins and the readiness decision name them.

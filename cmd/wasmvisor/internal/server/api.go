@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/host"
-	"github.com/wasmvisor/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
@@ -229,13 +229,17 @@ type instanceView struct {
 
 // view is a plugin as the API shows it; admin sees its config values, others only its keys.
 func (s *Server) view(pi host.PluginInfo, admin bool) pluginView {
-	v := pluginView{Name: pi.Name, Digest: pi.Digest, Config: pi.Config, ConfigVersion: pi.ConfigVersion,
-		Restarts: pi.Restarts, DependsOn: pi.DependsOn, Subscribe: pi.Subscribe, FailurePolicy: config.FailDeny}
-	if !admin {
+	v := pluginView{Name: pi.Name, Digest: "sha256:" + pi.Digest, Config: pi.Config, ConfigVersion: pi.ConfigVersion,
+		Restarts: pi.Restarts, DependsOn: pi.DependsOn, Subscribe: pi.Subscribe, FailurePolicy: config.FailDeny,
+		Instances: []instanceView{}}
+	switch {
+	case !admin:
 		v.Config = make(map[string]string, len(pi.Config))
 		for k := range pi.Config {
 			v.Config[k] = redacted
 		}
+	case v.Config == nil:
+		v.Config = map[string]string{} // JSON objects and lists are never null
 	}
 	if e := s.entry(pi.Name); e != nil {
 		v.Source, v.Wasm, v.FailurePolicy, v.LoadedAt, v.Overridden = e.source, e.spec.Wasm, e.spec.FailurePolicy,
@@ -308,7 +312,7 @@ func (s *Server) hostError(w http.ResponseWriter, err error) {
 		// can no longer be opened: the request's or the file's fault, not the server's.
 		writeError(w, http.StatusUnprocessableEntity, "invalid_config", err.Error())
 	case sandbox.Fatal(err):
-		writeErrorKind(w, http.StatusUnprocessableEntity, "start_failed", err.Error(), errKind(err))
+		writeErrorKind(w, http.StatusUnprocessableEntity, "start_failed", err.Error(), host.Kind(err))
 	case errors.Is(err, host.ErrNoInstance), errors.Is(err, context.DeadlineExceeded), errors.Is(err, sandbox.ErrNotEntered):
 		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 	case errors.Is(err, host.ErrClosed):

@@ -16,7 +16,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/wasmvisor/wasmvisor/internal/config"
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -24,7 +24,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func newServer(t *testing.T, yaml string) (*Server, string) {
 	t.Helper()
 	dir := t.TempDir()
-	ref, err := os.ReadFile("../../plugins/reference/reference.wasm")
+	ref, err := os.ReadFile("../../../../plugins/reference/reference.wasm")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,9 +23,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/host/hosttest"
-	"github.com/wasmvisor/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/plugins"
 )
 
@@ -50,7 +50,7 @@ func openServer(t testing.TB, yaml string, load bool) *testServer {
 func openServerLog(t testing.TB, yaml string, load bool, log *zap.Logger) *testServer {
 	t.Helper()
 	dir := t.TempDir()
-	ref, err := os.ReadFile("../../plugins/reference/reference.wasm")
+	ref, err := os.ReadFile("../../../../plugins/reference/reference.wasm")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -540,7 +540,7 @@ func TestHostRefusalsMapped(t *testing.T) {
 		{poison, config.FailMonitor, 200, "", ""},
 	} {
 		rec := httptest.NewRecorder()
-		kind := errKind(c.err)
+		kind := host.Kind(c.err)
 		ts.failed(rec, "p", "h", c.policy, kind, false, c.err)
 		a := answer{rec.Code, rec.Header(), rec.Body.Bytes()}
 		if a.status != c.status || a.header.Get("Retry-After") != c.retry || a.header.Get(HeaderPluginError) != kind {

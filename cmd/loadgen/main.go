@@ -3,7 +3,7 @@
 // duration after a warm-up; it reports throughput and latency percentiles, and fails if any
 // request failed.
 //
-//	go run ./internal/server/loadgen -url http://127.0.0.1:18080/v1/plugins/authz/call/evaluate -body '{...}'
+//	go run ./cmd/loadgen -url http://127.0.0.1:18080/v1/plugins/authz/call/evaluate -body '{...}'
 package main
 
 import (

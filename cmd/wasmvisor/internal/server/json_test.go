@@ -1,0 +1,72 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// The API's JSON is in one style (API.md, "JSON"): snake_case keys, no null lists, digests
+// with their algorithm. A plugin view and its telemetry, key by key.
+func TestJSONStyle(t *testing.T) {
+	ts := openServer(t, "plugins:\n  - {name: authz, wasm: \"builtin:authz\", instances: 1}\n", true)
+	in := `{"subject":{"id":"alice","roles":["viewer"]},"action":"read","resource":{"type":"document","id":"42","owner":"bob"}}`
+	if a := ts.do(t, "POST", "/v1/plugins/authz/call/evaluate", "", "application/json", []byte(in)); a.status != 200 {
+		t.Fatalf("call: %d %s", a.status, a.body)
+	}
+	a := ts.do(t, "GET", "/v1/plugins/authz", "", "", nil)
+	if a.status != 200 || bytes.Contains(a.body, []byte("null")) {
+		t.Fatalf("plugin: %d %s", a.status, a.body)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(a.body, &v); err != nil {
+		t.Fatal(err)
+	}
+	assertKeys(t, "plugin", v, "name", "digest", "source", "wasm", "status", "state", "required",
+		"failure_policy", "config", "config_version", "config_overridden", "restarts", "loaded_at", "instances")
+	if d, _ := v["digest"].(string); !strings.HasPrefix(d, "sha256:") {
+		t.Errorf("digest %q lacks its algorithm", d)
+	}
+	insts, _ := v["instances"].([]any)
+	if len(insts) != 1 {
+		t.Fatalf("instances: %v", v["instances"])
+	}
+	inst, _ := insts[0].(map[string]any)
+	assertKeys(t, "instance", inst, "index", "up", "incarnation", "config_version", "read", "memory_pages", "telemetry")
+	tel, _ := inst["telemetry"].(map[string]any)
+	counter, _ := tel["decisions_total"].(map[string]any)
+	assertKeys(t, "counter", counter, "name", "kind", "value", "count", "sum")
+	if counter["kind"] != "counter" || counter["value"] != 1.0 {
+		t.Errorf("decisions_total: %v", counter)
+	}
+	hist, _ := tel["input_bytes"].(map[string]any)
+	assertKeys(t, "histogram", hist, "name", "kind", "value", "bounds", "buckets", "count", "sum")
+	if hist["kind"] != "histogram" {
+		t.Errorf("input_bytes: %v", hist)
+	}
+
+	a = ts.do(t, "GET", "/v1/status", "", "", nil)
+	var st struct {
+		Config struct {
+			Digest string `json:"digest"`
+		} `json:"config"`
+	}
+	if err := json.Unmarshal(a.body, &st); err != nil || !strings.HasPrefix(st.Config.Digest, "sha256:") {
+		t.Errorf("status: %v %s", err, a.body)
+	}
+}
+
+func assertKeys(t *testing.T, what string, m map[string]any, want ...string) {
+	t.Helper()
+	got := make([]string, 0, len(m))
+	for k := range m {
+		got = append(got, k)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("%s keys: got %v, want %v", what, got, want)
+	}
+}
