@@ -24,10 +24,16 @@ func TestJSONStyle(t *testing.T) {
 	if err := json.Unmarshal(a.body, &v); err != nil {
 		t.Fatal(err)
 	}
-	assertKeys(t, "plugin", v, "name", "digest", "source", "wasm", "status", "state", "required",
+	assertKeys(t, "plugin", v, "name", "digest", "format", "handlers", "source", "wasm", "status", "state", "required",
 		"failure_policy", "config", "config_version", "config_overridden", "restarts", "loaded_at", "instances")
 	if d, _ := v["digest"].(string); !strings.HasPrefix(d, "sha256:") {
 		t.Errorf("digest %q lacks its algorithm", d)
+	}
+	if f, _ := v["format"].(string); f != "wasmvisor" {
+		t.Errorf("format %q, want wasmvisor", f)
+	}
+	if hs, _ := v["handlers"].([]any); len(hs) == 0 || hs[0] != "evaluate" {
+		t.Errorf("handlers %v, want authz's, evaluate first", v["handlers"])
 	}
 	insts, _ := v["instances"].([]any)
 	if len(insts) != 1 {
