@@ -6,6 +6,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
+	"github.com/wasmvisor/wasmvisor/host"
+	"github.com/wasmvisor/wasmvisor/supervisor"
 )
 
 // The API's JSON is in one style (API.md, "JSON"): snake_case keys, no null lists, digests
@@ -74,5 +79,16 @@ func assertKeys(t *testing.T, what string, m map[string]any, want ...string) {
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("%s keys: got %v, want %v", what, got, want)
+	}
+}
+
+// A plugin's restart_policy reaches the host's plugin spec.
+func TestHostPluginRestartPolicy(t *testing.T) {
+	hp := hostPlugin(config.Plugin{Name: "a", RestartPolicy: config.RestartPolicy{MaxRestarts: 2, Period: time.Second,
+		MinUptime: time.Millisecond, BackoffInitial: 10 * time.Millisecond, BackoffMax: time.Second}})
+	want := host.RestartPolicy{Intensity: 2, Period: time.Second, MinUptime: time.Millisecond,
+		Backoff: supervisor.Backoff{Initial: 10 * time.Millisecond, Max: time.Second}}
+	if hp.RestartPolicy != want {
+		t.Fatalf("RestartPolicy = %+v, want %+v", hp.RestartPolicy, want)
 	}
 }

@@ -408,6 +408,7 @@ func (s *Server) put(ctx context.Context, p config.Plugin, wasm []byte, source s
 	}
 	o, n := old.hostSpecs, e.hostSpecs
 	structural := o.Instances != n.Instances || o.Restart != n.Restart || o.OnFailure != n.OnFailure ||
+		o.RestartPolicy != n.RestartPolicy || // Replace keeps a pool's restart policy
 		!equalStrings(o.DependsOn, n.DependsOn) || !equalStrings(o.Subscribe, n.Subscribe)
 	module := old.digest != e.digest || o.Limits != n.Limits || !equalCaps(o.Capabilities, n.Capabilities)
 	switch {
@@ -470,6 +471,9 @@ func hostPlugin(p config.Plugin) host.Plugin {
 	if p.OnFailure == config.OnFailureEscalate {
 		hp.OnFailure = host.Escalate
 	}
+	rp := p.RestartPolicy
+	hp.RestartPolicy = host.RestartPolicy{Intensity: rp.MaxRestarts, Period: rp.Period, MinUptime: rp.MinUptime,
+		Backoff: supervisor.Backoff{Initial: rp.BackoffInitial, Max: rp.BackoffMax}}
 	switch p.Restart {
 	case "transient":
 		hp.Restart = supervisor.Transient
