@@ -86,7 +86,7 @@ func (h *Host) Plugin(name string) (PluginInfo, error) {
 func (p *plugin) info(rb *readBudget) PluginInfo {
 	d := p.desired.Load()
 	mod := p.mod()
-	pi := PluginInfo{Name: p.name, Digest: mod.Digest(), Format: mod.format(), Handlers: mod.handlers(), Config: maps.Clone(d.cfg), ConfigVersion: d.version,
+	pi := PluginInfo{Name: p.name, Digest: mod.Digest(), Format: Format(mod.Format()), Handlers: mod.Handlers(), Config: maps.Clone(d.cfg), ConfigVersion: d.version,
 		Restarts: p.restarts.Load(), DependsOn: p.spec.DependsOn, Subscribe: p.spec.Subscribe, OnFailure: p.spec.OnFailure}
 	if c := p.contain.Load(); c != nil {
 		pi.State, pi.Failed = c.state, p.failedErr(c)
