@@ -5,11 +5,11 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/wasmvisor/wasmvisor/extism"
-	"github.com/wasmvisor/wasmvisor/extism/extismtest"
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/host/hosttest"
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism/extismtest"
 )
 
 // An Extism-PDK plugin runs under the same pool, supervisor and restart rules: a fatal

@@ -4,10 +4,10 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/wasmvisor/wasmvisor/extism"
-	"github.com/wasmvisor/wasmvisor/extism/extismtest"
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/host/hosttest"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism/extismtest"
 )
 
 // PluginInfo reports each plugin's format and the handlers a caller may name: the guest's

@@ -27,9 +27,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
-	"github.com/wasmvisor/wasmvisor/extism"
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism"
 	"github.com/wasmvisor/wasmvisor/supervisor"
 )
 
