@@ -62,3 +62,17 @@ func TestExtismInspect(t *testing.T) {
 		t.Fatalf("host.wasm: code %d:\n%s", code, out)
 	}
 }
+
+// TestExtismTest runs a cases file against an Extism plugin: the host's format, not the
+// command's.
+func TestExtismTest(t *testing.T) {
+	cases := writeCases(t, `
+cases:
+  - {name: vowels, handler: count_vowels, input: hello world, output_json: {count: 3, total: 3, vowels: aeiouAEIOU}}
+  - {name: fails, handler: nope, error: trap}
+`)
+	code, out, errOut := runTestCmd(t, extismtest.Path(t, "count_vowels.wasm"), cases)
+	if code != exitFailure || !strings.Contains(out, "wasmvisor test: 1 passed, 1 failed\n") || !strings.Contains(out, "FAIL fails: error: got ") {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+}
