@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/wasmvisor/wasmvisor/casetest"
+	"github.com/wasmvisor/wasmvisor/host/hosttest"
 )
 
 const referenceWasm = "../plugins/reference/reference.wasm"
@@ -136,3 +137,6 @@ func TestParseErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestMain checks that every case's host ended its goroutines.
+func TestMain(m *testing.M) { hosttest.VerifyTestMain(m) }

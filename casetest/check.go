@@ -17,9 +17,11 @@ import (
 // errText is err without the host's "plugin "case": " wrapping, as "op: message".
 func errText(err error) (op, msg string) {
 	s := err.Error()
-	if i := strings.LastIndex(s, `plugin "`+pluginName+`": `); i >= 0 {
-		s = s[i+len(pluginName)+len(`plugin "": `):]
+	i := strings.LastIndex(s, `plugin "`+pluginName+`": `)
+	if i < 0 {
+		return "", s // not the host's: a delivery's error, say
 	}
+	s = s[i+len(pluginName)+len(`plugin "": `):]
 	op, msg, ok := strings.Cut(s, ": ")
 	if !ok {
 		return "", s
