@@ -35,12 +35,12 @@ func newTestCmd(stdout, stderr io.Writer) *cobra.Command {
 	var f testFlags
 	cmd := &cobra.Command{
 		Use:   "test <plugin.wasm> <cases.yaml>",
-		Short: "Run a plugin's cases file, each case in a fresh sandbox",
-		Long: `Run the cases of a cases file against a plugin, each case in a fresh instance of the
-plugin (compiled once), and compare each output or error with the case's expectation.
+		Short: "Run a plugin's cases file, each case in a fresh host",
+		Long: `Run the cases of a cases file against a plugin, each case in a fresh host (the plugin
+compiled once), and compare each step's output or error with its expectation.
 
 One line per failing case, then the summary "wasmvisor test: N passed, N failed".
-Extism plugins run too, as with call. The cases file format is CASES.md at the root of the
+Extism plugins run too, through the host. The cases file format is CASES.md at the root of the
 repository (https://github.com/wasmvisor/wasmvisor/blob/main/CASES.md).
 
 Exit codes: 0 all passed, 1 a case failed (or the plugin could not be loaded),
