@@ -96,7 +96,7 @@ check:
 # 7 minutes on 2 cores.
 BENCH_COUNT ?= 5
 BENCH_OUT   ?= bin/bench
-BENCH_PKGS  ?= sandbox host extism supervisor plugins/conformance internal/guestio internal/faults
+BENCH_PKGS  ?= sandbox host sandbox/extism supervisor plugins/conformance internal/guestio internal/faults
 bench:
 	@mkdir -p $(BENCH_OUT)
 	@for p in $(BENCH_PKGS); do n=$$(echo $$p | tr / -); echo "== $$p"; rm -f $(BENCH_OUT)/$$n.txt; \

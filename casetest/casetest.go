@@ -7,8 +7,9 @@
 //
 // A case loads the module into a new *host.Host made with Options.HostOptions, runs its
 // steps one after the other against the plugin (calls, config pushes, bus deliveries, and
-// what the plugin published meanwhile), then closes the host. The module's format (the
-// wasmvisor ABI, Extism…) is the host's business: casetest never compiles anything itself.
+// what the plugin published meanwhile), then closes the host. The module's format is the
+// host's business (the native ABI, and the formats given with host.WithFormats in
+// Options.HostOptions): casetest never compiles anything itself and imports no format.
 package casetest
 
 import (

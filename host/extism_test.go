@@ -5,17 +5,18 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/wasmvisor/wasmvisor/extism/extismtest"
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/host/hosttest"
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism/extismtest"
 )
 
 // An Extism-PDK plugin runs under the same pool, supervisor and restart rules: a fatal
 // error replaces the instance, and the successor starts fresh.
 func TestExtismPluginUnderSupervision(t *testing.T) {
 	t.Parallel()
-	h := hosttest.New(t)
+	h := hosttest.New(t, host.WithFormats(extism.Format()))
 	ctx := context.Background()
 	if err := h.Load(ctx, host.Plugin{Name: "vowels", Wasm: extismtest.Read(t, "count_vowels.wasm")}); err != nil {
 		t.Fatal(err)
@@ -49,5 +50,17 @@ func TestExtismPluginUnderSupervision(t *testing.T) {
 	_, err = h.Call(ctx, "exit", "_start", nil)
 	if !errors.As(err, &ee) || ee.Code != 2 {
 		t.Fatalf("successor = %v", err)
+	}
+}
+
+// Without the Extism format an Extism plugin is checked against the native ABI, and refused
+// as a module that breaks it.
+func TestExtismPluginWithoutFormat(t *testing.T) {
+	t.Parallel()
+	h := hosttest.New(t)
+	err := h.Load(context.Background(), host.Plugin{Name: "vowels", Wasm: extismtest.Read(t, "count_vowels.wasm")})
+	var ae *sandbox.ABIError
+	if !errors.As(err, &ae) {
+		t.Fatalf("Load = %v, want an *ABIError", err)
 	}
 }

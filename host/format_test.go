@@ -4,16 +4,17 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/wasmvisor/wasmvisor/extism/extismtest"
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/host/hosttest"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism/extismtest"
 )
 
 // PluginInfo reports each plugin's format and the handlers a caller may name: the guest's
 // declared list for the native ABI, the callable exports for Extism.
 func TestPluginInfoFormatAndHandlers(t *testing.T) {
 	t.Parallel()
-	h := hosttest.New(t)
+	h := hosttest.New(t, host.WithFormats(extism.Format()))
 	hosttest.LoadPlugin(t, h, host.Plugin{Name: "native", Wasm: reference, Instances: 2})
 	hosttest.LoadPlugin(t, h, host.Plugin{Name: "vowels", Wasm: extismtest.Read(t, "count_vowels.wasm")})
 	for _, tc := range []struct {

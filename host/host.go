@@ -29,7 +29,8 @@ type Host struct {
 	opts      options
 	log       *zap.Logger
 	engine    *sandbox.Engine
-	ownEngine bool // engine was made by New, and is closed by Close
+	ownEngine bool             // engine was made by New, and is closed by Close
+	formats   []sandbox.Format // asked after the engine's (WithFormats with WithEngine)
 	root      *supervisor.Supervisor
 	plugins   atomic.Pointer[registry] // copy-on-write under life: lock-free lookups
 	bus       bus
@@ -71,8 +72,9 @@ func New(ctx context.Context, opts ...Option) (*Host, error) {
 		if o.cache != nil || o.resolution > 0 {
 			return nil, fmt.Errorf("host: WithCompilationCache or WithDeadlineResolution with WithEngine: the engine's own apply: %w", sandbox.ErrInvalidConfig)
 		}
+		h.formats = o.formats
 	} else {
-		eopts := []sandbox.Option{sandbox.WithLogger(o.log)}
+		eopts := []sandbox.Option{sandbox.WithLogger(o.log), sandbox.WithFormats(o.formats...)}
 		if o.cacheDir != "" {
 			eopts = append(eopts, sandbox.WithCacheDir(o.cacheDir))
 		}

@@ -29,12 +29,13 @@ type PluginInfo struct {
 	Failed *FailedError
 	// OnFailure is the plugin's failure mode.
 	OnFailure FailureMode
-	// Format is the ABI the plugin's module speaks: FormatWasmvisor or FormatExtism.
+	// Format is the ABI the plugin's module speaks: the Name of the format that compiled it
+	// (FormatWasmvisor, FormatExtism, or another registered with WithFormats).
 	Format Format
 	// Handlers lists the handlers a caller may name, for the current module (after Replace,
 	// the new one's). A wasmvisor-ABI plugin declares them when an instance starts: they are
 	// those of the module's last started instance, in the guest's order. An Extism plugin's
-	// are its callable exports (functions () -> i32 or () -> ()), sorted as package extism
+	// are its callable exports (functions () -> i32 or () -> ()), sorted as package sandbox/extism
 	// lists them.
 	Handlers []string
 }
@@ -86,7 +87,7 @@ func (h *Host) Plugin(name string) (PluginInfo, error) {
 func (p *plugin) info(rb *readBudget) PluginInfo {
 	d := p.desired.Load()
 	mod := p.mod()
-	pi := PluginInfo{Name: p.name, Digest: mod.Digest(), Format: mod.format(), Handlers: mod.handlers(), Config: maps.Clone(d.cfg), ConfigVersion: d.version,
+	pi := PluginInfo{Name: p.name, Digest: mod.Digest(), Format: Format(mod.Format()), Handlers: mod.Handlers(), Config: maps.Clone(d.cfg), ConfigVersion: d.version,
 		Restarts: p.restarts.Load(), DependsOn: p.spec.DependsOn, Subscribe: p.spec.Subscribe, OnFailure: p.spec.OnFailure}
 	if c := p.contain.Load(); c != nil {
 		pi.State, pi.Failed = c.state, p.failedErr(c)

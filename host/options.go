@@ -23,6 +23,7 @@ type options struct {
 	cacheDir    string
 	cache       wazero.CompilationCache
 	engine      *sandbox.Engine
+	formats     []sandbox.Format
 	hostFuncs   []sandbox.HostFunc
 	strategy    supervisor.Config // Intensity, Period, MinUptime of each plugin's supervisor
 	root        supervisor.Config // Intensity, Period, MinUptime of the host's root
@@ -111,10 +112,21 @@ func WithCompilationCache(c wazero.CompilationCache) Option {
 // This is what makes a few hundred hosts in one process cheap (package hosttest gives every
 // test's host one engine). The engine's compilation cache and deadline resolution apply:
 // combined with WithCompilationCache or WithDeadlineResolution, New fails with
-// sandbox.ErrInvalidConfig. WithCacheDir then serves Extism plugins only. WithEngine(nil)
-// restores the default: an engine of the host's own, closed by Close.
+// sandbox.ErrInvalidConfig; WithCacheDir is then ignored (every format compiles with the
+// engine's cache). The engine's formats (sandbox.WithFormats) are asked first, then the
+// host's (WithFormats). WithEngine(nil) restores the default: an engine of the host's own,
+// closed by Close.
 func WithEngine(e *sandbox.Engine) Option {
 	return optionFunc(func(o *options) { o.engine = e })
+}
+
+// WithFormats lets the host load plugins of fs besides the native ABI (for example
+// sandbox/extism's Format): a plugin's bytes are compiled by the first format whose Detect
+// claims them, else as a native module, and PluginInfo.Format is that format's name. Without
+// WithEngine they are the formats of the host's own engine; with it they are asked after the
+// engine's own. Repeated options add to the list. Default: none.
+func WithFormats(fs ...sandbox.Format) Option {
+	return optionFunc(func(o *options) { o.formats = append(o.formats, fs...) })
 }
 
 // WithHostFunctions offers fns to the host's plugins: a plugin may call those its

@@ -11,25 +11,10 @@ import (
 	"github.com/wasmvisor/wasmvisor/supervisor"
 )
 
-// instance is what a pool holds. *sandbox.Instance satisfies it, and so does an Extism
-// instance (see module.go). An instance serves one operation at a time and answers
-// sandbox.ErrBusy at once when entered while busy: that is the pool's only lock (see
-// RATIONALE.md, "The pool").
-type instance interface {
-	CallAppend(ctx context.Context, handler string, input, dst []byte) ([]byte, error)
-	Configure(ctx context.Context, config map[string]string) error
-	Deliver(ctx context.Context, topic string, payload []byte) error
-	EventsWithin(since uint64, b *sandbox.Budget) (sandbox.EventLog, error)
-	TelemetryWithin(b *sandbox.Budget) ([]sandbox.Metric, error)
-	AppliedConfigWithin(b *sandbox.Budget) (map[string]string, error)
-	Stats() sandbox.Stats
-	MemoryPages() uint32
-	Calls() uint64
-	Err() error
-	Retire() bool
-	Kill()
-	Close(ctx context.Context) error
-}
+// instance is what a pool holds: a sandbox.Runner of any format. It serves one operation at
+// a time and answers sandbox.ErrBusy at once when entered while busy: that is the pool's only
+// lock (see RATIONALE.md, "The pool").
+type instance = sandbox.Runner
 
 // Member states. Who holds the instance is the instance's own business; the member records
 // only whether the supervisor asked it to end.
@@ -350,13 +335,13 @@ func (p *plugin) startMember(i int) func(ctx context.Context) (supervisor.Child,
 
 // instantiate starts an instance of mod with the desired config; a config the guest rejects
 // is reported and the last accepted one is tried instead.
-func (p *plugin) instantiate(ctx context.Context, mod module) (instance, *desiredConfig, error) {
+func (p *plugin) instantiate(ctx context.Context, mod sandbox.Code) (instance, *desiredConfig, error) {
 	d := p.desired.Load()
-	inst, err := mod.instantiate(ctx, d.cfg)
+	inst, err := mod.Instantiate(ctx, d.cfg)
 	if err != nil && isRejected(err) {
 		p.reject(d, err)
 		d = p.desired.Load()
-		inst, err = mod.instantiate(ctx, d.cfg)
+		inst, err = mod.Instantiate(ctx, d.cfg)
 	}
 	return inst, d, err
 }

@@ -6,14 +6,16 @@ import (
 	"os"
 	"slices"
 	"strconv"
+
+	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
 // moduleRef boxes a module so that Replace can swap it atomically.
-type moduleRef struct{ module }
+type moduleRef struct{ sandbox.Code }
 
-func (p *plugin) mod() module {
+func (p *plugin) mod() sandbox.Code {
 	if r := p.modp.Load(); r != nil {
-		return r.module
+		return r.Code
 	}
 	return nil
 }
@@ -23,7 +25,7 @@ func (p *plugin) mod() module {
 type preparedInstance struct {
 	inst instance
 	d    *desiredConfig // the desired config when it was made; its config is the new one
-	mod  module         // what it was made from: a slot takes it only if that is still current
+	mod  sandbox.Code   // what it was made from: a slot takes it only if that is still current
 }
 
 // dropPrepared closes the prepared instances no slot took (the plugin stopped first).
@@ -107,7 +109,7 @@ func (h *Host) Replace(ctx context.Context, spec Plugin) error {
 		return pluginErr(spec.Name, "replace", err)
 	}
 	for range p.slots {
-		inst, err := mod.instantiate(ctx, spec.Config)
+		inst, err := mod.Instantiate(ctx, spec.Config)
 		if err != nil {
 			return abandon(err)
 		}
@@ -153,7 +155,7 @@ func (h *Host) replaceFailed(ctx context.Context, p *plugin, spec Plugin, wasm [
 	if err != nil {
 		return pluginErr(spec.Name, "replace", err)
 	}
-	inst, err := mod.instantiate(ctx, spec.Config)
+	inst, err := mod.Instantiate(ctx, spec.Config)
 	if err != nil {
 		_ = mod.Close(context.WithoutCancel(ctx))
 		return pluginErr(spec.Name, "replace", err)

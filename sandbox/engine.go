@@ -61,6 +61,7 @@ type engineConfig struct {
 	cache      wazero.CompilationCache
 	logger     *zap.Logger
 	resolution time.Duration
+	formats    []Format
 	onPark     func() // tests only: see watchdog.onPark
 }
 
@@ -95,6 +96,8 @@ type Engine struct {
 	ownCache wazero.CompilationCache // closed with the engine when it made it
 	logger   *zap.Logger
 	wd       *watchdog
+	cache    wazero.CompilationCache // the one it compiles with, or nil
+	formats  []Format
 
 	// insts maps each live instance's wazero module to it, for the host functions.
 	insts sync.Map // api.Module -> *Instance
@@ -141,7 +144,7 @@ func NewEngine(ctx context.Context, opts ...Option) (*Engine, error) {
 	if cfg.logger == nil {
 		cfg.logger = zap.NewNop()
 	}
-	e := &Engine{logger: cfg.logger, compiled: make(map[compileKey]*compiled)}
+	e := &Engine{logger: cfg.logger, compiled: make(map[compileKey]*compiled), formats: cfg.formats}
 	rc := wazero.NewRuntimeConfigCompiler().
 		WithCloseOnContextDone(false). // deadlines are ours: see RATIONALE.md
 		WithMemoryLimitPages(65536)    // per plugin limits are clamped into each module
@@ -154,6 +157,7 @@ func NewEngine(ctx context.Context, opts ...Option) (*Engine, error) {
 		cache, e.ownCache = c, c
 	}
 	if cache != nil {
+		e.cache = cache
 		rc = rc.WithCompilationCache(cache)
 	}
 	e.rt = wazero.NewRuntimeWithConfig(ctx, rc)

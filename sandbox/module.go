@@ -69,7 +69,7 @@ func (l Limits) withDefaults() Limits {
 
 // WithDefaults returns l with every zero field set to its default (and every negative bound of
 // Output and Publish to Unlimited): the limits an instance gets. It is for formats outside
-// this package (package extism).
+// this package (package sandbox/extism).
 func (l Limits) WithDefaults() Limits { return l.withDefaults() }
 
 // Config is what a plugin gets besides its code. The zero value is a plugin with default

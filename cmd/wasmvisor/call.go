@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -13,8 +14,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/wasmvisor/wasmvisor/extism"
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism"
 )
 
 type callFlags struct {
@@ -121,32 +122,25 @@ func runCall(cmd *cobra.Command, path, handler string, f callFlags, stdin io.Rea
 		Limits:       sandbox.Limits{MemoryPages: f.pages, CallTimeout: f.timeout, StartTimeout: f.startLimit},
 		Capabilities: caps,
 	}
-	if extism.IsPlugin(wasm) {
-		if f.verbose {
-			extismsdk.SetLogLevel(extismsdk.LogLevelTrace) // process-wide in the SDK: this process is ours
-		}
-		cfg.Logger = logger
-		return runExtismCall(cmd, path, handler, wasm, cfg, config, cacheDir(f), input, stdout)
+	if f.verbose {
+		extismsdk.SetLogLevel(extismsdk.LogLevelTrace) // process-wide in the SDK: this process is ours
 	}
-	opts := []sandbox.Option{sandbox.WithLogger(logger)}
-	if dir := cacheDir(f); dir != "" {
-		opts = append(opts, sandbox.WithCacheDir(dir))
-	}
-	eng, err := sandbox.NewEngine(ctx, opts...)
+	eng, err := newEngine(ctx, logger, cacheDir(f))
 	if err != nil {
 		return err
 	}
 	defer eng.Close(ctx)
-	mod, err := eng.Compile(ctx, wasm, cfg)
+	code, err := eng.Load(ctx, wasm, cfg)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	inst, err := mod.Instantiate(ctx, config)
+	defer code.Close(ctx)
+	inst, err := code.Instantiate(ctx, config)
 	if err != nil {
 		return fmt.Errorf("%s: start: %w", path, err)
 	}
 	defer inst.Close(ctx)
-	out, err := inst.Call(ctx, handler, input)
+	out, err := inst.CallAppend(ctx, handler, input, nil)
 	if err != nil {
 		return fmt.Errorf("%s: call %q: %w", path, handler, err)
 	}
@@ -154,30 +148,17 @@ func runCall(cmd *cobra.Command, path, handler string, f callFlags, stdin io.Rea
 	return err
 }
 
-// runExtismCall is runCall for an Extism plugin: the same flags, limits, errors and exit codes.
-func runExtismCall(cmd *cobra.Command, path, handler string, wasm []byte, cfg sandbox.Config, config map[string]string,
-	cache string, input []byte, stdout io.Writer) error {
-	ctx := cmd.Context()
-	var opts []extism.Option
-	if cache != "" {
-		opts = append(opts, extism.WithCacheDir(cache))
+// formats are the plugin formats the command ships besides the native ABI.
+func formats() []sandbox.Format { return []sandbox.Format{extism.Format()} }
+
+// newEngine is the engine of a one-shot command (call, inspect): every format the command
+// ships, compiling with the cache in dir ("" for none).
+func newEngine(ctx context.Context, logger *zap.Logger, dir string) (*sandbox.Engine, error) {
+	opts := []sandbox.Option{sandbox.WithLogger(logger), sandbox.WithFormats(formats()...)}
+	if dir != "" {
+		opts = append(opts, sandbox.WithCacheDir(dir))
 	}
-	mod, err := extism.Compile(ctx, wasm, cfg, opts...)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	defer mod.Close(ctx)
-	inst, err := mod.Instantiate(ctx, config)
-	if err != nil {
-		return fmt.Errorf("%s: start: %w", path, err)
-	}
-	defer inst.Close(ctx)
-	out, err := inst.Call(ctx, handler, input)
-	if err != nil {
-		return fmt.Errorf("%s: call %q: %w", path, handler, err)
-	}
-	_, err = stdout.Write(out)
-	return err
+	return sandbox.NewEngine(ctx, opts...)
 }
 
 func cacheDir(f callFlags) string {

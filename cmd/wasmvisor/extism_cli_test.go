@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wasmvisor/wasmvisor/extism/extismtest"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism/extismtest"
 )
 
 // Real Extism plugins from the Extism Go SDK's module (Rust, C, TinyGo, Haskell, Go), read

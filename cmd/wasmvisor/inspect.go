@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"github.com/wasmvisor/wasmvisor/abi"
-	"github.com/wasmvisor/wasmvisor/extism"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
@@ -85,37 +85,40 @@ func inspect(cmd *cobra.Command, path string, wasm []byte) (*report, error) {
 	r := &report{File: path, Digest: "sha256:" + info.Digest, Size: info.Size,
 		Exports: nonNil(info.Exports), Imports: nonNil(info.Imports),
 		MemoryMinPages: info.MemoryMinPages, MemoryMaxPages: info.MemoryMaxPages, ABI: "none", Handlers: []string{}, Problems: []string{}}
-	if extism.IsPlugin(wasm) {
-		return inspectExtism(cmd, r, wasm), nil
-	}
-	for _, ex := range info.Exports {
-		if ex.Name == abi.ExportInit {
-			r.ABI = fmt.Sprintf("wasmvisor v%d (claimed)", abi.Version)
-		}
-	}
-	for _, p := range info.Problems {
-		r.Problems = append(r.Problems, p.String())
-	}
-	if len(info.Problems) > 0 {
-		return r, nil
-	}
-	// Statically valid: start it once to read the control block.
 	ctx := cmd.Context()
-	var opts []sandbox.Option
-	if dir := cacheDir(callFlags{}); dir != "" {
-		opts = append(opts, sandbox.WithCacheDir(dir))
-	}
-	eng, err := sandbox.NewEngine(ctx, opts...)
+	eng, err := newEngine(ctx, zap.NewNop(), cacheDir(callFlags{}))
 	if err != nil {
 		return nil, err
 	}
 	defer eng.Close(ctx)
-	mod, err := eng.Compile(ctx, wasm, sandbox.Config{Limits: sandbox.Limits{StartTimeout: inspectStartTimeout}})
+	f := eng.Detect(wasm)
+	if f != nil {
+		// Another format's plugin: the wasmvisor ABI's problems do not apply; what does is
+		// whether the format compiles and starts it (Extism host functions, for one, are refused).
+		r.ABI = f.Name()
+	} else {
+		for _, ex := range info.Exports {
+			if ex.Name == abi.ExportInit {
+				r.ABI = fmt.Sprintf("wasmvisor v%d (claimed)", abi.Version)
+			}
+		}
+		for _, p := range info.Problems {
+			r.Problems = append(r.Problems, p.String())
+		}
+		if len(info.Problems) > 0 {
+			return r, nil
+		}
+	}
+	// Statically valid: start it once (a native module's handlers are read from its control
+	// block at start).
+	code, err := eng.Load(ctx, wasm, sandbox.Config{Limits: sandbox.Limits{StartTimeout: inspectStartTimeout}})
 	if err != nil {
 		r.Problems = append(r.Problems, "compile: "+oneLine(err.Error()))
 		return r, nil
 	}
-	inst, err := mod.Instantiate(ctx, nil)
+	defer code.Close(ctx)
+	r.Handlers = nonNil(code.Handlers())
+	inst, err := code.Instantiate(ctx, nil)
 	if err != nil {
 		var ae *sandbox.ABIError
 		if errors.As(err, &ae) {
@@ -128,37 +131,12 @@ func inspect(cmd *cobra.Command, path string, wasm []byte) (*report, error) {
 		return r, nil
 	}
 	defer inst.Close(ctx)
-	r.ABI = fmt.Sprintf("wasmvisor v%d", abi.Version)
-	r.Handlers = nonNil(inst.Handlers())
+	if f == nil {
+		r.ABI = fmt.Sprintf("wasmvisor v%d", abi.Version)
+	}
+	r.Handlers = nonNil(code.Handlers())
 	r.PagesAfterInit = inst.MemoryPages()
 	return r, nil
-}
-
-// inspectExtism fills r for an Extism plugin: the wasmvisor ABI's problems do not apply; what
-// does is whether wasmvisor's Extism support compiles and starts it (host functions, for one,
-// are refused).
-func inspectExtism(cmd *cobra.Command, r *report, wasm []byte) *report {
-	ctx := cmd.Context()
-	r.ABI = "extism"
-	var opts []extism.Option
-	if dir := cacheDir(callFlags{}); dir != "" {
-		opts = append(opts, extism.WithCacheDir(dir))
-	}
-	mod, err := extism.Compile(ctx, wasm, sandbox.Config{Limits: sandbox.Limits{StartTimeout: inspectStartTimeout}}, opts...)
-	if err != nil {
-		r.Problems = append(r.Problems, "compile: "+oneLine(err.Error()))
-		return r
-	}
-	defer mod.Close(ctx)
-	r.Handlers = nonNil(mod.Handlers())
-	inst, err := mod.Instantiate(ctx, nil)
-	if err != nil {
-		r.Problems = append(r.Problems, "start: "+oneLine(err.Error()))
-		return r
-	}
-	defer inst.Close(ctx)
-	r.PagesAfterInit = inst.MemoryPages()
-	return r
 }
 
 func printReport(w io.Writer, r *report) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/tetratelabs/wazero"
 
 	"github.com/wasmvisor/wasmvisor/casetest"
 	"github.com/wasmvisor/wasmvisor/host"
@@ -40,7 +41,7 @@ func newTestCmd(stdout, stderr io.Writer) *cobra.Command {
 compiled once), and compare each step's output or error with its expectation.
 
 One line per failing case, then the summary "wasmvisor test: N passed, N failed".
-Extism plugins run too, through the host. The cases file format is CASES.md at the root of the
+Extism plugins run too, as with call (the CLI's formats). The cases file format is CASES.md at the root of the
 repository (https://github.com/wasmvisor/wasmvisor/blob/main/CASES.md).
 
 Exit codes: 0 all passed, 1 a case failed (or the plugin could not be loaded),
@@ -85,9 +86,14 @@ func runTest(ctx context.Context, pluginPath, casesPath string, f testFlags, std
 	if err != nil {
 		return err
 	}
-	opts := casetest.Options{}
+	// The CLI's formats (Extism), the same as call's; each case's host loads through them.
+	opts := casetest.Options{HostOptions: []host.Option{host.WithFormats(formats()...)}}
 	if dir := cacheDir(callFlags{cacheDir: f.cacheDir, noCache: f.noCache}); dir != "" {
-		opts.HostOptions = []host.Option{host.WithCacheDir(dir)}
+		opts.HostOptions = append(opts.HostOptions, host.WithCacheDir(dir))
+	} else { // --no-cache: in memory, shared by the cases' hosts, so that the plugin compiles once
+		cache := wazero.NewCompilationCache()
+		defer cache.Close(context.WithoutCancel(ctx))
+		opts.HostOptions = append(opts.HostOptions, host.WithCompilationCache(cache))
 	}
 	if filter != nil {
 		opts.Filter = filter.MatchString

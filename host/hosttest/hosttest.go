@@ -36,7 +36,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/wasmvisor/wasmvisor/extism"
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/internal/testcache"
 	"github.com/wasmvisor/wasmvisor/sandbox"
@@ -53,7 +52,7 @@ const CloseTimeout = 30 * time.Second
 func CacheDir() string { return testcache.Dir() }
 
 // New returns a fresh host with a test logger (shown only when the test fails), the test
-// binary's shared engine and the shared compilation cache (for Extism plugins); opts come
+// binary's shared engine, whose compilation cache every format compiles with; opts come
 // after these defaults and override them, except that the engine's deadline resolution and
 // cache cannot be overridden (New fails: use host.New for a host with an engine of its own). At t.Cleanup the host
 // is closed and the test fails if Close reports an error: a supervisor that gave up, a stop
@@ -69,9 +68,6 @@ func New(t testing.TB, opts ...host.Option) *host.Host {
 		t.Fatalf("hosttest: %v", err)
 	}
 	base := []host.Option{host.WithLogger(zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))}
-	if d := CacheDir(); d != "" {
-		base = append(base, host.WithCacheDir(d))
-	}
 	h, err := host.New(ctx, append(append(base, opts...), host.WithEngine(e))...)
 	if err != nil {
 		t.Fatalf("hosttest: %v", err)
@@ -129,8 +125,9 @@ func ReadFile(t testing.TB, path string) []byte {
 // Precompile checks and compiles each plugin's bytes (with its memory limit, which the code
 // depends on) into the shared engine and keeps the code until VerifyTestMain, so that no test
 // pays for it, or has to allow for it in a deadline. Call it from TestMain, or from a test
-// before its parallel subtests. LoadPlugin does the same for what it loads. Extism plugins
-// are skipped: they are compiled by each host, from the on-disk cache.
+// before its parallel subtests. LoadPlugin does the same for what it loads. Only native
+// modules (no ABI problem: sandbox.Inspect) are precompiled: another format's plugins (see
+// host.WithFormats) are compiled by each host, from the shared cache.
 func Precompile(ctx context.Context, plugins ...host.Plugin) error {
 	for _, p := range plugins {
 		if err := precompile(ctx, p); err != nil {
@@ -193,9 +190,6 @@ func engine() (*sandbox.Engine, error) {
 // precompile compiles p's code into the shared engine once and keeps it there. Concurrent
 // callers with the same bytes wait for one compilation (the engine's).
 func precompile(ctx context.Context, p host.Plugin) error {
-	if extism.IsPlugin(p.Wasm) {
-		return nil
-	}
 	e, err := engine()
 	if err != nil {
 		return err
@@ -206,6 +200,9 @@ func precompile(ctx context.Context, p host.Plugin) error {
 	shared.mu.Unlock()
 	if ok {
 		return nil
+	}
+	if info, err := sandbox.Inspect(p.Wasm); err != nil || len(info.Problems) > 0 {
+		return nil // not a native module (another format's, or broken: Load reports it)
 	}
 	m, err := e.Compile(ctx, p.Wasm, sandbox.Config{Limits: p.Limits})
 	if err != nil {

@@ -132,6 +132,9 @@ type Plugin struct {
 	// fast, probed with backoff) or OnFailureEscalate (restarted through the host's root,
 	// which stops the server past its own intensity).
 	OnFailure string
+	// RestartPolicy overrides the supervisor section for this plugin's instances
+	// (host.Plugin.RestartPolicy); zero fields take the server's.
+	RestartPolicy RestartPolicy
 	// Required: /readyz answers 503 while this plugin is loading, down or failed. Default true.
 	Required   bool
 	Env        map[string]string
@@ -139,6 +142,14 @@ type Plugin struct {
 	Dirs       [][2]string // host, guest
 	Clock      string      // deterministic, real
 	Random     string      // deterministic, crypto
+}
+
+// RestartPolicy is a plugin's own restart intensity and backoff: 0 means the server's
+// (the supervisor section); BackoffInitial 0 restarts at once.
+type RestartPolicy struct {
+	MaxRestarts                int
+	Period, MinUptime          time.Duration
+	BackoffInitial, BackoffMax time.Duration
 }
 
 // Budget is the per-call and per-second bounds of limits.output or limits.publish, as
@@ -278,6 +289,15 @@ type rawPlugin struct {
 	Capabilities  rawCaps           `yaml:"capabilities"`
 	Required      string            `yaml:"required"`
 	OnFailure     string            `yaml:"on_failure"`
+	RestartPolicy rawRestartPolicy  `yaml:"restart_policy"`
+}
+
+type rawRestartPolicy struct {
+	MaxRestarts    string `yaml:"max_restarts"`
+	Period         string `yaml:"period"`
+	MinUptime      string `yaml:"min_uptime"`
+	BackoffInitial string `yaml:"backoff_initial"`
+	BackoffMax     string `yaml:"backoff_max"`
 }
 
 type rawLimits struct {
@@ -565,6 +585,7 @@ func Parse(in Input) (*Config, error) {
 		p.Restart = pick(rp.Restart, "permanent", key("restart"), add, "permanent", "transient", "temporary")
 		p.FailurePolicy = pick(rp.FailurePolicy, FailDeny, key("failure_policy"), add, FailDeny, FailAllow, FailMonitor)
 		p.OnFailure = pick(rp.OnFailure, OnFailureQuarantine, key("on_failure"), add, OnFailureQuarantine, OnFailureEscalate)
+		p.RestartPolicy = parseRestartPolicy(rp.RestartPolicy, func(k string) string { return key("restart_policy." + k) }, add)
 		p.Required = true
 		if rp.Required != "" {
 			b, err := strconv.ParseBool(rp.Required)
@@ -633,6 +654,36 @@ func withFile(es Errors, file string) Errors {
 		e.File = file
 	}
 	return es
+}
+
+// parseRestartPolicy reads a plugin's restart_policy: non-negative values, a backoff maximum
+// no smaller than its start.
+func parseRestartPolicy(r rawRestartPolicy, key func(string) string, add func(string, string, ...any)) RestartPolicy {
+	var rp RestartPolicy
+	if r.MaxRestarts != "" {
+		n, err := strconv.Atoi(r.MaxRestarts)
+		if err != nil || n < 0 || n > 1<<20 {
+			add(key("max_restarts"), "want an integer from 0 to %d, got %q", 1<<20, r.MaxRestarts)
+		}
+		rp.MaxRestarts = max(n, 0)
+	}
+	d := func(k, s string) time.Duration {
+		if s == "" {
+			return 0
+		}
+		v, err := time.ParseDuration(s)
+		if err != nil || v < 0 {
+			add(key(k), "want a non-negative duration such as 5s, got %q", s)
+			return 0
+		}
+		return v
+	}
+	rp.Period, rp.MinUptime = d("period", r.Period), d("min_uptime", r.MinUptime)
+	rp.BackoffInitial, rp.BackoffMax = d("backoff_initial", r.BackoffInitial), d("backoff_max", r.BackoffMax)
+	if rp.BackoffMax != 0 && rp.BackoffMax < rp.BackoffInitial {
+		add(key("backoff_max"), "%v is below backoff_initial %v", rp.BackoffMax, rp.BackoffInitial)
+	}
+	return rp
 }
 
 func parseLimit(s, key string, add func(string, string, ...any)) time.Duration {

@@ -224,3 +224,33 @@ func TestOrderCycleIsTyped(t *testing.T) {
 		t.Fatalf("Order of a cycle: %v (%T), want one config.Error naming it", err, err)
 	}
 }
+
+func TestRestartPolicy(t *testing.T) {
+	c, err := parse(t, `
+plugins:
+  - {name: a, wasm: p.wasm, restart_policy: {max_restarts: 1, period: 10s, min_uptime: 1s, backoff_initial: 100ms, backoff_max: 5s}}
+  - {name: b, wasm: p.wasm}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := RestartPolicy{MaxRestarts: 1, Period: 10 * time.Second, MinUptime: time.Second,
+		BackoffInitial: 100 * time.Millisecond, BackoffMax: 5 * time.Second}
+	if c.Plugins[0].RestartPolicy != want || c.Plugins[1].RestartPolicy != (RestartPolicy{}) {
+		t.Fatalf("restart_policy: %+v, %+v", c.Plugins[0].RestartPolicy, c.Plugins[1].RestartPolicy)
+	}
+	_, err = parse(t, `
+plugins:
+  - {name: a, wasm: p.wasm, restart_policy: {max_restarts: -2, period: soon, min_uptime: -1s, backoff_initial: 2s, backoff_max: 1s}}
+`)
+	for _, key := range []string{"restart_policy.max_restarts", "restart_policy.period", "restart_policy.min_uptime",
+		"restart_policy.backoff_max"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("error %v does not name %s", err, key)
+		}
+	}
+	_, err = parse(t, "plugins:\n  - {name: a, wasm: p.wasm, restart_policy: {jitter: 3}}\n")
+	if err == nil || !strings.Contains(err.Error(), "restart_policy.jitter: unknown key") {
+		t.Errorf("an unknown restart_policy key: %v", err)
+	}
+}

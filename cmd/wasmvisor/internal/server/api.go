@@ -200,6 +200,8 @@ const redacted = "(redacted)"
 type pluginView struct {
 	Name          string            `json:"name"`
 	Digest        string            `json:"digest"`
+	Format        string            `json:"format"`   // wasmvisor, extism
+	Handlers      []string          `json:"handlers"` // what the plugin can be called with
 	Source        string            `json:"source"`
 	Wasm          string            `json:"wasm"`
 	Status        string            `json:"status"` // up, degraded, down
@@ -231,7 +233,10 @@ type instanceView struct {
 func (s *Server) view(pi host.PluginInfo, admin bool) pluginView {
 	v := pluginView{Name: pi.Name, Digest: "sha256:" + pi.Digest, Config: pi.Config, ConfigVersion: pi.ConfigVersion,
 		Restarts: pi.Restarts, DependsOn: pi.DependsOn, Subscribe: pi.Subscribe, FailurePolicy: config.FailDeny,
-		Instances: []instanceView{}}
+		Instances: []instanceView{}, Format: string(pi.Format), Handlers: pi.Handlers}
+	if v.Handlers == nil {
+		v.Handlers = []string{} // JSON lists are never null
+	}
 	switch {
 	case !admin:
 		v.Config = make(map[string]string, len(pi.Config))

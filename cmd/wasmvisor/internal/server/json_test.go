@@ -6,6 +6,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
+	"github.com/wasmvisor/wasmvisor/host"
+	"github.com/wasmvisor/wasmvisor/supervisor"
 )
 
 // The API's JSON is in one style (API.md, "JSON"): snake_case keys, no null lists, digests
@@ -24,10 +29,16 @@ func TestJSONStyle(t *testing.T) {
 	if err := json.Unmarshal(a.body, &v); err != nil {
 		t.Fatal(err)
 	}
-	assertKeys(t, "plugin", v, "name", "digest", "source", "wasm", "status", "state", "required",
+	assertKeys(t, "plugin", v, "name", "digest", "format", "handlers", "source", "wasm", "status", "state", "required",
 		"failure_policy", "config", "config_version", "config_overridden", "restarts", "loaded_at", "instances")
 	if d, _ := v["digest"].(string); !strings.HasPrefix(d, "sha256:") {
 		t.Errorf("digest %q lacks its algorithm", d)
+	}
+	if f, _ := v["format"].(string); f != "wasmvisor" {
+		t.Errorf("format %q, want wasmvisor", f)
+	}
+	if hs, _ := v["handlers"].([]any); len(hs) == 0 || hs[0] != "evaluate" {
+		t.Errorf("handlers %v, want authz's, evaluate first", v["handlers"])
 	}
 	insts, _ := v["instances"].([]any)
 	if len(insts) != 1 {
@@ -68,5 +79,16 @@ func assertKeys(t *testing.T, what string, m map[string]any, want ...string) {
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("%s keys: got %v, want %v", what, got, want)
+	}
+}
+
+// A plugin's restart_policy reaches the host's plugin spec.
+func TestHostPluginRestartPolicy(t *testing.T) {
+	hp := hostPlugin(config.Plugin{Name: "a", RestartPolicy: config.RestartPolicy{MaxRestarts: 2, Period: time.Second,
+		MinUptime: time.Millisecond, BackoffInitial: 10 * time.Millisecond, BackoffMax: time.Second}})
+	want := host.RestartPolicy{Intensity: 2, Period: time.Second, MinUptime: time.Millisecond,
+		Backoff: supervisor.Backoff{Initial: 10 * time.Millisecond, Max: time.Second}}
+	if hp.RestartPolicy != want {
+		t.Fatalf("RestartPolicy = %+v, want %+v", hp.RestartPolicy, want)
 	}
 }

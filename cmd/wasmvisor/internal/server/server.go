@@ -29,6 +29,7 @@ import (
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism"
 	"github.com/wasmvisor/wasmvisor/supervisor"
 )
 
@@ -127,7 +128,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 // never accepts connections it does not answer.
 func Open(ctx context.Context, o Options) (*Server, error) {
 	c := o.Config
-	hopts := []host.Option{host.WithLogger(o.Logger),
+	hopts := []host.Option{host.WithLogger(o.Logger), host.WithFormats(extism.Format()),
 		host.WithRestartIntensity(c.Supervisor.MaxRestarts, c.Supervisor.Period, c.Supervisor.MinUptime),
 		host.WithQuarantineBackoff(c.Supervisor.QuarantineBase, c.Supervisor.QuarantineMax, 0),
 		host.WithPoisonInput(c.Supervisor.PoisonLimit, c.Supervisor.PoisonWindow, 0)}
@@ -408,6 +409,7 @@ func (s *Server) put(ctx context.Context, p config.Plugin, wasm []byte, source s
 	}
 	o, n := old.hostSpecs, e.hostSpecs
 	structural := o.Instances != n.Instances || o.Restart != n.Restart || o.OnFailure != n.OnFailure ||
+		o.RestartPolicy != n.RestartPolicy || // Replace keeps a pool's restart policy
 		!equalStrings(o.DependsOn, n.DependsOn) || !equalStrings(o.Subscribe, n.Subscribe)
 	module := old.digest != e.digest || o.Limits != n.Limits || !equalCaps(o.Capabilities, n.Capabilities)
 	switch {
@@ -470,6 +472,9 @@ func hostPlugin(p config.Plugin) host.Plugin {
 	if p.OnFailure == config.OnFailureEscalate {
 		hp.OnFailure = host.Escalate
 	}
+	rp := p.RestartPolicy
+	hp.RestartPolicy = host.RestartPolicy{Intensity: rp.MaxRestarts, Period: rp.Period, MinUptime: rp.MinUptime,
+		Backoff: supervisor.Backoff{Initial: rp.BackoffInitial, Max: rp.BackoffMax}}
 	switch p.Restart {
 	case "transient":
 		hp.Restart = supervisor.Transient

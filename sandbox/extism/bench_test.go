@@ -7,9 +7,9 @@ import (
 	sdk "github.com/extism/go-sdk"
 	"github.com/tetratelabs/wazero"
 
-	"github.com/wasmvisor/wasmvisor/extism"
-	"github.com/wasmvisor/wasmvisor/extism/extismtest"
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism/extismtest"
 )
 
 // The same work through this package and through the Extism Go SDK directly, side by side:

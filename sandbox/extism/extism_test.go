@@ -16,10 +16,10 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/wasmvisor/wasmvisor/abi"
-	"github.com/wasmvisor/wasmvisor/extism"
-	"github.com/wasmvisor/wasmvisor/extism/extismtest"
 	"github.com/wasmvisor/wasmvisor/internal/testcache"
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism/extismtest"
 )
 
 // No IgnoreTopFunction: wazero starts a goroutine per call only to watch the call's context

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wasmvisor/wasmvisor/extism"
-	"github.com/wasmvisor/wasmvisor/extism/extismtest"
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism"
+	"github.com/wasmvisor/wasmvisor/sandbox/extism/extismtest"
 )
 
 // TestDirGrantsAreConfined: an Extism plugin (the SDK's read_write.wasm, whose try_read

@@ -1,7 +1,9 @@
-// Package extism runs plugins built with any Extism PDK (Rust, C, TinyGo, Haskell, …) under
-// the same contract as package sandbox: one compiled Module, any number of fresh Instances,
-// one call at a time per instance, typed errors, and an instance that is never entered again
-// after a fatal error. It uses the Extism Go SDK (github.com/extism/go-sdk) for the Extism
+// Package extism is the Extism format of package sandbox: register Format on an engine
+// (sandbox.WithFormats) or a host (host.WithFormats) and it loads the plugins built with any
+// Extism PDK (Rust, C, TinyGo, Haskell, …); only programs that import this package link the
+// Extism SDK. It runs them under the same contract as package sandbox: one compiled Module,
+// any number of fresh Instances, one call at a time per instance, typed errors, and an
+// instance that is never entered again after a fatal error. It uses the Extism Go SDK (github.com/extism/go-sdk) for the Extism
 // ABI: the SDK's kernel holds input, output, vars and the error string, and the SDK's host
 // module "extism:host/env" serves the guest's imports.
 //
