@@ -45,6 +45,12 @@ func TestExtismIsOptIn(t *testing.T) {
 			t.Errorf("examples/embed links %s", p)
 		}
 	}
+	// casetest runs cases against hosts and leaves the formats to its caller.
+	for _, p := range deps(t, "../casetest") {
+		if extismPackage(p) {
+			t.Errorf("casetest links %s", p)
+		}
+	}
 	if !slices.ContainsFunc(deps(t, "../cmd/wasmvisor"), extismPackage) {
 		t.Error("cmd/wasmvisor does not link the Extism format")
 	}

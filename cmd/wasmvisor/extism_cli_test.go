@@ -62,3 +62,22 @@ func TestExtismInspect(t *testing.T) {
 		t.Fatalf("host.wasm: code %d:\n%s", code, out)
 	}
 }
+
+// TestExtismTest runs a cases file against an Extism plugin: the host's format, not the
+// command's.
+func TestExtismTest(t *testing.T) {
+	cases := writeCases(t, `
+cases:
+  - {name: vowels, handler: count_vowels, input: hello world, output_json: {count: 3, total: 3, vowels: aeiouAEIOU}}
+  - {name: fails, handler: nope, error: trap}
+  - name: deliveries are refused
+    steps:
+      - {deliver: {topic: t, data: x}, error: {kind: guest, message: cannot subscribe}}
+      - {deliver: {topic: t, data: x}}
+`)
+	code, out, errOut := runTestCmd(t, extismtest.Path(t, "count_vowels.wasm"), cases)
+	if code != exitFailure || !strings.Contains(out, "wasmvisor test: 1 passed, 2 failed\n") || !strings.Contains(out, "FAIL fails: error: got ") ||
+		!strings.Contains(out, "FAIL deliveries are refused: step 2: deliver: got error (unknown_handler) guest error (unknown handler): an Extism plugin cannot subscribe, want the message accepted\n") {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+}
