@@ -22,9 +22,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tetratelabs/wazero"
-
 	"github.com/wasmvisor/wasmvisor/host"
+	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
 // pluginName is the name of the plugin in each case's host.
@@ -33,8 +32,9 @@ const pluginName = "case"
 // Options configure a run. The zero value works.
 type Options struct {
 	// HostOptions are passed to host.New for each case's host. Empty: the cases' hosts share
-	// one in-memory compilation cache, so the module compiles once per limits. Given: the
-	// caller chooses (host.WithCacheDir, host.WithEngine…). casetest adds its own
+	// one engine (host.WithEngine) that keeps the module's code for the run (KeepCode), so it
+	// compiles once. Given: the caller chooses (host.WithEngine with KeepCode is the fast way;
+	// host.WithCacheDir compiles from a disk cache for every case). casetest adds its own
 	// host.WithEventHook after them, to see failed deliveries: a hook given here is replaced.
 	HostOptions []host.Option
 	// Filter selects the cases to run by name; nil runs them all.
@@ -77,12 +77,11 @@ func (r Report) Counts() (passed, failed int) {
 // expectations instead.
 func Execute(ctx context.Context, wasm []byte, f *File, opts Options) (Report, error) {
 	var rep Report
-	hostOpts := opts.HostOptions
-	if len(hostOpts) == 0 {
-		cache := wazero.NewCompilationCache()
-		defer cache.Close(context.WithoutCancel(ctx))
-		hostOpts = []host.Option{host.WithCompilationCache(cache)}
+	hostOpts, done, err := defaultHostOptions(ctx, wasm, opts.HostOptions)
+	if err != nil {
+		return rep, err
 	}
+	defer done()
 	for _, c := range f.cases {
 		if opts.Filter != nil && !opts.Filter(c.name) {
 			continue
@@ -216,12 +215,11 @@ func runStep(ctx context.Context, h *host.Host, s *step, rec *recorder) ([]byte,
 func Run(t testing.TB, wasm []byte, f *File, opts Options) {
 	t.Helper()
 	ctx := context.Background()
-	hostOpts := opts.HostOptions
-	if len(hostOpts) == 0 {
-		cache := wazero.NewCompilationCache()
-		defer cache.Close(ctx)
-		hostOpts = []host.Option{host.WithCompilationCache(cache)}
+	hostOpts, done, err := defaultHostOptions(ctx, wasm, opts.HostOptions)
+	if err != nil {
+		t.Fatalf("casetest: %v", err)
 	}
+	defer done()
 	for _, c := range f.cases {
 		if opts.Filter != nil && !opts.Filter(c.name) {
 			continue
@@ -249,4 +247,35 @@ func subtest(t testing.TB, name string, fn func(testing.TB)) {
 	default:
 		fn(t)
 	}
+}
+
+// defaultHostOptions returns opts, or, when there are none, one engine for every case's host
+// (host.WithEngine) that holds wasm's code for the whole run: each case then instantiates the
+// code instead of decoding and compiling the module again (about a second per case for a Go
+// plugin under the race detector). done closes what it made.
+func defaultHostOptions(ctx context.Context, wasm []byte, opts []host.Option) ([]host.Option, func(), error) {
+	if len(opts) > 0 {
+		return opts, func() {}, nil
+	}
+	e, err := sandbox.NewEngine(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	pin := KeepCode(ctx, e, wasm)
+	return []host.Option{host.WithEngine(e)}, func() {
+		pin()
+		_ = e.Close(context.WithoutCancel(ctx))
+	}, nil
+}
+
+// KeepCode compiles wasm (with the default limits) on e and keeps the code until the returned
+// function is called, so that hosts made one after another on e (host.WithEngine), one per
+// case, share it instead of compiling it again when the previous host closed. Bytes that do
+// not compile are left for the hosts' Load to report.
+func KeepCode(ctx context.Context, e *sandbox.Engine, wasm []byte) (release func()) {
+	code, err := e.Load(ctx, wasm, sandbox.Config{})
+	if err != nil {
+		return func() {}
+	}
+	return func() { _ = code.Close(context.WithoutCancel(ctx)) }
 }

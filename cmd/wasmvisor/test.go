@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/tetratelabs/wazero"
+	"go.uber.org/zap"
 
 	"github.com/wasmvisor/wasmvisor/casetest"
 	"github.com/wasmvisor/wasmvisor/host"
@@ -87,14 +87,15 @@ func runTest(ctx context.Context, pluginPath, casesPath string, f testFlags, std
 		return err
 	}
 	// The CLI's formats (Extism), the same as call's; each case's host loads through them.
-	opts := casetest.Options{HostOptions: []host.Option{host.WithFormats(formats()...)}}
-	if dir := cacheDir(callFlags{cacheDir: f.cacheDir, noCache: f.noCache}); dir != "" {
-		opts.HostOptions = append(opts.HostOptions, host.WithCacheDir(dir))
-	} else { // --no-cache: in memory, shared by the cases' hosts, so that the plugin compiles once
-		cache := wazero.NewCompilationCache()
-		defer cache.Close(context.WithoutCancel(ctx))
-		opts.HostOptions = append(opts.HostOptions, host.WithCompilationCache(cache))
+	// One engine for every case's host, holding the plugin's code for the run: each case
+	// instantiates it instead of decoding and compiling the module again.
+	e, err := newEngine(ctx, zap.NewNop(), cacheDir(callFlags{cacheDir: f.cacheDir, noCache: f.noCache}))
+	if err != nil {
+		return err
 	}
+	defer e.Close(context.WithoutCancel(ctx))
+	defer casetest.KeepCode(ctx, e, wasm)()
+	opts := casetest.Options{HostOptions: []host.Option{host.WithEngine(e)}}
 	if filter != nil {
 		opts.Filter = filter.MatchString
 	}

@@ -1,6 +1,7 @@
 package policytest_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -8,18 +9,29 @@ import (
 	"github.com/wasmvisor/wasmvisor/casetest"
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/host/hosttest"
+	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
 // TestPolicies runs the cases file of each example policy under go test: one subtest per case.
 func TestPolicies(t *testing.T) {
-	var opts casetest.Options
+	// One engine for every case's host, holding each plugin's code while its cases run: a
+	// case instantiates the code instead of compiling the plugin again.
+	var eopts []sandbox.Option
 	if dir := hosttest.CacheDir(); dir != "" {
-		opts.HostOptions = []host.Option{host.WithCacheDir(dir)}
+		eopts = append(eopts, sandbox.WithCacheDir(dir))
 	}
+	e, err := sandbox.NewEngine(t.Context(), eopts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close(context.Background()) })
+	opts := casetest.Options{HostOptions: []host.Option{host.WithEngine(e)}}
 	for _, name := range []string{"authz", "validate", "ratelimit"} {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			dir := filepath.Join("..", "..", "plugins", name)
 			wasm := hosttest.ReadFile(t, filepath.Join(dir, name+".wasm"))
+			t.Cleanup(casetest.KeepCode(context.Background(), e, wasm))
 			r, err := os.Open(filepath.Join(dir, "cases.yaml"))
 			if err != nil {
 				t.Fatal(err)
