@@ -128,8 +128,8 @@ func startServe(t *testing.T, env []string, args ...string) *proc {
 	case <-listening:
 	case err := <-p.done:
 		t.Fatalf("serve exited before it was ready: %v\n%s", err, p.logs())
-	case <-time.After(45 * time.Second):
-		t.Fatalf("serve was not ready within 45s\n%s", p.logs())
+	case <-time.After(readyBound(t)):
+		t.Fatalf("serve was not ready within %v\n%s", readyBound(t), p.logs())
 	}
 	addr, err := os.ReadFile(addrFile)
 	if err != nil {
@@ -550,4 +550,16 @@ func (p *proc) stream(t *testing.T, path string) <-chan string {
 		<-done
 	})
 	return out
+}
+
+// readyBound is how long a served binary may take to load its plugins: the test binary's own
+// deadline (go test -timeout), less a margin to report, not a fixed limit. From an empty
+// compilation cache a race-built server compiles each Go plugin for tens of seconds while
+// other packages' tests compile the same plugins beside it; a fixed 45 s failed exactly that
+// first run.
+func readyBound(t *testing.T) time.Duration {
+	if d, ok := t.Deadline(); ok {
+		return max(time.Until(d)-30*time.Second, time.Minute)
+	}
+	return 10 * time.Minute
 }
