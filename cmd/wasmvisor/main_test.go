@@ -15,9 +15,6 @@ import (
 	"github.com/wasmvisor/wasmvisor/internal/testcache"
 )
 
-// testDir is this test binary's scratch directory: the XDG_CACHE_HOME of every command the
-// tests run, and where the e2e tests build the binary once.
-var testDir string
 
 func TestMain(m *testing.M) {
 	// Keep the tests' compiled code out of the user's cache: the commands' default cache,
@@ -27,7 +24,6 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	testDir = dir
 	if shared := testcache.Dir(); shared != "" {
 		if err := os.Symlink(shared, filepath.Join(dir, "wasmvisor")); err != nil {
 			panic(err)

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -189,7 +189,7 @@ func TestServeChaos(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "chaos.yaml")
 	testdata := func(name string) string {
-		abs, err := filepath.Abs(filepath.Join("../../internal/faults/testdata", name+".wasm"))
+		abs, err := filepath.Abs(filepath.Join("../../../internal/faults/testdata", name+".wasm"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -21,8 +21,6 @@ import (
 	"github.com/wasmvisor/wasmvisor/internal/testcache"
 )
 
-// The end-to-end tests build the real binary, start it on a loopback port chosen by the
-// kernel (--listen 127.0.0.1:0 --addr-file), and talk HTTP to it.
 
 const e2eToken = "e2e-admin-token-0123456789"
 
@@ -51,7 +49,7 @@ var built = sync.OnceValues(func() (string, error) {
 	if raceEnabled {
 		args = append(args, "-race")
 	}
-	build := exec.Command("go", append(args, ".")...)
+	build := exec.Command("go", append(args, "..")...) // cmd/wasmvisor
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "XDG_CACHE_HOME=") {
 			build.Env = append(build.Env, kv)
@@ -316,7 +314,7 @@ plugins:
 // TestE2EServe exercises every endpoint, hot reload under load, a broken module and a crash.
 func TestE2EServe(t *testing.T) {
 	t.Parallel()
-	refWasm, err := os.ReadFile("../../plugins/reference/reference.wasm")
+	refWasm, err := os.ReadFile("../../../plugins/reference/reference.wasm")
 	if err != nil {
 		t.Fatal(err)
 	}
