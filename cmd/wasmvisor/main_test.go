@@ -15,7 +15,6 @@ import (
 	"github.com/wasmvisor/wasmvisor/internal/testcache"
 )
 
-
 func TestMain(m *testing.M) {
 	// Keep the tests' compiled code out of the user's cache: the commands' default cache,
 	// $XDG_CACHE_HOME/wasmvisor, is the cache every package's tests share (internal/testcache),

@@ -21,7 +21,6 @@ import (
 	"github.com/wasmvisor/wasmvisor/internal/testcache"
 )
 
-
 const e2eToken = "e2e-admin-token-0123456789"
 
 // buildBinary returns the real binary, built once per test binary into TestMain's directory,
