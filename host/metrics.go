@@ -126,7 +126,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCalls, descErrors, descLatency, descRestarts, descLive,
 		descPages, descPending, descBus, descGuest, descGuestG, descGuestHist, descState, descTransitions,
 		descCallerEnded, descBudgetEnded, descPoisonRef, descPoisonIn, descPoisonEvict, descPoisonLen,
-		descStoreViolations, descSeriesDropped, descRecordsSkipped, descOutBytes, descOutRecords} {
+		descStoreViolations, descSeriesDropped, descRecordsSkipped, descOutBytes, descOutRecords, descHostPanics} {
 		ch <- d
 	}
 }

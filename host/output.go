@@ -16,6 +16,7 @@ var outputStreams = [...]string{sandbox.StreamStdout, sandbox.StreamStderr, sand
 // as calls are).
 type outputDrops struct {
 	bytes, records [len(outputStreams)]atomic.Uint64
+	hostPanics     atomic.Uint64 // host functions that panicked (sandbox.Stats.HostFuncPanics)
 }
 
 func streamsOf(s sandbox.Stats) [len(outputStreams)]sandbox.StreamStats {
@@ -28,6 +29,7 @@ func (d *outputDrops) add(s sandbox.Stats) {
 		d.bytes[k].Add(st.DroppedBytes)
 		d.records[k].Add(st.DroppedRecords)
 	}
+	d.hostPanics.Add(s.HostFuncPanics)
 }
 
 // onDrop is the sandbox's report of what an instance dropped: one event, which the logger
@@ -43,6 +45,9 @@ var (
 	descOutRecords = prometheus.NewDesc("wasmvisor_guest_output_dropped_total",
 		"Guest log messages and publishes refused, and stdout/stderr writes that lost bytes, under the plugin's limits.",
 		[]string{"plugin", "stream"}, nil)
+	descHostPanics = prometheus.NewDesc("wasmvisor_host_function_panics_total",
+		"Host functions (host.WithHostFunctions) that panicked in a call of the plugin's: recovered, logged and answered to the guest as an error.",
+		[]string{"plugin"}, nil)
 )
 
 // collectOutput sends a plugin's drop counters: the ended instances' plus the live ones'. A
@@ -53,14 +58,18 @@ func collectOutput(ch chan<- prometheus.Metric, p *plugin) {
 	for k := range outputStreams {
 		bytes[k], records[k] = p.drops.bytes[k].Load(), p.drops.records[k].Load()
 	}
+	panics := p.drops.hostPanics.Load()
 	for i := range p.slots {
 		if m := p.slots[i].m.Load(); m != nil {
-			for k, st := range streamsOf(m.inst.Stats()) {
-				bytes[k] += st.DroppedBytes
-				records[k] += st.DroppedRecords
+			st := m.inst.Stats()
+			for k, ss := range streamsOf(st) {
+				bytes[k] += ss.DroppedBytes
+				records[k] += ss.DroppedRecords
 			}
+			panics += st.HostFuncPanics
 		}
 	}
+	ch <- prometheus.MustNewConstMetric(descHostPanics, prometheus.CounterValue, float64(panics), p.name)
 	for k, s := range outputStreams {
 		ch <- prometheus.MustNewConstMetric(descOutBytes, prometheus.CounterValue, float64(bytes[k]), p.name, s)
 		ch <- prometheus.MustNewConstMetric(descOutRecords, prometheus.CounterValue, float64(records[k]), p.name, s)

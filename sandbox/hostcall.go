@@ -21,17 +21,25 @@ import (
 // context, Kill), so a function that honours ctx returns promptly; once it returns, the
 // stopped operation ends with its usual error. in is the host's own copy of the guest's
 // bytes. An error is returned to the guest as abi.StatusError with the error's text; a panic
-// is recovered, logged with its stack, counted (Stats.HostFuncPanics) and returned to the
-// guest as an error: it never ends the process, nor the instance. Output longer than
-// MaxOutput is refused the same way, never cut.
+// is recovered, counted (Stats.HostFuncPanics), logged with its stack (the instance's 1st,
+// 2nd, 4th, 8th… panic, so a guest cannot flood the log) and returned to the
+// guest as an error: it never ends the process, nor the instance. Input longer than MaxInput
+// is refused before it is copied or the function runs, and output longer than MaxOutput
+// after it ran, both returned to the guest as an error, never cut.
 type HostFunc struct {
 	// Name is how guests and grants name the function: 1 to 64 bytes of [a-z0-9_.-].
 	Name string
 	// Func is the function.
 	Func func(ctx context.Context, in []byte) ([]byte, error)
+	// MaxInput bounds the input. Zero means DefaultHostFuncInput.
+	MaxInput int
 	// MaxOutput bounds the output. Zero means DefaultHostFuncOutput.
 	MaxOutput int
 }
+
+// DefaultHostFuncInput is a host function's input limit unless HostFunc.MaxInput says: without
+// one a guest could have the host copy all its linear memory (up to 4 GiB) at every call.
+const DefaultHostFuncInput = 1 << 20
 
 // DefaultHostFuncOutput is a host function's output limit unless HostFunc.MaxOutput says.
 const DefaultHostFuncOutput = 1 << 20
@@ -53,8 +61,11 @@ func resolveHostFuncs(all []HostFunc, grants []string) ([]HostFunc, error) {
 		if f.Func == nil {
 			return nil, fmt.Errorf("sandbox: host function %q: no Func: %w", f.Name, ErrInvalidConfig)
 		}
-		if f.MaxOutput < 0 {
-			return nil, fmt.Errorf("sandbox: host function %q: negative MaxOutput: %w", f.Name, ErrInvalidConfig)
+		if f.MaxInput < 0 || f.MaxOutput < 0 {
+			return nil, fmt.Errorf("sandbox: host function %q: negative MaxInput or MaxOutput: %w", f.Name, ErrInvalidConfig)
+		}
+		if f.MaxInput == 0 {
+			f.MaxInput = DefaultHostFuncInput
 		}
 		if f.MaxOutput == 0 {
 			f.MaxOutput = DefaultHostFuncOutput
@@ -104,6 +115,11 @@ func hostCallFn(i *Instance, m api.Module, stack []uint64) {
 		return
 	}
 	f := i.mod.hostFns[h]
+	if len(in) > f.MaxInput { // checked in range by guestBytes, refused before any copy
+		i.hostOut = fmt.Appendf(i.hostOut, "host function %q: input of %d bytes, above its %d", f.Name, len(in), f.MaxInput)
+		stack[0] = uint64(abi.StatusError)<<32 | uint64(len(i.hostOut))
+		return
+	}
 	out, err := i.runHostFunc(f, append([]byte(nil), in...))
 	i.checkStopped() // stopped while the function ran: the operation ends now
 	status := abi.StatusOK
@@ -142,9 +158,13 @@ func (i *Instance) runHostFunc(f HostFunc, in []byte) (out []byte, err error) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			i.hostFuncPanics.Add(1)
-			i.logger.base.Error("host function panicked", zap.String("function", f.Name),
-				zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			// Logged with its stack at the 1st, 2nd, 4th, 8th… panic of the instance, so
+			// that a guest calling a broken function in a loop cannot flood the log; the
+			// count is exact (Stats.HostFuncPanics).
+			if n := i.hostFuncPanics.Add(1); n&(n-1) == 0 {
+				i.logger.base.Error("host function panicked", zap.String("function", f.Name),
+					zap.Uint64("panics", n), zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			}
 			out, err = nil, fmt.Errorf("host function %q panicked", f.Name)
 		}
 	}()

@@ -21,19 +21,23 @@ func hostInput(name, in string) []byte {
 
 func TestHostFunctions(t *testing.T) {
 	t.Parallel()
-	var panics atomic.Int32
+	var panics, bigIn atomic.Int32
 	fns := []sandbox.HostFunc{
 		{Name: "kv.get", Func: func(_ context.Context, in []byte) ([]byte, error) {
 			return append([]byte("value of "), in...), nil
 		}},
 		{Name: "fails", Func: func(context.Context, []byte) ([]byte, error) { return nil, errors.New("no such user") }},
 		{Name: "big", MaxOutput: 8, Func: func(context.Context, []byte) ([]byte, error) { return make([]byte, 9), nil }},
+		{Name: "small-in", MaxInput: 4, Func: func(_ context.Context, in []byte) ([]byte, error) {
+			bigIn.Add(1)
+			return in, nil
+		}},
 		{Name: "panics", Func: func(context.Context, []byte) ([]byte, error) { panics.Add(1); panic("boom") }},
 		{Name: "secret", Func: func(context.Context, []byte) ([]byte, error) { return []byte("leaked"), nil }},
 	}
 	e := newEngine(t)
 	m := compile(t, e, hostcallPath, sandbox.Config{HostFuncs: fns,
-		Capabilities: sandbox.Capabilities{HostFunctions: []string{"kv.get", "fails", "big", "panics"}}})
+		Capabilities: sandbox.Capabilities{HostFunctions: []string{"kv.get", "fails", "big", "panics", "small-in"}}})
 	i := instantiate(t, m, nil)
 	call := func(handler, name, in string) (string, error) {
 		out, err := i.Call(context.Background(), handler, hostInput(name, in))
@@ -58,6 +62,14 @@ func TestHostFunctions(t *testing.T) {
 	guest(t, err, abi.StatusError, "no such user")
 	_, err = call("call", "big", "")
 	guest(t, err, abi.StatusError, "output of 9 bytes, above its 8")
+	if out, err := call("call", "small-in", "1234"); err != nil || out != "1234" {
+		t.Fatalf("small-in at its limit = %q, %v", out, err)
+	}
+	_, err = call("call", "small-in", "12345")
+	guest(t, err, abi.StatusError, "input of 5 bytes, above its 4")
+	if n := bigIn.Load(); n != 1 {
+		t.Fatalf("small-in ran %d times, want 1: an input over the limit must not reach it", n)
+	}
 	_, err = call("call", "panics", "")
 	guest(t, err, abi.StatusError, `host function "panics" panicked`)
 	if n := i.Stats().HostFuncPanics; n != 1 || panics.Load() != 1 {
@@ -131,6 +143,7 @@ func TestHostFunctionGrants(t *testing.T) {
 		"provided twice":        {HostFuncs: []sandbox.HostFunc{{Name: "a", Func: ok}, {Name: "a", Func: ok}}, Capabilities: sandbox.Capabilities{HostFunctions: []string{"a"}}},
 		"granted twice":         {HostFuncs: []sandbox.HostFunc{{Name: "a", Func: ok}}, Capabilities: sandbox.Capabilities{HostFunctions: []string{"a", "a"}}},
 		"negative MaxOutput":    {HostFuncs: []sandbox.HostFunc{{Name: "a", Func: ok, MaxOutput: -1}}, Capabilities: sandbox.Capabilities{HostFunctions: []string{"a"}}},
+		"negative MaxInput":     {HostFuncs: []sandbox.HostFunc{{Name: "a", Func: ok, MaxInput: -1}}, Capabilities: sandbox.Capabilities{HostFunctions: []string{"a"}}},
 	} {
 		if _, err := e.Compile(context.Background(), read(t, hostcallPath), cfg); !errors.Is(err, sandbox.ErrInvalidConfig) {
 			t.Errorf("%s: %v, want ErrInvalidConfig", name, err)
