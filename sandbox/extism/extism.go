@@ -124,6 +124,7 @@ type Module struct {
 	base     wazero.ModuleConfig
 	handlers []string
 	callable map[string]bool
+	insts    sync.Map // *sdk.Plugin to its *Instance, for the host functions
 
 	mu     sync.Mutex
 	refs   int // open instances
@@ -150,14 +151,12 @@ func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config, opts ...Optio
 	if err != nil {
 		return nil, err
 	}
-	var unsupported []string
-	for _, s := range info.Imports {
-		if s.Module != KernelModule && s.Module != wasiModule {
-			unsupported = append(unsupported, fmt.Sprintf("%q.%q", s.Module, s.Name))
-		}
+	granted, err := cfg.GrantedHostFuncs()
+	if err != nil {
+		return nil, err
 	}
-	if len(unsupported) > 0 {
-		return nil, &sandbox.ModuleError{Reason: "host functions are not supported: imports " + strings.Join(unsupported, ", ")}
+	if err := checkImports(info.Imports, granted); err != nil {
+		return nil, err
 	}
 	if info.MemoryMinPages > uint64(cfg.Limits.MemoryPages) {
 		return nil, &sandbox.MemoryLimitError{LimitPages: cfg.Limits.MemoryPages,
@@ -189,7 +188,7 @@ func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config, opts ...Optio
 		rc = rc.WithCompilationCache(m.cache)
 	}
 	manifest := sdk.Manifest{Wasm: []sdk.Wasm{sdk.WasmData{Data: wasm, Name: "main"}}}
-	m.cp, err = sdk.NewCompiledPlugin(ctx, manifest, sdk.PluginConfig{RuntimeConfig: rc, EnableWasi: true}, nil)
+	m.cp, err = sdk.NewCompiledPlugin(ctx, manifest, sdk.PluginConfig{RuntimeConfig: rc, EnableWasi: true}, m.hostFunctions(granted))
 	if err != nil {
 		if m.cache != nil {
 			_ = m.cache.Close(ctx)
@@ -248,9 +247,6 @@ func (m *Module) release(ctx context.Context) error {
 func withDefaults(l sandbox.Limits) sandbox.Limits { return l.WithDefaults() }
 
 func validate(c sandbox.Capabilities) error {
-	if len(c.HostFunctions) > 0 {
-		return fmt.Errorf("extism: host functions %q: not offered to Extism plugins yet: %w", c.HostFunctions, sandbox.ErrInvalidConfig)
-	}
 	for _, d := range c.Dirs {
 		if !path.IsAbs(d.Guest) {
 			return fmt.Errorf("extism: mount %q: guest path must be absolute: %w", d.Guest, sandbox.ErrInvalidConfig)
