@@ -24,6 +24,10 @@ import (
 // is recovered, logged with its stack, counted (Stats.HostFuncPanics) and returned to the
 // guest as an error: it never ends the process, nor the instance. Output longer than
 // MaxOutput is refused the same way, never cut.
+//
+// Extism plugins (package sandbox/extism) get the same functions as imports of
+// "extism:host/user"; Extism has no way to return an error to the guest, so there an error,
+// a panic or an output above MaxOutput ends the call and the instance.
 type HostFunc struct {
 	// Name is how guests and grants name the function: 1 to 64 bytes of [A-Za-z0-9_.-], as
 	// handler names (Extism plugins import names such as hostGreenMessage).
