@@ -228,3 +228,18 @@ func TestHostFunctionStopped(t *testing.T) {
 		}
 	})
 }
+
+// TestHostFunctionOutputOverMemoryLimit: an output within MaxOutput that the kernel's memory,
+// capped by Limits.MemoryPages, cannot hold ends the call with a *sandbox.MemoryLimitError
+// wrapping the HostFuncError.
+func TestHostFunctionOutputOverMemoryLimit(t *testing.T) {
+	huge := sandbox.HostFunc{MaxOutput: 8 << 20, Func: func(context.Context, []byte) ([]byte, error) { return make([]byte, 4<<20), nil }}
+	c := multiple(huge)
+	c.Limits.MemoryPages = 32 // 2 MiB
+	inst := instance(t, extismtest.Read(t, "host_multiple.wasm"), c, nil)
+	_, err := inst.Call(context.Background(), "say_green", []byte("x"))
+	var he *extism.HostFuncError
+	if !errors.Is(err, sandbox.ErrMemoryLimit) || !errors.As(err, &he) || he.Name != "hostGreenMessage" || !sandbox.Fatal(err) {
+		t.Fatalf("got %v, want a memory limit error from hostGreenMessage's output", err)
+	}
+}
