@@ -15,7 +15,7 @@ GO_PLUGINS := \
 WAT_PLUGINS := plugins/reference/reference sandbox/testdata/mini sandbox/testdata/noabi sandbox/testdata/hang sandbox/testdata/spin sandbox/testdata/hostcall sandbox/internal/wasmbin/testdata/bulk \
 	$(basename $(wildcard internal/faults/testdata/*.wat sandbox/testdata/hostile/*.wat))
 
-.PHONY: all build test run loadtest plugins plugins-go plugins-wat plugins-rust plugins-c plugins-assemblyscript \
+.PHONY: all build test run loadtest plugins plugins-go plugins-wat plugins-rust plugins-c plugins-extism plugins-assemblyscript \
 	plugins-check check lint fmt tidy bench fuzz toolchains clean
 
 all: build
@@ -42,7 +42,7 @@ loadtest: build
 	$(GO) run ./cmd/loadgen -ready http://$(LOADTEST_ADDR)/readyz -url http://$(LOADTEST_ADDR)/v1/plugins/authz/call/evaluate $(LOADTEST_ARGS); rc=$$?; \
 	kill -TERM $$pid; wait $$pid; exit $$rc
 
-plugins: plugins-wat plugins-go plugins-rust plugins-c plugins-assemblyscript
+plugins: plugins-wat plugins-go plugins-rust plugins-c plugins-extism plugins-assemblyscript
 
 plugins-wat:
 	@for p in $(WAT_PLUGINS); do echo "wat2wasm $$p.wat"; wat2wasm $$p.wat -o $$p.wasm || exit 1; done
@@ -55,6 +55,9 @@ plugins-rust:
 
 plugins-c:
 	sh plugins/conformance/c/build.sh
+
+plugins-extism:
+	sh plugins/conformance/extism/build.sh
 
 plugins-assemblyscript:
 	sh plugins/conformance/assemblyscript/build.sh

@@ -26,8 +26,13 @@ import (
 // guest as an error: it never ends the process, nor the instance. Input longer than MaxInput
 // is refused before it is copied or the function runs, and output longer than MaxOutput
 // after it ran, both returned to the guest as an error, never cut.
+//
+// Extism plugins (package sandbox/extism) get the same functions as imports of
+// "extism:host/user"; Extism has no way to return an error to the guest, so there an error,
+// a panic or an output above MaxOutput ends the call and the instance.
 type HostFunc struct {
-	// Name is how guests and grants name the function: 1 to 64 bytes of [a-z0-9_.-].
+	// Name is how guests and grants name the function: 1 to 64 bytes of [A-Za-z0-9_.-], as
+	// handler names (Extism plugins import names such as hostGreenMessage).
 	Name string
 	// Func is the function.
 	Func func(ctx context.Context, in []byte) ([]byte, error)
@@ -44,7 +49,15 @@ const DefaultHostFuncInput = 1 << 20
 // DefaultHostFuncOutput is a host function's output limit unless HostFunc.MaxOutput says.
 const DefaultHostFuncOutput = 1 << 20
 
-var hostFuncName = regexp.MustCompile(`^[a-z0-9_.-]{1,64}$`)
+var hostFuncName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// GrantedHostFuncs returns the functions of c.HostFuncs that c.Capabilities.HostFunctions
+// grants, in the grant's order, with MaxOutput's default filled in, validated as Compile
+// does: a grant of a function that is not offered, a duplicate or a malformed function is
+// ErrInvalidConfig. It is for a Format's Compile, which serves host functions its own way.
+func (c Config) GrantedHostFuncs() ([]HostFunc, error) {
+	return resolveHostFuncs(c.HostFuncs, c.Capabilities.HostFunctions)
+}
 
 // resolveHostFuncs returns the functions of all that grants names, in the grant's order: an
 // instance's handles index this list. A grant of a function that all lacks, a duplicate

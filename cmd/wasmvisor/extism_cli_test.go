@@ -29,7 +29,8 @@ func TestExtismCall(t *testing.T) {
 		{"memory limit", []string{"call", p("hello_haskell.wasm"), "testing", "--memory-pages", "100"}, 4, "", "memory limit reached (100 pages)"},
 		{"initial memory above the limit", []string{"call", p("count_vowels.wasm"), "count_vowels", "--memory-pages", "10"}, 4, "", "memory limit reached (10 pages)"},
 		{"unknown handler", []string{"call", p("count_vowels.wasm"), "nope"}, 1, "", "unknown handler"},
-		{"host functions", []string{"call", p("host.wasm"), "run_test"}, 1, "", "host functions are not supported"},
+		{"numeric host function", []string{"call", p("host.wasm"), "run_test"}, 1, "", `host functions must be functions of type (i64) -> i64 (bytes in, bytes out): "extism:host/user"."mult"`},
+		{"host functions not offered", []string{"call", p("host_multiple.wasm"), "say_green"}, 1, "", `"extism:host/user"."hostGreenMessage", "extism:host/user"."hostPurpleMessage": host functions not granted`},
 		{"bad config flag", []string{"call", p("config.wasm"), "run_test", "--config", "novalue"}, 2, "", "want KEY=VALUE"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -56,9 +57,10 @@ func TestExtismInspect(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.ABI != "extism" || strings.Join(r.Handlers, ",") != "testing" || len(r.Problems) != 0 {
 		t.Fatalf("haskell: code %d, %+v", code, r)
 	}
-	// A plugin that needs host functions is reported, with exit code 1.
+	// A plugin that needs host functions (here of a type Extism's bytes-in/bytes-out
+	// convention does not have) is reported, with exit code 1.
 	code, out, _ = cli(t, "", "inspect", extismtest.Path(t, "host.wasm"))
-	if code != 1 || !strings.Contains(out, "host functions are not supported") || !strings.Contains(out, "abi:       extism") {
+	if code != 1 || !strings.Contains(out, "host functions must be functions of type (i64) -> i64") || !strings.Contains(out, "abi:       extism") {
 		t.Fatalf("host.wasm: code %d:\n%s", code, out)
 	}
 }

@@ -94,7 +94,7 @@ func inspect(cmd *cobra.Command, path string, wasm []byte) (*report, error) {
 	f := eng.Detect(wasm)
 	if f != nil {
 		// Another format's plugin: the wasmvisor ABI's problems do not apply; what does is
-		// whether the format compiles and starts it (Extism host functions, for one, are refused).
+		// whether the format compiles and starts it (an Extism plugin's host functions, which the command does not offer, are refused).
 		r.ABI = f.Name()
 	} else {
 		for _, ex := range info.Exports {

@@ -61,10 +61,47 @@
 //     relative guest path, a host directory that cannot be opened, an unknown clock or
 //     random source, an unusable cache directory) wrap sandbox.ErrInvalidConfig.
 //
-// Not supported: host functions (imports other than "extism:host/env" and WASI preview 1,
-// such as "extism:host/user"), linking several modules (the manifest's list of wasm), HTTP,
-// read-write directory mounts, and the Observe SDK adapter. Compile refuses a module that
-// imports host functions with a *sandbox.ModuleError that names them.
+// # Host functions
+//
+// The host functions of sandbox.Config.HostFuncs that Capabilities.HostFunctions grants are
+// served through Extism's own mechanism, the SDK's host functions: a sandbox.HostFunc named N
+// is the import "extism:host/user" N (UserModule), of Extism's bytes-in/bytes-out type
+// (i64) -> i64, which takes the kernel offset of the input block and returns the kernel
+// offset of the output block (what a PDK's host_fn macro or pdk.Memory offset is). Grants and
+// offers are the sandbox's: host.WithHostFunctions and Plugin.Capabilities serve Extism
+// plugins as they serve native ones, and a grant of a function that is not offered is
+// sandbox.ErrInvalidConfig. Since an Extism import is static, Compile checks every import
+// and refuses, each one named:
+//
+//   - an import of "extism:host/user" that is not granted: sandbox.ErrInvalidConfig (the
+//     module is fine, the grant is missing). A native guest asks for a function at run time
+//     and is told "denied"; an Extism guest would only fail on its first call, so a load-time
+//     error is the useful one;
+//   - an import of "extism:host/user" of another type, such as the SDK's numeric
+//     mult (i64, i64) -> i64: a *sandbox.ModuleError naming it and its type. Numbers in and
+//     out are not the sandbox's bytes in, bytes out, and no config can serve them;
+//   - an import from any other module, such as "host"."to_upper" (the SDK lets a host
+//     function take any namespace): a *sandbox.ModuleError. Mapping "host"."to_upper" to a
+//     HostFunc named "host.to_upper" would make the names ambiguous ("kv.get" in
+//     "extism:host/user" or "get" in "kv"), for plugins that the PDKs do not produce by
+//     default.
+//
+// A host function runs as in the sandbox (see sandbox.HostFunc): on the call's goroutine,
+// with a context that the call's deadline, the caller's context and Kill end, after which the
+// call ends with its usual error (*sandbox.DeadlineError, sandbox.ErrCanceled). Its input is
+// a copy of the kernel block the guest named, so it is bounded by Limits.MemoryPages (the
+// kernel's memory is capped like the plugin's); its output is written into a new kernel
+// block and bounded by MaxOutput. What differs is failure: an Extism host function has no
+// error channel, so an error, a panic or an output above MaxOutput cannot be handed to the
+// guest. The guest is unwound from inside the host function, mid-execution, with its memory
+// in whatever state it was, so the call ends with a *HostFuncError naming the function and
+// the instance has ended (sandbox.Fatal: it matches sandbox.ErrTrap). A panic is recovered,
+// logged with its stack ("host function panicked") and counted in Stats.HostFuncPanics, as
+// in the sandbox.
+//
+// Not supported: imports other than "extism:host/env", WASI preview 1 and the granted host
+// functions, linking several modules (the manifest's list of wasm), HTTP, read-write
+// directory mounts, and the Observe SDK adapter.
 package extism
 
 import (
@@ -124,6 +161,7 @@ type Module struct {
 	base     wazero.ModuleConfig
 	handlers []string
 	callable map[string]bool
+	insts    sync.Map // *sdk.Plugin to its *Instance, for the host functions
 
 	mu     sync.Mutex
 	refs   int // open instances
@@ -150,14 +188,12 @@ func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config, opts ...Optio
 	if err != nil {
 		return nil, err
 	}
-	var unsupported []string
-	for _, s := range info.Imports {
-		if s.Module != KernelModule && s.Module != wasiModule {
-			unsupported = append(unsupported, fmt.Sprintf("%q.%q", s.Module, s.Name))
-		}
+	granted, err := cfg.GrantedHostFuncs()
+	if err != nil {
+		return nil, err
 	}
-	if len(unsupported) > 0 {
-		return nil, &sandbox.ModuleError{Reason: "host functions are not supported: imports " + strings.Join(unsupported, ", ")}
+	if err := checkImports(info.Imports, granted); err != nil {
+		return nil, err
 	}
 	if info.MemoryMinPages > uint64(cfg.Limits.MemoryPages) {
 		return nil, &sandbox.MemoryLimitError{LimitPages: cfg.Limits.MemoryPages,
@@ -189,7 +225,7 @@ func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config, opts ...Optio
 		rc = rc.WithCompilationCache(m.cache)
 	}
 	manifest := sdk.Manifest{Wasm: []sdk.Wasm{sdk.WasmData{Data: wasm, Name: "main"}}}
-	m.cp, err = sdk.NewCompiledPlugin(ctx, manifest, sdk.PluginConfig{RuntimeConfig: rc, EnableWasi: true}, nil)
+	m.cp, err = sdk.NewCompiledPlugin(ctx, manifest, sdk.PluginConfig{RuntimeConfig: rc, EnableWasi: true}, m.hostFunctions(granted))
 	if err != nil {
 		if m.cache != nil {
 			_ = m.cache.Close(ctx)
@@ -248,9 +284,6 @@ func (m *Module) release(ctx context.Context) error {
 func withDefaults(l sandbox.Limits) sandbox.Limits { return l.WithDefaults() }
 
 func validate(c sandbox.Capabilities) error {
-	if len(c.HostFunctions) > 0 {
-		return fmt.Errorf("extism: host functions %q: not offered to Extism plugins yet: %w", c.HostFunctions, sandbox.ErrInvalidConfig)
-	}
 	for _, d := range c.Dirs {
 		if !path.IsAbs(d.Guest) {
 			return fmt.Errorf("extism: mount %q: guest path must be absolute: %w", d.Guest, sandbox.ErrInvalidConfig)

@@ -56,6 +56,7 @@ type Instance struct {
 	refused       atomic.Bool                  // a memory growth was refused during this call
 	kernelRefused atomic.Bool                  // … in the kernel's memory: input, output or a var was lost
 	mem           atomic.Pointer[linearMemory] // the memory allocated last: the plugin's own
+	host          hostState                    // its host functions' failure and panics
 	callHook      func()                       // tests only: called as a call is about to run the guest
 }
 
@@ -117,6 +118,7 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 		p.Config = map[string]string{}
 	}
 	i.p = p
+	m.insts.Store(p, i)
 	return i, nil
 }
 
@@ -221,6 +223,8 @@ func (i *Instance) classify(ctx, cctx context.Context, timeout time.Duration, ha
 			return fatal(fmt.Errorf("extism: call %q: %w: %w", handler, sandbox.ErrCanceled, context.Canceled))
 		}
 		return fatal(&sandbox.DeadlineError{Op: "call", Timeout: timeout.String()})
+	case err != nil && i.host.failed.Load() != nil:
+		return fatal(i.host.failed.Load())
 	case i.exited.Load() && (err != nil || i.exitCode.Load() != 0):
 		return fatal(&sandbox.ExitError{Code: i.exitCode.Load()})
 	case isExit && exit.ExitCode() != 0:
@@ -373,6 +377,7 @@ func (i *Instance) Close(ctx context.Context) error {
 		}
 	}
 	i.closing.Store(true)
+	i.mod.insts.Delete(i.p)
 	err := i.p.Close(context.Background())
 	i.out.stdoutW.Flush()
 	i.out.stderrW.Flush()

@@ -70,13 +70,13 @@ func (i *Instance) stopped() bool {
 	}
 }
 
-// Stats returns what the instance dropped under Limits.Output, as sandbox.Instance.Stats
-// (Extism plugins cannot publish). It may be called from any goroutine, also after Close.
+// Stats returns what the instance dropped under Limits.Output and how many of its host
+// functions panicked, as sandbox.Instance.Stats (Extism plugins cannot publish). It may be called from any goroutine, also after Close.
 func (i *Instance) Stats() sandbox.Stats {
 	st := func(m *guestio.Meter) sandbox.StreamStats {
 		b, r := m.Dropped()
 		return sandbox.StreamStats{DroppedBytes: b, DroppedRecords: r}
 	}
 	return sandbox.Stats{LogTruncated: i.out.truncated.Load(), Stdout: st(i.out.stdout),
-		Stderr: st(i.out.stderr), Log: st(i.out.log)}
+		Stderr: st(i.out.stderr), Log: st(i.out.log), HostFuncPanics: i.host.panics.Load()}
 }
