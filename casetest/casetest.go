@@ -9,13 +9,19 @@
 // steps one after the other against the plugin (calls, config pushes, bus deliveries, and
 // what the plugin published meanwhile), then closes the host. The module's format is the
 // host's business (the native ABI, and the formats given with host.WithFormats in
-// Options.HostOptions): casetest never compiles anything itself and imports no format.
+// Options.HostOptions): casetest imports no format.
+//
+// A case marked instance: true runs against one sandbox.Instance of the native ABI instead,
+// compiled on Options.Engine: no host restarts it after a fatal error, so a later step sees
+// the same error from the same instance, and its stores stay readable. Steps may check the
+// instance's stores (events, metrics, applied config) as well as outputs and errors.
 package casetest
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -37,6 +43,15 @@ type Options struct {
 	// host.WithCacheDir compiles from a disk cache for every case). casetest adds its own
 	// host.WithEventHook after them, to see failed deliveries: a hook given here is replaced.
 	HostOptions []host.Option
+	// Engine is the engine of the cases that run against one sandbox instance (instance:
+	// true in the file) and, when HostOptions is empty, of every case's host. Run and Execute
+	// keep the module's code on it for the run, once per memory limit the cases use. Nil: one
+	// engine of the run's own, closed at its end.
+	Engine *sandbox.Engine
+	// HostFuncs are the host functions offered to the plugin: to each case's host
+	// (host.WithHostFunctions, after HostOptions) and to each instance case's module. A case
+	// grants them by name (capabilities.host_functions); the others are denied.
+	HostFuncs []sandbox.HostFunc
 	// Filter selects the cases to run by name; nil runs them all.
 	Filter func(name string) bool
 }
@@ -77,17 +92,17 @@ func (r Report) Counts() (passed, failed int) {
 // expectations instead.
 func Execute(ctx context.Context, wasm []byte, f *File, opts Options) (Report, error) {
 	var rep Report
-	hostOpts, done, err := defaultHostOptions(ctx, wasm, opts.HostOptions)
+	env, err := newEnv(ctx, wasm, f, opts)
 	if err != nil {
 		return rep, err
 	}
-	defer done()
+	defer env.close()
 	for _, c := range f.cases {
 		if opts.Filter != nil && !opts.Filter(c.name) {
 			continue
 		}
 		start := time.Now()
-		problems, err := runCase(ctx, wasm, c, hostOpts)
+		problems, err := env.runCase(ctx, wasm, c)
 		if err != nil {
 			return rep, fmt.Errorf("case %q: %w", c.name, err)
 		}
@@ -121,8 +136,13 @@ func (r *recorder) take() ([]host.Message, []error) {
 	return p, f
 }
 
-// runCase runs c in a fresh host and returns what did not match (nil: the case passed).
-func runCase(ctx context.Context, wasm []byte, c *fileCase, hostOpts []host.Option) ([]string, error) {
+// runCase runs c in a fresh host, or in a fresh instance, and returns what did not match
+// (nil: the case passed).
+func (env *env) runCase(ctx context.Context, wasm []byte, c *fileCase) ([]string, error) {
+	if c.instance {
+		return env.runInstanceCase(ctx, wasm, c)
+	}
+	hostOpts := env.hostOpts
 	rec := &recorder{}
 	hook := host.WithEventHook(func(e host.Event) {
 		if e.Kind == host.EventDeliveryFailed && e.Plugin == pluginName {
@@ -152,6 +172,40 @@ func runCase(ctx context.Context, wasm []byte, c *fileCase, hostOpts []host.Opti
 	if startErr != nil && fatal(startErr) {
 		return nil, startErr
 	}
+	return runSteps(c, startErr, func(s *step) ([]byte, error) { return runStep(ctx, h, s, rec) },
+		func() []host.Message { got, _ := rec.take(); return got },
+		func() (stores, error) {
+			pi, err := h.Plugin(pluginName)
+			if err != nil {
+				return stores{}, err
+			}
+			if len(pi.Instances) == 0 || !pi.Instances[0].Up {
+				return stores{}, errors.New("no instance up")
+			}
+			ii := pi.Instances[0]
+			if !ii.Read {
+				return stores{}, ii.ReadErr
+			}
+			if ii.Skipped > 0 || ii.Events.Remaining > 0 {
+				return stores{}, fmt.Errorf("records over the host's read budget: %w", sandbox.ErrReadBudget)
+			}
+			return stores{events: ii.Events.Events, metrics: ii.Telemetry, applied: ii.AppliedConfig}, nil
+		}), nil
+}
+
+// stores is what a step's store expectations are checked against: one reading of the
+// instance's event log, metrics and applied config.
+type stores struct {
+	events  []sandbox.Event
+	metrics []sandbox.Metric
+	applied map[string]string
+}
+
+// runSteps runs c's steps with do, after a start that returned startErr, and checks each
+// step's expectations: its own, then what it published (taken with published), then the
+// instance's stores (read with stores).
+func runSteps(c *fileCase, startErr error, do func(*step) ([]byte, error), published func() []host.Message,
+	read func() (stores, error)) []string {
 	var problems []string
 	for n, s := range c.steps {
 		var (
@@ -159,12 +213,14 @@ func runCase(ctx context.Context, wasm []byte, c *fileCase, hostOpts []host.Opti
 			err = startErr
 		)
 		if startErr == nil {
-			out, err = runStep(ctx, h, s, rec)
+			out, err = do(s)
 		}
 		p := s.expect.check(s.kind, out, err)
 		if p == "" && s.checkPub && startErr == nil {
-			got, _ := rec.take()
-			p = checkPublished(got, s.published)
+			p = checkPublished(published(), s.published)
+		}
+		if p == "" && (s.checkEvts || s.checkMets || s.checkApplied) {
+			p = checkStores(s, startErr, read)
 		}
 		if p != "" {
 			if len(c.steps) > 1 {
@@ -176,7 +232,32 @@ func runCase(ctx context.Context, wasm []byte, c *fileCase, hostOpts []host.Opti
 			break // every later step would report the same start error
 		}
 	}
-	return problems, nil
+	return problems
+}
+
+// checkStores compares the instance's event log and metrics with the step's.
+func checkStores(s *step, startErr error, read func() (stores, error)) string {
+	if startErr != nil {
+		return "stores: the plugin did not start"
+	}
+	st, err := read()
+	if err != nil {
+		return "stores: cannot read the instance's stores: " + oneLine(err.Error())
+	}
+	if s.checkEvts {
+		if p := checkEvents(st.events, s.events); p != "" {
+			return p
+		}
+	}
+	if s.checkMets {
+		if p := checkMetrics(st.metrics, s.metrics); p != "" {
+			return p
+		}
+	}
+	if s.checkApplied && !maps.Equal(st.applied, s.applied) {
+		return fmt.Sprintf("applied_config: got %v, want %v", st.applied, s.applied)
+	}
+	return ""
 }
 
 // runStep runs one step and waits until what it published has reached the recorder.
@@ -215,18 +296,18 @@ func runStep(ctx context.Context, h *host.Host, s *step, rec *recorder) ([]byte,
 func Run(t testing.TB, wasm []byte, f *File, opts Options) {
 	t.Helper()
 	ctx := context.Background()
-	hostOpts, done, err := defaultHostOptions(ctx, wasm, opts.HostOptions)
+	env, err := newEnv(ctx, wasm, f, opts)
 	if err != nil {
 		t.Fatalf("casetest: %v", err)
 	}
-	defer done()
+	defer env.close()
 	for _, c := range f.cases {
 		if opts.Filter != nil && !opts.Filter(c.name) {
 			continue
 		}
 		subtest(t, c.name, func(t testing.TB) {
 			t.Helper()
-			problems, err := runCase(ctx, wasm, c, hostOpts)
+			problems, err := env.runCase(ctx, wasm, c)
 			if err != nil {
 				t.Fatalf("case %q: %v", c.name, err)
 			}
@@ -249,23 +330,57 @@ func subtest(t testing.TB, name string, fn func(testing.TB)) {
 	}
 }
 
-// defaultHostOptions returns opts, or, when there are none, one engine for every case's host
-// (host.WithEngine) that holds wasm's code for the whole run: each case then instantiates the
-// code instead of decoding and compiling the module again (about a second per case for a Go
-// plugin under the race detector). done closes what it made.
-func defaultHostOptions(ctx context.Context, wasm []byte, opts []host.Option) ([]host.Option, func(), error) {
-	if len(opts) > 0 {
-		return opts, func() {}, nil
+// env is what a run's cases share: the hosts' options and the engine.
+type env struct {
+	hostOpts  []host.Option
+	engine    *sandbox.Engine // of the instance cases; nil when there are none
+	hostFuncs []sandbox.HostFunc
+	release   []func()
+}
+
+func (env *env) close() {
+	for _, r := range slices.Backward(env.release) {
+		r()
 	}
-	e, err := sandbox.NewEngine(ctx)
-	if err != nil {
-		return nil, nil, err
+}
+
+// newEnv makes the run's engine if it needs one of its own (Options.Engine is nil and either
+// the hosts get no options or some case runs in an instance), and keeps wasm's code on the
+// engine it uses, once per memory limit of the cases, for the whole run: each case then
+// instantiates the code instead of decoding and compiling the module again (about a second
+// per case for a Go plugin under the race detector).
+func newEnv(ctx context.Context, wasm []byte, f *File, opts Options) (*env, error) {
+	env := &env{hostOpts: slices.Clip(opts.HostOptions), engine: opts.Engine, hostFuncs: opts.HostFuncs}
+	instances := slices.ContainsFunc(f.cases, func(c *fileCase) bool { return c.instance })
+	hostsShare := len(opts.HostOptions) == 0
+	if env.engine == nil && (hostsShare || instances) {
+		e, err := sandbox.NewEngine(ctx)
+		if err != nil {
+			return nil, err
+		}
+		env.engine = e
+		env.release = append(env.release, func() { _ = e.Close(context.WithoutCancel(ctx)) })
 	}
-	pin := KeepCode(ctx, e, wasm)
-	return []host.Option{host.WithEngine(e)}, func() {
-		pin()
-		_ = e.Close(context.WithoutCancel(ctx))
-	}, nil
+	if hostsShare {
+		env.hostOpts = []host.Option{host.WithEngine(env.engine)}
+	}
+	if len(opts.HostFuncs) > 0 {
+		env.hostOpts = append(env.hostOpts, host.WithHostFunctions(opts.HostFuncs...))
+	}
+	if env.engine != nil {
+		var pages []uint32
+		for _, c := range f.cases {
+			if !hostsShare && !c.instance {
+				continue
+			}
+			p := c.limits.WithDefaults().MemoryPages
+			if !slices.Contains(pages, p) {
+				pages = append(pages, p)
+				env.release = append(env.release, keepCode(ctx, env.engine, wasm, sandbox.Limits{MemoryPages: p}))
+			}
+		}
+	}
+	return env, nil
 }
 
 // KeepCode compiles wasm (with the default limits) on e and keeps the code until the returned
@@ -273,7 +388,11 @@ func defaultHostOptions(ctx context.Context, wasm []byte, opts []host.Option) ([
 // case, share it instead of compiling it again when the previous host closed. Bytes that do
 // not compile are left for the hosts' Load to report.
 func KeepCode(ctx context.Context, e *sandbox.Engine, wasm []byte) (release func()) {
-	code, err := e.Load(ctx, wasm, sandbox.Config{})
+	return keepCode(ctx, e, wasm, sandbox.Limits{})
+}
+
+func keepCode(ctx context.Context, e *sandbox.Engine, wasm []byte, l sandbox.Limits) (release func()) {
+	code, err := e.Load(ctx, wasm, sandbox.Config{Limits: l})
 	if err != nil {
 		return func() {}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -216,6 +217,9 @@ func (x *expectedError) String() string {
 	if x.message != "" {
 		parts = append(parts, fmt.Sprintf("message containing %q", x.message))
 	}
+	if x.exact != nil {
+		parts = append(parts, fmt.Sprintf("message %q", *x.exact))
+	}
 	if x.code != nil {
 		parts = append(parts, fmt.Sprintf("code %d", *x.code))
 	}
@@ -262,11 +266,83 @@ func (x *expectedError) check(err error) string {
 		}
 		return fmt.Sprintf("error: message %q does not contain %q", oneLine(msg), x.message)
 	}
+	if x.exact != nil && (ge == nil || ge.Message != *x.exact) {
+		msg := text
+		if ge != nil {
+			msg = ge.Message
+		}
+		return fmt.Sprintf("error: message %s, want %s", quoteOutput([]byte(msg)), quoteOutput([]byte(*x.exact)))
+	}
 	if x.code != nil {
 		var ee *sandbox.ExitError
 		if !errors.As(err, &ee) || ee.Code != *x.code {
 			return fmt.Sprintf("error: got %s, want exit code %d", text, *x.code)
 		}
+	}
+	return ""
+}
+
+// checkEvents compares the instance's whole event log with want, in order.
+func checkEvents(got []sandbox.Event, want []message) string {
+	ok := len(got) == len(want)
+	for i := 0; ok && i < len(want); i++ {
+		ok = got[i].Topic == want[i].topic && want[i].matches(got[i].Data)
+	}
+	if ok {
+		return ""
+	}
+	g := make([]string, len(got))
+	for i, e := range got {
+		g[i] = e.Topic + " " + quoteOutput(e.Data)
+	}
+	w := make([]string, len(want))
+	for i, m := range want {
+		w[i] = m.topic + " " + quoteOutput(m.data)
+	}
+	return fmt.Sprintf("events: got [%s], want [%s]", strings.Join(g, ", "), strings.Join(w, ", "))
+}
+
+// checkMetrics compares the instance's metrics with want: the same names and kinds in the
+// same order, and each field want gives.
+func checkMetrics(got []sandbox.Metric, want []metricWant) string {
+	names := func() string {
+		g := make([]string, len(got))
+		for i, m := range got {
+			g[i] = m.Name + " (" + m.Kind.String() + ")"
+		}
+		w := make([]string, len(want))
+		for i, m := range want {
+			w[i] = m.name + " (" + m.kind.String() + ")"
+		}
+		return fmt.Sprintf("metrics: got [%s], want [%s]", strings.Join(g, ", "), strings.Join(w, ", "))
+	}
+	if len(got) != len(want) {
+		return names()
+	}
+	var diffs []string
+	for i, w := range want {
+		g := got[i]
+		if g.Name != w.name || g.Kind != w.kind {
+			return names()
+		}
+		if w.value != nil && g.Value != *w.value {
+			diffs = append(diffs, fmt.Sprintf("%s: value %v, want %v", w.name, g.Value, *w.value))
+		}
+		if w.bounds != nil && !slices.Equal(g.Bounds, w.bounds) {
+			diffs = append(diffs, fmt.Sprintf("%s: bounds %v, want %v", w.name, g.Bounds, w.bounds))
+		}
+		if w.buckets != nil && !slices.Equal(g.Buckets, w.buckets) {
+			diffs = append(diffs, fmt.Sprintf("%s: buckets %v, want %v", w.name, g.Buckets, w.buckets))
+		}
+		if w.count != nil && g.Count != *w.count {
+			diffs = append(diffs, fmt.Sprintf("%s: count %d, want %d", w.name, g.Count, *w.count))
+		}
+		if w.sum != nil && g.Sum != *w.sum {
+			diffs = append(diffs, fmt.Sprintf("%s: sum %v, want %v", w.name, g.Sum, *w.sum))
+		}
+	}
+	if len(diffs) > 0 {
+		return "metrics: " + strings.Join(diffs, "; ")
 	}
 	return ""
 }

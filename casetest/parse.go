@@ -41,6 +41,9 @@ type fileCase struct {
 	steps  []*step
 	watch  []string // topics of the case's published expectations
 	topics []string // topics of the case's deliver steps: the plugin subscribes to them
+	// instance: the case runs against one sandbox instance, not a host (see CASES.md).
+	instance bool
+	refuse   []string // instance only: topics whose publishes the case's hook refuses
 }
 
 // Step kinds.
@@ -51,15 +54,32 @@ const (
 )
 
 type step struct {
-	kind      string
-	handler   string            // call
-	input     []byte            // call
-	config    map[string]string // configure
-	topic     string            // deliver
-	data      []byte            // deliver
-	expect    expectation
-	published []message // checked when checkPub
-	checkPub  bool
+	kind         string
+	handler      string            // call
+	input        []byte            // call
+	config       map[string]string // configure
+	topic        string            // deliver
+	data         []byte            // deliver
+	expect       expectation
+	published    []message // checked when checkPub
+	checkPub     bool
+	events       []message // the instance's whole event log after the step, when checkEvts
+	checkEvts    bool
+	metrics      []metricWant // the instance's metrics after the step, when checkMets
+	checkMets    bool
+	applied      map[string]string // the instance's applied config after the step, when checkApplied
+	checkApplied bool
+}
+
+// metricWant is one expected metric: name and kind always, the other fields when given.
+type metricWant struct {
+	name    string
+	kind    abi.MetricKind
+	value   *float64
+	bounds  []float64
+	buckets []uint64
+	count   *uint64
+	sum     *float64
 }
 
 type message struct {
@@ -80,7 +100,8 @@ type expectation struct {
 type expectedError struct {
 	kind    string
 	status  *abi.Status
-	message string
+	message string  // a substring of the guest's message
+	exact   *string // the guest's whole message
 	code    *uint32
 }
 
@@ -108,10 +129,12 @@ func Parse(r io.Reader) (*File, error) {
 
 // defaults are the top-level fields every case starts from.
 type defaults struct {
-	handler string
-	config  map[string]string
-	limits  sandbox.Limits
-	caps    sandbox.Capabilities
+	handler  string
+	config   map[string]string
+	limits   sandbox.Limits
+	caps     sandbox.Capabilities
+	instance bool
+	refuse   []string
 }
 
 func parse(src []byte) (*File, error) {
@@ -137,13 +160,17 @@ func parse(src []byte) (*File, error) {
 			def.limits, err = parseLimits(v, sandbox.Limits{})
 		case "capabilities":
 			def.caps, err = parseCapabilities(v, sandbox.Capabilities{})
+		case "instance":
+			def.instance, err = parseBool(v)
+		case "refuse_publish":
+			def.refuse, err = parseStrings(v)
 		case "cases":
 			if v.Kind != yaml.SequenceNode {
 				err = errors.New("want a list of cases")
 			}
 			casesNode = v
 		default:
-			err = errors.New("unknown field (want handler, config, limits, capabilities or cases)")
+			err = errors.New("unknown field (want handler, config, limits, capabilities, instance, refuse_publish or cases)")
 		}
 		if err != nil {
 			return nil, fmt.Errorf("line %d: field %q: %w", v.Line, k, err)
@@ -172,10 +199,13 @@ func parse(src []byte) (*File, error) {
 var callFields = []string{"handler", "input", "input_json", "output", "output_json", "output_contains", "error"}
 
 // stepFields are every field of a step.
-var stepFields = append(slices.Clone(callFields), "configure", "deliver", "published")
+var stepFields = append(slices.Clone(callFields), "configure", "deliver", "published", "events", "metrics", "applied_config")
+
+// afterFields may follow a step of any kind: they are checked after its own expectation.
+var afterFields = []string{"error", "published", "events", "metrics", "applied_config"}
 
 func parseCase(n *yaml.Node, index int, def defaults) (*fileCase, error) {
-	c := &fileCase{index: index, limits: def.limits, caps: def.caps}
+	c := &fileCase{index: index, limits: def.limits, caps: def.caps, instance: def.instance, refuse: def.refuse}
 	where := func() string {
 		if c.name != "" {
 			return fmt.Sprintf("case %q (#%d, line %d)", c.name, index, n.Line)
@@ -223,15 +253,19 @@ func parseCase(n *yaml.Node, index int, def defaults) (*fileCase, error) {
 			c.limits, err = parseLimits(v, def.limits)
 		case k == "capabilities":
 			c.caps, err = parseCapabilities(v, def.caps)
+		case k == "instance":
+			c.instance, err = parseBool(v)
+		case k == "refuse_publish":
+			c.refuse, err = parseStrings(v)
 		case k == "steps":
 			if v.Kind != yaml.SequenceNode || len(v.Content) == 0 {
 				err = errors.New("want a non-empty list of steps")
 			}
 			stepsNode = v
-		case slices.Contains(callFields, k), k == "published":
+		case slices.Contains(callFields, k), slices.Contains(afterFields, k):
 			call.Content = append(call.Content, n.Content[i], v)
 		default:
-			err = fmt.Errorf("unknown field (want name, config, limits, capabilities, steps, %s, published)", strings.Join(callFields, ", "))
+			err = fmt.Errorf("unknown field (want name, config, limits, capabilities, instance, refuse_publish, steps, %s, published, events, metrics, applied_config)", strings.Join(callFields, ", "))
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: field %q: %w", where(), k, err)
@@ -239,6 +273,9 @@ func parseCase(n *yaml.Node, index int, def defaults) (*fileCase, error) {
 	}
 	if len(config) > 0 {
 		c.config = config
+	}
+	if len(c.refuse) > 0 && !c.instance {
+		return nil, fmt.Errorf("%s: field \"refuse_publish\": goes with instance: true (a host's bus accepts every publish)", where())
 	}
 	if stepsNode != nil {
 		if len(call.Content) > 0 {
@@ -291,8 +328,8 @@ func parseStep(n *yaml.Node, defHandler string) (*step, string, error) {
 	for i := 0; i < len(n.Content); i += 2 {
 		k, v := n.Content[i].Value, n.Content[i+1]
 		var err error
-		if s.kind != stepCall && k != "error" && k != "published" && k != s.kind && slices.Contains(stepFields, k) {
-			return nil, k, fmt.Errorf("a %s step has %s, error and published only", s.kind, s.kind)
+		if s.kind != stepCall && !slices.Contains(afterFields, k) && k != s.kind && slices.Contains(stepFields, k) {
+			return nil, k, fmt.Errorf("a %s step has %s, %s only", s.kind, s.kind, strings.Join(afterFields, ", "))
 		}
 		switch k {
 		case "handler":
@@ -307,7 +344,7 @@ func parseStep(n *yaml.Node, defHandler string) (*step, string, error) {
 			inputField = k
 			if k == "input" {
 				var in string
-				in, err = scalarString(v)
+				in, err = parseText(v)
 				s.input = []byte(in)
 			} else {
 				s.input, err = yamlToJSON(v)
@@ -319,7 +356,7 @@ func parseStep(n *yaml.Node, defHandler string) (*step, string, error) {
 			s.expect.field = k
 			switch k {
 			case "output":
-				s.expect.output, err = scalarString(v)
+				s.expect.output, err = parseText(v)
 			case "output_contains":
 				s.expect.contains, err = scalarString(v)
 				if err == nil && s.expect.contains == "" {
@@ -343,6 +380,15 @@ func parseStep(n *yaml.Node, defHandler string) (*step, string, error) {
 		case "published":
 			s.checkPub = true
 			s.published, err = parsePublished(v)
+		case "events":
+			s.checkEvts = true
+			s.events, err = parsePublished(v)
+		case "metrics":
+			s.checkMets = true
+			s.metrics, err = parseMetrics(v)
+		case "applied_config":
+			s.checkApplied = true
+			s.applied, err = parseConfig(v)
 		default:
 			err = fmt.Errorf("unknown field (want %s)", strings.Join(stepFields, ", "))
 		}
@@ -385,7 +431,7 @@ func parseMessage(v *yaml.Node) (message, error) {
 			dataField = k
 			if k == "data" {
 				var s string
-				s, err = scalarString(f)
+				s, err = parseText(f)
 				m.data = []byte(s)
 			} else if m.data, err = yamlToJSON(f); err == nil {
 				m.isJSON = true
@@ -442,6 +488,8 @@ func parseExpectedError(v *yaml.Node) (*expectedError, error) {
 				x.status = &st
 			case "message":
 				x.message = s
+			case "message_exact":
+				x.exact = &s
 			case "code":
 				c, err := strconv.ParseUint(s, 10, 32)
 				if err != nil {
@@ -450,7 +498,7 @@ func parseExpectedError(v *yaml.Node) (*expectedError, error) {
 				c32 := uint32(c)
 				x.code = &c32
 			default:
-				return nil, fmt.Errorf("unknown field %q (want kind, status, message, code)", k)
+				return nil, fmt.Errorf("unknown field %q (want kind, status, message, message_exact, code)", k)
 			}
 		}
 	default:
@@ -459,8 +507,11 @@ func parseExpectedError(v *yaml.Node) (*expectedError, error) {
 	if !slices.Contains(errorKinds, x.kind) {
 		return nil, fmt.Errorf("kind %q: want one of %s", x.kind, strings.Join(errorKinds, ", "))
 	}
-	if (x.status != nil || x.message != "") && x.kind != "guest" {
-		return nil, fmt.Errorf("status and message go with kind guest, not %s", x.kind)
+	if (x.status != nil || x.message != "" || x.exact != nil) && x.kind != "guest" {
+		return nil, fmt.Errorf("status, message and message_exact go with kind guest, not %s", x.kind)
+	}
+	if x.message != "" && x.exact != nil {
+		return nil, errors.New("give message or message_exact, not both")
 	}
 	if x.code != nil && x.kind != "exit" {
 		return nil, fmt.Errorf("code goes with kind exit, not %s", x.kind)
@@ -675,4 +726,145 @@ func jsonable(x any) (any, error) {
 		}
 	}
 	return x, nil
+}
+
+func parseBool(v *yaml.Node) (bool, error) {
+	s, err := scalarString(v)
+	if err == nil {
+		switch s {
+		case "true":
+			return true, nil
+		case "false":
+			return false, nil
+		}
+	}
+	return false, errors.New("want true or false")
+}
+
+// MaxRepeatBytes bounds the text one {repeat, count} expands to.
+const MaxRepeatBytes = 64 << 20
+
+// parseText parses a text: a scalar as written, or {repeat: TEXT, count: N}, TEXT N times
+// (at most MaxRepeatBytes), for inputs and outputs too large to paste.
+func parseText(v *yaml.Node) (string, error) {
+	if v.Kind != yaml.MappingNode {
+		return scalarString(v)
+	}
+	var (
+		text       string
+		count      uint64
+		hasT, hasC bool
+	)
+	for i := 0; i < len(v.Content); i += 2 {
+		k, f := v.Content[i].Value, v.Content[i+1]
+		s, err := scalarString(f)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", k, err)
+		}
+		switch k {
+		case "repeat":
+			text, hasT = s, true
+		case "count":
+			if count, err = strconv.ParseUint(s, 10, 64); err != nil {
+				return "", fmt.Errorf("count %q: want a non-negative integer", s)
+			}
+			hasC = true
+		default:
+			return "", fmt.Errorf("unknown field %q (want a string, or repeat and count)", k)
+		}
+	}
+	if !hasT || !hasC || text == "" {
+		return "", errors.New("want a string, or {repeat: TEXT, count: N} with a non-empty TEXT")
+	}
+	if count > MaxRepeatBytes/uint64(len(text)) {
+		return "", fmt.Errorf("repeat: %d × %d bytes is over %d", count, len(text), MaxRepeatBytes)
+	}
+	return strings.Repeat(text, int(count)), nil
+}
+
+var metricKinds = map[string]abi.MetricKind{
+	"counter":   abi.Counter,
+	"gauge":     abi.Gauge,
+	"histogram": abi.Histogram,
+}
+
+// parseMetrics parses a list of {name, kind, value} or {name, kind: histogram, bounds,
+// buckets, count, sum}, every field but name and kind optional.
+func parseMetrics(v *yaml.Node) ([]metricWant, error) {
+	if v.Kind != yaml.SequenceNode {
+		return nil, errors.New("want a list of metrics {name, kind, …}")
+	}
+	ms := []metricWant{}
+	for j, n := range v.Content {
+		m, err := parseMetric(n)
+		if err != nil {
+			return nil, fmt.Errorf("metric %d: %w", j+1, err)
+		}
+		ms = append(ms, m)
+	}
+	return ms, nil
+}
+
+func parseMetric(n *yaml.Node) (metricWant, error) {
+	var m metricWant
+	if n.Kind != yaml.MappingNode {
+		return m, errors.New("want a mapping with name and kind")
+	}
+	hasKind := false
+	for i := 0; i < len(n.Content); i += 2 {
+		k, f := n.Content[i].Value, n.Content[i+1]
+		var err error
+		switch k {
+		case "name":
+			m.name, err = scalarString(f)
+		case "kind":
+			var s string
+			if s, err = scalarString(f); err == nil {
+				var ok bool
+				if m.kind, ok = metricKinds[s]; !ok {
+					err = fmt.Errorf("%q: want counter, gauge or histogram", s)
+				}
+				hasKind = true
+			}
+		case "value", "sum":
+			var x float64
+			if err = f.Decode(&x); err != nil || f.Kind != yaml.ScalarNode {
+				err = errors.New("want a number")
+			} else if k == "value" {
+				m.value = &x
+			} else {
+				m.sum = &x
+			}
+		case "count":
+			var x uint64
+			if err = f.Decode(&x); err != nil || f.Kind != yaml.ScalarNode {
+				err = errors.New("want a non-negative integer")
+			}
+			m.count = &x
+		case "bounds":
+			if err = f.Decode(&m.bounds); err != nil || f.Kind != yaml.SequenceNode {
+				err = errors.New("want a list of numbers")
+			}
+		case "buckets":
+			if err = f.Decode(&m.buckets); err != nil || f.Kind != yaml.SequenceNode {
+				err = errors.New("want a list of non-negative integers")
+			}
+		default:
+			err = errors.New("unknown field (want name, kind, value, bounds, buckets, count, sum)")
+		}
+		if err != nil {
+			return m, fmt.Errorf("%s: %w", k, err)
+		}
+	}
+	switch {
+	case m.name == "":
+		return m, errors.New("name: missing")
+	case !hasKind:
+		return m, errors.New("kind: missing")
+	case m.kind == abi.Histogram && m.value != nil:
+		return m, errors.New("value: a histogram has bounds, buckets, count and sum")
+	case m.kind != abi.Histogram && (m.bounds != nil || m.buckets != nil || m.count != nil || m.sum != nil):
+		return m, errors.New("bounds, buckets, count and sum go with kind histogram")
+	}
+	return m, nil
 }

@@ -38,7 +38,9 @@ func newTestCmd(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "test <plugin.wasm> <cases.yaml>",
 		Short: "Run a plugin's cases file, each case in a fresh host",
 		Long: `Run the cases of a cases file against a plugin, each case in a fresh host (the plugin
-compiled once), and compare each step's output or error with its expectation.
+compiled once), and compare each step's output or error with its expectation. A case
+marked "instance: true" runs against one sandbox instance instead: a trap is not
+restarted (wasmvisor-ABI plugins only).
 
 One line per failing case, then the summary "wasmvisor test: N passed, N failed".
 Extism plugins run too, as with call (the CLI's formats). The cases file format is CASES.md at the root of the
@@ -95,7 +97,8 @@ func runTest(ctx context.Context, pluginPath, casesPath string, f testFlags, std
 	}
 	defer e.Close(context.WithoutCancel(ctx))
 	defer casetest.KeepCode(ctx, e, wasm)()
-	opts := casetest.Options{HostOptions: []host.Option{host.WithEngine(e)}}
+	// Instance cases (instance: true) compile on the same engine.
+	opts := casetest.Options{HostOptions: []host.Option{host.WithEngine(e)}, Engine: e}
 	if filter != nil {
 		opts.Filter = filter.MatchString
 	}

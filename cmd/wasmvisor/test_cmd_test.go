@@ -54,6 +54,28 @@ func TestExamplePolicyCases(t *testing.T) {
 	}
 }
 
+// TestTestInstanceCases runs instance cases through the command: a trap is not restarted,
+// and the instance's stores are checked.
+func TestTestInstanceCases(t *testing.T) {
+	cases := writeCases(t, `
+instance: true
+cases:
+  - name: no restart
+    steps:
+      - {handler: emit, input: "t\nd", output: ""}
+      - {handler: trap, error: trap}
+      - {handler: echo, input: x, error: trap, events: [{topic: t, data: d}]}
+  - name: large echo
+    handler: echo
+    input: {repeat: ab, count: 100000}
+    output: {repeat: ab, count: 99999}
+`)
+	code, out, errOut := runTestCmd(t, referenceWasm, cases)
+	if code != exitFailure || !strings.Contains(out, "1 passed, 1 failed") || !strings.Contains(out, "FAIL large echo: output: got `abab") {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+}
+
 func TestTestPassingAndVerbose(t *testing.T) {
 	cases := writeCases(t, `
 handler: evaluate
