@@ -17,6 +17,7 @@ import (
 
 	"github.com/wasmvisor/wasmvisor/abi"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/wasmbin"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/watchdog"
 )
 
 // Instance states, in the low bits of Instance.state; while busy, the bits above hold the
@@ -66,7 +67,7 @@ type Instance struct {
 	handlerIdx map[string]uint32
 
 	state atomic.Uint64
-	wd    *watchdog
+	wd    *watchdog.Watchdog
 
 	// The cancellable context of the operation in progress, for the watchdog.
 	ctxMu   sync.Mutex
