@@ -80,9 +80,11 @@ import (
 
 	sdk "github.com/extism/go-sdk"
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
 	"go.uber.org/zap"
 
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/watchdog"
 )
 
 // KernelModule is the import module of the Extism kernel; a module that imports from it is an
@@ -101,6 +103,12 @@ func (f optionFunc) apply(o *options) { f(o) }
 type options struct {
 	cacheDir string
 	cache    wazero.CompilationCache
+	wd       *watchdog.Watchdog // the engine's, from Format; else the module starts its own
+}
+
+// withWatchdog watches the module's instances with wd, an engine's watchdog.
+func withWatchdog(wd *watchdog.Watchdog) Option {
+	return optionFunc(func(o *options) { o.wd = wd })
 }
 
 // WithCacheDir keeps compiled code in dir (a wazero file cache, like sandbox.WithCacheDir), so
@@ -124,6 +132,9 @@ type Module struct {
 	base     wazero.ModuleConfig
 	handlers []string
 	callable map[string]bool
+	wd       *watchdog.Watchdog // watches the calls of the module's instances
+	ownWD    bool               // wd is the module's own, closed with the SDK's runtime
+	plugins  sync.Map           // *sdk.Plugin -> *Instance, for safePoints
 
 	mu     sync.Mutex
 	refs   int // open instances
@@ -178,7 +189,16 @@ func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config, opts ...Optio
 	}
 	sort.Strings(m.handlers)
 
-	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(true)
+	// The guest is instrumented as the sandbox's (fuel checks at loop heads and function
+	// entries, chunked bulk memory and table instructions), so that the watchdog can stop
+	// it at a safe point: see safePoints. The memory is not clamped here: the allocator
+	// enforces Limits.MemoryPages. The runtime is the SDK's default, without
+	// WithCloseOnContextDone: no goroutine per call and no check of its own in the code.
+	bin, err := instrument(wasm)
+	if err != nil {
+		return nil, err
+	}
+	rc := wazero.NewRuntimeConfig()
 	switch {
 	case o.cache != nil:
 		rc = rc.WithCompilationCache(o.cache)
@@ -188,8 +208,9 @@ func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config, opts ...Optio
 		}
 		rc = rc.WithCompilationCache(m.cache)
 	}
-	manifest := sdk.Manifest{Wasm: []sdk.Wasm{sdk.WasmData{Data: wasm, Name: "main"}}}
-	m.cp, err = sdk.NewCompiledPlugin(ctx, manifest, sdk.PluginConfig{RuntimeConfig: rc, EnableWasi: true}, nil)
+	manifest := sdk.Manifest{Wasm: []sdk.Wasm{sdk.WasmData{Data: bin, Name: "main"}}}
+	lctx := experimental.WithFunctionListenerFactory(ctx, safePoints{m})
+	m.cp, err = sdk.NewCompiledPlugin(lctx, manifest, sdk.PluginConfig{RuntimeConfig: rc, EnableWasi: true}, nil)
 	if err != nil {
 		if m.cache != nil {
 			_ = m.cache.Close(ctx)
@@ -197,6 +218,9 @@ func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config, opts ...Optio
 		return nil, &sandbox.ModuleError{Reason: err.Error(), Err: err}
 	}
 	m.base = baseConfig(cfg.Capabilities)
+	if m.wd = o.wd; m.wd == nil {
+		m.wd, m.ownWD = watchdog.New(sandbox.DefaultDeadlineResolution, nil), true
+	}
 	return m, nil
 }
 
@@ -238,6 +262,9 @@ func (m *Module) release(ctx context.Context) error {
 	}
 	m.done = true
 	err := m.cp.Close(ctx)
+	if m.ownWD {
+		m.wd.Close()
+	}
 	if m.cache != nil {
 		err = errors.Join(err, m.cache.Close(ctx))
 	}
