@@ -14,9 +14,16 @@
 //     allocator per instance instead of the runtime-wide WithMemoryLimitPages, so that a
 //     refused growth is seen: a guest that then traps or exits fails with a
 //     *sandbox.MemoryLimitError wrapping that trap or exit.
-//   - Limits.CallTimeout bounds each call (the SDK's manifest timeout_ms, built on wazero's
-//     WithCloseOnContextDone): past it the guest is stopped and the call returns a
-//     *sandbox.DeadlineError. Kill and the caller's context stop a call the same way.
+//   - Limits.CallTimeout bounds each call: past it the guest is stopped and the call returns
+//     a *sandbox.DeadlineError. Kill and the caller's context stop a call the same way. As
+//     in the sandbox, no timer, goroutine or context is made per call: the guest is
+//     instrumented with the sandbox's fuel checks (wasmbin.Instrument), the engine's one
+//     watchdog (or, for a module compiled without an engine, the module's own) records a
+//     stop, and the guest's next safe point, watched by a wazero function listener, traps.
+//     So a call ends within about its timeout plus two deadline resolutions plus the time the
+//     guest takes for wasmbin.Fuel units of work; a real-clock sleep is cut short. The SDK's
+//     runtime does not watch contexts (no WithCloseOnContextDone): closing a module under a
+//     running call races with its WASI functions (RATIONALE.md, "Extism deadlines").
 //   - Limits.StartTimeout bounds Instantiate. The guest language's own initialisation
 //     (Haskell's hs_init, a WASI reactor's _initialize, __wasm_call_ctors) is run by the SDK
 //     lazily inside the first call, so it counts against that call's timeout.
