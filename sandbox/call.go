@@ -72,8 +72,8 @@ func (i *Instance) enter(ctx context.Context, kind opKind) (uint64, error) {
 	}
 	// The watchdog stores parked before it reads the state words; we published ours before
 	// reading parked: either it sees this operation, or we see it parked.
-	if (done != nil || i.timeout(kind) != NoTimeout) && i.wd.parked.Load() {
-		i.wd.wakeUp()
+	if (done != nil || i.timeout(kind) != NoTimeout) && i.wd.Parked() {
+		i.wd.WakeUp()
 	}
 	return id, nil
 }

@@ -40,6 +40,8 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"go.uber.org/zap"
+
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/watchdog"
 )
 
 // Defaults of the Engine options.
@@ -62,7 +64,7 @@ type engineConfig struct {
 	logger     *zap.Logger
 	resolution time.Duration
 	formats    []Format
-	onPark     func() // tests only: see watchdog.onPark
+	onPark     func() // tests only: see watchdog.New
 }
 
 // WithCacheDir keeps compiled code in dir, so that a later Engine (another process, another
@@ -95,7 +97,7 @@ type Engine struct {
 	rt       wazero.Runtime
 	ownCache wazero.CompilationCache // closed with the engine when it made it
 	logger   *zap.Logger
-	wd       *watchdog
+	wd       *watchdog.Watchdog
 	cache    wazero.CompilationCache // the one it compiles with, or nil
 	formats  []Format
 
@@ -109,11 +111,11 @@ type Engine struct {
 
 func (e *Engine) register(i *Instance) {
 	e.insts.Store(i.wm, i)
-	e.wd.add(i)
+	e.wd.Add((*watched)(i))
 }
 
 func (e *Engine) unregister(i *Instance) {
-	e.wd.remove(i)
+	e.wd.Remove((*watched)(i))
 	e.insts.Delete(i.wm)
 }
 
@@ -169,7 +171,7 @@ func NewEngine(ctx context.Context, opts ...Option) (*Engine, error) {
 		_ = e.rt.Close(ctx)
 		return nil, fmt.Errorf("sandbox: host module: %w", err)
 	}
-	e.wd = newWatchdog(cfg.resolution, cfg.onPark)
+	e.wd = watchdog.New(cfg.resolution, cfg.onPark)
 	return e, nil
 }
 
@@ -182,7 +184,7 @@ func (e *Engine) Close(ctx context.Context) error {
 	}
 	e.closed = true
 	e.mu.Unlock()
-	e.wd.close()
+	e.wd.Close()
 	err := e.rt.Close(ctx)
 	if e.ownCache != nil {
 		if cerr := e.ownCache.Close(ctx); err == nil {
@@ -246,4 +248,13 @@ func (e *Engine) release(ctx context.Context, c *compiled) {
 		delete(e.compiled, c.key)
 		_ = c.code.Close(ctx)
 	}
+}
+
+// watched is an Instance as the watchdog sees it, so that Instance exports no Watch method.
+type watched Instance
+
+func (w *watched) Watch(now time.Duration) bool { return (*Instance)(w).watch(now) }
+
+func init() {
+	watchdog.OfEngine = func(e any) *watchdog.Watchdog { return e.(*Engine).wd }
 }

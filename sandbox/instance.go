@@ -16,22 +16,24 @@ import (
 	"github.com/tetratelabs/wazero/experimental"
 
 	"github.com/wasmvisor/wasmvisor/abi"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/lifecycle"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/wasmbin"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/watchdog"
 )
 
 // Instance states, in the low bits of Instance.state; while busy, the bits above hold the
 // kind and the id of the operation in progress (and, in the other states, the id of the
-// last one).
+// last one). The layout is package lifecycle's, shared with the Extism format.
 const (
-	stIdle   uint64 = iota
-	stBusy          // serving an operation: a call, a configure, a delivery or a store read
-	stFailed        // ended by a fatal error; memory still readable until Close
-	stClosed
+	stIdle   = lifecycle.Idle
+	stBusy   = lifecycle.Busy   // serving an operation: a call, a configure, a delivery or a store read
+	stFailed = lifecycle.Failed // ended by a fatal error; memory still readable until Close
+	stClosed = lifecycle.Closed
 
-	stMask    = 3
-	kindShift = 2 // the operation's kind, 3 bits: see busyWord
-	kindMask  = 7
-	idShift   = 5
+	stMask    = lifecycle.Mask
+	kindShift = lifecycle.KindShift // the operation's kind, 3 bits: see busyWord
+	kindMask  = lifecycle.KindMask
+	idShift   = lifecycle.IDShift
 )
 
 // Instance is one sandbox: a fresh module instance with its own linear memory, control block
@@ -66,7 +68,7 @@ type Instance struct {
 	handlerIdx map[string]uint32
 
 	state atomic.Uint64
-	wd    *watchdog
+	wd    *watchdog.Watchdog
 
 	// The cancellable context of the operation in progress, for the watchdog.
 	ctxMu   sync.Mutex

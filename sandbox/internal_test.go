@@ -315,7 +315,7 @@ func TestDeadlineWakesAParkedWatchdog(t *testing.T) {
 			case <-time.After(30 * time.Second): // bounds a hang only
 				t.Fatalf("round %d: the watchdog never parked", n)
 			}
-			if e.wd.parked.Load() && len(e.wd.wake) == 0 {
+			if e.wd.Idle() {
 				break
 			}
 		}

@@ -5,3 +5,6 @@ package extism
 // there. Call it before the call starts. It is defined in a test file: the library has no
 // such hook.
 func OnCall(i *Instance, f func()) { i.callHook = f }
+
+// InstanceOf returns the Instance of a runner that Format's code made.
+func InstanceOf(r any) *Instance { return r.(*runner).Instance }

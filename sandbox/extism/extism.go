@@ -14,9 +14,16 @@
 //     allocator per instance instead of the runtime-wide WithMemoryLimitPages, so that a
 //     refused growth is seen: a guest that then traps or exits fails with a
 //     *sandbox.MemoryLimitError wrapping that trap or exit.
-//   - Limits.CallTimeout bounds each call (the SDK's manifest timeout_ms, built on wazero's
-//     WithCloseOnContextDone): past it the guest is stopped and the call returns a
-//     *sandbox.DeadlineError. Kill and the caller's context stop a call the same way.
+//   - Limits.CallTimeout bounds each call: past it the guest is stopped and the call returns
+//     a *sandbox.DeadlineError. Kill and the caller's context stop a call the same way. As
+//     in the sandbox, no timer, goroutine or context is made per call: the guest is
+//     instrumented with the sandbox's fuel checks (wasmbin.Instrument), the engine's one
+//     watchdog (or, for a module compiled without an engine, the module's own) records a
+//     stop, and the guest's next safe point, watched by a wazero function listener, traps.
+//     So a call ends within about its timeout plus two deadline resolutions plus the time the
+//     guest takes for wasmbin.Fuel units of work; a real-clock sleep is cut short. The SDK's
+//     runtime does not watch contexts (no WithCloseOnContextDone): closing a module under a
+//     running call races with its WASI functions (RATIONALE.md, "Extism deadlines").
 //   - Limits.StartTimeout bounds Instantiate. The guest language's own initialisation
 //     (Haskell's hs_init, a WASI reactor's _initialize, __wasm_call_ctors) is run by the SDK
 //     lazily inside the first call, so it counts against that call's timeout.
@@ -117,9 +124,11 @@ import (
 
 	sdk "github.com/extism/go-sdk"
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
 	"go.uber.org/zap"
 
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/watchdog"
 )
 
 // KernelModule is the import module of the Extism kernel; a module that imports from it is an
@@ -138,6 +147,12 @@ func (f optionFunc) apply(o *options) { f(o) }
 type options struct {
 	cacheDir string
 	cache    wazero.CompilationCache
+	wd       *watchdog.Watchdog // the engine's, from Format; else the module starts its own
+}
+
+// withWatchdog watches the module's instances with wd, an engine's watchdog.
+func withWatchdog(wd *watchdog.Watchdog) Option {
+	return optionFunc(func(o *options) { o.wd = wd })
 }
 
 // WithCacheDir keeps compiled code in dir (a wazero file cache, like sandbox.WithCacheDir), so
@@ -161,7 +176,9 @@ type Module struct {
 	base     wazero.ModuleConfig
 	handlers []string
 	callable map[string]bool
-	insts    sync.Map // *sdk.Plugin to its *Instance, for the host functions
+	wd       *watchdog.Watchdog // watches the calls of the module's instances
+	ownWD    bool               // wd is the module's own, closed with the SDK's runtime
+	plugins  sync.Map           // *sdk.Plugin -> *Instance, for safePoints
 
 	mu     sync.Mutex
 	refs   int // open instances
@@ -214,7 +231,16 @@ func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config, opts ...Optio
 	}
 	sort.Strings(m.handlers)
 
-	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(true)
+	// The guest is instrumented as the sandbox's (fuel checks at loop heads and function
+	// entries, chunked bulk memory and table instructions), so that the watchdog can stop
+	// it at a safe point: see safePoints. The memory is not clamped here: the allocator
+	// enforces Limits.MemoryPages. The runtime is the SDK's default, without
+	// WithCloseOnContextDone: no goroutine per call and no check of its own in the code.
+	bin, err := instrument(wasm)
+	if err != nil {
+		return nil, err
+	}
+	rc := wazero.NewRuntimeConfig()
 	switch {
 	case o.cache != nil:
 		rc = rc.WithCompilationCache(o.cache)
@@ -224,8 +250,9 @@ func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config, opts ...Optio
 		}
 		rc = rc.WithCompilationCache(m.cache)
 	}
-	manifest := sdk.Manifest{Wasm: []sdk.Wasm{sdk.WasmData{Data: wasm, Name: "main"}}}
-	m.cp, err = sdk.NewCompiledPlugin(ctx, manifest, sdk.PluginConfig{RuntimeConfig: rc, EnableWasi: true}, m.hostFunctions(granted))
+	manifest := sdk.Manifest{Wasm: []sdk.Wasm{sdk.WasmData{Data: bin, Name: "main"}}}
+	lctx := experimental.WithFunctionListenerFactory(ctx, safePoints{m})
+	m.cp, err = sdk.NewCompiledPlugin(lctx, manifest, sdk.PluginConfig{RuntimeConfig: rc, EnableWasi: true}, m.hostFunctions(granted))
 	if err != nil {
 		if m.cache != nil {
 			_ = m.cache.Close(ctx)
@@ -233,6 +260,9 @@ func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config, opts ...Optio
 		return nil, &sandbox.ModuleError{Reason: err.Error(), Err: err}
 	}
 	m.base = baseConfig(cfg.Capabilities)
+	if m.wd = o.wd; m.wd == nil {
+		m.wd, m.ownWD = watchdog.New(sandbox.DefaultDeadlineResolution, nil), true
+	}
 	return m, nil
 }
 
@@ -274,6 +304,9 @@ func (m *Module) release(ctx context.Context) error {
 	}
 	m.done = true
 	err := m.cp.Close(ctx)
+	if m.ownWD {
+		m.wd.Close()
+	}
 	if m.cache != nil {
 		err = errors.Join(err, m.cache.Close(ctx))
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/wasmvisor/wasmvisor/abi"
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/watchdog"
 )
 
 // Name is the format's name: sandbox.Code.Format of an Extism plugin, and the host's
@@ -30,7 +31,7 @@ func (f format) Compile(ctx context.Context, e *sandbox.Engine, wasm []byte, cfg
 	for _, opt := range f.opts {
 		opt.apply(&o)
 	}
-	opts := f.opts
+	opts := append(f.opts[:len(f.opts):len(f.opts)], withWatchdog(watchdog.OfEngine(e)))
 	if c := e.CompilationCache(); c != nil && o.cache == nil && o.cacheDir == "" {
 		opts = append(opts, WithCompilationCache(c))
 	}

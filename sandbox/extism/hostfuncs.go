@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	sdk "github.com/extism/go-sdk"
@@ -47,7 +48,13 @@ var ErrHostFuncPanic = errors.New("panicked")
 type hostState struct {
 	failed atomic.Pointer[HostFuncError] // the failure that ends the call in progress
 	panics atomic.Uint64
+
+	mu     sync.Mutex
+	cancel context.CancelCauseFunc // ends the context of the host function in progress
 }
+
+// errStopped is the cause of a host function's context that its call's stop ended.
+var errStopped = errors.New("extism: the call was stopped")
 
 // checkImports refuses, each named, the imports this package cannot serve: from a module
 // other than the kernel, WASI and UserModule (a *sandbox.ModuleError), from UserModule with
@@ -93,15 +100,15 @@ func (m *Module) hostFunctions(granted []sandbox.HostFunc) []sdk.HostFunction {
 }
 
 // serve is f as an SDK host function. It runs on the call's goroutine, inside the guest's
-// call: ctx is the call's context (CallAppend's), which its deadline, the caller's context
-// and Kill end. The input is a copy of the kernel's memory block the guest named, refused
+// call: its context is the caller's, ended also when the call is stopped (its deadline, the
+// caller's context, Kill: see Instance.stop), after which the guest is unwound. The input is a copy of the kernel's memory block the guest named, refused
 // above f.MaxInput before it is copied. A failure
 // records a HostFuncError on the instance and unwinds the guest with a panic, which wazero
 // turns into the call's error and classify into that HostFuncError.
 func (m *Module) serve(f sandbox.HostFunc) sdk.HostFunctionStackCallback {
 	return func(ctx context.Context, cp *sdk.CurrentPlugin, stack []uint64) {
 		p, _ := ctx.Value(sdk.PluginCtxKey("plugin")).(*sdk.Plugin)
-		v, ok := m.insts.Load(p)
+		v, ok := m.plugins.Load(p)
 		if !ok {
 			panic(fmt.Sprintf("extism: host function %q called outside an instance", f.Name))
 		}
@@ -117,7 +124,7 @@ func (m *Module) serve(f sandbox.HostFunc) sdk.HostFunctionStackCallback {
 		case len(out) > f.MaxOutput:
 			i.hostFail(ctx, &HostFuncError{Name: f.Name, Err: fmt.Errorf("output of %d bytes, above its %d", len(out), f.MaxOutput)})
 		}
-		stopped(ctx)
+		i.unwindIfStopped(ctx)
 		if len(out) == 0 {
 			stack[0] = 0 // the kernel's empty block
 			return
@@ -127,7 +134,6 @@ func (m *Module) serve(f sandbox.HostFunc) sdk.HostFunctionStackCallback {
 			err = fmt.Errorf("the kernel could not hold %d bytes", len(out))
 		}
 		if err != nil {
-			stopped(ctx)
 			i.hostFail(ctx, &HostFuncError{Name: f.Name, Err: fmt.Errorf("writing the output: %w", err)})
 		}
 		stack[0] = off
@@ -152,6 +158,19 @@ func readBlock(ctx context.Context, cp *sdk.CurrentPlugin, off uint64, limit int
 
 // runHostFunc calls f, recovering, logging and counting a panic, as the sandbox does.
 func (i *Instance) runHostFunc(ctx context.Context, f sandbox.HostFunc, in []byte) (out []byte, err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	i.host.mu.Lock()
+	i.host.cancel = cancel
+	i.host.mu.Unlock()
+	defer func() {
+		i.host.mu.Lock()
+		i.host.cancel = nil
+		i.host.mu.Unlock()
+	}()
+	if i.callStopped() { // a stop that came before cancel was set
+		cancel(errStopped)
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			// Logged at the 1st, 2nd, 4th… panic of the instance, as the sandbox does.
@@ -165,22 +184,32 @@ func (i *Instance) runHostFunc(ctx context.Context, f sandbox.HostFunc, in []byt
 	return f.Func(ctx, in)
 }
 
+// cancelHostFunc ends the context of a host function in progress, if any; stop calls it.
+func (i *Instance) cancelHostFunc() {
+	i.host.mu.Lock()
+	c := i.host.cancel
+	i.host.mu.Unlock()
+	if c != nil {
+		c(errStopped)
+	}
+}
+
 // hostFail ends the call with e, unless the call was stopped meanwhile: then it ends as
 // stopped (the function's error is most likely the context's).
 func (i *Instance) hostFail(ctx context.Context, e *HostFuncError) {
-	stopped(ctx)
+	i.unwindIfStopped(ctx)
 	i.host.failed.CompareAndSwap(nil, e)
 	panic(e)
 }
 
-// stopped unwinds the guest as wazero's close-on-context-done does when ctx, the call's
-// context, has ended, so that classify reports the deadline, the caller's end or Kill.
-func stopped(ctx context.Context) {
-	switch err := ctx.Err(); {
-	case err == nil:
-	case errors.Is(err, context.DeadlineExceeded):
-		panic(sys.NewExitError(sys.ExitCodeDeadlineExceeded))
-	default:
+// unwindIfStopped unwinds the guest when the call has been stopped, or the caller's context
+// ctx has ended (which stops it): classify then reports the stop (the deadline, the
+// caller's end or Kill), whatever the SDK returns.
+func (i *Instance) unwindIfStopped(ctx context.Context) {
+	if ctx.Err() != nil {
+		i.stopFromContext(ctx)
+	}
+	if i.callStopped() {
 		panic(sys.NewExitError(sys.ExitCodeContextCanceled))
 	}
 }

@@ -20,14 +20,22 @@ import (
 	"github.com/wasmvisor/wasmvisor/abi"
 	"github.com/wasmvisor/wasmvisor/internal/guestio"
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/lifecycle"
 )
 
-// Instance states.
+// Operation kinds, in the state word (see package lifecycle).
 const (
-	stIdle uint32 = iota
-	stBusy
-	stFailed
-	stClosed
+	opCall uint8 = iota
+	opConfigure
+)
+
+// Why the watchdog or Kill stopped a call.
+const (
+	stopNone uint32 = iota
+	stopDeadline
+	stopCtxDeadline
+	stopCanceled
+	stopKilled
 )
 
 // Instance is one Extism plugin instance: its own memory, kernel, vars and config.
@@ -41,16 +49,26 @@ type Instance struct {
 	out   *output    // stdout, stderr and log, metered
 	roots []*os.Root // the granted directories, closed with the instance
 
-	state   atomic.Uint32
+	state   atomic.Uint64 // the lifecycle word: state, operation kind and id
 	failure atomic.Pointer[failure]
 	killed  atomic.Bool
 	calls   atomic.Uint64
 
-	mu     sync.Mutex
-	cancel context.CancelFunc // of the call in progress; guarded by mu
+	// The cancellable context of the call in progress, for the watchdog.
+	ctxMu   sync.Mutex
+	callCtx context.Context // guarded by ctxMu; set for cancellable contexts only
+	ctxID   uint64          // guarded by ctxMu
 
-	done          atomic.Pointer[<-chan struct{}] // the call's Done, for an interruptible real sleep
-	exited        atomic.Bool                     // a module of the instance was closed by the guest
+	// The watchdog's own notes: the operation it saw last, and when (see watch).
+	seenID uint64
+	seenAt time.Duration
+
+	stopMu     sync.Mutex    // serialises stop
+	stoppedID  atomic.Uint64 // the id of the call that was stopped
+	stopReason atomic.Uint32
+	wake       chan struct{} // cuts a real sleep short when the call is stopped
+
+	exited        atomic.Bool // a module of the instance was closed by the guest
 	exitCode      atomic.Uint32
 	closing       atomic.Bool
 	refused       atomic.Bool                  // a memory growth was refused during this call
@@ -76,7 +94,7 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	}
 	m.refs++
 	m.mu.Unlock()
-	i := &Instance{mod: m}
+	i := &Instance{mod: m, wake: make(chan struct{}, 1)}
 	i.out = i.newOutput()
 	mc, roots, err := openDirs(m.cfg.Capabilities, m.base.WithStdout(i.out.stdoutW).WithStderr(i.out.stderrW))
 	if err != nil {
@@ -93,6 +111,7 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 		sctx, cancel = context.WithTimeout(ctx, m.cfg.Limits.StartTimeout)
 		defer cancel()
 	}
+	sctx = context.WithValue(sctx, startKey{}, i)
 	sctx = experimental.WithMemoryAllocator(sctx, experimental.MemoryAllocatorFunc(i.allocate))
 	sctx = experimental.WithCloseNotifier(sctx, experimental.CloseNotifyFunc(i.closeNotify))
 	p, err := m.cp.Instance(sctx, sdk.PluginInstanceConfig{ModuleConfig: mc})
@@ -118,7 +137,8 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 		p.Config = map[string]string{}
 	}
 	i.p = p
-	m.insts.Store(p, i)
+	m.plugins.Store(p, i)
+	m.wd.Add((*watched)(i))
 	return i, nil
 }
 
@@ -147,11 +167,16 @@ func (i *Instance) Call(ctx context.Context, handler string, input []byte) ([]by
 }
 
 // CallAppend is Call appending the output to dst.
+//
+// The call's deadline and the caller's context are enforced by the watchdog (see watch) and
+// the guest's safe points (see safePoints): the SDK's runtime does not watch contexts, so no
+// timer or goroutine is made for the call. Host functions get the caller's context.
 func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []byte) ([]byte, error) {
-	if err := i.enter(ctx, "call"); err != nil {
+	id, err := i.enter(ctx, opCall)
+	if err != nil {
 		return dst, err
 	}
-	defer i.leave()
+	defer i.leave(id)
 	n := i.calls.Add(1)
 	if on := i.mod.cfg.OnCall; on != nil && n&(1<<min(i.mod.cfg.CallSampling, 31)-1) == 0 {
 		t0 := time.Now()
@@ -161,37 +186,33 @@ func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []
 		return dst, fmt.Errorf("extism: handler %q: %w", handler, sandbox.ErrUnknownHandler)
 	}
 	timeout := i.mod.cfg.Limits.CallTimeout
-	var cctx context.Context
-	var cancel context.CancelFunc
-	if timeout == sandbox.NoTimeout {
-		cctx, cancel = context.WithCancel(ctx)
-	} else {
-		cctx, cancel = context.WithTimeout(ctx, timeout)
+	done := ctx.Done()
+	if done != nil { // published for the watchdog; wazero itself does not watch it
+		i.ctxMu.Lock()
+		i.callCtx, i.ctxID = ctx, id
+		i.ctxMu.Unlock()
 	}
-	defer cancel()
-	i.mu.Lock()
-	i.cancel = cancel
-	i.mu.Unlock()
-	if i.killed.Load() { // Kill ran before it could see cancel
-		cancel()
+	// The watchdog stores parked before it reads the state words; we published ours before
+	// reading parked: either it sees this call, or we see it parked.
+	if (done != nil || timeout != sandbox.NoTimeout) && i.mod.wd.Parked() {
+		i.mod.wd.WakeUp()
 	}
-	d := cctx.Done()
-	i.done.Store(&d)
 	i.refused.Store(false)
 	i.kernelRefused.Store(false)
 	if i.callHook != nil {
 		i.callHook()
 	}
 
-	rc, out, err := i.p.CallWithContext(cctx, handler, input)
+	rc, out, err := i.p.CallWithContext(ctx, handler, input)
 
-	i.done.Store(nil)
-	i.mu.Lock()
-	i.cancel = nil
-	i.mu.Unlock()
+	if done != nil {
+		i.ctxMu.Lock()
+		i.callCtx = nil
+		i.ctxMu.Unlock()
+	}
 	i.out.endCall()
 
-	if err := i.classify(ctx, cctx, timeout, handler, rc, err); err != nil {
+	if err := i.classify(ctx, id, timeout, handler, rc, err); err != nil {
 		return dst, err
 	}
 	if i.exited.Load() { // exit(0): the SDK's success, but the module is closed
@@ -201,7 +222,7 @@ func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []
 }
 
 // classify turns what the SDK returned into the package's errors, and records a fatal one.
-func (i *Instance) classify(ctx, cctx context.Context, timeout time.Duration, handler string, rc uint32, err error) error {
+func (i *Instance) classify(ctx context.Context, id uint64, timeout time.Duration, handler string, rc uint32, err error) error {
 	fatal := func(e error) error {
 		if i.refused.Load() && !errors.Is(e, sandbox.ErrCanceled) && !errors.Is(e, sandbox.ErrDeadline) {
 			e = &sandbox.MemoryLimitError{LimitPages: i.mod.cfg.Limits.MemoryPages, Cause: e}
@@ -214,15 +235,8 @@ func (i *Instance) classify(ctx, cctx context.Context, timeout time.Duration, ha
 	switch {
 	case i.killed.Load():
 		return fatal(fmt.Errorf("extism: call %q: instance killed: %w", handler, sandbox.ErrCanceled))
-	case err != nil && cctx.Err() != nil && closedByContext(err, exit):
-		switch {
-		case errors.Is(ctx.Err(), context.DeadlineExceeded):
-			dl, _ := ctx.Deadline()
-			return fatal(&sandbox.DeadlineError{Op: "call", Timeout: "context deadline " + dl.Format(time.RFC3339Nano), Caller: true})
-		case ctx.Err() != nil:
-			return fatal(fmt.Errorf("extism: call %q: %w: %w", handler, sandbox.ErrCanceled, context.Canceled))
-		}
-		return fatal(&sandbox.DeadlineError{Op: "call", Timeout: timeout.String()})
+	case i.stoppedID.Load() == id: // the plugin was closed under the call: whatever the SDK says
+		return fatal(i.stopError(ctx, handler, timeout))
 	case err != nil && i.host.failed.Load() != nil:
 		return fatal(i.host.failed.Load())
 	case i.exited.Load() && (err != nil || i.exitCode.Load() != 0):
@@ -244,21 +258,28 @@ func (i *Instance) classify(ctx, cctx context.Context, timeout time.Duration, ha
 	return nil
 }
 
-// closedByContext reports an error of wazero's close-on-context-done.
-func closedByContext(err error, exit *sys.ExitError) bool {
-	if exit != nil {
-		return exit.ExitCode() == sys.ExitCodeDeadlineExceeded || exit.ExitCode() == sys.ExitCodeContextCanceled
+// stopError is the error of a call stopped by the watchdog.
+func (i *Instance) stopError(ctx context.Context, handler string, timeout time.Duration) error {
+	switch i.stopReason.Load() {
+	case stopCtxDeadline:
+		dl, _ := ctx.Deadline()
+		return &sandbox.DeadlineError{Op: "call", Timeout: "context deadline " + dl.Format(time.RFC3339Nano), Caller: true}
+	case stopCanceled:
+		return fmt.Errorf("extism: call %q: %w: %w", handler, sandbox.ErrCanceled, context.Canceled)
+	case stopKilled:
+		return fmt.Errorf("extism: call %q: instance killed: %w", handler, sandbox.ErrCanceled)
 	}
-	return strings.Contains(err.Error(), "module closed with context")
+	return &sandbox.DeadlineError{Op: "call", Timeout: timeout.String()}
 }
 
 // Configure replaces the config map that the next calls read through config_get. Extism has
 // no change callback, so the guest is not told and cannot reject it.
 func (i *Instance) Configure(ctx context.Context, config map[string]string) error {
-	if err := i.enter(ctx, "configure"); err != nil {
+	id, err := i.enter(ctx, opConfigure)
+	if err != nil {
 		return err
 	}
-	defer i.leave()
+	defer i.leave(id)
 	c := maps.Clone(config)
 	if c == nil {
 		c = map[string]string{}
@@ -267,56 +288,150 @@ func (i *Instance) Configure(ctx context.Context, config map[string]string) erro
 	return nil
 }
 
-// enter moves an idle instance to busy for operation op. An instance that has ended returns a
-// *sandbox.UnavailableError; a context that has ended, a *sandbox.NotEnteredError.
-func (i *Instance) enter(ctx context.Context, op string) error {
-	if !i.state.CompareAndSwap(stIdle, stBusy) {
-		return i.unavailable()
+// enter moves an idle instance to busy for an operation of kind, and returns its id. An
+// instance that has ended returns a *sandbox.UnavailableError; a context that has ended, a
+// *sandbox.NotEnteredError.
+func (i *Instance) enter(ctx context.Context, kind uint8) (uint64, error) {
+	s := i.state.Load()
+	id := lifecycle.ID(s) + 1
+	if lifecycle.State(s) != lifecycle.Idle || !i.state.CompareAndSwap(s, lifecycle.BusyWord(id, kind)) {
+		return 0, i.unavailable()
 	}
 	if f := i.failure.Load(); f != nil { // killed or retired
-		i.leave()
-		return &sandbox.UnavailableError{Err: f.err}
+		i.leave(id)
+		return 0, &sandbox.UnavailableError{Err: f.err}
 	}
-	if err := ctx.Err(); err != nil {
-		i.leave()
-		return &sandbox.NotEnteredError{Op: op, Err: err}
+	if ctx.Done() != nil {
+		if err := ctx.Err(); err != nil {
+			i.leave(id)
+			return 0, &sandbox.NotEnteredError{Op: opNames[kind], Err: err}
+		}
 	}
-	return nil
+	return id, nil
 }
 
-func (i *Instance) leave() {
+var opNames = [...]string{opCall: "call", opConfigure: "configure"}
+
+// leave ends operation id: back to idle, unless the instance failed meanwhile.
+func (i *Instance) leave(id uint64) {
+	busy := i.state.Load()
 	if i.failure.Load() != nil {
-		i.state.CompareAndSwap(stBusy, stFailed)
+		i.state.CompareAndSwap(busy, busy&^lifecycle.Mask|lifecycle.Failed)
 		return
 	}
-	i.state.CompareAndSwap(stBusy, stIdle)
+	i.state.CompareAndSwap(busy, lifecycle.IdleWord(id))
 	if i.failure.Load() != nil { // failed (killed) meanwhile
-		i.state.CompareAndSwap(stIdle, stFailed)
+		i.state.CompareAndSwap(lifecycle.IdleWord(id), lifecycle.IdleWord(id)|lifecycle.Failed)
 	}
 }
 
 func (i *Instance) unavailable() error {
-	switch i.state.Load() {
-	case stBusy:
+	switch lifecycle.State(i.state.Load()) {
+	case lifecycle.Busy:
 		return sandbox.ErrBusy
-	case stFailed:
+	case lifecycle.Failed:
 		return &sandbox.UnavailableError{Err: i.failure.Load().err}
-	case stIdle:
+	case lifecycle.Idle:
 		return sandbox.ErrBusy // lost a race with another caller
 	}
 	return &sandbox.UnavailableError{Err: fmt.Errorf("extism: instance: %w", sandbox.ErrClosed)}
 }
 
+// watched is an Instance as the watchdog sees it, so that Instance exports no Watch method.
+type watched Instance
+
+func (w *watched) Watch(now time.Duration) bool { return (*Instance)(w).watch(now) }
+
+// watch is called by the watchdog on its goroutine, on every tick while it is awake, with the
+// time since its epoch; it reports whether the instance runs a call that needs watching. As
+// the sandbox's: no call publishes a deadline; the watchdog notes when it first sees a call's
+// id busy, so it never stops a call early and at most about two ticks late.
+func (i *Instance) watch(now time.Duration) bool {
+	s := i.state.Load()
+	if lifecycle.State(s) != lifecycle.Busy || lifecycle.Kind(s) != opCall {
+		return false
+	}
+	id := lifecycle.ID(s)
+	if id != i.seenID {
+		i.seenID, i.seenAt = id, now
+	}
+	watched := false
+	if limit := i.mod.cfg.Limits.CallTimeout; limit != sandbox.NoTimeout {
+		if now-i.seenAt >= limit {
+			i.stop(id, stopDeadline)
+			return true
+		}
+		watched = true
+	}
+	i.ctxMu.Lock()
+	c, cid := i.callCtx, i.ctxID
+	i.ctxMu.Unlock()
+	if c == nil || cid != id {
+		return watched
+	}
+	switch err := c.Err(); {
+	case errors.Is(err, context.DeadlineExceeded):
+		i.stop(id, stopCtxDeadline)
+	case err != nil:
+		i.stop(id, stopCanceled)
+	}
+	return true
+}
+
+// stop stops call id, if it still runs. It records the reason and the id; the guest's next
+// safe point (within wasmbin.Fuel units of work) sees them and traps (see safePoints), and a
+// real sleep is cut short. The call reads the id when the SDK returns: a call that finishes
+// after stop recorded it reports the stop and ends the instance, even if no safe point cut it
+// (it ran past its deadline all the same); one that returned before keeps its result.
+func (i *Instance) stop(id uint64, reason uint32) {
+	i.stopMu.Lock()
+	defer i.stopMu.Unlock()
+	if i.stoppedID.Load() == id {
+		return
+	}
+	i.stopReason.Store(reason)
+	i.stoppedID.Store(id)
+	select {
+	case i.wake <- struct{}{}:
+	default:
+	}
+	i.cancelHostFunc() // a host function in progress: its context ends
+}
+
+// callStopped reports whether the call in progress has been stopped.
+func (i *Instance) callStopped() bool {
+	s := i.state.Load()
+	return lifecycle.State(s) == lifecycle.Busy && i.stoppedID.Load() == lifecycle.ID(s)
+}
+
+// stopFromContext stops the call in progress because ctx, the caller's, has ended, as the
+// watchdog would on its next tick: a host function that returned the context's error must
+// not be reported as failing.
+func (i *Instance) stopFromContext(ctx context.Context) {
+	s := i.state.Load()
+	if lifecycle.State(s) != lifecycle.Busy {
+		return
+	}
+	switch err := ctx.Err(); {
+	case errors.Is(err, context.DeadlineExceeded):
+		i.stop(lifecycle.ID(s), stopCtxDeadline)
+	case err != nil:
+		i.stop(lifecycle.ID(s), stopCanceled)
+	}
+}
+
 // fail records the fatal error that ends the instance; the first one wins.
 func (i *Instance) fail(err error) {
 	i.failure.CompareAndSwap(nil, &failure{err: err})
-	i.state.CompareAndSwap(stIdle, stFailed)
+	if s := i.state.Load(); lifecycle.State(s) == lifecycle.Idle {
+		i.state.CompareAndSwap(s, s|lifecycle.Failed)
+	}
 }
 
 // Err returns the fatal error that ended the instance, sandbox.ErrClosed after Close, or nil
 // while it is usable.
 func (i *Instance) Err() error {
-	if i.state.Load() == stClosed {
+	if lifecycle.State(i.state.Load()) == lifecycle.Closed {
 		return fmt.Errorf("extism: instance: %w", sandbox.ErrClosed)
 	}
 	if f := i.failure.Load(); f != nil {
@@ -331,26 +446,24 @@ func (i *Instance) Err() error {
 // ended already: no call is running and Close will not wait.
 func (i *Instance) Retire() bool {
 	i.fail(fmt.Errorf("extism: instance: %w", sandbox.ErrRetired))
-	s := i.state.Load()
-	return s == stFailed || s == stClosed
+	s := lifecycle.State(i.state.Load())
+	return s == lifecycle.Failed || s == lifecycle.Closed
 }
 
 // Calls is the number of calls that have entered the instance, including one in progress.
 func (i *Instance) Calls() uint64 { return i.calls.Load() }
 
-// Kill stops the instance from any goroutine: a call in progress is interrupted (wazero
-// closes the module when the call's context is cancelled) and returns an error matching
-// sandbox.ErrCanceled, and the instance is never entered again. Close it afterwards.
+// Kill stops the instance from any goroutine: a call in progress is interrupted (its plugin
+// is closed under it) and returns an error matching sandbox.ErrCanceled, and the instance is
+// never entered again. Close it afterwards.
 func (i *Instance) Kill() {
 	if i.killed.Swap(true) {
 		return
 	}
 	i.fail(fmt.Errorf("extism: instance killed: %w", sandbox.ErrCanceled))
-	i.mu.Lock()
-	if i.cancel != nil {
-		i.cancel()
+	if s := i.state.Load(); lifecycle.State(s) == lifecycle.Busy && lifecycle.Kind(s) == opCall {
+		i.stop(lifecycle.ID(s), stopKilled)
 	}
-	i.mu.Unlock()
 }
 
 // Close frees the instance. A call in progress is interrupted first and Close waits, within
@@ -360,10 +473,11 @@ func (i *Instance) Close(ctx context.Context) error {
 	var poll *time.Ticker
 	for {
 		s := i.state.Load()
-		if s == stClosed {
+		st := lifecycle.State(s)
+		if st == lifecycle.Closed {
 			return nil
 		}
-		if s != stBusy && i.state.CompareAndSwap(s, stClosed) {
+		if st != lifecycle.Busy && i.state.CompareAndSwap(s, s&^lifecycle.Mask|lifecycle.Closed) {
 			break
 		}
 		if poll == nil {
@@ -376,8 +490,9 @@ func (i *Instance) Close(ctx context.Context) error {
 		case <-poll.C:
 		}
 	}
+	i.mod.wd.Remove((*watched)(i))
+	i.mod.plugins.Delete(i.p)
 	i.closing.Store(true)
-	i.mod.insts.Delete(i.p)
 	err := i.p.Close(context.Background())
 	i.out.stdoutW.Flush()
 	i.out.stderrW.Flush()
@@ -399,15 +514,14 @@ func (i *Instance) closeNotify(_ context.Context, code uint32) {
 
 // sleep is WASI's sleep with ClockReal, cut short when the call is stopped.
 func (i *Instance) sleep(ns int64) {
+	if i.stopped() { // a guest that sleeps in a loop reaches its next safe point at once
+		return
+	}
 	t := time.NewTimer(time.Duration(ns))
 	defer t.Stop()
-	var done <-chan struct{}
-	if d := i.done.Load(); d != nil {
-		done = *d
-	}
 	select {
 	case <-t.C:
-	case <-done:
+	case <-i.wake:
 	}
 }
 

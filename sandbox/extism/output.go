@@ -7,6 +7,7 @@ import (
 
 	"github.com/wasmvisor/wasmvisor/internal/guestio"
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/lifecycle"
 )
 
 // output is an instance's metered streams: stdout, stderr and Extism's log calls, within
@@ -56,18 +57,10 @@ func (o *output) endCall() {
 	}
 }
 
-// stopped reports whether the call in progress has been stopped (its context is done).
+// stopped reports whether the call in progress has been stopped (by the watchdog or Kill).
 func (i *Instance) stopped() bool {
-	d := i.done.Load()
-	if d == nil {
-		return false
-	}
-	select {
-	case <-*d:
-		return true
-	default:
-		return false
-	}
+	s := i.state.Load()
+	return lifecycle.State(s) == lifecycle.Busy && i.stoppedID.Load() == lifecycle.ID(s)
 }
 
 // Stats returns what the instance dropped under Limits.Output and how many of its host

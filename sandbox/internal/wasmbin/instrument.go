@@ -11,6 +11,10 @@ import (
 const (
 	ExportInterrupt  = "wasmvisor:interrupt"
 	ExportGrowFailed = "wasmvisor:grow_failed"
+	// ExportSafePoint is the function a fuel check calls when the fuel runs out, exported so
+	// that a host that cannot reach the instance's globals from outside (package
+	// sandbox/extism, behind the Extism SDK) can watch it with a wazero function listener.
+	ExportSafePoint = "wasmvisor:safe_point"
 	// ReservedPrefix starts every name Instrument adds.
 	ReservedPrefix = "wasmvisor:"
 )
@@ -56,7 +60,8 @@ const (
 //     indirect call). When the fuel runs out, a call to an added function refills it,
 //     passes through the Go runtime (a memory.grow of zero pages, which wazero serves in
 //     Go, where the goroutine can be preempted, so a spinning guest cannot stall a garbage
-//     collection), and traps with unreachable if interrupt is not zero. Every backward jump
+//     collection), and traps with unreachable if interrupt is not zero (that function is
+//     exported as ExportSafePoint). Every backward jump
 //     lands on a loop head and every call on a checked entry or a prepaid leaf, so the
 //     guest runs at most Fuel units, plus one region, between two passes through Go (see
 //     RATIONALE.md, "Deadlines that hold for every instruction");
@@ -173,6 +178,9 @@ func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32) ([]byte, e
 		exports = append(exports, KindGlobal)
 		exports = appendU32(exports, in.intr+uint32(i))
 	}
+	exports = appendName(exports, ExportSafePoint)
+	exports = append(exports, KindFunc)
+	exports = appendU32(exports, in.slowFn)
 
 	var code []byte
 	for _, b := range bodies {
@@ -209,7 +217,7 @@ func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32) ([]byte, e
 		case secGlobal:
 			return extend(payload, 3, globals)
 		case secExport:
-			return extend(payload, 2, exports)
+			return extend(payload, 3, exports)
 		case secCode:
 			return append(appendU32(nil, uint32(len(bodies))), code...)
 		}

@@ -1,0 +1,38 @@
+// Package lifecycle is the state word of an instance, shared by the sandbox's native
+// instances and the Extism format's: one atomic uint64 that the instance's owner moves with
+// compare-and-swap and the watchdog reads with one load.
+//
+// The low bits hold the state (Idle, Busy, Failed, Closed); above them, the kind of the
+// operation in progress (the format's own numbering, 3 bits) and its id, which counts the
+// operations that have entered the instance. Failing and closing keep the kind and id bits.
+package lifecycle
+
+// States, in the low bits of the word.
+const (
+	Idle   uint64 = iota
+	Busy          // serving an operation
+	Failed        // ended by a fatal error; never entered again
+	Closed
+
+	Mask      = 3
+	KindShift = 2 // the operation's kind, 3 bits
+	KindMask  = 7
+	IDShift   = 5
+)
+
+// BusyWord is the state word of operation id of kind, while it runs.
+func BusyWord(id uint64, kind uint8) uint64 {
+	return id<<IDShift | uint64(kind)<<KindShift | Busy
+}
+
+// State is the state a word holds.
+func State(s uint64) uint64 { return s & Mask }
+
+// ID is the id of the operation a word holds, or held last.
+func ID(s uint64) uint64 { return s >> IDShift }
+
+// Kind is the kind of the operation a word holds, or held last.
+func Kind(s uint64) uint8 { return uint8(s >> KindShift & KindMask) }
+
+// IdleWord is the state word of an idle instance whose last operation was id.
+func IdleWord(id uint64) uint64 { return id << IDShift }
