@@ -38,8 +38,9 @@ const pluginName = "case"
 // Options configure a run. The zero value works.
 type Options struct {
 	// HostOptions are passed to host.New for each case's host. Empty: the cases' hosts share
-	// one engine (host.WithEngine) that keeps the module's code for the run (KeepCode), so it
-	// compiles once. Given: the caller chooses (host.WithEngine with KeepCode is the fast way;
+	// one engine (host.WithEngine) that keeps the module's code for the run (Engine.Keep), so
+	// it compiles once. Given: the caller chooses (host.WithEngine with sandbox.Engine.Keep is
+	// the fast way;
 	// host.WithCacheDir compiles from a disk cache for every case). casetest adds its own
 	// host.WithEventHook after them, to see failed deliveries: a hook given here is replaced.
 	HostOptions []host.Option
@@ -383,18 +384,12 @@ func newEnv(ctx context.Context, wasm []byte, f *File, opts Options) (*env, erro
 	return env, nil
 }
 
-// KeepCode compiles wasm (with the default limits) on e and keeps the code until the returned
-// function is called, so that hosts made one after another on e (host.WithEngine), one per
-// case, share it instead of compiling it again when the previous host closed. Bytes that do
-// not compile are left for the hosts' Load to report.
-func KeepCode(ctx context.Context, e *sandbox.Engine, wasm []byte) (release func()) {
-	return keepCode(ctx, e, wasm, sandbox.Limits{})
-}
-
+// keepCode keeps wasm's code for memory limit l on e for the run (sandbox.Engine.Keep); bytes
+// that do not load are left for the cases' hosts and instances to report.
 func keepCode(ctx context.Context, e *sandbox.Engine, wasm []byte, l sandbox.Limits) (release func()) {
-	code, err := e.Load(ctx, wasm, sandbox.Config{Limits: l})
+	release, err := e.Keep(ctx, wasm, sandbox.Config{Limits: l})
 	if err != nil {
 		return func() {}
 	}
-	return func() { _ = code.Close(context.WithoutCancel(ctx)) }
+	return release
 }

@@ -106,7 +106,14 @@ type Engine struct {
 
 	mu       sync.Mutex
 	compiled map[compileKey]*compiled
+	kept     map[compileKey]*kept // see Keep
 	closed   bool
+}
+
+// kept is code that Keep holds for its n callers that have not released it.
+type kept struct {
+	code Code
+	n    int
 }
 
 func (e *Engine) register(i *Instance) {
@@ -183,7 +190,12 @@ func (e *Engine) Close(ctx context.Context) error {
 		return nil
 	}
 	e.closed = true
+	ks := e.kept
+	e.kept = nil
 	e.mu.Unlock()
+	for _, k := range ks { // another format's code may hold a runtime of its own
+		_ = k.code.Close(ctx)
+	}
 	e.wd.Close()
 	err := e.rt.Close(ctx)
 	if e.ownCache != nil {
@@ -198,6 +210,86 @@ func (e *Engine) Close(ctx context.Context) error {
 func Digest(wasm []byte) string {
 	d := sha256.Sum256(wasm)
 	return hex.EncodeToString(d[:])
+}
+
+// Keep loads wasm as Load does and keeps the code in the engine until every Keep of the same
+// bytes and memory limit has been released, or the engine is closed. Code is shared by the
+// Modules of those bytes and limit on the engine (Compile) only while one of them is open: a
+// program that makes and closes hosts one after another on one engine (host.WithEngine),
+// such as a test binary with a host per test or a case runner with a host per case, would
+// compile a plugin again for each. With the code kept, each compiles nothing.
+//
+// Keep does not keep bytes that fail to load: it returns Load's error. Another format's code
+// (WithFormats) is kept too, but only formats that share code between Loads gain from it, and
+// the native one does. release is idempotent.
+func (e *Engine) Keep(ctx context.Context, wasm []byte, cfg Config) (release func(), err error) {
+	key := compileKey{digest: sha256.Sum256(wasm), maxPages: cfg.Limits.withDefaults().MemoryPages}
+	if k, ok := e.keepHit(key); ok {
+		return e.releaser(key, k), nil
+	} else if e.isClosed() {
+		return nil, fmt.Errorf("sandbox: engine: %w", ErrClosed)
+	}
+	code, err := e.Load(ctx, wasm, cfg)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		_ = code.Close(ctx)
+		return nil, fmt.Errorf("sandbox: engine: %w", ErrClosed)
+	}
+	k, ok := e.kept[key]
+	if ok { // kept meanwhile by another caller: theirs serves
+		k.n++
+	} else {
+		if e.kept == nil {
+			e.kept = make(map[compileKey]*kept)
+		}
+		k = &kept{code: code, n: 1}
+		e.kept[key] = k
+	}
+	e.mu.Unlock()
+	if ok {
+		_ = code.Close(ctx)
+	}
+	return e.releaser(key, k), nil
+}
+
+func (e *Engine) keepHit(key compileKey) (*kept, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	k, ok := e.kept[key]
+	if ok && !e.closed {
+		k.n++
+		return k, true
+	}
+	return nil, false
+}
+
+func (e *Engine) isClosed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
+}
+
+// releaser is one Keep's release of k.
+func (e *Engine) releaser(key compileKey, k *kept) func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			e.mu.Lock()
+			k.n--
+			last := k.n == 0 && e.kept[key] == k
+			if last {
+				delete(e.kept, key)
+			}
+			e.mu.Unlock()
+			if last {
+				_ = k.code.Close(context.Background())
+			}
+		})
+	}
 }
 
 // acquire returns the compiled code for key, compiling with build on a miss. Concurrent

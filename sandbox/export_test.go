@@ -17,3 +17,10 @@ func OnInvoke(i *Instance, f func()) {
 func withParkHook(f func()) Option {
 	return optionFunc(func(c *engineConfig) { c.onPark = f })
 }
+
+// CompiledCodes is how many compiled modules the engine holds.
+func CompiledCodes(e *Engine) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.compiled)
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/wasmvisor/wasmvisor/casetest"
 	"github.com/wasmvisor/wasmvisor/host"
+	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
 // This file is `wasmvisor test`: it runs a cases file against a plugin with package casetest
@@ -96,7 +97,9 @@ func runTest(ctx context.Context, pluginPath, casesPath string, f testFlags, std
 		return err
 	}
 	defer e.Close(context.WithoutCancel(ctx))
-	defer casetest.KeepCode(ctx, e, wasm)()
+	if release, err := e.Keep(ctx, wasm, sandbox.Config{}); err == nil { // else the cases report it
+		defer release()
+	}
 	// Instance cases (instance: true) compile on the same engine.
 	opts := casetest.Options{HostOptions: []host.Option{host.WithEngine(e)}, Engine: e}
 	if filter != nil {

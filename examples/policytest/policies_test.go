@@ -31,7 +31,11 @@ func TestPolicies(t *testing.T) {
 			t.Parallel()
 			dir := filepath.Join("..", "..", "plugins", name)
 			wasm := hosttest.ReadFile(t, filepath.Join(dir, name+".wasm"))
-			t.Cleanup(casetest.KeepCode(context.Background(), e, wasm))
+			release, err := e.Keep(context.Background(), wasm, sandbox.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(release)
 			r, err := os.Open(filepath.Join(dir, "cases.yaml"))
 			if err != nil {
 				t.Fatal(err)

@@ -25,7 +25,6 @@ package hosttest
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"os"
 	"sync"
@@ -154,17 +153,12 @@ func VerifyTestMain(m *testing.M, opts ...goleak.Option) {
 	os.Exit(code)
 }
 
-// shared is the test binary's engine and the code kept in it.
+// shared is the test binary's engine; the code Precompile and LoadPlugin keep is kept in it
+// (sandbox.Engine.Keep) until VerifyTestMain closes it.
 var shared struct {
 	mu     sync.Mutex
 	eng    *sandbox.Engine
 	closed bool
-	pinned map[pinKey]*sandbox.Module
-}
-
-type pinKey struct {
-	digest   [sha256.Size]byte
-	maxPages uint32
 }
 
 func engine() (*sandbox.Engine, error) {
@@ -182,39 +176,23 @@ func engine() (*sandbox.Engine, error) {
 		if err != nil {
 			return nil, err
 		}
-		shared.eng, shared.pinned = e, make(map[pinKey]*sandbox.Module)
+		shared.eng = e
 	}
 	return shared.eng, nil
 }
 
-// precompile compiles p's code into the shared engine once and keeps it there. Concurrent
-// callers with the same bytes wait for one compilation (the engine's).
+// precompile keeps p's code in the shared engine until it closes. Concurrent callers with the
+// same bytes wait for one compilation (the engine's).
 func precompile(ctx context.Context, p host.Plugin) error {
 	e, err := engine()
 	if err != nil {
 		return err
 	}
-	key := pinKey{digest: sha256.Sum256(p.Wasm), maxPages: p.Limits.WithDefaults().MemoryPages}
-	shared.mu.Lock()
-	_, ok := shared.pinned[key]
-	shared.mu.Unlock()
-	if ok {
-		return nil
-	}
 	if info, err := sandbox.Inspect(p.Wasm); err != nil || len(info.Problems) > 0 {
 		return nil // not a native module (another format's, or broken: Load reports it)
 	}
-	m, err := e.Compile(ctx, p.Wasm, sandbox.Config{Limits: p.Limits})
-	if err != nil {
-		return err
-	}
-	shared.mu.Lock()
-	defer shared.mu.Unlock()
-	if _, ok := shared.pinned[key]; ok || shared.closed {
-		return m.Close(ctx) // another caller pinned it first: the code is shared anyway
-	}
-	shared.pinned[key] = m
-	return nil
+	_, err = e.Keep(ctx, p.Wasm, sandbox.Config{Limits: p.Limits}) // released by the engine's Close
+	return err
 }
 
 func closeShared(ctx context.Context) error {
@@ -224,9 +202,5 @@ func closeShared(ctx context.Context) error {
 	if shared.eng == nil {
 		return nil
 	}
-	for _, m := range shared.pinned {
-		_ = m.Close(ctx)
-	}
-	shared.pinned = nil
 	return shared.eng.Close(ctx)
 }
