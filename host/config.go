@@ -63,7 +63,11 @@ func (p *plugin) push(ctx context.Context, m *member, d *desiredConfig) error {
 	if m.applied.Load() >= d.version {
 		return nil
 	}
-	err := m.inst.Configure(ctx, d.cfg)
+	r := m.cur.Load()
+	if r.used.Load() {
+		return nil // served its call: its reset starts with the desired config
+	}
+	err := r.Configure(ctx, d.cfg)
 	switch {
 	case err == nil:
 		m.applied.Store(d.version)
