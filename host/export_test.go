@@ -16,3 +16,9 @@ func WithStopRequestHook(f func(plugin string, instance int)) Option {
 func WithResetHook(f func(ctx context.Context)) Option {
 	return optionFunc(func(o *options) { o.resetHook = f })
 }
+
+// WithResetDoneHook makes the host call f after each instance reset (InstancePerCall) has
+// installed its fresh instance: benchmarks time a call on a pool that has caught up with it.
+func WithResetDoneHook(f func()) Option {
+	return optionFunc(func(o *options) { o.resetDone = f })
+}

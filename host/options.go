@@ -38,6 +38,7 @@ type options struct {
 	series      seriesLimits                      // see WithGuestSeriesLimits
 	stopHook    func(plugin string, instance int) // tests only: see member.requestEnd
 	resetHook   func(ctx context.Context)         // tests only: see plugin.resetInstance
+	resetDone   func()                            // tests only: see plugin.resetInstance
 }
 
 type quarantineOptions struct {

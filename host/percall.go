@@ -91,22 +91,26 @@ func (p *plugin) recycle(m *member) {
 		return
 	}
 	m.rmu.Lock()
-	if m.ended || m.reset != nil {
+	if m.ended {
 		m.rmu.Unlock()
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	m.cancel, m.reset = cancel, done
+	if m.rcancel == nil {
+		m.rctx, m.rcancel = context.WithCancel(context.Background())
+	}
+	ctx := m.rctx
+	m.resets.Add(1) // never concurrent with stopReset's Wait: ended is set first, under rmu
 	m.rmu.Unlock()
-	go p.resetInstance(ctx, m, old, done)
+	go p.resetInstance(ctx, m, old)
 }
 
 // resetInstance makes m's fresh instance and installs it in place of old, which it then
 // closes. If the member ended meanwhile (stopReset cancelled ctx), the fresh instance is
 // closed instead; if it cannot be made, the member ends with the error, a failure the
-// supervisor restarts and counts.
-func (p *plugin) resetInstance(ctx context.Context, m *member, old *instRef, done chan struct{}) {
+// supervisor restarts and counts. It is done (m.resets) once no instance is left for it to
+// close: a member's end, which waits for that, finds every instance but its current one
+// closed. A new reset may start before it is done (a call on the instance it installed).
+func (p *plugin) resetInstance(ctx context.Context, m *member, old *instRef) {
 	if f := p.h.opts.resetHook; f != nil {
 		f(ctx)
 	}
@@ -121,11 +125,7 @@ func (p *plugin) resetInstance(ctx context.Context, m *member, old *instRef, don
 		stale = m.applied.Swap(d.version) != d.version
 		m.cur.Store(&instRef{instance: inst})
 	}
-	cancel := m.cancel
-	m.cancel, m.reset = nil, nil
 	m.rmu.Unlock()
-	cancel()
-	close(done)
 	switch {
 	case installed:
 		old.Retire() // refuses a listing's read that might still come
@@ -145,9 +145,14 @@ func (p *plugin) resetInstance(ctx context.Context, m *member, old *instRef, don
 		if p.pending.Load() > 0 {
 			p.h.kick(p.h.bus.kick)
 		}
+		if f := p.h.opts.resetDone; f != nil {
+			f()
+		}
 	case err == nil: // the member ended while its instance was made
 		_ = inst.Close(context.Background())
-	case !ended:
+	}
+	m.resets.Done()
+	if err != nil && !ended {
 		err = pluginErr(p.name, "reset", err)
 		if m.state.Swap(stEnded) == stStopReq || m.reason.Load() != reasonNone {
 			err = m.requested()
@@ -156,15 +161,15 @@ func (p *plugin) resetInstance(ctx context.Context, m *member, old *instRef, don
 	}
 }
 
-// stopReset stops m's reset in flight, if any, and waits for it: once it returns, no reset
+// stopReset stops m's resets in flight and waits for them: once it returns, no reset
 // installs an instance in m or leaks one. end calls it first.
 func (m *member) stopReset() {
 	m.rmu.Lock()
 	m.ended = true
-	cancel, done := m.cancel, m.reset
+	cancel := m.rcancel
 	m.rmu.Unlock()
 	if cancel != nil {
 		cancel()
-		<-done
 	}
+	m.resets.Wait()
 }

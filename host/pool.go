@@ -49,11 +49,12 @@ type member struct {
 	err     error
 	once    sync.Once
 
-	// Instance per call (see percall.go): the reset in flight, under rmu.
-	rmu    sync.Mutex
-	ended  bool               // no reset may start or install any more
-	cancel context.CancelFunc // cancels the reset in flight; nil when none
-	reset  chan struct{}      // closed when the reset in flight is over
+	// Instance per call (see percall.go): the resets in flight.
+	rmu     sync.Mutex
+	ended   bool               // under rmu: no reset may start or install any more
+	rctx    context.Context    // under rmu: the resets' context, made by the first one
+	rcancel context.CancelFunc // under rmu: cancels it; called by the member's end
+	resets  sync.WaitGroup     // the resets in flight; Add under rmu while not ended
 }
 
 // in is the member's current instance.

@@ -657,4 +657,12 @@ func TestIsolationMappedAndReloaded(t *testing.T) {
 	if got := marker(); got != "" {
 		t.Fatalf("per_call: get = %q", got)
 	}
+	var v struct {
+		Isolation string `json:"isolation"`
+		Resets    uint64 `json:"resets"`
+	}
+	if a := ts.do(t, "GET", "/v1/plugins/ref", "", "", nil); a.status != 200 || json.Unmarshal(a.body, &v) != nil ||
+		v.Isolation != "per_call" || v.Resets < 1 {
+		t.Fatalf("view: %d %s", a.status, a.body)
+	}
 }
