@@ -65,7 +65,9 @@ func (p *plugin) push(ctx context.Context, m *member, d *desiredConfig) error {
 	}
 	r := m.cur.Load()
 	if r.used.Load() {
-		return nil // served its call: its reset starts with the desired config
+		// Serving its one call, or served it (InstancePerCall): not entered, as if busy;
+		// its reset starts with the desired config, and kicks the config task if stale.
+		return sandbox.ErrBusy
 	}
 	err := r.Configure(ctx, d.cfg)
 	switch {

@@ -211,3 +211,47 @@ func TestInstancePerCallInvalid(t *testing.T) {
 		t.Fatalf("after replace, get = %q", got)
 	}
 }
+
+// A config that becomes desired while every instance is resetting reaches the fresh
+// instances: the reset starts them with it.
+func TestInstancePerCallConfigureDuringReset(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	held := make(chan struct{}, 1)
+	h := hosttest.New(t, host.WithResetHook(func(ctx context.Context) {
+		select {
+		case held <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+	}))
+	spec := perCall("p", 1)
+	spec.Config = map[string]string{"k": "v0"}
+	hosttest.LoadPlugin(t, h, spec)
+	call(t, h, "p", "echo", "")
+	select {
+	case <-held:
+	case <-ctxT(t).Done():
+		t.Fatal("no reset in flight")
+	}
+	// The new config becomes desired at once; with the only instance resetting, Configure
+	// cannot see it applied within a context that has ended already.
+	ended, cancel := context.WithCancel(ctxT(t))
+	cancel()
+	if err := h.Configure(ended, "p", map[string]string{"k": "v1"}); !errors.Is(err, host.ErrNoInstance) {
+		t.Fatalf("Configure during the reset: %v", err)
+	}
+	close(release)
+	if got := call(t, h, "p", "config_get", "k"); got != "v1" {
+		t.Fatalf("config = %q, want v1", got)
+	}
+	if err := h.Configure(ctxT(t), "p", map[string]string{"k": "v2"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := call(t, h, "p", "config_get", "k"); got != "v2" {
+		t.Fatalf("config = %q, want v2", got)
+	}
+}
