@@ -162,8 +162,8 @@ func TestInstancePerCallDelivery(t *testing.T) {
 	}
 }
 
-// Close with resets in flight: each is cancelled and waited for; nothing leaks (Close's
-// ErrLeak, goleak in TestMain).
+// Unload and Close with resets in flight: each is cancelled and waited for; nothing leaks
+// (Close's ErrLeak, goleak in TestMain).
 func TestInstancePerCallCloseDuringReset(t *testing.T) {
 	t.Parallel()
 	inFlight := make(chan struct{}, 4)
@@ -172,9 +172,11 @@ func TestInstancePerCallCloseDuringReset(t *testing.T) {
 		<-ctx.Done() // held until the member ends
 	}))
 	hosttest.LoadPlugin(t, h, perCall("p", 2))
+	hosttest.LoadPlugin(t, h, perCall("q", 1))
 	call(t, h, "p", "echo", "a")
 	call(t, h, "p", "echo", "b")
-	for range 2 {
+	call(t, h, "q", "echo", "c")
+	for range 3 {
 		select {
 		case <-inFlight:
 		case <-ctxT(t).Done():
@@ -186,6 +188,10 @@ func TestInstancePerCallCloseDuringReset(t *testing.T) {
 	cancel()
 	if _, err := h.Call(short, "p", "echo", nil); !errors.Is(err, host.ErrNoInstance) {
 		t.Fatalf("call while resetting: %v", err)
+	}
+	// Unload, then Close, each with resets held open: both cancel them and wait.
+	if err := h.Unload(ctxT(t), "q"); err != nil {
+		t.Fatalf("unload: %v", err)
 	}
 	if err := h.Close(ctxT(t)); err != nil {
 		t.Fatalf("close: %v", err)
