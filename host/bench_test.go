@@ -3,6 +3,7 @@ package host_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/host/hosttest"
@@ -198,5 +199,65 @@ func BenchmarkPool2(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// BenchmarkInstancePerCall is a call on a warm instance next to the same call under
+// InstancePerCall, in one run: the standard-Go authz plugin's decision and the WAT reference
+// plugin's 64-byte echo. One caller, a pool of 2 (this machine's cores). per-call: calls back
+// to back, each waiting for a slot whose reset (a fresh instance, in the background) is done,
+// so its time is the call plus whatever of the instantiation the other slot's reset did not
+// hide: the throughput cost. per-call-caught-up: each call is timed once the previous call's
+// reset is done (the timer stopped meanwhile): the latency a caller sees when the pool keeps
+// up, a call on a fresh instance.
+func BenchmarkInstancePerCall(b *testing.B) {
+	ctx := context.Background()
+	authz := hosttest.ReadFile(b, "../plugins/authz/authz.wasm")
+	decision := []byte(`{"subject":{"id":"a","roles":["admin"]},"action":"read","resource":{"type":"document"}}`)
+	for _, c := range []struct {
+		name, handler string
+		wasm, input   []byte
+	}{{"authz", "evaluate", authz, decision}, {"echo", "echo", reference, in64}} {
+		for _, mode := range []string{"warm", "per-call", "per-call-caught-up"} {
+			iso := host.InstancePerCall
+			if mode == "warm" {
+				iso = host.SharedInstance
+			}
+			caughtUp := mode == "per-call-caught-up"
+			b.Run(c.name+"-"+mode, func(b *testing.B) {
+				resets := make(chan struct{}, 1)
+				h := benchHost(b, host.WithResetDoneHook(func() {
+					select {
+					case resets <- struct{}{}:
+					default:
+					}
+				}))
+				if err := h.Load(ctx, host.Plugin{Name: "p", Wasm: c.wasm, Instances: 2, Isolation: iso}); err != nil {
+					b.Fatal(err)
+				}
+				dst, err := h.CallAppend(ctx, "p", c.handler, c.input, nil)
+				if err != nil || len(dst) == 0 {
+					b.Fatalf("%s: %q, %v", c.handler, dst, err)
+				}
+				b.ReportAllocs()
+				for b.Loop() {
+					if caughtUp {
+						b.StopTimer()
+						select {
+						case <-resets:
+						case <-time.After(10 * time.Second): // a failure limit, not a wait
+							b.Fatal("no reset")
+						}
+						b.StartTimer()
+					}
+					if dst, err = h.CallAppend(ctx, "p", c.handler, c.input, dst[:0]); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if pi, _ := h.Plugin("p"); (iso == host.InstancePerCall) != (pi.Resets > 0) || pi.Restarts != 0 {
+					b.Fatalf("resets %d, restarts %d", pi.Resets, pi.Restarts)
+				}
+			})
+		}
 	}
 }

@@ -2,12 +2,14 @@ package host
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/wasmvisor/wasmvisor/sandbox"
 	"github.com/wasmvisor/wasmvisor/supervisor"
 )
 
@@ -372,7 +374,17 @@ func (b *bus) deliver(ctx context.Context, s *Subscription) bool {
 		if !ok {
 			return progress
 		}
-		inst, err := s.p.each(0, func(mb *member) error { return mb.inst.Deliver(ctx, m.Topic, m.Data) })
+		inst, err := s.p.each(0, func(mb *member) error {
+			r := mb.take()
+			if r == nil {
+				return sandbox.ErrBusy // served its delivery, resetting
+			}
+			err := r.Deliver(ctx, m.Topic, m.Data)
+			if errors.Is(err, sandbox.ErrBusy) || beforeEntry(err) {
+				mb.untake(r)
+			}
+			return err
+		})
 		if inst == nil {
 			s.unpop(m)
 			return progress // busy or restarting: retried when an operation ends, or on start
@@ -390,7 +402,7 @@ func (b *bus) deliver(ctx context.Context, s *Subscription) bool {
 			b.h.emit(Event{Kind: EventDelivered, Plugin: s.p.name, Instance: inst.idx,
 				Incarnation: inst.inc, Topic: m.Topic, Subscriber: s.name(), Data: m.Data})
 		}
-		s.p.after(inst, err)
+		s.p.afterUse(inst, err)
 	}
 }
 

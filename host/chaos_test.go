@@ -18,11 +18,22 @@ import (
 // traps, guest exits, memory bombs, kills from outside, Resets and config updates. Every
 // error must be one of the typed ones; afterwards the host must heal: every slot up again,
 // serving, and holding the last config. hosttest checks at cleanup that nothing leaked.
+// It runs in both isolation modes: under InstancePerCall the kills and crashes also land on
+// instances being reset.
 func TestChaos(t *testing.T) {
 	t.Parallel()
+	for _, iso := range []host.Isolation{host.SharedInstance, host.InstancePerCall} {
+		t.Run(iso.String(), func(t *testing.T) {
+			t.Parallel()
+			chaos(t, iso)
+		})
+	}
+}
+
+func chaos(t *testing.T, iso host.Isolation) {
 	h := hosttest.New(t, many()...)
 	ctx := ctxT(t)
-	hosttest.LoadPlugin(t, h, host.Plugin{Name: "p", Wasm: reference, Instances: 3,
+	hosttest.LoadPlugin(t, h, host.Plugin{Name: "p", Wasm: reference, Instances: 3, Isolation: iso,
 		Limits: sandbox.Limits{MemoryPages: 64, CallTimeout: 20 * time.Millisecond}})
 	const workers, opsEach = 4, 150
 	var mu sync.Mutex

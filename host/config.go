@@ -63,7 +63,13 @@ func (p *plugin) push(ctx context.Context, m *member, d *desiredConfig) error {
 	if m.applied.Load() >= d.version {
 		return nil
 	}
-	err := m.inst.Configure(ctx, d.cfg)
+	r := m.cur.Load()
+	if r.used.Load() {
+		// Serving its one call, or served it (InstancePerCall): not entered, as if busy;
+		// its reset starts with the desired config, and kicks the config task if stale.
+		return sandbox.ErrBusy
+	}
+	err := r.Configure(ctx, d.cfg)
 	switch {
 	case err == nil:
 		m.applied.Store(d.version)

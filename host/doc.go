@@ -54,7 +54,9 @@
 //
 // Reset, Unload and Close go through the supervisor (terminate, restart, delete child). The
 // background tasks (config retry, bus delivery, and each plugin's watcher and prober) are
-// supervised children of the root; the host starts no other goroutine.
+// supervised children of the root; the host starts no other goroutine, except one per
+// instance reset in flight under InstancePerCall, which its member's end cancels and waits
+// for.
 //
 // # Registry and pool
 //
@@ -67,6 +69,20 @@
 // operation in progress finishes, then the instance ends (sandbox.Instance.Retire). An incarnation clears its slot before it reports its end to
 // the supervisor, so the name is released synchronously and the successor's registration can
 // never find it taken. Handles (Lookup) name one incarnation and go stale when it ends.
+//
+// # Isolation
+//
+// By default (SharedInstance) an instance serves call after call, and a call may see what an
+// earlier call left in its memory. Under Plugin.Isolation InstancePerCall every call, bus
+// delivery and Handle.Call runs in an instance that has served nothing: after the operation
+// the caller starts a reset in the background (a fresh instance from the module, with the
+// desired config, as a restart's) and returns; the slot takes no operation until the fresh
+// instance is in place, and a call that finds every slot resetting waits within its context
+// as for a busy pool. A reset keeps the incarnation and is not a restart: it is counted in
+// PluginInfo.Resets and wasmvisor_instance_resets_total, and touches neither the restart
+// intensity nor the event stream. An operation that ends its instance (trap, deadline,
+// memory) takes the failure path of the default mode. A fresh instance costs what
+// sandbox.Code.Instantiate costs (BENCHMARKS.md, "Instance per call").
 //
 // # Config
 //

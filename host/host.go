@@ -198,12 +198,15 @@ func (h *Host) CallAppend(ctx context.Context, name, handler string, input, dst 
 		first = *near
 	}
 	if m := p.slots[first].m.Load(); m != nil {
-		out, err := m.inst.CallAppend(ctx, handler, input, dst)
-		if err == nil && near == nil && m.state.Load() == stLive && p.quiet(m) {
-			return out, nil // the common case: nothing for after to do
-		}
-		if err == nil || !beforeEntry(err) && !p.notEntered(m, err) {
-			return p.called(m, near, name, handler, input, out, err)
+		if r := m.take(); r != nil {
+			out, err := r.CallAppend(ctx, handler, input, dst)
+			if err == nil && near == nil && m.state.Load() == stLive && p.quiet(m) {
+				return out, nil // the common case: nothing for after to do
+			}
+			if err == nil || !beforeEntry(err) && !p.notEntered(m, err) {
+				return p.called(m, near, name, handler, input, out, err)
+			}
+			m.untake(r)
 		}
 	}
 	m, out, err := p.call(ctx, first, handler, input, dst)
@@ -229,7 +232,7 @@ func (p *plugin) called(m *member, near *int, name, handler string, input, out [
 	if err == nil && m.state.Load() == stLive && p.quiet(m) {
 		return out, nil // nothing for after to do
 	}
-	p.after(m, err)
+	p.afterUse(m, err)
 	if err != nil {
 		p.stats.count(errKind(err))
 		if poisonous(err) {

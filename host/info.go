@@ -20,9 +20,13 @@ type PluginInfo struct {
 	Config        map[string]string // desired
 	ConfigVersion uint64            // desired
 	Restarts      uint64            // instances started after the first, over all slots
-	DependsOn     []string
-	Subscribe     []string
-	Instances     []InstanceInfo // one per pool slot
+	// Resets counts the instances replaced after serving their one operation, under
+	// InstancePerCall: not restarts, not failures.
+	Resets    uint64
+	Isolation Isolation
+	DependsOn []string
+	Subscribe []string
+	Instances []InstanceInfo // one per pool slot
 	// State is PluginRunning, or PluginFailed / PluginProbing while the plugin is
 	// quarantined; then Failed is the *FailedError a call gets (retry time, cause).
 	State  PluginState
@@ -88,7 +92,7 @@ func (p *plugin) info(rb *readBudget) PluginInfo {
 	d := p.desired.Load()
 	mod := p.mod()
 	pi := PluginInfo{Name: p.name, Digest: mod.Digest(), Format: Format(mod.Format()), Handlers: mod.Handlers(), Config: maps.Clone(d.cfg), ConfigVersion: d.version,
-		Restarts: p.restarts.Load(), DependsOn: p.spec.DependsOn, Subscribe: p.spec.Subscribe, OnFailure: p.spec.OnFailure}
+		Restarts: p.restarts.Load(), Resets: p.resets.Load(), Isolation: p.isolation, DependsOn: p.spec.DependsOn, Subscribe: p.spec.Subscribe, OnFailure: p.spec.OnFailure}
 	if c := p.contain.Load(); c != nil {
 		pi.State, pi.Failed = c.state, p.failedErr(c)
 	}
@@ -97,7 +101,7 @@ func (p *plugin) info(rb *readBudget) PluginInfo {
 		ii := InstanceInfo{Index: i}
 		if m := p.slots[i].m.Load(); m != nil {
 			ii.Up, ii.Incarnation, ii.ConfigVersion = true, m.inc, m.applied.Load()
-			ii.MemoryPages = m.inst.MemoryPages()
+			ii.MemoryPages = m.in().MemoryPages()
 			// Each read is an operation of its own: one that finds the instance busy fails
 			// with ErrBusy, and Read tells whether all three succeeded. The events come last:
 			// they take what the telemetry and the config left of the instance's share.
@@ -105,15 +109,15 @@ func (p *plugin) info(rb *readBudget) PluginInfo {
 			start := *b
 			ii.ReadErr = errors.Join(
 				p.readStore(m, storeTelemetry, func() (err error) {
-					ii.Telemetry, err = m.inst.TelemetryWithin(b)
+					ii.Telemetry, err = m.in().TelemetryWithin(b)
 					return err
 				}),
 				p.readStore(m, storeConfig, func() (err error) {
-					ii.AppliedConfig, err = m.inst.AppliedConfigWithin(b)
+					ii.AppliedConfig, err = m.in().AppliedConfigWithin(b)
 					return err
 				}),
 				p.readStore(m, storeEvents, func() (err error) {
-					ii.Events, err = m.inst.EventsWithin(0, b)
+					ii.Events, err = m.in().EventsWithin(0, b)
 					return err
 				}))
 			rb.settle(start, b)
@@ -186,14 +190,19 @@ func (hd Handle) Call(ctx context.Context, handler string, input []byte) ([]byte
 	if m.state.Load() != stLive {
 		return nil, fmt.Errorf("plugin %q: call %q: %w", p.name, handler, ErrStale)
 	}
-	out, err := m.inst.CallAppend(ctx, handler, input, nil)
+	r := m.take()
+	if r == nil {
+		return nil, fmt.Errorf("plugin %q: call %q: %w", p.name, handler, sandbox.ErrBusy)
+	}
+	out, err := r.CallAppend(ctx, handler, input, nil)
 	if err != nil && p.notEntered(m, err) {
+		m.untake(r)
 		if errors.Is(err, sandbox.ErrBusy) {
 			return nil, fmt.Errorf("plugin %q: call %q: %w", p.name, handler, sandbox.ErrBusy)
 		}
 		return nil, fmt.Errorf("plugin %q: call %q: %w", p.name, handler, ErrStale)
 	}
-	p.after(m, err)
+	p.afterUse(m, err)
 	if err != nil {
 		p.stats.count(errKind(err))
 		return out, fmt.Errorf("plugin %q: call %q: %w", p.name, handler, err)
@@ -209,8 +218,8 @@ func (hd Handle) Kill() {
 	if m == nil {
 		return
 	}
-	m.inst.Kill()
-	if m.inst.Retire() { // not busy: end it here
+	m.in().Kill()
+	if m.in().Retire() { // not busy: end it here
 		m.state.Store(stEnded)
 		m.end(fmt.Errorf("plugin %q: instance %d killed: %w", m.p.name, m.idx, sandbox.ErrCanceled))
 	}

@@ -78,7 +78,7 @@ func (p *plugin) calls() uint64 {
 	n := p.stats.calls.Load()
 	for i := range p.slots {
 		if m := p.slots[i].m.Load(); m != nil {
-			n += m.inst.Calls()
+			n += m.in().Calls()
 		}
 	}
 	return n
@@ -101,6 +101,7 @@ var (
 	descCalls       = prometheus.NewDesc("wasmvisor_calls_total", "Calls that reached an instance.", []string{"plugin"}, nil)
 	descErrors      = prometheus.NewDesc("wasmvisor_call_errors_total", "Failed calls, by kind.", []string{"plugin", "kind"}, nil)
 	descLatency     = prometheus.NewDesc("wasmvisor_call_duration_seconds", "Call latency (sampled: see WithLatencySampling).", []string{"plugin"}, nil)
+	descResets      = prometheus.NewDesc("wasmvisor_instance_resets_total", "Instances replaced by a fresh one after serving their one operation (instance-per-call isolation), per plugin; not restarts.", []string{"plugin"}, nil)
 	descRestarts    = prometheus.NewDesc("wasmvisor_restarts_total", "Instances started after the first, per plugin.", []string{"plugin"}, nil)
 	descLive        = prometheus.NewDesc("wasmvisor_instances", "Live instances.", []string{"plugin"}, nil)
 	descPages       = prometheus.NewDesc("wasmvisor_memory_pages", "Linear memory of an instance, in 64 KiB pages.", []string{"plugin", "instance"}, nil)
@@ -123,7 +124,7 @@ var (
 type collector struct{ h *Host }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCalls, descErrors, descLatency, descRestarts, descLive,
+	for _, d := range []*prometheus.Desc{descCalls, descErrors, descLatency, descRestarts, descResets, descLive,
 		descPages, descPending, descBus, descGuest, descGuestG, descGuestHist, descState, descTransitions,
 		descCallerEnded, descBudgetEnded, descPoisonRef, descPoisonIn, descPoisonEvict, descPoisonLen,
 		descStoreViolations, descSeriesDropped, descRecordsSkipped, descOutBytes, descOutRecords, descHostPanics} {
@@ -174,6 +175,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		n += s.buckets[len(latencyBounds)].Load()
 		ch <- prometheus.MustNewConstHistogram(descLatency, n, time.Duration(s.sumNanos.Load()).Seconds(), cum, p.name)
 		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(p.restarts.Load()), p.name)
+		ch <- prometheus.MustNewConstMetric(descResets, prometheus.CounterValue, float64(p.resets.Load()), p.name)
 		ch <- prometheus.MustNewConstMetric(descLive, prometheus.GaugeValue, float64(p.live.Load()), p.name)
 		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(p.pending.Load()), p.name)
 		collectOutput(ch, p)

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"context"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -36,6 +37,8 @@ type options struct {
 	readBudget  sandbox.Budget                    // of one scrape or listing: see WithReadBudget
 	series      seriesLimits                      // see WithGuestSeriesLimits
 	stopHook    func(plugin string, instance int) // tests only: see member.requestEnd
+	resetHook   func(ctx context.Context)         // tests only: see plugin.resetInstance
+	resetDone   func()                            // tests only: see plugin.resetInstance
 }
 
 type quarantineOptions struct {

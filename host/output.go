@@ -61,7 +61,7 @@ func collectOutput(ch chan<- prometheus.Metric, p *plugin) {
 	panics := p.drops.hostPanics.Load()
 	for i := range p.slots {
 		if m := p.slots[i].m.Load(); m != nil {
-			st := m.inst.Stats()
+			st := m.in().Stats()
 			for k, ss := range streamsOf(st) {
 				bytes[k] += ss.DroppedBytes
 				records[k] += ss.DroppedRecords

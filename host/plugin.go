@@ -56,6 +56,10 @@ type Plugin struct {
 	// RestartPolicy is this plugin's own restart intensity and backoff; its zero value
 	// takes the host's (WithRestartIntensity, no backoff). Replace keeps it.
 	RestartPolicy RestartPolicy
+	// Isolation says whether an instance serves many calls (SharedInstance, the zero value)
+	// or one (InstancePerCall: every call and bus delivery runs in a fresh instance, replaced
+	// in the background after it; see Isolation). Replace keeps it.
+	Isolation Isolation
 }
 
 // RestartPolicy bounds the restarts of one plugin's instances, in place of the host's
@@ -144,10 +148,13 @@ type plugin struct {
 
 	tree     atomic.Pointer[supervisor.Supervisor] // the pool's supervisor; nil while down
 	restarts atomic.Uint64
-	stats    stats
-	series   guestSeries     // guest series caps and store counters: see stores.go
-	drops    outputDrops     // of ended instances; see collectOutput
-	subs     []*Subscription // under h.bus.mu
+	resets   atomic.Uint64 // instances replaced after serving their call (InstancePerCall)
+
+	isolation Isolation // spec.Isolation, read on every call
+	stats     stats
+	series    guestSeries     // guest series caps and store counters: see stores.go
+	drops     outputDrops     // of ended instances; see collectOutput
+	subs      []*Subscription // under h.bus.mu
 
 	// Containment (see quarantine.go).
 	contain     atomic.Pointer[containment] // nil while running
@@ -196,7 +203,7 @@ func (h *Host) Load(ctx context.Context, spec Plugin) error {
 			return pluginErr(spec.Name, "load", fmt.Errorf("%w: %q is not loaded", ErrDependency, dep))
 		}
 	}
-	p := &plugin{h: h, name: spec.Name, spec: spec, id: "plugin:" + spec.Name,
+	p := &plugin{h: h, name: spec.Name, spec: spec, id: "plugin:" + spec.Name, isolation: spec.Isolation,
 		slots: make([]slot, spec.Instances), wake: make(chan struct{}, 1), gone: make(chan struct{}),
 		ch: make(chan struct{}), prepared: make([]atomic.Pointer[preparedInstance], spec.Instances),
 		retry: make(chan struct{}, 1)}
@@ -253,6 +260,8 @@ func validate(spec *Plugin) error {
 		return bad("depends on itself")
 	case spec.OnFailure > Escalate:
 		return bad("unknown OnFailure " + spec.OnFailure.String())
+	case spec.Isolation > InstancePerCall:
+		return bad("unknown Isolation " + spec.Isolation.String())
 	}
 	if why := spec.RestartPolicy.invalid(); why != "" {
 		return bad(why)

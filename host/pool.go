@@ -40,7 +40,7 @@ type member struct {
 	p       *plugin
 	idx     int
 	inc     uint64
-	inst    instance
+	cur     atomic.Pointer[instRef] // the instance; replaced by a reset (see percall.go)
 	state   atomic.Uint32
 	reason  atomic.Uint32
 	applied atomic.Uint64 // the config version the instance holds
@@ -48,7 +48,17 @@ type member struct {
 	done    chan struct{}
 	err     error
 	once    sync.Once
+
+	// Instance per call (see percall.go): the resets in flight.
+	rmu     sync.Mutex
+	ended   bool               // under rmu: no reset may start or install any more
+	rctx    context.Context    // under rmu: the resets' context, made by the first one
+	rcancel context.CancelFunc // under rmu: cancels it; called by the member's end
+	resets  sync.WaitGroup     // the resets in flight; Add under rmu while not ended
 }
+
+// in is the member's current instance.
+func (m *member) in() instance { return m.cur.Load().instance }
 
 // Done, Err, Stop and Kill make a member a supervisor.Child.
 func (m *member) Done() <-chan struct{} { return m.done }
@@ -59,7 +69,7 @@ func (m *member) Stop() { m.requestEnd(reasonShutdown) }
 
 func (m *member) Kill() {
 	m.reason.Store(reasonKilled) // before the kill, so that the interrupted caller reports it
-	m.inst.Kill()
+	m.in().Kill()
 	m.requestEnd(reasonKilled)
 }
 
@@ -81,7 +91,7 @@ func (m *member) requestEnd(reason uint32) {
 // dead already. A busy instance serves its operation to the end, and its caller, which finds
 // the member asked to end (see after), drains it again.
 func (m *member) drain() bool {
-	if !m.inst.Retire() {
+	if !m.in().Retire() {
 		return false
 	}
 	m.state.Store(stEnded)
@@ -101,11 +111,12 @@ func (m *member) requested() error {
 func (m *member) end(reason error) {
 	m.once.Do(func() {
 		p := m.p
+		m.stopReset()                           // before the instance is closed: a reset in flight neither installs nor leaks one
 		p.slots[m.idx].m.CompareAndSwap(m, nil) // the name is free before anyone learns of the end
 		p.live.Add(-1)
-		p.stats.calls.Add(m.inst.Calls())
-		_ = m.inst.Close(context.Background()) // its last operation has returned
-		p.drops.add(m.inst.Stats())            // after Close, which reports what is left
+		p.stats.calls.Add(m.in().Calls())
+		_ = m.in().Close(context.Background()) // its last operation has returned
+		p.drops.add(m.in().Stats())            // after Close, which reports what is left
 		p.h.live.Add(-1)
 		m.err = reason
 		p.h.emit(Event{Kind: EventInstanceEnded, Plugin: p.name, Instance: m.idx, Incarnation: m.inc, Err: reason})
@@ -164,9 +175,17 @@ func (p *plugin) each(first int, op func(m *member) error) (*member, error) {
 func (p *plugin) call(ctx context.Context, first int, handler string, input, dst []byte) (*member, []byte, error) {
 	var out []byte
 	op := func(m *member) (err error) {
-		out, err = m.inst.CallAppend(ctx, handler, input, dst)
+		r := m.take()
+		if r == nil {
+			return sandbox.ErrBusy // served its call, resetting
+		}
+		out, err = r.CallAppend(ctx, handler, input, dst)
 		if beforeEntry(err) {
+			m.untake(r)
 			return errBeforeEntry // the wait below reports it
+		}
+		if errors.Is(err, sandbox.ErrBusy) {
+			m.untake(r)
 		}
 		return err
 	}
@@ -242,7 +261,7 @@ func budgetEnded(err error) bool {
 // deliveries.
 func (p *plugin) after(m *member, err error) {
 	if err != nil || m.state.Load() != stLive {
-		if ierr := m.inst.Err(); ierr != nil {
+		if ierr := m.in().Err(); ierr != nil {
 			switch {
 			case m.state.Swap(stEnded) == stStopReq || m.reason.Load() != reasonNone:
 				ierr = m.requested()
@@ -281,7 +300,7 @@ func (p *plugin) after(m *member, err error) {
 // quiet reports whether no caller waits and no config update or delivery waits for m: then
 // after has nothing to hand on.
 func (p *plugin) quiet(m *member) bool {
-	return p.waiters.Load() == 0 && m.applied.Load() == p.version.Load() && p.pending.Load() == 0
+	return p.isolation == SharedInstance && p.waiters.Load() == 0 && m.applied.Load() == p.version.Load() && p.pending.Load() == 0
 }
 
 // startMember is the supervisor Start of pool slot i: a fresh instance with the desired
@@ -307,7 +326,8 @@ func (p *plugin) startMember(i int) func(ctx context.Context) (supervisor.Child,
 			return nil, pluginErr(p.name, "start", err)
 		}
 		h.live.Add(1)
-		m := &member{p: p, idx: i, inst: inst, inc: h.incarnation.Add(1), done: make(chan struct{})}
+		m := &member{p: p, idx: i, inc: h.incarnation.Add(1), done: make(chan struct{})}
+		m.cur.Store(&instRef{instance: inst})
 		m.applied.Store(d.version)
 		if !p.slots[i].m.CompareAndSwap(nil, m) {
 			_ = inst.Close(ctx)

@@ -86,6 +86,8 @@ func (h *Host) Replace(ctx context.Context, spec Plugin) error {
 		return bad("Replace keeps the failure mode")
 	case spec.RestartPolicy != p.spec.RestartPolicy:
 		return bad("Replace keeps the restart policy")
+	case spec.Isolation != p.spec.Isolation:
+		return bad("Replace keeps the isolation")
 	}
 	if p.contain.Load() != nil {
 		return h.replaceFailed(ctx, p, spec, wasm)

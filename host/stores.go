@@ -180,12 +180,12 @@ func (c collector) collectGuest(ch chan<- prometheus.Metric, p *plugin, rb *read
 		if m == nil {
 			continue // down: skipped in this scrape
 		}
-		ch <- prometheus.MustNewConstMetric(descPages, prometheus.GaugeValue, float64(m.inst.MemoryPages()), p.name, slotLabels[i])
+		ch <- prometheus.MustNewConstMetric(descPages, prometheus.GaugeValue, float64(m.in().MemoryPages()), p.name, slotLabels[i])
 		b := rb.share()
 		start := *b
 		var tel []sandbox.Metric
 		err := p.readStore(m, storeTelemetry, func() (err error) {
-			tel, err = m.inst.TelemetryWithin(b)
+			tel, err = m.in().TelemetryWithin(b)
 			return err
 		})
 		rb.settle(start, b)

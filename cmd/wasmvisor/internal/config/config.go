@@ -42,6 +42,12 @@ const (
 	FailMonitor = "monitor"
 )
 
+// What a call shares with the calls before it (host.Plugin.Isolation).
+const (
+	IsolationShared  = "shared"
+	IsolationPerCall = "per_call"
+)
+
 // What a plugin past its restart intensity does (host.Plugin.OnFailure).
 const (
 	OnFailureQuarantine = "quarantine"
@@ -135,6 +141,9 @@ type Plugin struct {
 	// RestartPolicy overrides the supervisor section for this plugin's instances
 	// (host.Plugin.RestartPolicy); zero fields take the server's.
 	RestartPolicy RestartPolicy
+	// Isolation is IsolationShared (an instance serves call after call) or IsolationPerCall
+	// (every call runs in a fresh instance: host.InstancePerCall).
+	Isolation string
 	// Required: /readyz answers 503 while this plugin is loading, down or failed. Default true.
 	Required   bool
 	Env        map[string]string
@@ -290,6 +299,7 @@ type rawPlugin struct {
 	Required      string            `yaml:"required"`
 	OnFailure     string            `yaml:"on_failure"`
 	RestartPolicy rawRestartPolicy  `yaml:"restart_policy"`
+	Isolation     string            `yaml:"isolation"`
 }
 
 type rawRestartPolicy struct {
@@ -585,6 +595,7 @@ func Parse(in Input) (*Config, error) {
 		p.Restart = pick(rp.Restart, "permanent", key("restart"), add, "permanent", "transient", "temporary")
 		p.FailurePolicy = pick(rp.FailurePolicy, FailDeny, key("failure_policy"), add, FailDeny, FailAllow, FailMonitor)
 		p.OnFailure = pick(rp.OnFailure, OnFailureQuarantine, key("on_failure"), add, OnFailureQuarantine, OnFailureEscalate)
+		p.Isolation = pick(rp.Isolation, IsolationShared, key("isolation"), add, IsolationShared, IsolationPerCall)
 		p.RestartPolicy = parseRestartPolicy(rp.RestartPolicy, func(k string) string { return key("restart_policy." + k) }, add)
 		p.Required = true
 		if rp.Required != "" {

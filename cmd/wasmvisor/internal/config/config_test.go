@@ -254,3 +254,23 @@ plugins:
 		t.Errorf("an unknown restart_policy key: %v", err)
 	}
 }
+
+func TestIsolation(t *testing.T) {
+	c, err := parse(t, `
+plugins:
+  - {name: a, wasm: p.wasm, isolation: per_call}
+  - {name: b, wasm: p.wasm, isolation: shared}
+  - {name: c, wasm: p.wasm}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := []string{c.Plugins[0].Isolation, c.Plugins[1].Isolation, c.Plugins[2].Isolation}; got[0] != IsolationPerCall ||
+		got[1] != IsolationShared || got[2] != IsolationShared {
+		t.Fatalf("isolation: %v", got)
+	}
+	_, err = parse(t, "plugins:\n  - {name: a, wasm: p.wasm, isolation: per-call}\n")
+	if err == nil || !strings.Contains(err.Error(), "plugins[0](a).isolation") || !strings.Contains(err.Error(), `"per-call"`) {
+		t.Errorf("a bad isolation: %v", err)
+	}
+}

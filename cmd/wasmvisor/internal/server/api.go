@@ -212,6 +212,8 @@ type pluginView struct {
 	ConfigVersion uint64            `json:"config_version"`
 	Overridden    bool              `json:"config_overridden"`
 	Restarts      uint64            `json:"restarts"`
+	Isolation     string            `json:"isolation"` // shared, per_call
+	Resets        uint64            `json:"resets"`    // instances replaced after their call (per_call)
 	DependsOn     []string          `json:"depends_on,omitempty"`
 	Subscribe     []string          `json:"subscribe,omitempty"`
 	LoadedAt      time.Time         `json:"loaded_at"`
@@ -232,10 +234,13 @@ type instanceView struct {
 // view is a plugin as the API shows it; admin sees its config values, others only its keys.
 func (s *Server) view(pi host.PluginInfo, admin bool) pluginView {
 	v := pluginView{Name: pi.Name, Digest: "sha256:" + pi.Digest, Config: pi.Config, ConfigVersion: pi.ConfigVersion,
-		Restarts: pi.Restarts, DependsOn: pi.DependsOn, Subscribe: pi.Subscribe, FailurePolicy: config.FailDeny,
+		Restarts: pi.Restarts, Isolation: config.IsolationShared, Resets: pi.Resets, DependsOn: pi.DependsOn, Subscribe: pi.Subscribe, FailurePolicy: config.FailDeny,
 		Instances: []instanceView{}, Format: string(pi.Format), Handlers: pi.Handlers}
 	if v.Handlers == nil {
 		v.Handlers = []string{} // JSON lists are never null
+	}
+	if pi.Isolation == host.InstancePerCall {
+		v.Isolation = config.IsolationPerCall
 	}
 	switch {
 	case !admin:

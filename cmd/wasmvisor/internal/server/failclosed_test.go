@@ -622,3 +622,47 @@ func TestPutWithAGrantGoneIsInvalidConfig(t *testing.T) {
 		t.Fatalf("after the refusal: %d %s", a.status, a.body)
 	}
 }
+
+// isolation reaches the host, and a change of it reloads the plugin: after the reload a
+// marker set by one call is gone for the next.
+func TestIsolationMappedAndReloaded(t *testing.T) {
+	if hp := hostPlugin(config.Plugin{Name: "a", Isolation: config.IsolationPerCall}); hp.Isolation != host.InstancePerCall {
+		t.Fatalf("per_call: %v", hp.Isolation)
+	}
+	if hp := hostPlugin(config.Plugin{Name: "a", Isolation: config.IsolationShared}); hp.Isolation != host.SharedInstance {
+		t.Fatalf("shared: %v", hp.Isolation)
+	}
+	ts := openServer(t, "admin_token: "+testToken+"\nplugins:\n  - {name: ref, wasm: ref.wasm}\n", true)
+	marker := func() string {
+		t.Helper()
+		if a := ts.do(t, "POST", "/v1/plugins/ref/call/set", "", "", []byte("m")); a.status != 200 {
+			t.Fatalf("set: %d %s", a.status, a.body)
+		}
+		a := ts.do(t, "POST", "/v1/plugins/ref/call/get", "", "", nil)
+		if a.status != 200 {
+			t.Fatalf("get: %d %s", a.status, a.body)
+		}
+		return string(a.body)
+	}
+	if got := marker(); got != "m" {
+		t.Fatalf("shared: get = %q", got)
+	}
+	if err := os.WriteFile(filepath.Join(ts.dir, "wasmvisor.yaml"),
+		[]byte("admin_token: "+testToken+"\nplugins:\n  - {name: ref, wasm: ref.wasm, isolation: per_call}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if a := ts.do(t, "POST", "/v1/reload", testToken, "", nil); a.status != 200 {
+		t.Fatalf("reload: %d %s", a.status, a.body)
+	}
+	if got := marker(); got != "" {
+		t.Fatalf("per_call: get = %q", got)
+	}
+	var v struct {
+		Isolation string `json:"isolation"`
+		Resets    uint64 `json:"resets"`
+	}
+	if a := ts.do(t, "GET", "/v1/plugins/ref", "", "", nil); a.status != 200 || json.Unmarshal(a.body, &v) != nil ||
+		v.Isolation != "per_call" || v.Resets < 1 {
+		t.Fatalf("view: %d %s", a.status, a.body)
+	}
+}

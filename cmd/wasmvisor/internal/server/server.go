@@ -410,6 +410,7 @@ func (s *Server) put(ctx context.Context, p config.Plugin, wasm []byte, source s
 	o, n := old.hostSpecs, e.hostSpecs
 	structural := o.Instances != n.Instances || o.Restart != n.Restart || o.OnFailure != n.OnFailure ||
 		o.RestartPolicy != n.RestartPolicy || // Replace keeps a pool's restart policy
+		o.Isolation != n.Isolation || // and its isolation
 		!equalStrings(o.DependsOn, n.DependsOn) || !equalStrings(o.Subscribe, n.Subscribe)
 	module := old.digest != e.digest || o.Limits != n.Limits || !equalCaps(o.Capabilities, n.Capabilities)
 	switch {
@@ -471,6 +472,9 @@ func hostPlugin(p config.Plugin) host.Plugin {
 	}
 	if p.OnFailure == config.OnFailureEscalate {
 		hp.OnFailure = host.Escalate
+	}
+	if p.Isolation == config.IsolationPerCall {
+		hp.Isolation = host.InstancePerCall
 	}
 	rp := p.RestartPolicy
 	hp.RestartPolicy = host.RestartPolicy{Intensity: rp.MaxRestarts, Period: rp.Period, MinUptime: rp.MinUptime,

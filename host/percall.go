@@ -1,0 +1,175 @@
+package host
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+)
+
+// Isolation says what a call shares with the calls before it (Plugin.Isolation).
+type Isolation uint8
+
+const (
+	// SharedInstance, the default: an instance serves call after call until it fails, and
+	// what one call leaves in its memory (globals, caches, stores) the next call on that
+	// instance sees.
+	SharedInstance Isolation = iota
+	// InstancePerCall: every call, bus delivery and Handle.Call runs in an instance that has
+	// served nothing before, started from the module with the plugin's desired config as a
+	// restart's would be. After the operation the instance is retired, and a fresh one is
+	// made in the background before the slot takes another operation; a call that finds
+	// every slot resetting waits within its context, as for a busy pool. The price is one
+	// instantiation per call, paid off the caller's time but not off the pool's: the pool
+	// serves at most Instances calls per instantiation time.
+	//
+	// A reset is not a failure: it is not a restart (PluginInfo.Restarts, the restart
+	// intensity), keeps the member's incarnation and emits no event; it is counted in
+	// PluginInfo.Resets and wasmvisor_instance_resets_total. An operation that ends its
+	// instance (a trap, a deadline, the memory limit) follows the failure path of the default
+	// mode: counted, supervised, restarted. A fresh instance that cannot start fails its slot
+	// the same way. Config updates reach the instances that wait for a call through the
+	// guest's configure, as in the default mode; a reset starts with the desired config.
+	InstancePerCall
+)
+
+func (i Isolation) String() string {
+	switch i {
+	case SharedInstance:
+		return "shared_instance"
+	case InstancePerCall:
+		return "instance_per_call"
+	}
+	return "Isolation(" + strconv.Itoa(int(i)) + ")"
+}
+
+// instRef is a member's current instance. Under InstancePerCall, used marks it taken by the
+// one operation it may serve, and a reset replaces the whole ref.
+type instRef struct {
+	instance
+	used atomic.Bool
+}
+
+// take returns the instance an operation of a caller (Call, a delivery, Handle.Call) may
+// enter, or nil if, under InstancePerCall, it has been taken already: it is serving its
+// operation or being reset. The flag is the per-call mode's only addition to the pool's
+// lock (the instance's own busy state): one compare-and-swap per call.
+func (m *member) take() *instRef {
+	r := m.cur.Load()
+	if m.p.isolation == InstancePerCall && !r.used.CompareAndSwap(false, true) {
+		return nil
+	}
+	return r
+}
+
+// untake gives back an instance whose operation did not enter it (busy, or its context had
+// ended first): it served nothing, and stays pristine.
+func (m *member) untake(r *instRef) {
+	if m.p.isolation == InstancePerCall {
+		r.used.Store(false)
+	}
+}
+
+// afterUse is after for an operation of a caller that entered m's instance; under
+// InstancePerCall it then starts the instance's reset.
+func (p *plugin) afterUse(m *member, err error) {
+	p.after(m, err)
+	if p.isolation == InstancePerCall {
+		p.recycle(m)
+	}
+}
+
+// recycle starts the reset of m's used instance in the background, unless the member is
+// ending (after or a stopper ends it) or the instance ended after its operation returned (a
+// kill): then after ends the member, as in the default mode.
+func (p *plugin) recycle(m *member) {
+	old := m.cur.Load()
+	if !old.used.Load() || m.state.Load() != stLive {
+		return
+	}
+	if ierr := old.Err(); ierr != nil {
+		p.after(m, ierr)
+		return
+	}
+	m.rmu.Lock()
+	if m.ended {
+		m.rmu.Unlock()
+		return
+	}
+	if m.rcancel == nil {
+		m.rctx, m.rcancel = context.WithCancel(context.Background())
+	}
+	ctx := m.rctx
+	m.resets.Add(1) // never concurrent with stopReset's Wait: ended is set first, under rmu
+	m.rmu.Unlock()
+	go p.resetInstance(ctx, m, old)
+}
+
+// resetInstance makes m's fresh instance and installs it in place of old, which it then
+// closes. If the member ended meanwhile (stopReset cancelled ctx), the fresh instance is
+// closed instead; if it cannot be made, the member ends with the error, a failure the
+// supervisor restarts and counts. It is done (m.resets) once no instance is left for it to
+// close: a member's end, which waits for that, finds every instance but its current one
+// closed. A new reset may start before it is done (a call on the instance it installed).
+func (p *plugin) resetInstance(ctx context.Context, m *member, old *instRef) {
+	if f := p.h.opts.resetHook; f != nil {
+		f(ctx)
+	}
+	inst, d, err := p.instantiate(ctx, p.mod())
+	m.rmu.Lock()
+	ended := m.ended
+	installed := err == nil && !ended
+	stale := false
+	if installed {
+		p.h.live.Add(1)
+		p.resets.Add(1) // before the instance can serve: a caller served after it sees the count
+		stale = m.applied.Swap(d.version) != d.version
+		m.cur.Store(&instRef{instance: inst})
+	}
+	m.rmu.Unlock()
+	switch {
+	case installed:
+		old.Retire() // refuses a listing's read that might still come
+		p.stats.calls.Add(old.Calls())
+		_ = old.Close(context.Background()) // waits for a read in progress
+		p.drops.add(old.Stats())
+		p.h.live.Add(-1)
+		if stale {
+			p.notify() // a Configure may wait for this slot to hold its version
+		}
+		if p.waiters.Load() > 0 {
+			p.signal()
+		}
+		if d.version != p.version.Load() {
+			p.h.kick(p.h.cfgKick)
+		}
+		if p.pending.Load() > 0 {
+			p.h.kick(p.h.bus.kick)
+		}
+		if f := p.h.opts.resetDone; f != nil {
+			f()
+		}
+	case err == nil: // the member ended while its instance was made
+		_ = inst.Close(context.Background())
+	}
+	m.resets.Done()
+	if err != nil && !ended {
+		err = pluginErr(p.name, "reset", err)
+		if m.state.Swap(stEnded) == stStopReq || m.reason.Load() != reasonNone {
+			err = m.requested()
+		}
+		m.end(err)
+	}
+}
+
+// stopReset stops m's resets in flight and waits for them: once it returns, no reset
+// installs an instance in m or leaks one. end calls it first.
+func (m *member) stopReset() {
+	m.rmu.Lock()
+	m.ended = true
+	cancel := m.rcancel
+	m.rmu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	m.resets.Wait()
+}
