@@ -113,11 +113,8 @@ package extism
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"os"
-	"path"
 	"sort"
 	"strings"
 	"sync"
@@ -194,11 +191,11 @@ func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config, opts ...Optio
 	for _, opt := range opts {
 		opt.apply(&o)
 	}
-	cfg.Limits = withDefaults(cfg.Limits)
-	if cfg.Limits.MemoryPages > 65536 {
-		return nil, fmt.Errorf("extism: memory limit %d pages: at most 65536: %w", cfg.Limits.MemoryPages, sandbox.ErrInvalidConfig)
+	cfg.Limits = cfg.Limits.WithDefaults()
+	if err := cfg.Limits.Validate(); err != nil {
+		return nil, err
 	}
-	if err := validate(cfg.Capabilities); err != nil {
+	if err := cfg.Capabilities.Validate(); err != nil {
 		return nil, err
 	}
 	info, err := sandbox.Inspect(wasm)
@@ -259,7 +256,7 @@ func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config, opts ...Optio
 		}
 		return nil, &sandbox.ModuleError{Reason: err.Error(), Err: err}
 	}
-	m.base = baseConfig(cfg.Capabilities)
+	m.base = cfg.Capabilities.ModuleConfig()
 	if m.wd = o.wd; m.wd == nil {
 		m.wd, m.ownWD = watchdog.New(sandbox.DefaultDeadlineResolution, nil), true
 	}
@@ -311,81 +308,4 @@ func (m *Module) release(ctx context.Context) error {
 		err = errors.Join(err, m.cache.Close(ctx))
 	}
 	return err
-}
-
-// withDefaults is the sandbox's: the same limits, output and publish limits included.
-func withDefaults(l sandbox.Limits) sandbox.Limits { return l.WithDefaults() }
-
-func validate(c sandbox.Capabilities) error {
-	for _, d := range c.Dirs {
-		if !path.IsAbs(d.Guest) {
-			return fmt.Errorf("extism: mount %q: guest path must be absolute: %w", d.Guest, sandbox.ErrInvalidConfig)
-		}
-		st, err := os.Stat(d.Host)
-		if err != nil {
-			return fmt.Errorf("extism: mount %q: %w: %w", d.Host, sandbox.ErrInvalidConfig, err)
-		}
-		if !st.IsDir() {
-			return fmt.Errorf("extism: mount %q: not a directory: %w", d.Host, sandbox.ErrInvalidConfig)
-		}
-	}
-	if c.Clock != sandbox.ClockDeterministic && c.Clock != sandbox.ClockReal {
-		return fmt.Errorf("extism: unknown clock %d: %w", c.Clock, sandbox.ErrInvalidConfig)
-	}
-	if c.Random != sandbox.RandomDeterministic && c.Random != sandbox.RandomCrypto {
-		return fmt.Errorf("extism: unknown random source %d: %w", c.Random, sandbox.ErrInvalidConfig)
-	}
-	return nil
-}
-
-// baseConfig is the WASI config shared by the instances, as the sandbox's: nothing granted
-// by default, deterministic clocks and randomness. Directories are each instance's own (see
-// openDirs).
-func baseConfig(c sandbox.Capabilities) wazero.ModuleConfig {
-	mc := wazero.NewModuleConfig()
-	for k, v := range c.Env {
-		mc = mc.WithEnv(k, v)
-	}
-	for _, k := range c.InheritEnv {
-		if v, ok := os.LookupEnv(k); ok {
-			mc = mc.WithEnv(k, v)
-		}
-	}
-	if c.Clock == sandbox.ClockReal {
-		mc = mc.WithSysWalltime().WithSysNanotime()
-	} else {
-		mc = mc.WithNanosleep(func(int64) {})
-	}
-	if c.Random == sandbox.RandomCrypto {
-		mc = mc.WithRandSource(rand.Reader)
-	}
-	return mc
-}
-
-// openDirs opens the granted directories for one instance and mounts them into mc, confined
-// as the sandbox's (sandbox.Dir): an os.Root per directory, read-only through wazero's fs.FS
-// adapter, so that no symbolic link or ".." leads out. The caller closes the roots with the
-// instance.
-func openDirs(c sandbox.Capabilities, mc wazero.ModuleConfig) (wazero.ModuleConfig, []*os.Root, error) {
-	if len(c.Dirs) == 0 {
-		return mc, nil, nil
-	}
-	fsc := wazero.NewFSConfig()
-	roots := make([]*os.Root, 0, len(c.Dirs))
-	for _, d := range c.Dirs {
-		r, err := os.OpenRoot(d.Host)
-		if err != nil {
-			closeRoots(roots)
-			return mc, nil, fmt.Errorf("extism: mount %q: %w: %w", d.Host, sandbox.ErrInvalidConfig, err)
-		}
-		roots = append(roots, r)
-		fsc = fsc.WithFSMount(r.FS(), d.Guest)
-	}
-	return mc.WithFSConfig(fsc), roots, nil
-}
-
-func closeRoots(roots []*os.Root) {
-	for _, r := range roots {
-		_ = r.Close()
-	}
 }

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,10 +44,10 @@ const (
 // sandbox.ErrBusy at once. Kill and Close may be called from any goroutine at any time. After
 // a fatal error (see sandbox.Fatal) every call returns that error again.
 type Instance struct {
-	mod   *Module
-	p     *sdk.Plugin
-	out   *output    // stdout, stderr and log, metered
-	roots []*os.Root // the granted directories, closed with the instance
+	mod  *Module
+	p    *sdk.Plugin
+	out  *output   // stdout, stderr and log, metered
+	dirs io.Closer // the granted directories, closed with the instance
 
 	state   atomic.Uint64 // the lifecycle word: state, operation kind and id
 	failure atomic.Pointer[failure]
@@ -96,15 +96,12 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	m.mu.Unlock()
 	i := &Instance{mod: m, wake: make(chan struct{}, 1)}
 	i.out = i.newOutput()
-	mc, roots, err := openDirs(m.cfg.Capabilities, m.base.WithStdout(i.out.stdoutW).WithStderr(i.out.stderrW))
+	mc, dirs, err := m.cfg.Capabilities.InstanceConfig(m.base, i.out.stdoutW, i.out.stderrW, i.sleep)
 	if err != nil {
 		m.unref(ctx)
 		return nil, err
 	}
-	i.roots = roots
-	if m.cfg.Capabilities.Clock == sandbox.ClockReal {
-		mc = mc.WithNanosleep(i.sleep)
-	}
+	i.dirs = dirs
 	sctx := ctx
 	if m.cfg.Limits.StartTimeout != sandbox.NoTimeout {
 		var cancel context.CancelFunc
@@ -116,7 +113,7 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	sctx = experimental.WithCloseNotifier(sctx, experimental.CloseNotifyFunc(i.closeNotify))
 	p, err := m.cp.Instance(sctx, sdk.PluginInstanceConfig{ModuleConfig: mc})
 	if err != nil {
-		closeRoots(i.roots)
+		_ = i.dirs.Close()
 		m.unref(ctx)
 		switch {
 		case sctx.Err() != nil && ctx.Err() == nil:
@@ -247,7 +244,7 @@ func (i *Instance) classify(ctx context.Context, id uint64, timeout time.Duratio
 		if msg := i.p.GetErrorWithContext(context.Background()); msg != "" && msg == err.Error() {
 			return &sandbox.GuestError{Status: abi.StatusError, Message: msg}
 		}
-		return fatal(trapOf(err.Error()))
+		return fatal(sandbox.ParseTrap(strings.TrimPrefix(err.Error(), "failed to initialize runtime: ")))
 	case i.kernelRefused.Load():
 		// The SDK ignores a failed kernel allocation: the guest saw a truncated input, or
 		// the output or a var was dropped. The result cannot be trusted.
@@ -497,7 +494,7 @@ func (i *Instance) Close(ctx context.Context) error {
 	i.out.stdoutW.Flush()
 	i.out.stderrW.Flush()
 	i.out.scope.Flush()
-	closeRoots(i.roots)
+	_ = i.dirs.Close()
 	i.mod.unref(ctx)
 	return err
 }
@@ -549,19 +546,4 @@ func (i *Instance) log(level sdk.LogLevel, msg string) {
 	if ce := i.mod.logger.Check(lvl, "guest log"); ce != nil {
 		ce.Write(zap.String("message", msg[:keep]), zap.String("level", level.String()))
 	}
-}
-
-// trapOf turns wazero's trap message into a sandbox.TrapError, as the sandbox does.
-func trapOf(msg string) *sandbox.TrapError {
-	first, k, stack := guestio.Trap(strings.TrimPrefix(msg, "failed to initialize runtime: "))
-	t := &sandbox.TrapError{Kind: sandbox.TrapOther, Message: first, Stack: stack}
-	if k != "" {
-		t.Message = k
-		switch kind := sandbox.TrapKind(k); kind {
-		case sandbox.TrapUnreachable, sandbox.TrapOutOfBounds, sandbox.TrapDivideByZero, sandbox.TrapIntegerOverflow,
-			sandbox.TrapInvalidConv, sandbox.TrapStackOverflow, sandbox.TrapTableAccess, sandbox.TrapIndirectCall:
-			t.Kind = kind
-		}
-	}
-	return t
 }
