@@ -70,10 +70,11 @@ func (i *Instance) enter(ctx context.Context, kind opKind) (uint64, error) {
 	if done != nil {
 		i.armContext(ctx, id)
 	}
-	// The watchdog stores parked before it reads the state words; we published ours before
-	// reading parked: either it sees this operation, or we see it parked.
-	if (done != nil || i.timeout(kind) != NoTimeout) && i.wd.Parked() {
-		i.wd.WakeUp()
+	// The watchdog stores parked (and an idle instance's cold flag) before it reads the
+	// state words; we published ours before reading them: either it sees this operation, or
+	// we see it parked (or our instance moved off its scan list) and wake it (move it back).
+	if done != nil || i.timeout(kind) != NoTimeout {
+		i.wd.Entered(&i.wde)
 	}
 	return id, nil
 }

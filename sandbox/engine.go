@@ -118,11 +118,11 @@ type kept struct {
 
 func (e *Engine) register(i *Instance) {
 	e.insts.Store(i.wm, i)
-	e.wd.Add((*watched)(i))
+	e.wd.Add(&i.wde, (*watched)(i))
 }
 
 func (e *Engine) unregister(i *Instance) {
-	e.wd.Remove((*watched)(i))
+	e.wd.Remove(&i.wde)
 	e.insts.Delete(i.wm)
 }
 

@@ -69,6 +69,7 @@ type Instance struct {
 
 	state atomic.Uint64
 	wd    *watchdog.Watchdog
+	wde   watchdog.Entry // the instance's place in wd's lists
 
 	// The cancellable context of the operation in progress, for the watchdog.
 	ctxMu   sync.Mutex

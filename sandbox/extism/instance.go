@@ -21,6 +21,7 @@ import (
 	"github.com/wasmvisor/wasmvisor/internal/guestio"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/lifecycle"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/watchdog"
 )
 
 // Operation kinds, in the state word (see package lifecycle).
@@ -63,8 +64,9 @@ type Instance struct {
 	seenID uint64
 	seenAt time.Duration
 
-	stopMu     sync.Mutex    // serialises stop
-	stoppedID  atomic.Uint64 // the id of the call that was stopped
+	stopMu     sync.Mutex     // serialises stop
+	stoppedID  atomic.Uint64  // the id of the call that was stopped
+	wde        watchdog.Entry // the instance's place in the watchdog's lists
 	stopReason atomic.Uint32
 	wake       chan struct{} // cuts a real sleep short when the call is stopped
 
@@ -135,7 +137,7 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	}
 	i.p = p
 	m.plugins.Store(p, i)
-	m.wd.Add((*watched)(i))
+	m.wd.Add(&i.wde, (*watched)(i))
 	return i, nil
 }
 
@@ -189,10 +191,10 @@ func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []
 		i.callCtx, i.ctxID = ctx, id
 		i.ctxMu.Unlock()
 	}
-	// The watchdog stores parked before it reads the state words; we published ours before
-	// reading parked: either it sees this call, or we see it parked.
-	if (done != nil || timeout != sandbox.NoTimeout) && i.mod.wd.Parked() {
-		i.mod.wd.WakeUp()
+	// The watchdog stores parked (and an idle instance's cold flag) before it reads the state
+	// words; we published ours before reading them: either it sees this call, or we wake it.
+	if done != nil || timeout != sandbox.NoTimeout {
+		i.mod.wd.Entered(&i.wde)
 	}
 	i.refused.Store(false)
 	i.kernelRefused.Store(false)
@@ -487,7 +489,7 @@ func (i *Instance) Close(ctx context.Context) error {
 		case <-poll.C:
 		}
 	}
-	i.mod.wd.Remove((*watched)(i))
+	i.mod.wd.Remove(&i.wde)
 	i.mod.plugins.Delete(i.p)
 	i.closing.Store(true)
 	err := i.p.Close(context.Background())

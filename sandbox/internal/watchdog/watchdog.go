@@ -28,11 +28,19 @@ type Watched interface {
 // With no operation to watch for ParkAfter ticks it parks. It stores parked and then asks
 // every instance once more; an operation publishes its state and then reads Parked (and calls
 // WakeUp if so): one of the two always sees the other, so an operation that needs watching
-// either is seen or wakes the watchdog. An operation thus costs one plain load and no locked
-// instruction, timer, goroutine or allocation for its deadline.
+// either is seen or wakes the watchdog.
 //
-// Add, Remove, Parked and WakeUp may be called from any goroutine. Close stops the goroutine;
-// it is called once, by the watchdog's owner.
+// A tick asks only the instances that ran something to watch lately (the hot list), so that
+// its cost does not grow with idle instances: ten thousand live instances of which a few
+// serve calls cost a tick a few of them, not ten thousand. An instance found with nothing to
+// watch for ColdAfter ticks in a row moves to the cold list: the watchdog stores its Entry's
+// cold flag and then asks it once more; an operation publishes its state and then reads the
+// flag (Entered), and moves its instance back if it is set: again one of the two sees the
+// other. An operation thus costs two plain loads (cold, parked) and no locked instruction,
+// timer, goroutine or allocation for its deadline.
+//
+// Add, Remove, Entered, Parked and WakeUp may be called from any goroutine. Close stops the
+// goroutine; it is called once, by the watchdog's owner.
 type Watchdog struct {
 	res   time.Duration
 	epoch time.Time
@@ -41,8 +49,9 @@ type Watchdog struct {
 	wake   chan struct{}
 	onPark func() // tests only: called each time the watchdog parks, before it waits
 
-	mu    sync.Mutex
-	insts map[Watched]struct{}
+	mu   sync.Mutex
+	hot  []*Entry // asked every tick
+	cold []*Entry // asked by nobody until an operation moves its instance back (Entered)
 
 	stop chan struct{}
 	done chan struct{}
@@ -50,6 +59,21 @@ type Watchdog struct {
 
 // ParkAfter is the number of idle ticks before the watchdog parks.
 const ParkAfter = 64
+
+// ColdAfter is the number of ticks in a row an instance has nothing to watch before it moves
+// to the cold list.
+const ColdAfter = 64
+
+// Entry is an instance's place in the watchdog's lists: each instance has one, for the life
+// of its registration (Add to Remove).
+type Entry struct {
+	cold atomic.Bool // the instance is on the cold list, or about to be: see Entered
+	w    Watched
+	// Guarded by the watchdog's mu.
+	idle   int  // ticks in a row with nothing to watch
+	idx    int  // position in hot or cold
+	onCold bool // which of the two lists holds it
+}
 
 // New starts a watchdog that ticks every res while awake; it starts parked. onPark, if not
 // nil, is called on the watchdog's goroutine each time it parks (for tests).
@@ -59,7 +83,6 @@ func New(res time.Duration, onPark func()) *Watchdog {
 		onPark: onPark,
 		epoch:  time.Now(),
 		wake:   make(chan struct{}, 1),
-		insts:  make(map[Watched]struct{}),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
@@ -74,18 +97,58 @@ func (w *Watchdog) Close() {
 	<-w.done
 }
 
-// Add watches i.
-func (w *Watchdog) Add(i Watched) {
+// Add watches i, whose place is e.
+func (w *Watchdog) Add(e *Entry, i Watched) {
 	w.mu.Lock()
-	w.insts[i] = struct{}{}
+	e.w, e.idle, e.onCold = i, 0, false
+	e.cold.Store(false)
+	e.idx = len(w.hot)
+	w.hot = append(w.hot, e)
 	w.mu.Unlock()
 }
 
-// Remove stops watching i.
-func (w *Watchdog) Remove(i Watched) {
+// Remove stops watching the instance whose place is e.
+func (w *Watchdog) Remove(e *Entry) {
 	w.mu.Lock()
-	delete(w.insts, i)
+	if e.onCold {
+		w.cold = unlink(w.cold, e)
+	} else {
+		w.hot = unlink(w.hot, e)
+	}
+	e.w = nil
 	w.mu.Unlock()
+}
+
+// unlink removes e from l, which holds it at e.idx, moving l's last entry into its place.
+func unlink(l []*Entry, e *Entry) []*Entry {
+	last := l[len(l)-1]
+	l[e.idx], last.idx = last, e.idx
+	l[len(l)-1] = nil
+	return l[:len(l)-1]
+}
+
+// Entered is called by an operation that needs watching once it has published its state:
+// it moves the instance back to the hot list if the watchdog had moved it off, and wakes a
+// parked watchdog.
+func (w *Watchdog) Entered(e *Entry) {
+	if e.cold.Load() {
+		w.reheat(e)
+	}
+	if w.parked.Load() {
+		w.WakeUp()
+	}
+}
+
+func (w *Watchdog) reheat(e *Entry) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !e.onCold || e.w == nil { // the watchdog kept it hot after all, or it was removed
+		return
+	}
+	w.cold = unlink(w.cold, e)
+	e.onCold, e.idle, e.idx = false, 0, len(w.hot)
+	e.cold.Store(false)
+	w.hot = append(w.hot, e)
 }
 
 // Parked reports whether the watchdog is parked: an operation that needs watching, once
@@ -144,19 +207,46 @@ func (w *Watchdog) run() {
 	}
 }
 
-// scan watches every instance once, and reports whether any runs an operation that needs
-// watching.
+// scan watches every hot instance once, moves those idle for ColdAfter ticks to the cold
+// list, and reports whether any runs an operation that needs watching.
 func (w *Watchdog) scan() bool {
 	now := time.Since(w.epoch)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	busy := false
-	for i := range w.insts {
-		if i.Watch(now) {
-			busy = true
+	for k := 0; k < len(w.hot); {
+		e := w.hot[k]
+		if e.w.Watch(now) {
+			e.idle, busy = 0, true
+			k++
+			continue
 		}
+		if e.idle++; e.idle < ColdAfter {
+			k++
+			continue
+		}
+		// Store cold, then ask once more: an operation that entered before it could see
+		// the flag is seen here; one that enters after sees the flag and calls reheat.
+		e.cold.Store(true)
+		if e.w.Watch(now) {
+			e.cold.Store(false)
+			e.idle, busy = 0, true
+			k++
+			continue
+		}
+		w.hot = unlink(w.hot, e) // the last entry moves to k: look at it next
+		e.onCold, e.idx = true, len(w.cold)
+		w.cold = append(w.cold, e)
 	}
 	return busy
+}
+
+// Len returns how many instances are watched, and how many of them are on the hot list (for
+// tests).
+func (w *Watchdog) Len() (all, hot int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.hot) + len(w.cold), len(w.hot)
 }
 
 // OfEngine returns the watchdog of a *sandbox.Engine, for the formats under package sandbox
