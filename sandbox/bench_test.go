@@ -34,6 +34,11 @@ func rawRuntime(b *testing.B, closeOnDone bool) wazero.Runtime {
 		NewFunctionBuilder().WithGoModuleFunction(nop, []api.ValueType{i32, i32, i32}, nil).Export("log").
 		NewFunctionBuilder().WithGoModuleFunction(nop, []api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32}).Export("publish").
 		NewFunctionBuilder().WithGoModuleFunction(nop, []api.ValueType{i32, i32}, nil).Export("abort").
+		// The host-function imports (ABI v1), which the reference plugin imports and the
+		// benchmarks never call.
+		NewFunctionBuilder().WithGoModuleFunction(nop, []api.ValueType{i32, i32}, []api.ValueType{i32}).Export("host_fn").
+		NewFunctionBuilder().WithGoModuleFunction(nop, []api.ValueType{i32, i32, i32}, []api.ValueType{api.ValueTypeI64}).Export("host_call").
+		NewFunctionBuilder().WithGoModuleFunction(nop, []api.ValueType{i32, i32}, []api.ValueType{i32}).Export("host_result").
 		Instantiate(ctx); err != nil {
 		b.Fatal(err)
 	}
