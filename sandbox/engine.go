@@ -41,6 +41,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"go.uber.org/zap"
 
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/wasmbin"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/watchdog"
 )
 
@@ -64,6 +65,7 @@ type engineConfig struct {
 	logger     *zap.Logger
 	resolution time.Duration
 	formats    []Format
+	noSnaps    bool
 	onPark     func() // tests only: see watchdog.New
 }
 
@@ -91,6 +93,14 @@ func WithDeadlineResolution(d time.Duration) Option {
 	return optionFunc(func(c *engineConfig) { c.resolution = d })
 }
 
+// WithSnapshots turns snapshots on or off for every module of the engine: with them, a
+// module's first instance runs the start sequence and the next ones start from a copy of the
+// state it left (RATIONALE.md, "Snapshots"; Config.NoSnapshot turns them off for one module).
+// Default on.
+func WithSnapshots(on bool) Option {
+	return optionFunc(func(c *engineConfig) { c.noSnaps = !on })
+}
+
 // Engine compiles and runs plugins. It is safe for concurrent use. Close it when done: it
 // closes every module and instance it made.
 type Engine struct {
@@ -100,6 +110,8 @@ type Engine struct {
 	wd       *watchdog.Watchdog
 	cache    wazero.CompilationCache // the one it compiles with, or nil
 	formats  []Format
+	// snapshots: modules start their instances from snapshots, unless they say otherwise.
+	snapshots bool
 
 	// insts maps each live instance's wazero module to it, for the host functions.
 	insts sync.Map // api.Module -> *Instance
@@ -128,6 +140,7 @@ type compileKey struct {
 type compiled struct {
 	key   compileKey
 	info  *Info // of the bytes as loaded
+	snap  wasmbin.Snapshot
 	code  wazero.CompiledModule
 	refs  int           // guarded by Engine.mu
 	ready chan struct{} // closed when code or err is set
@@ -146,7 +159,7 @@ func NewEngine(ctx context.Context, opts ...Option) (*Engine, error) {
 	if cfg.logger == nil {
 		cfg.logger = zap.NewNop()
 	}
-	e := &Engine{logger: cfg.logger, compiled: make(map[compileKey]*compiled), formats: cfg.formats}
+	e := &Engine{logger: cfg.logger, compiled: make(map[compileKey]*compiled), formats: cfg.formats, snapshots: !cfg.noSnaps}
 	rc := wazero.NewRuntimeConfigCompiler().
 		WithCloseOnContextDone(false). // deadlines are ours: see RATIONALE.md
 		WithMemoryLimitPages(65536)    // per plugin limits are clamped into each module
@@ -202,7 +215,7 @@ func Digest(wasm []byte) string {
 
 // acquire returns the compiled code for key, compiling with build on a miss. Concurrent
 // acquirers of one key wait for one compilation; other keys compile in parallel.
-func (e *Engine) acquire(ctx context.Context, key compileKey, build func() (*Info, []byte, error)) (*compiled, error) {
+func (e *Engine) acquire(ctx context.Context, key compileKey, build func() (*Info, wasmbin.Snapshot, []byte, error)) (*compiled, error) {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -221,7 +234,8 @@ func (e *Engine) acquire(ctx context.Context, key compileKey, build func() (*Inf
 	e.compiled[key] = c
 	e.mu.Unlock()
 
-	info, bin, err := build()
+	info, snap, bin, err := build()
+	c.snap = snap
 	if err == nil {
 		c.info = info
 		c.code, err = e.rt.CompileModule(ctx, bin)

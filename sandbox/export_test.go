@@ -17,3 +17,13 @@ func OnInvoke(i *Instance, f func()) {
 func withParkHook(f func()) Option {
 	return optionFunc(func(c *engineConfig) { c.onPark = f })
 }
+
+// MapsSnapshot reports whether i's memory maps its module's snapshot image copy-on-write.
+func MapsSnapshot(i *Instance) bool {
+	s := i.mod.snap.Load()
+	return s != nil && i.lm.r != nil && i.lm.r.img == s
+}
+
+// ReservesMemory: linear memories are reserved address space here, and snapshots are
+// mapped copy-on-write.
+const ReservesMemory = reservesMemory
