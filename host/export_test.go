@@ -7,3 +7,17 @@ package host
 func WithStopRequestHook(f func(plugin string, instance int)) Option {
 	return optionFunc(func(o *options) { o.stopHook = f })
 }
+
+// Snapshots reports whether the instances of plugin name start from a snapshot, and if not,
+// why not (sandbox.Module.Snapshots).
+func Snapshots(h *Host, name string) (bool, string) {
+	p, err := h.lookup(name)
+	if err != nil {
+		return false, err.Error()
+	}
+	m, ok := p.mod().(interface{ Snapshots() (bool, string) }) // the native format's Code
+	if !ok {
+		return false, "not a native module"
+	}
+	return m.Snapshots()
+}
