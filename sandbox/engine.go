@@ -11,8 +11,20 @@
 //     once, so the instance's own lock can serve as a pool's); an instance that trapped,
 //     exited, hit its memory limit, ran past its deadline or broke the ABI is never entered
 //     again, and Retire drains one gracefully. Closed instances' memories are recycled,
-//     zeroed, for the next instance of the module; what a guest grew into is
-//     given back to the operating system when the instance closes.
+//     zeroed (or reverted to the snapshot's image), for the next instance of the module;
+//     what a guest grew into is given back to the operating system when the instance
+//     closes.
+//
+// Snapshots (on by default; WithSnapshots, Config.NoSnapshot): a module's first Instantiate
+// runs the start sequence (data segments, _initialize, wasmvisor_init) in an instance of its
+// own and keeps the state it leaves — the linear memory, the mutable globals, the control
+// block and the handler list; every instance is then restored from that snapshot and only
+// gets its config. On Linux (amd64, arm64) the memory image is a memory file mapped into each
+// instance copy-on-write, so an instance holds only the pages it writes, and recycling its
+// memory reverts them. A snapshot belongs to one Module and freezes what init computed,
+// including what it read from the environment, the clock and the random source; a module
+// whose code can change a table is not snapshottable and starts the normal way
+// (Module.Snapshots says why). RATIONALE.md, "Snapshots".
 //
 // Limits are per plugin even though the runtime is shared: the memory limit is written into
 // the module (its maximum is clamped at load), and deadlines are enforced by instrumentation

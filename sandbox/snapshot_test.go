@@ -30,6 +30,7 @@ func TestSnapshotMarker(t *testing.T) {
 			}
 			a := instantiate(t, m, nil)
 			b := instantiate(t, m, nil)
+			t.Logf("the snapshot: %d pages", a.MemoryPages())
 			if sandbox.ReservesMemory && !sandbox.MapsSnapshot(a) {
 				t.Error("the instance copied the snapshot instead of mapping it")
 			}
