@@ -78,6 +78,7 @@ type engineConfig struct {
 	resolution time.Duration
 	formats    []Format
 	noSnaps    bool
+	copyImages bool   // tests only: snapshots are copied, never mapped, as where mapping fails
 	onPark     func() // tests only: see watchdog.New
 }
 
@@ -123,7 +124,8 @@ type Engine struct {
 	cache    wazero.CompilationCache // the one it compiles with, or nil
 	formats  []Format
 	// snapshots: modules start their instances from snapshots, unless they say otherwise.
-	snapshots bool
+	snapshots  bool
+	copyImages bool // see engineConfig
 
 	// insts maps each live instance's wazero module to it, for the host functions.
 	insts sync.Map // api.Module -> *Instance
@@ -171,7 +173,8 @@ func NewEngine(ctx context.Context, opts ...Option) (*Engine, error) {
 	if cfg.logger == nil {
 		cfg.logger = zap.NewNop()
 	}
-	e := &Engine{logger: cfg.logger, compiled: make(map[compileKey]*compiled), formats: cfg.formats, snapshots: !cfg.noSnaps}
+	e := &Engine{logger: cfg.logger, compiled: make(map[compileKey]*compiled), formats: cfg.formats, snapshots: !cfg.noSnaps,
+		copyImages: cfg.copyImages}
 	rc := wazero.NewRuntimeConfigCompiler().
 		WithCloseOnContextDone(false). // deadlines are ours: see RATIONALE.md
 		WithMemoryLimitPages(65536)    // per plugin limits are clamped into each module

@@ -27,3 +27,9 @@ func MapsSnapshot(i *Instance) bool {
 // ReservesMemory: linear memories are reserved address space here, and snapshots are
 // mapped copy-on-write.
 const ReservesMemory = reservesMemory
+
+// withCopiedImages makes the engine copy snapshots into each instance instead of mapping
+// them: the fallback of platforms without reserved memories.
+func withCopiedImages() Option {
+	return optionFunc(func(c *engineConfig) { c.copyImages = true })
+}

@@ -36,7 +36,9 @@ func takeSnapshot(i *Instance) (*snapshot, error) {
 		}
 		s.globals = append(s.globals, g.Get())
 	}
-	if fd, view, err := imageFile(mem); err == nil {
+	if i.mod.eng.copyImages {
+		s.data = append([]byte(nil), mem...)
+	} else if fd, view, err := imageFile(mem); err == nil {
 		s.fd, s.data = fd, view
 	} else {
 		s.data = append([]byte(nil), mem...)
