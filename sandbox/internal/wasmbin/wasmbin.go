@@ -1,6 +1,8 @@
 // Package wasmbin reads the parts of a WebAssembly binary that wasmvisor needs (types,
 // imports, exports, memories, function bodies) and rewrites a module so that the sandbox can
-// interrupt it and cap its memory without wazero's per-call goroutine.
+// interrupt it and cap its memory without wazero's per-call goroutine (Instrument), and, for
+// snapshots, so that instantiation does nothing a snapshot makes redundant and the host can
+// read and restore the module's state (InstrumentSnapshot).
 //
 // It is not a validator: wazero validates the rewritten module. It must, however, never panic
 // and never accept bytes it cannot walk exactly, since every module a user loads passes here
