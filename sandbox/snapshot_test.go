@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
@@ -115,5 +118,29 @@ func TestSnapshotRefused(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSnapshotRunsInitOnce: with snapshots the start sequence runs once per module (its log
+// line is written once, not replayed), without them once per instance.
+func TestSnapshotRunsInitOnce(t *testing.T) {
+	for _, snaps := range []bool{true, false} {
+		core, logs := observer.New(zap.DebugLevel)
+		e := newEngine(t, sandbox.WithLogger(zap.New(core)), sandbox.WithSnapshots(snaps))
+		m := compile(t, e, "testdata/snapenv.wasm", sandbox.Config{})
+		for range 4 {
+			i := instantiate(t, m, nil)
+			mustCall(t, i, "env", "")
+			if err := i.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := 4
+		if snaps {
+			want = 1
+		}
+		if n := logs.FilterMessage("guest log").FilterField(zap.String("message", "init")).Len(); n != want {
+			t.Errorf("snapshots %v: the start sequence ran %d times, want %d", snaps, n, want)
+		}
 	}
 }
