@@ -31,6 +31,10 @@ type Plugin struct {
 	Limits sandbox.Limits
 	// Capabilities grants access beyond the sandbox; the zero value grants nothing.
 	Capabilities sandbox.Capabilities
+	// NoSnapshot makes every instance run the plugin's start sequence itself instead of
+	// starting from a snapshot of the first one's (sandbox.Config.NoSnapshot): for a plugin
+	// whose init must see its own clock, random numbers or environment at each start.
+	NoSnapshot bool
 	// Instances is the pool size. Zero means 1. A call goes to a free instance; with none
 	// free it waits within the caller's context.
 	Instances int
@@ -352,5 +356,5 @@ func (p *plugin) sandboxConfig(spec Plugin) sandbox.Config {
 	return sandbox.Config{Limits: spec.Limits, Capabilities: spec.Capabilities,
 		Logger: p.h.log.With(zapPlugin(spec.Name)), OnPublish: p.onPublish,
 		OnCall: p.stats.observe, CallSampling: p.h.opts.sampleShift, OnDrop: p.onDrop,
-		HostFuncs: p.h.opts.hostFuncs}
+		HostFuncs: p.h.opts.hostFuncs, NoSnapshot: spec.NoSnapshot}
 }

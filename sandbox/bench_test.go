@@ -28,18 +28,21 @@ func rawRuntime(b *testing.B, closeOnDone bool) wazero.Runtime {
 	rt := wazero.NewRuntimeWithConfig(ctx, cfg.WithCompilationCache(cache))
 	b.Cleanup(func() { _ = rt.Close(ctx); _ = cache.Close(ctx) })
 	wasi_snapshot_preview1.MustInstantiate(ctx, rt)
-	nop := api.GoModuleFunc(func(context.Context, api.Module, []uint64) {})
-	i32 := api.ValueTypeI32
-	if _, err := rt.NewHostModuleBuilder("wasmvisor").
-		NewFunctionBuilder().WithGoModuleFunction(nop, []api.ValueType{i32, i32, i32}, nil).Export("log").
-		NewFunctionBuilder().WithGoModuleFunction(nop, []api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32}).Export("publish").
-		NewFunctionBuilder().WithGoModuleFunction(nop, []api.ValueType{i32, i32}, nil).Export("abort").
-		// The host-function imports (ABI v1), which the reference plugin imports and the
-		// benchmarks never call.
-		NewFunctionBuilder().WithGoModuleFunction(nop, []api.ValueType{i32, i32}, []api.ValueType{i32}).Export("host_fn").
-		NewFunctionBuilder().WithGoModuleFunction(nop, []api.ValueType{i32, i32, i32}, []api.ValueType{api.ValueTypeI64}).Export("host_call").
-		NewFunctionBuilder().WithGoModuleFunction(nop, []api.ValueType{i32, i32}, []api.ValueType{i32}).Export("host_result").
-		Instantiate(ctx); err != nil {
+	// Every import of the ABI, doing nothing (results zero), so that any plugin links.
+	hb := rt.NewHostModuleBuilder(abi.ImportModule)
+	for name, sig := range abi.Imports() {
+		vt := func(ts []abi.ValType) []api.ValueType {
+			out := make([]api.ValueType, len(ts))
+			for k, t := range ts {
+				out[k] = api.ValueType(t)
+			}
+			return out
+		}
+		results := len(sig.Results)
+		nop := api.GoModuleFunc(func(_ context.Context, _ api.Module, stack []uint64) { clear(stack[:results]) })
+		hb = hb.NewFunctionBuilder().WithGoModuleFunction(nop, vt(sig.Params), vt(sig.Results)).Export(name)
+	}
+	if _, err := hb.Instantiate(ctx); err != nil {
 		b.Fatal(err)
 	}
 	return rt
@@ -300,16 +303,24 @@ func BenchmarkCall64(b *testing.B) {
 
 // BenchmarkInstantiate is a fresh instance, started and closed: bare wazero's
 // InstantiateModule (plus _initialize where the module has one) against the sandbox's
-// Instantiate (which also runs wasmvisor_init, reads the control block and pushes config).
+// Instantiate (which also runs wasmvisor_init, reads the control block and pushes config),
+// for the reference plugin and the conformance plugin of every other language.
 //
-// The two sides do not allocate memory alike. Bare wazero makes every instance a new linear
-// memory on the Go heap (wazero-freshmemory). The sandbox recycles the linear memories of
-// closed instances, zeroed, for the module's next ones (sandbox-recycledmemory, what
-// Instantiate does); sandbox-freshmemory turns that off (StopRecyclingMemories, a test-only
-// switch), so that each instance reserves and faults in a new memory.
+// The sandbox starts instances from the module's snapshot (sandbox-snapshot, the default:
+// RATIONALE.md, "Snapshots") or runs the start sequence in each (sandbox-nosnapshot,
+// WithSnapshots(false)). The two sides do not allocate memory alike. Bare wazero makes every
+// instance a new linear memory on the Go heap (wazero-freshmemory). The sandbox recycles the
+// linear memories of closed instances for the module's next ones;
+// sandbox-nosnapshot-freshmemory turns that off (StopRecyclingMemories, a test-only switch),
+// so that each instance reserves and faults in a new memory.
 func BenchmarkInstantiate(b *testing.B) {
 	ctx := context.Background()
-	for _, p := range []struct{ name, path string }{{"reference", referencePath}, {"go", goPluginPath}} {
+	for _, p := range []struct{ name, path string }{
+		{"reference", referencePath}, {"go", goPluginPath},
+		{"c", "../plugins/conformance/c/conformance.wasm"},
+		{"rust", "../plugins/conformance/rust/conformance.wasm"},
+		{"assemblyscript", "../plugins/conformance/assemblyscript/conformance.wasm"},
+	} {
 		b.Run(p.name+"/wazero-freshmemory", func(b *testing.B) {
 			rt := rawRuntime(b, false)
 			code, err := rt.CompileModule(ctx, read(b, p.path))
@@ -325,14 +336,13 @@ func BenchmarkInstantiate(b *testing.B) {
 				_ = m.Close(ctx)
 			}
 		})
-		for _, recycle := range []bool{true, false} {
-			name := "/sandbox-recycledmemory"
-			if !recycle {
-				name = "/sandbox-freshmemory"
-			}
-			b.Run(p.name+name, func(b *testing.B) {
-				m := compile(b, newEngine(b), p.path, sandbox.Config{})
-				if !recycle {
+		for _, v := range []struct {
+			name          string
+			snap, recycle bool
+		}{{"/sandbox-snapshot", true, true}, {"/sandbox-nosnapshot", false, true}, {"/sandbox-nosnapshot-freshmemory", false, false}} {
+			b.Run(p.name+v.name, func(b *testing.B) {
+				m := compile(b, newEngine(b, sandbox.WithSnapshots(v.snap)), p.path, sandbox.Config{})
+				if !v.recycle {
 					sandbox.StopRecyclingMemories(m)
 				}
 				for b.Loop() {

@@ -11,8 +11,20 @@
 //     once, so the instance's own lock can serve as a pool's); an instance that trapped,
 //     exited, hit its memory limit, ran past its deadline or broke the ABI is never entered
 //     again, and Retire drains one gracefully. Closed instances' memories are recycled,
-//     zeroed, for the next instance of the module; what a guest grew into is
-//     given back to the operating system when the instance closes.
+//     zeroed (or reverted to the snapshot's image), for the next instance of the module;
+//     what a guest grew into is given back to the operating system when the instance
+//     closes.
+//
+// Snapshots (on by default; WithSnapshots, Config.NoSnapshot): a module's first Instantiate
+// runs the start sequence (data segments, _initialize, wasmvisor_init) in an instance of its
+// own and keeps the state it leaves — the linear memory, the mutable globals, the control
+// block and the handler list; every instance is then restored from that snapshot and only
+// gets its config. On Linux (amd64, arm64) the memory image is a memory file mapped into each
+// instance copy-on-write, so an instance holds only the pages it writes, and recycling its
+// memory reverts them. A snapshot belongs to one Module and freezes what init computed,
+// including what it read from the environment, the clock and the random source; a module
+// whose code can change a table is not snapshottable and starts the normal way
+// (Module.Snapshots says why). RATIONALE.md, "Snapshots".
 //
 // Limits are per plugin even though the runtime is shared: the memory limit is written into
 // the module (its maximum is clamped at load), and deadlines are enforced by instrumentation
@@ -41,6 +53,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"go.uber.org/zap"
 
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/wasmbin"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/watchdog"
 )
 
@@ -64,6 +77,8 @@ type engineConfig struct {
 	logger     *zap.Logger
 	resolution time.Duration
 	formats    []Format
+	noSnaps    bool
+	copyImages bool   // tests only: snapshots are copied, never mapped, as where mapping fails
 	onPark     func() // tests only: see watchdog.New
 }
 
@@ -91,6 +106,14 @@ func WithDeadlineResolution(d time.Duration) Option {
 	return optionFunc(func(c *engineConfig) { c.resolution = d })
 }
 
+// WithSnapshots turns snapshots on or off for every module of the engine: with them, a
+// module's first instance runs the start sequence and the next ones start from a copy of the
+// state it left (RATIONALE.md, "Snapshots"; Config.NoSnapshot turns them off for one module).
+// Default on.
+func WithSnapshots(on bool) Option {
+	return optionFunc(func(c *engineConfig) { c.noSnaps = !on })
+}
+
 // Engine compiles and runs plugins. It is safe for concurrent use. Close it when done: it
 // closes every module and instance it made.
 type Engine struct {
@@ -100,6 +123,9 @@ type Engine struct {
 	wd       *watchdog.Watchdog
 	cache    wazero.CompilationCache // the one it compiles with, or nil
 	formats  []Format
+	// snapshots: modules start their instances from snapshots, unless they say otherwise.
+	snapshots  bool
+	copyImages bool // see engineConfig
 
 	// insts maps each live instance's wazero module to it, for the host functions.
 	insts sync.Map // api.Module -> *Instance
@@ -135,6 +161,7 @@ type compileKey struct {
 type compiled struct {
 	key   compileKey
 	info  *Info // of the bytes as loaded
+	snap  wasmbin.Snapshot
 	code  wazero.CompiledModule
 	refs  int           // guarded by Engine.mu
 	ready chan struct{} // closed when code or err is set
@@ -153,7 +180,8 @@ func NewEngine(ctx context.Context, opts ...Option) (*Engine, error) {
 	if cfg.logger == nil {
 		cfg.logger = zap.NewNop()
 	}
-	e := &Engine{logger: cfg.logger, compiled: make(map[compileKey]*compiled), formats: cfg.formats}
+	e := &Engine{logger: cfg.logger, compiled: make(map[compileKey]*compiled), formats: cfg.formats, snapshots: !cfg.noSnaps,
+		copyImages: cfg.copyImages}
 	rc := wazero.NewRuntimeConfigCompiler().
 		WithCloseOnContextDone(false). // deadlines are ours: see RATIONALE.md
 		WithMemoryLimitPages(65536)    // per plugin limits are clamped into each module
@@ -294,7 +322,7 @@ func (e *Engine) releaser(key compileKey, k *kept) func() {
 
 // acquire returns the compiled code for key, compiling with build on a miss. Concurrent
 // acquirers of one key wait for one compilation; other keys compile in parallel.
-func (e *Engine) acquire(ctx context.Context, key compileKey, build func() (*Info, []byte, error)) (*compiled, error) {
+func (e *Engine) acquire(ctx context.Context, key compileKey, build func() (*Info, wasmbin.Snapshot, []byte, error)) (*compiled, error) {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -313,7 +341,8 @@ func (e *Engine) acquire(ctx context.Context, key compileKey, build func() (*Inf
 	e.compiled[key] = c
 	e.mu.Unlock()
 
-	info, bin, err := build()
+	info, snap, bin, err := build()
+	c.snap = snap
 	if err == nil {
 		c.info = info
 		c.code, err = e.rt.CompileModule(ctx, bin)

@@ -24,3 +24,19 @@ func CompiledCodes(e *Engine) int {
 	defer e.mu.Unlock()
 	return len(e.compiled)
 }
+
+// MapsSnapshot reports whether i's memory maps its module's snapshot image copy-on-write.
+func MapsSnapshot(i *Instance) bool {
+	s := i.mod.snap.Load()
+	return s != nil && i.lm.r != nil && i.lm.r.img == s
+}
+
+// ReservesMemory: linear memories are reserved address space here, and snapshots are
+// mapped copy-on-write.
+const ReservesMemory = reservesMemory
+
+// withCopiedImages makes the engine copy snapshots into each instance instead of mapping
+// them: the fallback of platforms without reserved memories.
+func withCopiedImages() Option {
+	return optionFunc(func(c *engineConfig) { c.copyImages = true })
+}

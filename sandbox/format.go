@@ -136,3 +136,6 @@ func (c *nativeCode) Instantiate(ctx context.Context, config map[string]string) 
 }
 
 func (c *nativeCode) Close(ctx context.Context) error { return c.m.Close(ctx) }
+
+// Snapshots is Module.Snapshots.
+func (c *nativeCode) Snapshots() (on bool, why string) { return c.m.Snapshots() }

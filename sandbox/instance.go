@@ -66,6 +66,7 @@ type Instance struct {
 
 	handlers   []string
 	handlerIdx map[string]uint32
+	taken      *snapshot // the snapshot this instance took, until Module.capture has it
 
 	state atomic.Uint64
 	wd    *watchdog.Watchdog
@@ -146,8 +147,38 @@ func (i *Instance) fn(n int) api.Function {
 type failure struct{ err error }
 
 // Instantiate starts a fresh instance: it runs _initialize and wasmvisor_init, checks the
-// control block and pushes config (unless it is empty), all within the start deadline.
+// control block and pushes config (unless it is empty), all within the start deadline. With
+// snapshots (see Module.Snapshots), the module's first Instantiate runs that start sequence
+// in an instance of its own, takes the snapshot and closes it; every instance it returns,
+// the first included, starts from the snapshot and only gets its config.
 func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*Instance, error) {
+	snap, capture := m.snapshotFor()
+	if capture {
+		s, err := m.capture(ctx)
+		if err != nil {
+			return nil, err
+		}
+		snap = s
+	}
+	return m.instantiate(ctx, config, snap, false)
+}
+
+// capture takes the module's snapshot in an instance of its own.
+func (m *Module) capture(ctx context.Context) (s *snapshot, err error) {
+	defer func() { m.captured(s) }()
+	i, err := m.instantiate(ctx, nil, nil, true)
+	if err != nil {
+		return nil, err
+	}
+	s = i.taken
+	i.taken = nil
+	_ = i.Close(context.WithoutCancel(ctx))
+	return s, nil
+}
+
+// instantiate makes an instance: restored from snap, or, if snap is nil, initialized by its
+// own start sequence (and, with capture, snapshotted after it).
+func (m *Module) instantiate(ctx context.Context, config map[string]string, snap *snapshot, capture bool) (*Instance, error) {
 	m.mu.Lock()
 	closed := m.closed
 	m.mu.Unlock()
@@ -156,6 +187,7 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	}
 	i := &Instance{mod: m, wd: m.eng.wd, wake: make(chan struct{}, 1)}
 	i.lm.pool = &m.mems
+	i.lm.want = snap
 	i.logger = i.newOutput(m.cfg.Limits, m.logger)
 	var err error
 	caps := m.cfg.Capabilities
@@ -176,12 +208,60 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	i.growG = wm.ExportedGlobal(wasmbin.ExportGrowFailed)
 	m.eng.register(i)
 
-	if err := i.start(ctx, config); err != nil {
+	if snap != nil {
+		if err := i.restore(snap); err != nil {
+			i.fail(err)
+			_ = i.Close(context.Background())
+			return nil, err
+		}
+	}
+	if err := i.start(ctx, config, snap != nil, capture); err != nil {
+		if i.taken != nil {
+			i.taken.close()
+		}
 		i.fail(err)
 		_ = i.Close(context.Background())
 		return nil, err
 	}
 	return i, nil
+}
+
+// snapshotFor returns the snapshot a new instance starts from, or nil; capture is true when
+// the caller is to take it (the first to find none, while none is being taken: the others
+// meanwhile run the start sequence themselves).
+func (m *Module) snapshotFor() (snap *snapshot, capture bool) {
+	if m.snapOff != "" {
+		return nil, false
+	}
+	if s := m.snap.Load(); s != nil {
+		return s, false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.snap.Load(); s != nil {
+		return s, false
+	}
+	if m.capturing || m.closed {
+		return nil, false
+	}
+	m.capturing = true
+	return nil, true
+}
+
+// captured ends a capture: s is the snapshot, or nil when none was taken (the start failed:
+// a later instance tries again).
+func (m *Module) captured(s *snapshot) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.capturing = false
+	if s == nil {
+		return
+	}
+	if m.closed {
+		s.close()
+		return
+	}
+	m.snap.Store(s)
 }
 
 func classifyInstantiate(err error, pages uint32) error {
@@ -193,15 +273,46 @@ func classifyInstantiate(err error, pages uint32) error {
 }
 
 // start runs the start sequence as one operation under the start deadline.
-func (i *Instance) start(ctx context.Context, config map[string]string) error {
+// An instance restored from a snapshot skips all but the config. With capture, the instance
+// takes the module's snapshot once its start sequence succeeded, before any config.
+func (i *Instance) start(ctx context.Context, config map[string]string, restored, capture bool) error {
 	id, err := i.enter(ctx, opStart)
 	if err != nil {
 		return err
 	}
 	defer i.leave(id)
-	if i.mod.hasInitialize {
-		if _, err := i.invoke(id, i.wm.ExportedFunction(abi.ExportInitialize)); err != nil {
-			return fmt.Errorf("%s: %w", abi.ExportInitialize, err)
+	if !restored {
+		if err := i.initialize(id); err != nil {
+			return err
+		}
+		if capture {
+			if i.taken, err = takeSnapshot(i); err != nil {
+				return err
+			}
+		}
+	}
+	if len(config) > 0 {
+		if err := i.configure(id, config); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// initialize runs the start sequence: the data segments and the start function (which
+// instantiation left to the sandbox: see wasmbin.InstrumentSnapshot), _initialize and
+// wasmvisor_init, then reads the control block.
+func (i *Instance) initialize(id uint64) error {
+	ws := &i.mod.code.snap
+	for _, f := range [...]struct {
+		run  bool
+		name string
+	}{{ws.InitData, wasmbin.ExportInitData}, {ws.Start, wasmbin.ExportStart}, {i.mod.hasInitialize, abi.ExportInitialize}} {
+		if !f.run {
+			continue
+		}
+		if _, err := i.invoke(id, i.wm.ExportedFunction(f.name)); err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
 		}
 	}
 	st, err := i.invoke(id, i.wm.ExportedFunction(abi.ExportInit))
@@ -212,11 +323,6 @@ func (i *Instance) start(ctx context.Context, config map[string]string) error {
 	if err := i.readHandlers(); err != nil {
 		i.fail(err)
 		return err
-	}
-	if len(config) > 0 {
-		if err := i.configure(id, config); err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -48,6 +48,7 @@ type linearMemory struct {
 	keep uint64  // bytes kept resident when the region is recycled
 	r    *region // nil until Allocate, and after release
 	pool *memPool
+	want *snapshot // the snapshot the instance is restored from, if any: see restore
 }
 
 // Allocate implements experimental.MemoryAllocator; each instance has its own.
@@ -57,6 +58,16 @@ func (m *linearMemory) Allocate(capacity, limit uint64) experimental.LinearMemor
 	m.keep = min(capacity, keepResident)
 	if m.pool != nil {
 		m.r = m.pool.get(limit)
+	}
+	if m.r != nil && m.r.img != nil && m.r.img != m.want {
+		// A region that maps another image (or one the instance will not use) is zero only
+		// once the image is gone.
+		if unmapImage(m.r.mem[:m.r.img.size]) != nil {
+			m.r.free()
+			m.r = nil
+		} else {
+			m.r.img, m.r.committed = nil, 0
+		}
 	}
 	if m.r == nil {
 		m.r = newRegion(capacity, limit)
@@ -87,6 +98,22 @@ func (m *linearMemory) Reallocate(size uint64) []byte {
 // until Instance.Close, which calls release.
 func (m *linearMemory) Free() {}
 
+// restore puts s's image into the memory, whose length is s.size already: on a reserved
+// region, by mapping the image's file over its start copy-on-write (nothing to do when the
+// region, recycled, maps it still); else by copying it.
+func (m *linearMemory) restore(s *snapshot) error {
+	r := m.r
+	if r.img == s {
+		return nil
+	}
+	if r.mapped && r.img == nil && s.mapInto(r.mem[:s.size]) {
+		r.img = s
+		r.committed = max(r.committed, s.size)
+		return nil
+	}
+	return s.copyInto(m.buf[:s.size])
+}
+
 // release zeroes the region and recycles it, or frees it. The instance is closed and no read
 // is in progress.
 func (m *linearMemory) release() {
@@ -112,7 +139,9 @@ type region struct {
 	max       uint64
 	committed uint64
 	mapped    bool
-	cleanup   runtime.Cleanup // unmaps a region that was never freed; see free
+	img       *snapshot // mapped: the snapshot whose image file is mapped over the start
+
+	cleanup runtime.Cleanup // unmaps a region that was never freed; see free
 }
 
 // newRegion reserves address space for max bytes, or, where that is not possible, allocates
@@ -160,6 +189,21 @@ func (r *region) reset(used, keep uint64) bool {
 		// Bytes beyond the length were never written (wazero bounds every access by it).
 		clear(r.mem[:used])
 		r.mem = r.mem[:0]
+		return true
+	}
+	if r.img != nil {
+		// The image's pages the instance wrote revert to the file; above it, the pages go
+		// back to the operating system. Nothing is zeroed or copied.
+		n := r.img.size
+		if revertImage(r.mem[:n]) != nil {
+			return false
+		}
+		if r.committed > n {
+			if decommit(r.mem[n:r.committed]) != nil {
+				return false
+			}
+			r.committed = n
+		}
 		return true
 	}
 	used = min(used, r.committed)

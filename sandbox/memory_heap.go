@@ -13,3 +13,9 @@ func reserve(uint64) ([]byte, error) { return nil, errNoReservation }
 func commit([]byte) error            { return errNoReservation }
 func decommit([]byte) error          { return errNoReservation }
 func unreserve([]byte) error         { return errNoReservation }
+
+func imageFile([]byte) (int, []byte, error) { return -1, nil, errNoReservation }
+func closeImage(int, []byte)                {}
+func mapImage([]byte, int) error            { return errNoReservation }
+func unmapImage([]byte) error               { return errNoReservation }
+func revertImage([]byte) error              { return errNoReservation }

@@ -2,7 +2,12 @@
 
 package sandbox
 
-import "syscall"
+import (
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
 
 // reservesMemory: linear memories are reserved address space, grown in place.
 const reservesMemory = true
@@ -28,3 +33,54 @@ func decommit(b []byte) error {
 
 // unreserve unmaps a reservation; b is what reserve returned.
 func unreserve(b []byte) error { return syscall.Munmap(b) }
+
+// imageFile puts b in a new memory file (memfd) and returns its descriptor and a read-only
+// view of it.
+func imageFile(b []byte) (fd int, view []byte, err error) {
+	fd, err = unix.MemfdCreate("wasmvisor-snapshot", unix.MFD_CLOEXEC)
+	if err != nil {
+		return -1, nil, err
+	}
+	fail := func(err error) (int, []byte, error) {
+		_ = unix.Close(fd)
+		return -1, nil, err
+	}
+	if err := unix.Ftruncate(fd, int64(len(b))); err != nil {
+		return fail(err)
+	}
+	view, err = unix.Mmap(fd, 0, len(b), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fail(err)
+	}
+	copy(view, b)
+	if err := unix.Mprotect(view, unix.PROT_READ); err != nil {
+		_ = unix.Munmap(view)
+		return fail(err)
+	}
+	return fd, view, nil
+}
+
+// closeImage releases what imageFile returned.
+func closeImage(fd int, view []byte) {
+	_ = unix.Munmap(view)
+	_ = unix.Close(fd)
+}
+
+// mapImage maps the memory file fd over dst (part of a reservation), copy-on-write: dst reads
+// the file, and a page written becomes the writer's own.
+func mapImage(dst []byte, fd int) error {
+	_, err := unix.MmapPtr(fd, 0, unsafe.Pointer(unsafe.SliceData(dst)), uintptr(len(dst)),
+		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_FIXED)
+	return err
+}
+
+// unmapImage replaces a mapped image by fresh reserved address space, inaccessible.
+func unmapImage(dst []byte) error {
+	_, err := unix.MmapPtr(-1, 0, unsafe.Pointer(unsafe.SliceData(dst)), uintptr(len(dst)),
+		unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED|unix.MAP_NORESERVE)
+	return err
+}
+
+// revertImage drops the pages of a mapped image that an instance wrote: dst reads the file
+// again.
+func revertImage(dst []byte) error { return unix.Madvise(dst, unix.MADV_DONTNEED) }

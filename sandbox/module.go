@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -102,6 +103,13 @@ type Config struct {
 	// CallSampling is the log2 of how many calls one OnCall sample stands for (at most 31);
 	// 0 times every call.
 	CallSampling uint
+	// NoSnapshot turns snapshots off for this module: every instance runs the start sequence
+	// itself (RATIONALE.md, "Snapshots"). Default: snapshots, unless the engine has them off
+	// (WithSnapshots). A snapshot freezes everything the first instance's start sequence
+	// computed, including what it read from the environment, the clock and the random
+	// source (with ClockReal or RandomCrypto granted, every instance starts with the values
+	// the first one saw); turn them off when a plugin needs its own at each start.
+	NoSnapshot bool
 }
 
 // Module is a compiled plugin that passed the ABI check. It is safe for concurrent use.
@@ -119,8 +127,13 @@ type Module struct {
 	sampleMask    uint64     // of Config.OnCall
 	mems          memPool    // recycled linear memories: see linearMemory
 
-	mu     sync.Mutex
-	closed bool
+	snapOff     string   // why instances do not start from a snapshot; "" when they do
+	globalNames []string // the exports of the mutable globals, for snapshots
+	snap        atomic.Pointer[snapshot]
+
+	mu        sync.Mutex
+	closed    bool
+	capturing bool // an instance is taking the snapshot: under mu
 }
 
 // Compile checks wasm against the ABI, limits it and compiles it. Code is shared: compiling
@@ -141,25 +154,28 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte, cfg Config) (*Module,
 	// code: a hit costs a hash (a Go plugin's inspection costs tens of milliseconds under the
 	// race detector, paid by every test that loads it otherwise).
 	key := compileKey{digest: sha256.Sum256(wasm), maxPages: cfg.Limits.MemoryPages}
-	code, err := e.acquire(ctx, key, func() (*Info, []byte, error) {
+	// One variant serves both ways of starting an instance (snapshots on and off): see
+	// RATIONALE.md, "Snapshots".
+	code, err := e.acquire(ctx, key, func() (*Info, wasmbin.Snapshot, []byte, error) {
+		var none wasmbin.Snapshot
 		info, parsed, err := inspect(wasm)
 		if err != nil {
-			return nil, nil, err
+			return nil, none, nil, err
 		}
 		if len(info.Problems) > 0 {
-			return nil, nil, &ABIError{Problems: info.Problems}
+			return nil, none, nil, &ABIError{Problems: info.Problems}
 		}
 		if err := wasmbin.CheckTables(parsed); err != nil {
-			return nil, nil, &MemoryLimitError{LimitPages: cfg.Limits.MemoryPages, Cause: err}
+			return nil, none, nil, &MemoryLimitError{LimitPages: cfg.Limits.MemoryPages, Cause: err}
 		}
-		bin, err := wasmbin.Instrument(parsed, cfg.Limits.MemoryPages)
+		bin, snap, err := wasmbin.InstrumentSnapshot(parsed, cfg.Limits.MemoryPages)
 		if errors.Is(err, wasmbin.ErrMinAboveLimit) {
-			return nil, nil, &MemoryLimitError{LimitPages: cfg.Limits.MemoryPages, Cause: err}
+			return nil, none, nil, &MemoryLimitError{LimitPages: cfg.Limits.MemoryPages, Cause: err}
 		}
 		if err != nil {
-			return nil, nil, &ModuleError{Reason: err.Error(), Err: err}
+			return nil, none, nil, &ModuleError{Reason: err.Error(), Err: err}
 		}
-		return info, bin, nil
+		return info, snap, bin, nil
 	})
 	if err != nil {
 		return nil, err
@@ -171,6 +187,8 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte, cfg Config) (*Module,
 	}
 	m := &Module{eng: e, code: code, hostFns: hostFns, digest: info.Digest, cfg: cfg, info: info, logger: logger, base: cfg.Capabilities.baseConfig(),
 		sampleMask: 1<<min(cfg.CallSampling, 31) - 1}
+	plan := planSnapshots(e, cfg, code.snap)
+	m.snapOff, m.globalNames = plan.off, plan.names
 	for _, ex := range info.Exports {
 		if ex.Name == abi.ExportInitialize {
 			m.hasInitialize = true
@@ -201,6 +219,9 @@ func (m *Module) Close(ctx context.Context) error {
 	m.closed = true
 	m.eng.release(ctx, m.code)
 	m.mems.close()
+	if s := m.snap.Load(); s != nil {
+		s.close()
+	}
 	return nil
 }
 

@@ -74,27 +74,36 @@ func TestConformance(t *testing.T) {
 	ctx := context.Background()
 	f := readCases(t)
 	for _, lang := range languages {
-		t.Run(lang.name, func(t *testing.T) {
-			wasm, err := os.ReadFile(filepath.FromSlash(lang.path))
-			if err != nil {
-				t.Fatalf("the %s conformance plugin is missing: %v", lang.name, err)
+		// Both ways: every instance restored from its module's snapshot, and every instance
+		// running the start sequence itself (RATIONALE.md, "Snapshots").
+		for _, snaps := range []bool{true, false} {
+			name := lang.name + "/snapshots"
+			if !snaps {
+				name = lang.name + "/no-snapshots"
 			}
-			// One engine per language over the shared compilation cache; casetest keeps the
-			// code on it for the run, so every case instantiates afresh without compiling.
-			eng, err := sandbox.NewEngine(ctx, sandbox.WithCacheDir(cacheDir))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = eng.Close(ctx) })
-			checkHandlers(t, eng, wasm)
-			casetest.Run(t, wasm, f, casetest.Options{Engine: eng, HostFuncs: hostFuncs})
-		})
+			t.Run(name, func(t *testing.T) {
+				wasm, err := os.ReadFile(filepath.FromSlash(lang.path))
+				if err != nil {
+					t.Fatalf("the %s conformance plugin is missing: %v", lang.name, err)
+				}
+				// One engine per language and way over the shared compilation cache; casetest
+				// keeps the code on it for the run, so every case instantiates afresh without
+				// compiling.
+				eng, err := sandbox.NewEngine(ctx, sandbox.WithCacheDir(cacheDir), sandbox.WithSnapshots(snaps))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = eng.Close(ctx) })
+				checkHandlers(t, eng, wasm, snaps)
+				casetest.Run(t, wasm, f, casetest.Options{Engine: eng, HostFuncs: hostFuncs})
+			})
+		}
 	}
 }
 
 // checkHandlers checks that the plugin declares the conformance handlers, in order, and
 // keeps its code compiled for the cases.
-func checkHandlers(t *testing.T, eng *sandbox.Engine, wasm []byte) {
+func checkHandlers(t *testing.T, eng *sandbox.Engine, wasm []byte, snaps bool) {
 	t.Helper()
 	ctx := context.Background()
 	mod, err := eng.Compile(ctx, wasm, sandbox.Config{Limits: sandbox.Limits{MemoryPages: 256}})
@@ -103,6 +112,9 @@ func checkHandlers(t *testing.T, eng *sandbox.Engine, wasm []byte) {
 	}
 	// Kept until the test ends: the cases' modules (256 pages too) share its code.
 	t.Cleanup(func() { _ = mod.Close(ctx) })
+	if on, why := mod.Snapshots(); on != snaps {
+		t.Fatalf("Snapshots() = %v (%s), want %v", on, why, snaps)
+	}
 	inst, err := mod.Instantiate(ctx, nil)
 	if err != nil {
 		t.Fatalf("Instantiate: %v", err)

@@ -27,7 +27,7 @@ func newPair(t *testing.T, rt wazero.Runtime, memChunk, tabChunk int32) pair {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin, err := instrument(m, 0, memChunk, tabChunk)
+	bin, err := instrument(m, 0, memChunk, tabChunk, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

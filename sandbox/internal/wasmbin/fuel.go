@@ -20,7 +20,17 @@ type instrumenter struct {
 	helpers []helperKey          // in index order, after growFn and slowFn
 
 	memChunk, tabChunk int32 // ChunkBytes and ChunkElements; smaller in tests
+
+	// From analyse, for snapshots: the first instruction found that can change a table
+	// ("" if none), and whether any code names a data segment (memory.init, data.drop).
+	tableWrite string
+	usesData   bool
 }
+
+// tableWriters names the instructions that can change a table: 0x26 is table.set, the rest
+// are 0xfc sub-opcodes.
+var tableWriters = map[uint32]string{opTableInit: "table.init", 13: "elem.drop", opTableCopy: "table.copy",
+	opTableGrow: "table.grow", opTableFill: "table.fill"}
 
 // helperKey names an added helper: the 0xfc sub-opcode it replaces and its immediates.
 type helperKey struct {
@@ -96,6 +106,14 @@ func (in *instrumenter) analyse() error {
 		var w int64
 		calls := false
 		_, err := walkBody(body, func(op byte, sub uint32, _ int, r *reader) error {
+			switch {
+			case op == 0x26 && in.tableWrite == "":
+				in.tableWrite = "table.set"
+			case op == 0xfc && tableWriters[sub] != "" && in.tableWrite == "":
+				in.tableWrite = tableWriters[sub]
+			case op == 0xfc && (sub == opMemoryInit || sub == 9):
+				in.usesData = true
+			}
 			if op == 0xfc {
 				r.skipMisc(sub)
 			} else if op != 0x40 {

@@ -83,12 +83,12 @@ const (
 // Function and global indices of the original module do not move: the additions are
 // appended.
 func Instrument(m *Module, maxPages uint32) ([]byte, error) {
-	return instrument(m, maxPages, ChunkBytes, ChunkElements)
+	return instrument(m, maxPages, ChunkBytes, ChunkElements, nil)
 }
 
 // instrument is Instrument with the chunk sizes as parameters, so that tests can cut small
-// ranges into many chunks.
-func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32) ([]byte, error) {
+// ranges into many chunks. With snap, it is InstrumentSnapshot, and fills snap in.
+func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32, snap *Snapshot) ([]byte, error) {
 	importedMems := 0
 	for _, im := range m.Imports {
 		if im.Kind == KindMemory {
@@ -163,6 +163,34 @@ func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32) ([]byte, e
 		bodies = append(bodies, in.helperBody(k))
 	}
 	nFuncs := uint32(2 + len(in.helpers))
+	var snapExports []byte
+	var nSnapExports uint32
+	var data dataPlan
+	if snap != nil {
+		var err error
+		if data, snap.Why, err = in.planSnapshot(snap); err != nil {
+			return nil, err
+		}
+		export := func(name string, kind byte, idx uint32) {
+			snapExports = appendName(snapExports, name)
+			snapExports = append(append(snapExports, kind), appendU32(nil, idx)...)
+			nSnapExports++
+		}
+		if data.ok {
+			snap.InitData = true
+			funcs = appendU32(funcs, slowType)
+			bodies = append(bodies, data.body)
+			export(ExportInitData, KindFunc, m.NumImportedFuncs+uint32(len(m.Funcs))+nFuncs)
+			nFuncs++
+		}
+		if m.HasStart {
+			snap.Start = true
+			export(ExportStart, KindFunc, m.start())
+		}
+		for _, g := range snap.Globals {
+			export(GlobalExport(g), KindGlobal, g)
+		}
+	}
 	addedTypes := nTypes - uint32(len(m.Types))
 
 	globals := []byte{
@@ -181,6 +209,7 @@ func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32) ([]byte, e
 	exports = appendName(exports, ExportSafePoint)
 	exports = append(exports, KindFunc)
 	exports = appendU32(exports, in.slowFn)
+	exports = append(exports, snapExports...)
 
 	var code []byte
 	for _, b := range bodies {
@@ -217,14 +246,25 @@ func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32) ([]byte, e
 		case secGlobal:
 			return extend(payload, 3, globals)
 		case secExport:
-			return extend(payload, 3, exports)
+			return extend(payload, 3+nSnapExports, exports)
 		case secCode:
 			return append(appendU32(nil, uint32(len(bodies))), code...)
+		case secDataCount:
+			if data.payload != nil {
+				return appendU32(nil, data.count)
+			}
+		case secData:
+			if data.payload != nil {
+				return data.payload
+			}
 		}
 		return payload
 	}
 	addMissing := func(before int) {
-		for _, id := range []byte{secType, secFunction, secGlobal, secExport, secCode} {
+		for _, id := range []byte{secType, secFunction, secGlobal, secExport, secDataCount, secCode} {
+			if id == secDataCount && data.payload == nil {
+				continue
+			}
 			if !added[id] && order(id) < before && (id != secType || addedTypes > 0) {
 				emit(id, newSection(id, nil))
 				added[id] = true
@@ -248,8 +288,12 @@ func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32) ([]byte, e
 			if p, err = clampMemory(m.Memories, maxPages); err != nil {
 				return nil, err
 			}
-		case secType, secFunction, secGlobal, secExport, secCode:
+		case secType, secFunction, secGlobal, secExport, secCode, secDataCount, secData:
 			p = newSection(s.id, p)
+		case secStart:
+			if snap != nil {
+				continue // exported as ExportStart instead
+			}
 		}
 		emit(s.id, p)
 		added[s.id] = true

@@ -171,3 +171,31 @@ func (r *reader) skipElementSegment() {
 		}
 	}
 }
+
+// s32 reads a signed LEB128 of at most 32 bits.
+func (r *reader) s32() int32 {
+	var v int64
+	var shift uint
+	for {
+		c := r.byte()
+		if r.err != nil {
+			return 0
+		}
+		v |= int64(c&0x7f) << shift
+		shift += 7
+		if c&0x80 == 0 {
+			if shift < 64 && c&0x40 != 0 {
+				v |= -1 << shift
+			}
+			if v < -1<<31 || v > 1<<31-1 {
+				r.fail("integer too large")
+				return 0
+			}
+			return int32(v)
+		}
+		if shift >= 35 {
+			r.fail("integer too long")
+			return 0
+		}
+	}
+}

@@ -1,6 +1,8 @@
 // Package wasmbin reads the parts of a WebAssembly binary that wasmvisor needs (types,
 // imports, exports, memories, function bodies) and rewrites a module so that the sandbox can
-// interrupt it and cap its memory without wazero's per-call goroutine.
+// interrupt it and cap its memory without wazero's per-call goroutine (Instrument), and, for
+// snapshots, so that instantiation does nothing a snapshot makes redundant and the host can
+// read and restore the module's state (InstrumentSnapshot).
 //
 // It is not a validator: wazero validates the rewritten module. It must, however, never panic
 // and never accept bytes it cannot walk exactly, since every module a user loads passes here
@@ -112,6 +114,12 @@ type Table struct {
 	Limits
 }
 
+// GlobalType is a global's value type and mutability.
+type GlobalType struct {
+	ValType byte
+	Mutable bool
+}
+
 // Import is one import entry.
 type Import struct {
 	Module, Name string
@@ -144,6 +152,8 @@ type Module struct {
 	Exports  []Export
 	// NumGlobals counts imported plus defined globals.
 	NumGlobals uint32
+	// Globals are the types of the defined globals, after the imported ones.
+	Globals []GlobalType
 	// NumImportedFuncs counts imported functions.
 	NumImportedFuncs uint32
 	// HasStart is true when the module has a start section.
@@ -277,9 +287,9 @@ func (m *Module) readSection(id byte, payload []byte) error {
 	case secGlobal:
 		n := r.count()
 		for i := uint32(0); i < n && r.err == nil; i++ {
-			r.byte() // valtype
-			r.byte() // mutability
+			g := GlobalType{ValType: r.byte(), Mutable: r.byte() == 1}
 			r.skipConstExpr()
+			m.Globals = append(m.Globals, g)
 			m.NumGlobals++
 		}
 	case secExport:

@@ -117,9 +117,9 @@ func TestParseRejects(t *testing.T) {
 // instrumentation takes seconds on the larger seeds.
 const maxFuzzInput = 8 << 10
 
-// FuzzInstrument checks, for any bytes, that Parse and Instrument never panic, that wazero's
-// decoder survives whatever Parse accepts, and that whenever wazero accepts a module with
-// one memory it also accepts its instrumented copy.
+// FuzzInstrument checks, for any bytes, that Parse, Instrument and InstrumentSnapshot never
+// panic, that wazero's decoder survives whatever Parse accepts, and that whenever wazero
+// accepts a module with one memory it also accepts both its instrumented copies.
 func FuzzInstrument(f *testing.F) {
 	for _, p := range seeds {
 		if b := readSeed(f, p); len(b) <= maxFuzzInput {
@@ -155,5 +155,14 @@ func FuzzInstrument(f *testing.F) {
 			t.Fatalf("wazero accepts the module but not its instrumented copy: %v", err)
 		}
 		code2.Close(ctx)
+		snap, _, err := InstrumentSnapshot(m, 64)
+		if err != nil {
+			t.Fatalf("Instrument accepts the module but not InstrumentSnapshot: %v", err)
+		}
+		code3, err := rt.CompileModule(ctx, snap)
+		if err != nil {
+			t.Fatalf("wazero accepts the module but not its copy for snapshots: %v", err)
+		}
+		code3.Close(ctx)
 	})
 }

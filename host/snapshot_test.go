@@ -1,0 +1,32 @@
+package host_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/wasmvisor/wasmvisor/host"
+	"github.com/wasmvisor/wasmvisor/host/hosttest"
+)
+
+// TestPluginNoSnapshot: Plugin.NoSnapshot reaches the plugin's module; without it the
+// plugin's instances start from a snapshot, and both ways serve the same calls.
+func TestPluginNoSnapshot(t *testing.T) {
+	t.Parallel()
+	h := hosttest.New(t)
+	ctx := ctxT(t)
+	for _, c := range []struct {
+		name string
+		off  bool
+	}{{"snap", false}, {"nosnap", true}} {
+		if err := h.Load(ctx, host.Plugin{Name: c.name, Wasm: reference, NoSnapshot: c.off, Instances: 2}); err != nil {
+			t.Fatal(err)
+		}
+		on, why := host.Snapshots(h, c.name)
+		if on == c.off || c.off && !strings.Contains(why, "NoSnapshot") {
+			t.Fatalf("%s: Snapshots() = %v, %q", c.name, on, why)
+		}
+		if got := call(t, h, c.name, "echo", "hi"); got != "hi" {
+			t.Fatalf("%s: echo = %q", c.name, got)
+		}
+	}
+}
