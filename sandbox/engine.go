@@ -79,6 +79,7 @@ type engineConfig struct {
 	formats    []Format
 	noSnaps    bool
 	copyImages bool   // tests only: snapshots are copied, never mapped, as where mapping fails
+	mapImages  bool   // tests only: snapshots are mapped whatever their size (see copyImagesUpTo)
 	onPark     func() // tests only: see watchdog.New
 }
 
@@ -126,6 +127,7 @@ type Engine struct {
 	// snapshots: modules start their instances from snapshots, unless they say otherwise.
 	snapshots  bool
 	copyImages bool // see engineConfig
+	mapImages  bool // see engineConfig
 
 	// insts maps each live instance's wazero module to it, for the host functions.
 	insts sync.Map // api.Module -> *Instance
@@ -181,7 +183,7 @@ func NewEngine(ctx context.Context, opts ...Option) (*Engine, error) {
 		cfg.logger = zap.NewNop()
 	}
 	e := &Engine{logger: cfg.logger, compiled: make(map[compileKey]*compiled), formats: cfg.formats, snapshots: !cfg.noSnaps,
-		copyImages: cfg.copyImages}
+		copyImages: cfg.copyImages, mapImages: cfg.mapImages}
 	rc := wazero.NewRuntimeConfigCompiler().
 		WithCloseOnContextDone(false). // deadlines are ours: see RATIONALE.md
 		WithMemoryLimitPages(65536)    // per plugin limits are clamped into each module

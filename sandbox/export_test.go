@@ -40,3 +40,12 @@ const ReservesMemory = reservesMemory
 func withCopiedImages() Option {
 	return optionFunc(func(c *engineConfig) { c.copyImages = true })
 }
+
+// withMappedImages makes the engine map every snapshot's image, however small (see
+// copyImagesUpTo), so that tests of the mapping can use small plugins.
+func withMappedImages() Option {
+	return optionFunc(func(c *engineConfig) { c.mapImages = true })
+}
+
+// WithMappedImages is withMappedImages for the external tests.
+func WithMappedImages() Option { return withMappedImages() }

@@ -70,7 +70,7 @@ func TestForeignImageIsUnmapped(t *testing.T) {
 		t.Skip("images are copied on this platform")
 	}
 	ctx := context.Background()
-	m := snapModule(t)
+	m := snapModule(t, withMappedImages())
 	a, err := m.Instantiate(ctx, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -24,7 +24,7 @@ var snapshotLanguages = []struct{ name, path string }{
 // TestSnapshotMarker: two instances restored from one snapshot share nothing afterwards, and
 // an instance made from a recycled memory does not see what the last one wrote.
 func TestSnapshotMarker(t *testing.T) {
-	e := newEngine(t)
+	e := newEngine(t, sandbox.WithMappedImages()) // the small images too, to test the mapping
 	for _, lang := range snapshotLanguages {
 		t.Run(lang.name, func(t *testing.T) {
 			m := compile(t, e, lang.path, sandbox.Config{})
