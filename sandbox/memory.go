@@ -43,12 +43,13 @@ const (
 // Instance.Close releases the memory only once no post-mortem read can still be reading it
 // (see Instance.read).
 type linearMemory struct {
-	buf  []byte  // the memory as wazero sees it; cap(buf) == len(buf)
-	max  uint64  // the memory's maximum, in bytes
-	keep uint64  // bytes kept resident when the region is recycled
-	r    *region // nil until Allocate, and after release
-	pool *memPool
-	want *snapshot // the snapshot the instance is restored from, if any: see restore
+	buf   []byte  // the memory as wazero sees it; cap(buf) == len(buf)
+	max   uint64  // the memory's maximum, in bytes
+	keep  uint64  // bytes kept resident when the region is recycled
+	r     *region // nil until Allocate, and after release
+	pool  *memPool
+	want  *snapshot // the snapshot the instance is restored from, if any: see restore
+	fresh bool      // the region is new, not recycled: see restore
 }
 
 // Allocate implements experimental.MemoryAllocator; each instance has its own.
@@ -71,6 +72,7 @@ func (m *linearMemory) Allocate(capacity, limit uint64) experimental.LinearMemor
 	}
 	if m.r == nil {
 		m.r = newRegion(capacity, limit)
+		m.fresh = true
 	}
 	return m
 }
@@ -102,11 +104,20 @@ func (m *linearMemory) Free() {}
 // region, by mapping the image's file over its start copy-on-write (nothing to do when the
 // region, recycled, maps it still); else by copying it.
 func (m *linearMemory) restore(s *snapshot) error {
+	// The image is this module's working set at start: keep it resident when the region is
+	// recycled, as the initial memory is (a guest whose start sequence grew its memory was
+	// otherwise decommitted above its initial size at every release, and faulted back in by
+	// the next copy).
+	m.keep = max(m.keep, min(s.size, keepResident))
 	r := m.r
 	if r.img == s {
 		return nil
 	}
-	if r.mapped && r.img == nil && s.mapInto(r.mem[:s.size]) {
+	// A new region is mapped: the instance then holds only the pages it writes, and ten
+	// thousand live instances share the rest. A recycled one, resident already, takes a copy
+	// of a small image (copyImagesUpTo): mapping it again would cost the revert and a fault
+	// per page touched, more than the copy. A large image is mapped either way.
+	if r.mapped && r.img == nil && (m.fresh || s.size > copyImagesUpTo || s.mapAlways) && s.mapInto(r.mem[:s.size]) {
 		r.img = s
 		r.committed = max(r.committed, s.size)
 		return nil
@@ -125,7 +136,20 @@ func (m *linearMemory) release() {
 	// A region the pool has no room for is freed as it is: zeroing it first (and faulting in
 	// the pages the guest never touched, to zero them) was most of closing one of many
 	// instances at once (BenchmarkLiveInstances).
-	if m.pool == nil || !m.pool.hasRoom() || !r.reset(used, m.keep) || !m.pool.put(r) {
+	if m.pool == nil || !m.pool.hasRoom() {
+		r.free()
+		return
+	}
+	if r.img != nil && r.img.size <= copyImagesUpTo && !r.img.mapAlways {
+		// A small image is copied into recycled regions (see restore): the region gives
+		// it up once, for fresh reserved space, rather than revert it at every release.
+		if unmapImage(r.mem[:r.img.size]) != nil {
+			r.free()
+			return
+		}
+		r.img, r.committed = nil, 0
+	}
+	if !r.reset(used, m.keep) || !m.pool.put(r) {
 		r.free()
 	}
 }

@@ -18,6 +18,7 @@ type snapshot struct {
 	ctrl       uint32
 	handlers   []string
 	handlerIdx map[string]uint32 // shared by the restored instances: read only
+	mapAlways  bool              // tests only: mapped into recycled regions too, whatever its size
 
 	mu     sync.RWMutex // held to read fd and data; Lock to close
 	fd     int          // the image's memory file, or -1
@@ -25,13 +26,16 @@ type snapshot struct {
 	closed bool
 }
 
-// copyImagesUpTo is the largest image that is copied into each restored instance rather than
-// mapped copy-on-write. A mapping costs a fixed price per instance whatever the image's size:
-// the madvise that reverts it on recycling (a TLB shootdown, about 50 µs on this project's
-// 2-vCPU machine) and a page fault for every page the instance then touches, where a copy
-// into the recycled, resident memory costs only its bytes. Measured with a fresh instance and
-// one call (BenchmarkInstantiate's "+call" rows): the 128 KiB reference plugin took 125 µs
-// mapped and 22 µs copied; the 3.1 MiB standard-Go plugin 0.4 ms mapped and 1.9 ms copied.
+// copyImagesUpTo is the largest image that is copied into a recycled region rather than
+// mapped there copy-on-write (a new region always maps it). A mapping costs a fixed price per
+// instance whatever the image's size: the madvise that reverts it on recycling (a TLB
+// shootdown, about 50 µs on this project's 2-vCPU machine) and a page fault for every page the
+// instance then touches, where a copy into recycled, resident memory costs only its bytes.
+// Measured with a fresh instance and one call (BenchmarkInstantiate's "+call" rows), on
+// recycled regions: the 128 KiB reference plugin took 125 µs mapped and 22 µs copied; the
+// 3.1 MiB standard-Go plugin 0.4 ms mapped and 1.9 ms copied. A new region maps even a small
+// image: ten thousand live instances then share its pages (BenchmarkLiveInstances: 10.6 KiB
+// each mapped, 144 KiB copied).
 const copyImagesUpTo = 256 << 10
 
 // takeSnapshot captures i, which has just run its start sequence.
@@ -45,7 +49,8 @@ func takeSnapshot(i *Instance) (*snapshot, error) {
 		}
 		s.globals = append(s.globals, g.Get())
 	}
-	if i.mod.eng.copyImages || (len(mem) <= copyImagesUpTo && !i.mod.eng.mapImages) {
+	s.mapAlways = i.mod.eng.mapImages
+	if i.mod.eng.copyImages {
 		s.data = append([]byte(nil), mem...)
 	} else if fd, view, err := imageFile(mem); err == nil {
 		s.fd, s.data = fd, view
