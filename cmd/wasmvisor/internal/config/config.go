@@ -144,6 +144,11 @@ type Plugin struct {
 	// Isolation is IsolationShared (an instance serves call after call) or IsolationPerCall
 	// (every call runs in a fresh instance: host.InstancePerCall).
 	Isolation string
+	// NoSnapshot (the file's `snapshot: false`): each instance runs its start sequence
+	// instead of starting from a snapshot of the module's initialized state
+	// (host.Plugin.NoSnapshot), for a plugin whose init must see each instance's own clock or
+	// randomness. The zero value, snapshots on, is the default.
+	NoSnapshot bool
 	// Required: /readyz answers 503 while this plugin is loading, down or failed. Default true.
 	Required   bool
 	Env        map[string]string
@@ -300,6 +305,7 @@ type rawPlugin struct {
 	OnFailure     string            `yaml:"on_failure"`
 	RestartPolicy rawRestartPolicy  `yaml:"restart_policy"`
 	Isolation     string            `yaml:"isolation"`
+	Snapshot      string            `yaml:"snapshot"`
 }
 
 type rawRestartPolicy struct {
@@ -597,6 +603,13 @@ func Parse(in Input) (*Config, error) {
 		p.OnFailure = pick(rp.OnFailure, OnFailureQuarantine, key("on_failure"), add, OnFailureQuarantine, OnFailureEscalate)
 		p.Isolation = pick(rp.Isolation, IsolationShared, key("isolation"), add, IsolationShared, IsolationPerCall)
 		p.RestartPolicy = parseRestartPolicy(rp.RestartPolicy, func(k string) string { return key("restart_policy." + k) }, add)
+		if rp.Snapshot != "" {
+			b, err := strconv.ParseBool(rp.Snapshot)
+			if err != nil {
+				add(key("snapshot"), "want true or false, got %q", rp.Snapshot)
+			}
+			p.NoSnapshot = !b && err == nil
+		}
 		p.Required = true
 		if rp.Required != "" {
 			b, err := strconv.ParseBool(rp.Required)

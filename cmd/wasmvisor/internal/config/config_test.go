@@ -274,3 +274,22 @@ plugins:
 		t.Errorf("a bad isolation: %v", err)
 	}
 }
+
+func TestSnapshotKey(t *testing.T) {
+	c, err := parse(t, `
+plugins:
+  - {name: a, wasm: p.wasm, snapshot: false}
+  - {name: b, wasm: p.wasm, snapshot: true}
+  - {name: c, wasm: p.wasm}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := []bool{c.Plugins[0].NoSnapshot, c.Plugins[1].NoSnapshot, c.Plugins[2].NoSnapshot}; !got[0] || got[1] || got[2] {
+		t.Fatalf("NoSnapshot: %v, want [true false false]", got)
+	}
+	_, err = parse(t, "plugins:\n  - {name: a, wasm: p.wasm, snapshot: off}\n")
+	if err == nil || !strings.Contains(err.Error(), "plugins[0](a).snapshot") || !strings.Contains(err.Error(), `"off"`) {
+		t.Errorf("a bad snapshot: %v", err)
+	}
+}

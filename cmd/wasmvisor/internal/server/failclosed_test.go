@@ -632,6 +632,12 @@ func TestIsolationMappedAndReloaded(t *testing.T) {
 	if hp := hostPlugin(config.Plugin{Name: "a", Isolation: config.IsolationShared}); hp.Isolation != host.SharedInstance {
 		t.Fatalf("shared: %v", hp.Isolation)
 	}
+	if hp := hostPlugin(config.Plugin{Name: "a", NoSnapshot: true}); !hp.NoSnapshot {
+		t.Fatal("snapshot: false did not reach the host")
+	}
+	if hp := hostPlugin(config.Plugin{Name: "a"}); hp.NoSnapshot {
+		t.Fatal("a plugin's snapshots are off by default")
+	}
 	ts := openServer(t, "admin_token: "+testToken+"\nplugins:\n  - {name: ref, wasm: ref.wasm}\n", true)
 	marker := func() string {
 		t.Helper()

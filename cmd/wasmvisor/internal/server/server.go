@@ -412,7 +412,8 @@ func (s *Server) put(ctx context.Context, p config.Plugin, wasm []byte, source s
 		o.RestartPolicy != n.RestartPolicy || // Replace keeps a pool's restart policy
 		o.Isolation != n.Isolation || // and its isolation
 		!equalStrings(o.DependsOn, n.DependsOn) || !equalStrings(o.Subscribe, n.Subscribe)
-	module := old.digest != e.digest || o.Limits != n.Limits || !equalCaps(o.Capabilities, n.Capabilities)
+	module := old.digest != e.digest || o.Limits != n.Limits || !equalCaps(o.Capabilities, n.Capabilities) ||
+		o.NoSnapshot != n.NoSnapshot // another Module: with or without a snapshot
 	switch {
 	case structural:
 		if err := s.h.Unload(ctx, p.Name); err != nil {
@@ -476,6 +477,7 @@ func hostPlugin(p config.Plugin) host.Plugin {
 	if p.Isolation == config.IsolationPerCall {
 		hp.Isolation = host.InstancePerCall
 	}
+	hp.NoSnapshot = p.NoSnapshot
 	rp := p.RestartPolicy
 	hp.RestartPolicy = host.RestartPolicy{Intensity: rp.MaxRestarts, Period: rp.Period, MinUptime: rp.MinUptime,
 		Backoff: supervisor.Backoff{Initial: rp.BackoffInitial, Max: rp.BackoffMax}}
