@@ -22,17 +22,3 @@ func WithResetHook(f func(ctx context.Context)) Option {
 func WithResetDoneHook(f func()) Option {
 	return optionFunc(func(o *options) { o.resetDone = f })
 }
-
-// Snapshots reports whether the instances of plugin name start from a snapshot, and if not,
-// why not (sandbox.Module.Snapshots).
-func Snapshots(h *Host, name string) (bool, string) {
-	p, err := h.lookup(name)
-	if err != nil {
-		return false, err.Error()
-	}
-	m, ok := p.mod().(interface{ Snapshots() (bool, string) }) // the native format's Code
-	if !ok {
-		return false, "not a native module"
-	}
-	return m.Snapshots()
-}

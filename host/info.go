@@ -42,6 +42,12 @@ type PluginInfo struct {
 	// are its callable exports (functions () -> i32 or () -> ()), sorted as package sandbox/extism
 	// lists them.
 	Handlers []string
+	// Snapshot reports whether the plugin's instances start from a snapshot of its module's
+	// initialized state (package sandbox, "Snapshots"). SnapshotOff says why not when they do
+	// not: switched off (Plugin.NoSnapshot), a module that cannot be snapshotted (its code
+	// changes a table, …), or a format without snapshots (Extism's).
+	Snapshot    bool
+	SnapshotOff string
 }
 
 // InstanceInfo describes one pool slot. The memory fields are read from the instance only if
@@ -93,6 +99,13 @@ func (p *plugin) info(rb *readBudget) PluginInfo {
 	mod := p.mod()
 	pi := PluginInfo{Name: p.name, Digest: mod.Digest(), Format: Format(mod.Format()), Handlers: mod.Handlers(), Config: maps.Clone(d.cfg), ConfigVersion: d.version,
 		Restarts: p.restarts.Load(), Resets: p.resets.Load(), Isolation: p.isolation, DependsOn: p.spec.DependsOn, Subscribe: p.spec.Subscribe, OnFailure: p.spec.OnFailure}
+	// Snapshots are the native format's; a Code that has them says so (an optional method,
+	// as io.WriterTo is to io.Writer).
+	if sc, ok := mod.(interface{ Snapshots() (bool, string) }); ok {
+		pi.Snapshot, pi.SnapshotOff = sc.Snapshots()
+	} else {
+		pi.SnapshotOff = "the " + mod.Format() + " format has no snapshots"
+	}
 	if c := p.contain.Load(); c != nil {
 		pi.State, pi.Failed = c.state, p.failedErr(c)
 	}

@@ -21,9 +21,12 @@ func TestPluginNoSnapshot(t *testing.T) {
 		if err := h.Load(ctx, host.Plugin{Name: c.name, Wasm: reference, NoSnapshot: c.off, Instances: 2}); err != nil {
 			t.Fatal(err)
 		}
-		on, why := host.Snapshots(h, c.name)
-		if on == c.off || c.off && !strings.Contains(why, "NoSnapshot") {
-			t.Fatalf("%s: Snapshots() = %v, %q", c.name, on, why)
+		pi, err := h.Plugin(c.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pi.Snapshot == c.off || c.off && !strings.Contains(pi.SnapshotOff, "NoSnapshot") || !c.off && pi.SnapshotOff != "" {
+			t.Fatalf("%s: PluginInfo.Snapshot %v, SnapshotOff %q", c.name, pi.Snapshot, pi.SnapshotOff)
 		}
 		if got := call(t, h, c.name, "echo", "hi"); got != "hi" {
 			t.Fatalf("%s: echo = %q", c.name, got)

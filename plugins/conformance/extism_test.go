@@ -113,7 +113,8 @@ func TestExtismHostFunctionsInHost(t *testing.T) {
 	if err := h.Load(ctx, host.Plugin{Name: "extism", Wasm: readExtism(t), Capabilities: extismGrants}); err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	if info, err := h.Plugin("extism"); err != nil || info.Format != host.FormatExtism {
+	if info, err := h.Plugin("extism"); err != nil || info.Format != host.FormatExtism ||
+		info.Snapshot || !strings.Contains(info.SnapshotOff, "extism format") {
 		t.Fatalf("plugin info: %+v, %v", info, err)
 	}
 	runExtismCases(t, func(hd, in string) ([]byte, error) { return h.Call(ctx, "extism", hd, []byte(in)) })

@@ -214,6 +214,8 @@ type pluginView struct {
 	Restarts      uint64            `json:"restarts"`
 	Isolation     string            `json:"isolation"` // shared, per_call
 	Resets        uint64            `json:"resets"`    // instances replaced after their call (per_call)
+	Snapshot      bool              `json:"snapshot"`  // instances start from a snapshot
+	SnapshotOff   string            `json:"snapshot_off,omitempty"`
 	DependsOn     []string          `json:"depends_on,omitempty"`
 	Subscribe     []string          `json:"subscribe,omitempty"`
 	LoadedAt      time.Time         `json:"loaded_at"`
@@ -235,7 +237,8 @@ type instanceView struct {
 func (s *Server) view(pi host.PluginInfo, admin bool) pluginView {
 	v := pluginView{Name: pi.Name, Digest: "sha256:" + pi.Digest, Config: pi.Config, ConfigVersion: pi.ConfigVersion,
 		Restarts: pi.Restarts, Isolation: config.IsolationShared, Resets: pi.Resets, DependsOn: pi.DependsOn, Subscribe: pi.Subscribe, FailurePolicy: config.FailDeny,
-		Instances: []instanceView{}, Format: string(pi.Format), Handlers: pi.Handlers}
+		Instances: []instanceView{}, Format: string(pi.Format), Handlers: pi.Handlers,
+		Snapshot: pi.Snapshot, SnapshotOff: pi.SnapshotOff}
 	if v.Handlers == nil {
 		v.Handlers = []string{} // JSON lists are never null
 	}
