@@ -14,15 +14,16 @@ import (
 
 	"github.com/wasmvisor/wasmvisor/abi"
 	"github.com/wasmvisor/wasmvisor/internal/guestio"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/watchdog"
 )
 
 // Why the watchdog or Kill stopped an operation.
 const (
-	stopNone uint32 = iota
-	stopDeadline
-	stopCtxDeadline
-	stopCanceled
-	stopKilled
+	stopNone        = watchdog.StopNone
+	stopDeadline    = watchdog.StopDeadline
+	stopCtxDeadline = watchdog.StopCtxDeadline
+	stopCanceled    = watchdog.StopCanceled
+	stopKilled      = watchdog.StopKilled
 )
 
 // An operation is one use of an instance, from enter to leave: a call (which may grow the
@@ -116,16 +117,12 @@ func (i *Instance) timeout(k opKind) time.Duration {
 // armContext publishes the operation's cancellable context to the watchdog.
 func (i *Instance) armContext(ctx context.Context, id uint64) {
 	i.opCtx = ctx
-	i.ctxMu.Lock()
-	i.callCtx, i.ctxID = ctx, id
-	i.ctxMu.Unlock()
+	i.op.Arm(ctx, id)
 }
 
 // disarmContext withdraws it.
 func (i *Instance) disarmContext() {
-	i.ctxMu.Lock()
-	i.callCtx = nil
-	i.ctxMu.Unlock()
+	i.op.Disarm()
 	i.opCtx = nil
 }
 
@@ -461,42 +458,20 @@ func (i *Instance) failed(id uint64, err error) error {
 
 // watch is called by the watchdog, on its own goroutine, on every tick while it is awake,
 // with the time since its epoch. It reports whether the instance runs an operation that
-// needs watching.
-//
-// No operation publishes a deadline: the watchdog notes when it first sees an operation id
-// busy (seenID, seenAt: its own fields), and the operation started at or before that, so
-// stopping it once now-seenAt reaches its kind's time limit never stops it early, and stops
-// it at most about two ticks late (one before it was first seen, one for the tick itself).
+// needs watching, and stops one past its kind's time limit or whose context is done (see
+// watchdog.Op.Check).
 func (i *Instance) watch(now time.Duration) bool {
 	s := i.state.Load()
 	if s&stMask != stBusy {
 		return false
 	}
 	id := s >> idShift
-	if id != i.seenID {
-		i.seenID, i.seenAt = id, now
+	limit := i.timeout(kindOf(s))
+	why, watched := i.op.Check(now, id, limit, limit != NoTimeout)
+	if why != stopNone {
+		i.stop(id, why)
 	}
-	watched := false
-	if limit := i.timeout(kindOf(s)); limit != NoTimeout {
-		if now-i.seenAt >= limit {
-			i.stop(id, stopDeadline)
-			return true
-		}
-		watched = true
-	}
-	i.ctxMu.Lock()
-	c, cid := i.callCtx, i.ctxID
-	i.ctxMu.Unlock()
-	if c == nil || cid != id {
-		return watched
-	}
-	switch err := c.Err(); {
-	case errors.Is(err, context.DeadlineExceeded):
-		i.stop(id, stopCtxDeadline)
-	case err != nil:
-		i.stop(id, stopCanceled)
-	}
-	return true
+	return watched
 }
 
 // stop interrupts operation id, if it still runs: the guest traps at its next safe point.

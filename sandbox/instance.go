@@ -72,17 +72,10 @@ type Instance struct {
 	wd    *watchdog.Watchdog
 	wde   watchdog.Entry // the instance's place in wd's lists
 
-	// The cancellable context of the operation in progress, for the watchdog.
-	ctxMu   sync.Mutex
-	callCtx context.Context // guarded by ctxMu; set for cancellable contexts only
-	ctxID   uint64          // guarded by ctxMu
-
-	// The watchdog's own notes: the operation it saw last, and when (see watch).
-	seenID uint64
-	seenAt time.Duration
+	op watchdog.Op // the operation's published context and the watchdog's notes: see watch
 
 	// The cancellable context of the operation in progress, if any: the owner's own copy
-	// of callCtx, read without the lock.
+	// of what op holds, read without its lock.
 	opCtx context.Context
 
 	intrMu     sync.Mutex      // serialises stop and clearInterrupt: the writers of the interrupt global

@@ -32,11 +32,10 @@ const (
 
 // Why the watchdog or Kill stopped a call.
 const (
-	stopNone uint32 = iota
-	stopDeadline
-	stopCtxDeadline
-	stopCanceled
-	stopKilled
+	stopDeadline    = watchdog.StopDeadline
+	stopCtxDeadline = watchdog.StopCtxDeadline
+	stopCanceled    = watchdog.StopCanceled
+	stopKilled      = watchdog.StopKilled
 )
 
 // Instance is one Extism plugin instance: its own memory, kernel, vars and config.
@@ -55,14 +54,7 @@ type Instance struct {
 	killed  atomic.Bool
 	calls   atomic.Uint64
 
-	// The cancellable context of the call in progress, for the watchdog.
-	ctxMu   sync.Mutex
-	callCtx context.Context // guarded by ctxMu; set for cancellable contexts only
-	ctxID   uint64          // guarded by ctxMu
-
-	// The watchdog's own notes: the operation it saw last, and when (see watch).
-	seenID uint64
-	seenAt time.Duration
+	op watchdog.Op // the call's published context and the watchdog's notes: see watch
 
 	stopMu     sync.Mutex     // serialises stop
 	stoppedID  atomic.Uint64  // the id of the call that was stopped
@@ -187,9 +179,7 @@ func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []
 	timeout := i.mod.cfg.Limits.CallTimeout
 	done := ctx.Done()
 	if done != nil { // published for the watchdog; wazero itself does not watch it
-		i.ctxMu.Lock()
-		i.callCtx, i.ctxID = ctx, id
-		i.ctxMu.Unlock()
+		i.op.Arm(ctx, id)
 	}
 	// The watchdog stores parked (and an idle instance's cold flag) before it reads the state
 	// words; we published ours before reading them: either it sees this call, or we wake it.
@@ -205,9 +195,7 @@ func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []
 	rc, out, err := i.p.CallWithContext(ctx, handler, input)
 
 	if done != nil {
-		i.ctxMu.Lock()
-		i.callCtx = nil
-		i.ctxMu.Unlock()
+		i.op.Disarm()
 	}
 	i.out.endCall()
 
@@ -342,39 +330,20 @@ type watched Instance
 func (w *watched) Watch(now time.Duration) bool { return (*Instance)(w).watch(now) }
 
 // watch is called by the watchdog on its goroutine, on every tick while it is awake, with the
-// time since its epoch; it reports whether the instance runs a call that needs watching. As
-// the sandbox's: no call publishes a deadline; the watchdog notes when it first sees a call's
-// id busy, so it never stops a call early and at most about two ticks late.
+// time since its epoch; it reports whether the instance runs a call that needs watching, and
+// stops one past its deadline or whose context is done, as the sandbox's (watchdog.Op.Check).
 func (i *Instance) watch(now time.Duration) bool {
 	s := i.state.Load()
 	if lifecycle.State(s) != lifecycle.Busy || lifecycle.Kind(s) != opCall {
 		return false
 	}
 	id := lifecycle.ID(s)
-	if id != i.seenID {
-		i.seenID, i.seenAt = id, now
+	limit := i.mod.cfg.Limits.CallTimeout
+	why, watched := i.op.Check(now, id, limit, limit != sandbox.NoTimeout)
+	if why != watchdog.StopNone {
+		i.stop(id, why)
 	}
-	watched := false
-	if limit := i.mod.cfg.Limits.CallTimeout; limit != sandbox.NoTimeout {
-		if now-i.seenAt >= limit {
-			i.stop(id, stopDeadline)
-			return true
-		}
-		watched = true
-	}
-	i.ctxMu.Lock()
-	c, cid := i.callCtx, i.ctxID
-	i.ctxMu.Unlock()
-	if c == nil || cid != id {
-		return watched
-	}
-	switch err := c.Err(); {
-	case errors.Is(err, context.DeadlineExceeded):
-		i.stop(id, stopCtxDeadline)
-	case err != nil:
-		i.stop(id, stopCanceled)
-	}
-	return true
+	return watched
 }
 
 // stop stops call id, if it still runs. It records the reason and the id; the guest's next

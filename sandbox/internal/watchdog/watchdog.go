@@ -9,6 +9,8 @@
 package watchdog
 
 import (
+	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -253,3 +255,69 @@ func (w *Watchdog) Len() (all, hot int) {
 // (sandbox/extism) that watch their instances with the engine's one watchdog. Package sandbox
 // sets it at init; the argument is untyped because this package sits below sandbox.
 var OfEngine func(engine any) *Watchdog
+
+// Why an operation is stopped: the watchdog's reasons (Op.Check) and the owner's (Kill).
+const (
+	StopNone uint32 = iota
+	StopDeadline
+	StopCtxDeadline
+	StopCanceled
+	StopKilled
+)
+
+// Op is an instance's side of the watching, the same for every format: the cancellable
+// context its operation in progress published (Arm), and the watchdog's notes on when it
+// first saw an operation busy. An instance embeds one.
+type Op struct {
+	mu    sync.Mutex
+	ctx   context.Context // guarded by mu; set for cancellable contexts only
+	ctxID uint64          // guarded by mu
+
+	// The watchdog's goroutine only.
+	seenID uint64
+	seenAt time.Duration
+}
+
+// Arm publishes the cancellable context of operation id to the watchdog.
+func (o *Op) Arm(ctx context.Context, id uint64) {
+	o.mu.Lock()
+	o.ctx, o.ctxID = ctx, id
+	o.mu.Unlock()
+}
+
+// Disarm withdraws it.
+func (o *Op) Disarm() {
+	o.mu.Lock()
+	o.ctx = nil
+	o.mu.Unlock()
+}
+
+// Check is called from Watched.Watch, on the watchdog's goroutine, for operation id, busy
+// now, whose time limit is limit (when limited). It returns why the operation must be stopped
+// (StopNone: it need not) and whether it needs watching.
+//
+// No operation publishes a deadline: the watchdog notes when it first sees an operation id
+// busy, and the operation started at or before that, so stopping it once now less that time
+// reaches its limit never stops it early, and stops it at most about two ticks late (one
+// before it was first seen, one for the tick itself).
+func (o *Op) Check(now time.Duration, id uint64, limit time.Duration, limited bool) (why uint32, watched bool) {
+	if id != o.seenID {
+		o.seenID, o.seenAt = id, now
+	}
+	if limited && now-o.seenAt >= limit {
+		return StopDeadline, true
+	}
+	o.mu.Lock()
+	c, cid := o.ctx, o.ctxID
+	o.mu.Unlock()
+	if c == nil || cid != id {
+		return StopNone, limited
+	}
+	switch err := c.Err(); {
+	case errors.Is(err, context.DeadlineExceeded):
+		return StopCtxDeadline, true
+	case err != nil:
+		return StopCanceled, true
+	}
+	return StopNone, true
+}
