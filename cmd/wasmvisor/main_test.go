@@ -19,14 +19,9 @@ func TestMain(m *testing.M) {
 	// Keep the tests' compiled code out of the user's cache: the commands' default cache,
 	// $XDG_CACHE_HOME/wasmvisor, is the cache every package's tests share (internal/testcache),
 	// or a directory of this binary's own when no shared one can be keyed safely.
-	dir, err := os.MkdirTemp("", "wasmvisor-cli-")
+	dir, err := testcache.CacheHome("wasmvisor-cli-")
 	if err != nil {
 		panic(err)
-	}
-	if shared := testcache.Dir(); shared != "" {
-		if err := os.Symlink(shared, filepath.Join(dir, "wasmvisor")); err != nil {
-			panic(err)
-		}
 	}
 	os.Setenv("XDG_CACHE_HOME", dir)
 	code := m.Run()

@@ -49,6 +49,24 @@ const (
 // be shared safely (see the package doc). It is computed once per process.
 func Dir() string { return dir() }
 
+// CacheHome makes a directory for XDG_CACHE_HOME whose "wasmvisor" entry, the commands'
+// default cache, is the shared cache (Dir), or nothing when there is none, so that commands a
+// test runs, or binaries it serves, use the tests' compiled code and never the user's. The
+// caller removes the directory.
+func CacheHome(prefix string) (string, error) {
+	home, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", err
+	}
+	if shared := Dir(); shared != "" {
+		if err := os.Symlink(shared, filepath.Join(home, "wasmvisor")); err != nil {
+			_ = os.RemoveAll(home)
+			return "", err
+		}
+	}
+	return home, nil
+}
+
 var dir = sync.OnceValue(func() string {
 	if d := os.Getenv(Env); d != "" {
 		return d

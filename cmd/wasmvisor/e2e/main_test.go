@@ -12,7 +12,6 @@ package e2e
 
 import (
 	"os"
-	"path/filepath"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -25,16 +24,11 @@ import (
 var testDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "wasmvisor-e2e-")
+	dir, err := testcache.CacheHome("wasmvisor-e2e-")
 	if err != nil {
 		panic(err)
 	}
 	testDir = dir
-	if shared := testcache.Dir(); shared != "" {
-		if err := os.Symlink(shared, filepath.Join(dir, "wasmvisor")); err != nil {
-			panic(err)
-		}
-	}
 	os.Setenv("XDG_CACHE_HOME", dir)
 	code := m.Run()
 	os.RemoveAll(dir)
