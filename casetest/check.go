@@ -96,22 +96,32 @@ func (e *expectation) describe() string {
 // checkPublished compares the messages published on the case's watched topics during a step
 // with the step's list.
 func checkPublished(got []host.Message, want []message) string {
-	ok := len(got) == len(want)
+	topics, data := make([]string, len(got)), make([][]byte, len(got))
+	for i, m := range got {
+		topics[i], data[i] = m.Topic, m.Data
+	}
+	return checkMessages("published", topics, data, want)
+}
+
+// checkMessages compares messages, as topics and data in order, with want; what names them
+// in the report.
+func checkMessages(what string, topics []string, data [][]byte, want []message) string {
+	ok := len(topics) == len(want)
 	for i := 0; ok && i < len(want); i++ {
-		ok = got[i].Topic == want[i].topic && want[i].matches(got[i].Data)
+		ok = topics[i] == want[i].topic && want[i].matches(data[i])
 	}
 	if ok {
 		return ""
 	}
-	g := make([]string, len(got))
-	for i, m := range got {
-		g[i] = m.Topic + " " + quoteOutput(m.Data)
+	g := make([]string, len(topics))
+	for i := range topics {
+		g[i] = topics[i] + " " + quoteOutput(data[i])
 	}
 	w := make([]string, len(want))
 	for i, m := range want {
 		w[i] = m.topic + " " + quoteOutput(m.data)
 	}
-	return fmt.Sprintf("published: got [%s], want [%s]", strings.Join(g, ", "), strings.Join(w, ", "))
+	return fmt.Sprintf("%s: got [%s], want [%s]", what, strings.Join(g, ", "), strings.Join(w, ", "))
 }
 
 func (m message) matches(data []byte) bool {
@@ -284,22 +294,11 @@ func (x *expectedError) check(err error) string {
 
 // checkEvents compares the instance's whole event log with want, in order.
 func checkEvents(got []sandbox.Event, want []message) string {
-	ok := len(got) == len(want)
-	for i := 0; ok && i < len(want); i++ {
-		ok = got[i].Topic == want[i].topic && want[i].matches(got[i].Data)
-	}
-	if ok {
-		return ""
-	}
-	g := make([]string, len(got))
+	topics, data := make([]string, len(got)), make([][]byte, len(got))
 	for i, e := range got {
-		g[i] = e.Topic + " " + quoteOutput(e.Data)
+		topics[i], data[i] = e.Topic, e.Data
 	}
-	w := make([]string, len(want))
-	for i, m := range want {
-		w[i] = m.topic + " " + quoteOutput(m.data)
-	}
-	return fmt.Sprintf("events: got [%s], want [%s]", strings.Join(g, ", "), strings.Join(w, ", "))
+	return checkMessages("events", topics, data, want)
 }
 
 // checkMetrics compares the instance's metrics with want: the same names and kinds in the
