@@ -12,7 +12,7 @@ GO_PLUGINS := \
 	plugins/ratelimit:plugins/ratelimit/ratelimit.wasm \
 	plugins/conformance/go:plugins/conformance/go/conformance.wasm \
 	sandbox/testdata/caps:sandbox/testdata/caps/caps.wasm
-WAT_PLUGINS := plugins/reference/reference sandbox/testdata/mini sandbox/testdata/noabi sandbox/testdata/hang sandbox/testdata/spin sandbox/testdata/hostcall sandbox/testdata/snapenv sandbox/testdata/snaptable sandbox/internal/wasmbin/testdata/bulk sandbox/internal/wasmbin/testdata/snap sandbox/internal/wasmbin/testdata/snaptable \
+WAT_PLUGINS := plugins/reference/reference sandbox/testdata/mini sandbox/testdata/noabi sandbox/testdata/hang sandbox/testdata/spin sandbox/testdata/hostcall sandbox/testdata/snapenv sandbox/testdata/snaptable sandbox/internal/wasmbin/testdata/bulk sandbox/internal/wasmbin/testdata/fuel sandbox/internal/wasmbin/testdata/snap sandbox/internal/wasmbin/testdata/snaptable \
 	$(basename $(wildcard internal/faults/testdata/*.wat sandbox/testdata/hostile/*.wat))
 
 .PHONY: all build test run loadtest plugins plugins-go plugins-wat plugins-rust plugins-c plugins-extism plugins-assemblyscript \

@@ -5,7 +5,10 @@
 // any number of fresh Instances, one call at a time per instance, typed errors, and an
 // instance that is never entered again after a fatal error. It uses the Extism Go SDK (github.com/extism/go-sdk) for the Extism
 // ABI: the SDK's kernel holds input, output, vars and the error string, and the SDK's host
-// module "extism:host/env" serves the guest's imports.
+// module "extism:host/env" serves the guest's imports. The imports that only call the kernel
+// are redirected at Compile to a module of this package that calls the same kernel
+// functions without looking them up again on every call (kernel.go; RATIONALE.md, "Extism
+// kernel calls without a new function per call").
 //
 // # Mapping of the sandbox's contract
 //

@@ -91,7 +91,7 @@ func checkImports(imports []sandbox.Symbol, granted []sandbox.HostFunc) error {
 
 // hostFunctions makes the SDK's host functions that serve granted.
 func (m *Module) hostFunctions(granted []sandbox.HostFunc) []sdk.HostFunction {
-	fns := make([]sdk.HostFunction, 0, len(granted))
+	fns := kernelFunctions()
 	for _, f := range granted {
 		fns = append(fns, sdk.NewHostFunctionWithStack(f.Name, m.serve(f),
 			[]sdk.ValueType{sdk.ValueTypePTR}, []sdk.ValueType{sdk.ValueTypePTR}))

@@ -69,6 +69,7 @@ type Instance struct {
 	kernelRefused atomic.Bool                  // … in the kernel's memory: input, output or a var was lost
 	mem           atomic.Pointer[linearMemory] // the memory allocated last: the plugin's own
 	host          hostState                    // its host functions' failure and panics
+	kernel        kernel                       // the kernel's functions, looked up once
 	callHook      func()                       // tests only: called as a call is about to run the guest
 }
 
@@ -192,7 +193,7 @@ func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []
 		i.callHook()
 	}
 
-	rc, out, err := i.p.CallWithContext(ctx, handler, input)
+	rc, out, err := i.p.CallWithContext(context.WithValue(ctx, kernelKey{}, &i.kernel), handler, input)
 
 	if done != nil {
 		i.op.Disarm()

@@ -12,10 +12,14 @@ import (
 )
 
 // instrument adds the sandbox's fuel checks to an Extism plugin (wasmbin.Instrument with no
-// memory clamp: the allocator enforces the limit).
+// memory clamp: the allocator enforces the limit), and redirects its kernel imports to
+// kernelNamespace (see kernel.go).
 func instrument(wasm []byte) ([]byte, error) {
 	pm, err := wasmbin.Parse(wasm)
 	if err != nil {
+		return nil, &sandbox.ModuleError{Reason: err.Error(), Err: err}
+	}
+	if _, err := pm.RenameImports(redirectKernel); err != nil {
 		return nil, &sandbox.ModuleError{Reason: err.Error(), Err: err}
 	}
 	bin, err := wasmbin.Instrument(pm, 0)
