@@ -190,3 +190,27 @@ func compact(b []byte) string {
 	}
 	return out.String()
 }
+
+// The latency histogram counts every call by default; metrics.latency_sampling reaches the
+// host and samples.
+func TestLatencySamplingConfig(t *testing.T) {
+	for _, c := range []struct {
+		yaml string
+		all  bool
+	}{
+		{"", true},
+		{"metrics: {latency_sampling: 6}\n", false},
+	} {
+		ts := openServer(t, c.yaml+"plugins:\n  - {name: ref, wasm: ref.wasm}\n", true)
+		for range 8 {
+			if a := ts.do(t, "POST", "/v1/plugins/ref/call/echo", "", "", []byte("x")); a.status != 200 {
+				t.Fatalf("call: %d %s", a.status, a.body)
+			}
+		}
+		body := ts.do(t, "GET", "/metrics", "", "", nil).body
+		all := bytes.Contains(body, []byte("\nwasmvisor_call_duration_seconds_count{plugin=\"ref\"} 8\n"))
+		if all != c.all || !bytes.Contains(body, []byte("\nwasmvisor_calls_total{plugin=\"ref\"} 8\n")) {
+			t.Errorf("%q: every call timed = %v, want %v", c.yaml, all, c.all)
+		}
+	}
+}
