@@ -157,6 +157,13 @@ func (g *guestState) add(dst map[string]*sandbox.Metric, t *sandbox.Metric) {
 	}
 }
 
+// dropped is totalsDrops.
+func (g *guestState) dropped() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.totalsDrops
+}
+
 // totals returns the plugin's guest counters and histograms summed over its ended and live
 // instances, sorted by name.
 func (g *guestState) totals() []sandbox.Metric {

@@ -145,7 +145,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCalls, descErrors, descLatency, descRestarts, descResets, descLive,
 		descPages, descPending, descBus, descGuest, descGuestG, descGuestHist, descGuestSlot, descGuestSlotHist, descState, descTransitions,
 		descCallerEnded, descBudgetEnded, descPoisonRef, descPoisonIn, descPoisonEvict, descPoisonLen,
-		descStoreViolations, descSeriesDropped, descRecordsSkipped, descOutBytes, descOutRecords, descHostPanics} {
+		descStoreViolations, descSeriesDropped, descSumsDropped, descRecordsSkipped, descOutBytes, descOutRecords, descHostPanics} {
 		ch <- d
 	}
 }

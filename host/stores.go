@@ -184,6 +184,8 @@ var (
 		"Guest stores found malformed by a read (once per store and instance); the instance kept serving.", []string{"plugin"}, nil)
 	descSeriesDropped = prometheus.NewDesc("wasmvisor_guest_series_dropped_total",
 		"Guest metric series left out of scrapes by the series caps (counted at each scrape).", []string{"plugin"}, nil)
+	descSumsDropped = prometheus.NewDesc("wasmvisor_guest_sum_dropped_total",
+		"Guest counter and histogram readings left out of the per-plugin sums: past 1,024 names, or a metric whose kind or histogram bounds differ from the first seen (a live instance's counted at each scrape).", []string{"plugin"}, nil)
 	descRecordsSkipped = prometheus.NewDesc("wasmvisor_store_records_skipped_total",
 		"Guest store records left out of scrapes and listings by the read budget.", []string{"plugin"}, nil)
 )
@@ -252,6 +254,7 @@ func (c collector) collectGuest(ch chan<- prometheus.Metric, p *plugin, rb *read
 	})
 	ch <- prometheus.MustNewConstMetric(descStoreViolations, prometheus.CounterValue, float64(g.violations.Load()), p.name)
 	ch <- prometheus.MustNewConstMetric(descSeriesDropped, prometheus.CounterValue, float64(g.dropped.Load()), p.name)
+	ch <- prometheus.MustNewConstMetric(descSumsDropped, prometheus.CounterValue, float64(p.guest.dropped()), p.name)
 	ch <- prometheus.MustNewConstMetric(descRecordsSkipped, prometheus.CounterValue, float64(g.skipped.Load()), p.name)
 }
 
