@@ -181,13 +181,15 @@ func WithDeadlineResolution(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.resolution = d })
 }
 
-// DefaultLatencySampling times one call in 64 for the latency histogram.
-const DefaultLatencySampling = 6
+// DefaultLatencySampling times every call for the latency histogram, so that its count is
+// wasmvisor_calls_total's.
+const DefaultLatencySampling = 0
 
 // WithLatencySampling times one call in 2^shift for the call latency histogram (the call
-// and error counters count every call). Default DefaultLatencySampling; 0 times every call.
-// Timing a call reads the clock twice, which costs about as much as a small call itself
-// (measured in BENCHMARKS.md), so the default samples.
+// and error counters count every call). Default DefaultLatencySampling: every call. Timing a
+// call reads the clock twice, about 40-60 ns, which is as much as a small call itself
+// (BENCHMARKS.md); a host whose calls are that small may sample, and its histogram's count
+// is then about wasmvisor_calls_total / 2^shift.
 func WithLatencySampling(shift uint) Option {
 	return optionFunc(func(o *options) {
 		if shift < 32 {

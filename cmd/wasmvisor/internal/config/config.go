@@ -63,6 +63,7 @@ type Config struct {
 	HTTP       HTTP
 	Reload     Reload
 	Events     Events
+	Metrics    Metrics
 	Supervisor Supervisor
 	Plugins    []Plugin
 	// Source is the file the config came from, or "(embedded default)".
@@ -97,6 +98,13 @@ type Events struct {
 	Buffer     int // per client
 	BusBuffer  int // per host subscription
 	MaxStreams int // open streams at once; more are refused (503 too_many_streams)
+}
+
+// Metrics configures what the host measures.
+type Metrics struct {
+	// LatencySampling times one call in 2^LatencySampling for the call latency histogram
+	// (host.WithLatencySampling): 0, the default, times every call; 0 to 31.
+	LatencySampling int
 }
 
 // Supervisor is the host's supervision settings.
@@ -251,6 +259,7 @@ type raw struct {
 	HTTP       rawHTTP     `yaml:"http"`
 	Reload     rawReload   `yaml:"reload"`
 	Events     rawEvents   `yaml:"events"`
+	Metrics    rawMetrics  `yaml:"metrics"`
 	Supervisor rawSup      `yaml:"supervisor"`
 	Plugins    []rawPlugin `yaml:"plugins"`
 }
@@ -277,6 +286,10 @@ type rawEvents struct {
 	Buffer     string `yaml:"buffer"`
 	BusBuffer  string `yaml:"bus_buffer"`
 	MaxStreams string `yaml:"max_streams"`
+}
+
+type rawMetrics struct {
+	LatencySampling string `yaml:"latency_sampling"`
 }
 
 type rawSup struct {
@@ -372,6 +385,7 @@ var scalarKeys = []string{
 	"http.max_body_bytes", "http.max_module_bytes", "http.request_timeout", "http.shutdown_timeout",
 	"reload.watch", "reload.interval",
 	"events.buffer", "events.bus_buffer", "events.max_streams",
+	"metrics.latency_sampling",
 	"supervisor.strategy", "supervisor.max_restarts", "supervisor.period", "supervisor.min_uptime",
 	"supervisor.quarantine_base", "supervisor.quarantine_max", "supervisor.poison_limit", "supervisor.poison_window",
 }
@@ -516,6 +530,7 @@ func Parse(in Input) (*Config, error) {
 	c.Events = Events{Buffer: int(integer("events.buffer", DefaultEventBuffer, 1, 1<<16)),
 		BusBuffer:  int(integer("events.bus_buffer", 0, 0, 1<<20)),
 		MaxStreams: int(integer("events.max_streams", DefaultMaxStreams, 1, 1<<16))}
+	c.Metrics = Metrics{LatencySampling: int(integer("metrics.latency_sampling", 0, 0, 31))}
 	c.Supervisor = Supervisor{
 		Strategy:    oneOf("supervisor.strategy", "one_for_one", "one_for_one"),
 		MaxRestarts: int(integer("supervisor.max_restarts", 0, 0, 1<<20)),

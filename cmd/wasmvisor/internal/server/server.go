@@ -131,7 +131,8 @@ func Open(ctx context.Context, o Options) (*Server, error) {
 	hopts := []host.Option{host.WithLogger(o.Logger), host.WithFormats(extism.Format()),
 		host.WithRestartIntensity(c.Supervisor.MaxRestarts, c.Supervisor.Period, c.Supervisor.MinUptime),
 		host.WithQuarantineBackoff(c.Supervisor.QuarantineBase, c.Supervisor.QuarantineMax, 0),
-		host.WithPoisonInput(c.Supervisor.PoisonLimit, c.Supervisor.PoisonWindow, 0)}
+		host.WithPoisonInput(c.Supervisor.PoisonLimit, c.Supervisor.PoisonWindow, 0),
+		host.WithLatencySampling(uint(c.Metrics.LatencySampling))}
 	if dir := cacheDir(c.CacheDir); dir != "" {
 		hopts = append(hopts, host.WithCacheDir(dir))
 	}
@@ -349,7 +350,7 @@ func (s *Server) apply(ctx context.Context, c *config.Config, start bool) (chang
 	next := *c
 	if !start {
 		next.Listen, next.Log.Level, next.Log.Format, next.CacheDir = old.Listen, old.Log.Level, old.Log.Format, old.CacheDir
-		next.Supervisor, next.Events.BusBuffer = old.Supervisor, old.Events.BusBuffer
+		next.Supervisor, next.Events.BusBuffer, next.Metrics = old.Supervisor, old.Events.BusBuffer, old.Metrics
 	}
 	s.cfg.Store(&next)
 	return changes, warnings, nil
@@ -367,6 +368,7 @@ func restartOnly(a, b *config.Config) []string {
 	note(a.CacheDir != b.CacheDir, "cache_dir")
 	note(a.Supervisor != b.Supervisor, "supervisor")
 	note(a.Events.BusBuffer != b.Events.BusBuffer, "events.bus_buffer")
+	note(a.Metrics != b.Metrics, "metrics.latency_sampling")
 	return w
 }
 
