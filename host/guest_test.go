@@ -100,10 +100,11 @@ func guestSum(t *testing.T, h *host.Host, plugin, name, metricName string) float
 }
 
 // No series has a label Prometheus sets on every scraped target (instance, job), and the
-// call latency histogram counts every call by default.
+// call latency histogram counts every call with WithLatencySampling(0) (the server's
+// default; the library's is one call in 64, TestLatencySamplingDefault).
 func TestMetricsConventions(t *testing.T) {
 	t.Parallel()
-	h := hosttest.New(t)
+	h := hosttest.New(t, host.WithLatencySampling(0))
 	hosttest.LoadPlugin(t, h, host.Plugin{Name: "ref", Wasm: reference, Instances: 2})
 	for range 8 {
 		call(t, h, "ref", "count", "1")
@@ -128,6 +129,19 @@ func TestMetricsConventions(t *testing.T) {
 	}
 	if got := metric(t, h, "wasmvisor_calls_total", "ref"); got != 10 {
 		t.Errorf("calls = %v, want 10", got)
+	}
+}
+
+// The library's default times one call in 64: after 64 calls the histogram holds one.
+func TestLatencySamplingDefault(t *testing.T) {
+	t.Parallel()
+	h := hosttest.New(t)
+	hosttest.LoadPlugin(t, h, host.Plugin{Name: "ref", Wasm: reference})
+	for range 64 {
+		call(t, h, "ref", "count", "1")
+	}
+	if got := metric(t, h, "wasmvisor_call_duration_seconds", "ref"); got != 1 {
+		t.Errorf("latency histogram count = %v after 64 calls, want 1 (one in 2^%d)", got, host.DefaultLatencySampling)
 	}
 }
 

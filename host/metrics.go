@@ -116,7 +116,7 @@ func (s *stats) observe(d time.Duration) {
 var (
 	descCalls         = prometheus.NewDesc("wasmvisor_calls_total", "Calls that reached an instance.", []string{"plugin"}, nil)
 	descErrors        = prometheus.NewDesc("wasmvisor_call_errors_total", "Failed calls, by kind.", []string{"plugin", "kind"}, nil)
-	descLatency       = prometheus.NewDesc("wasmvisor_call_duration_seconds", "Call latency (every call by default: see WithLatencySampling).", []string{"plugin"}, nil)
+	descLatency       = prometheus.NewDesc("wasmvisor_call_duration_seconds", "Call latency (one call in 2^N: see WithLatencySampling; every call in wasmvisor serve by default).", []string{"plugin"}, nil)
 	descResets        = prometheus.NewDesc("wasmvisor_instance_resets_total", "Instances replaced by a fresh one after serving their one operation (instance-per-call isolation), per plugin; not restarts.", []string{"plugin"}, nil)
 	descRestarts      = prometheus.NewDesc("wasmvisor_restarts_total", "Instances started after the first, per plugin.", []string{"plugin"}, nil)
 	descLive          = prometheus.NewDesc("wasmvisor_instances", "Live instances.", []string{"plugin"}, nil)
