@@ -18,9 +18,10 @@
 package decisionlog
 
 import (
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"math/rand/v2"
 	"time"
 	"unicode/utf8"
 )
@@ -63,10 +64,13 @@ type Metrics struct {
 // NewID returns a decision ID: a UUID version 7 (RFC 9562), 48 bits of Unix milliseconds then
 // 74 random bits. Time-ordered, so that a file or a backend sorts decisions by when they
 // happened, and unique without coordination: two IDs of the same millisecond collide with
-// probability 2^-74. (RATIONALE.md, "Decision IDs".)
+// probability 2^-74. The random bits come from math/rand/v2's global generator, the runtime's
+// per-thread ChaCha8 seeded by the OS: unpredictable, and without crypto/rand's system call
+// per ID (an ID need not be a secret). RATIONALE.md, "Decision logs".
 func NewID() string {
 	var b [16]byte
-	_, _ = rand.Read(b[6:]) // crypto/rand: never fails (Go 1.24)
+	binary.BigEndian.PutUint64(b[0:8], rand.Uint64())
+	binary.BigEndian.PutUint64(b[8:16], rand.Uint64())
 	ms := uint64(time.Now().UnixMilli())
 	for i := range 6 {
 		b[i] = byte(ms >> (40 - 8*i))
