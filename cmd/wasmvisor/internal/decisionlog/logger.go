@@ -88,7 +88,7 @@ func New(o Options) (*Logger, error) {
 		written: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmvisor_decision_log_written_total",
 			Help: "Decision records written (file) or accepted (http), by sink."}, []string{"sink"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmvisor_decision_log_dropped_total",
-			Help: "Decision records dropped, by sink and reason: queue_full (the sink is behind), write_error, " +
+			Help: "Decision records dropped, by sink and reason: queue_full (the sink is behind), write_error, encode_error, " +
 				"rejected (a 4xx), retries_exhausted, closed (logged after shutdown), shutdown (not delivered in time)."},
 			[]string{"sink", "reason"}),
 		truncated: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmvisor_decision_log_truncated_total",

@@ -12,10 +12,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/decisionlog"
 )
@@ -177,4 +181,72 @@ func grepLines(b []byte, s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// The process log line of a decision carries its ID, and its input masked as the sinks get it.
+func TestDecisionLogLine(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	ts := openServerLog(t, `
+decision_log: {input: true, mask: [/input/password]}
+plugins:
+  - {name: ref, wasm: ref.wasm}
+`, true, zap.New(core))
+	res, err := http.Post(ts.base+"/v1/plugins/ref/call/echo", "application/json", strings.NewReader(`{"password":"s3cret","n":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	id := res.Header.Get(HeaderDecisionID)
+	lines := logs.FilterMessage("decision").All()
+	if len(lines) != 1 {
+		t.Fatalf("%d decision lines", len(lines))
+	}
+	f := lines[0].ContextMap()
+	in, _ := json.Marshal(f["input"])
+	if f["decision_id"] != id || id == "" || string(in) != `{"n":1}` || fmt.Sprint(f["erased"]) != "[/input/password]" {
+		t.Fatalf("the log line: %v (input %s), want decision_id %q and the input masked", f, in, id)
+	}
+}
+
+// A plugin's failure_answer is the fallback of its own failures, and a reload changes it live;
+// a change of decision_log is reported as taking effect at the next start.
+func TestFailureAnswerReloaded(t *testing.T) {
+	ts := openServer(t, `
+plugins:
+  - {name: open, wasm: ref.wasm, failure_policy: allow}
+  - {name: other, wasm: ref.wasm, failure_policy: monitor, failure_answer: '{"patch": []}'}
+`, true)
+	trap := func(name string) string {
+		t.Helper()
+		a := ts.do(t, "POST", "/v1/plugins/"+name+"/call/trap", "", "", nil)
+		if a.status != 200 || a.header.Get(HeaderFailurePolicy) == "" {
+			t.Fatalf("%s: %d %v %s", name, a.status, a.header, a.body)
+		}
+		return string(a.body)
+	}
+	if b := trap("open"); !strings.HasPrefix(b, `{"allow":true,"reasons":[`) {
+		t.Fatalf("the default fallback: %s", b)
+	}
+	if b := trap("other"); b != `{"patch": []}` {
+		t.Fatalf("other's fallback: %s", b)
+	}
+	if err := os.WriteFile(filepath.Join(ts.dir, "wasmvisor.yaml"), []byte(`
+decision_log: {input: true}
+plugins:
+  - {name: open, wasm: ref.wasm, failure_policy: allow, failure_answer: '{"allowed": true}'}
+  - {name: other, wasm: ref.wasm, failure_policy: monitor, failure_answer: '{"patch": []}'}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.Reload(context.Background(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if st := ts.status.Load(); !slices.Contains(st.Warnings, "decision_log changed: takes effect at the next start") ||
+		!slices.ContainsFunc(st.Changes, func(c string) bool { return strings.Contains(c, "open") }) {
+		t.Fatalf("reload status: %+v", st)
+	}
+	if b := trap("open"); b != `{"allowed": true}` {
+		t.Fatalf("after the reload: %s", b)
+	}
 }
