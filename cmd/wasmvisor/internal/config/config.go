@@ -135,6 +135,8 @@ type DecisionLogHTTP struct {
 	RetryBackoff  time.Duration
 	MaxBackoff    time.Duration
 	Timeout       time.Duration
+	// Headers are sent with every POST (an Authorization, say).
+	Headers map[string]string
 }
 
 // Supervisor is the host's supervision settings.
@@ -315,14 +317,15 @@ type rawDLFile struct {
 }
 
 type rawDLHTTP struct {
-	URL           string `yaml:"url"`
-	BatchSize     string `yaml:"batch_size"`
-	FlushInterval string `yaml:"flush_interval"`
-	Queue         string `yaml:"queue"`
-	MaxRetries    string `yaml:"max_retries"`
-	RetryBackoff  string `yaml:"retry_backoff"`
-	MaxBackoff    string `yaml:"max_backoff"`
-	Timeout       string `yaml:"timeout"`
+	URL           string            `yaml:"url"`
+	BatchSize     string            `yaml:"batch_size"`
+	FlushInterval string            `yaml:"flush_interval"`
+	Queue         string            `yaml:"queue"`
+	MaxRetries    string            `yaml:"max_retries"`
+	RetryBackoff  string            `yaml:"retry_backoff"`
+	MaxBackoff    string            `yaml:"max_backoff"`
+	Timeout       string            `yaml:"timeout"`
+	Headers       map[string]string `yaml:"headers"`
 }
 
 type rawLog struct {
@@ -435,6 +438,9 @@ const (
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// headerNameRE is an HTTP header name (RFC 9110's token).
+var headerNameRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
 
 // scalarKeys are read through viper: file < env < flag.
 var scalarKeys = []string{
@@ -628,6 +634,19 @@ func Parse(in Input) (*Config, error) {
 	if u := c.DecisionLog.HTTP.URL; u != "" {
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
 			add("decision_log.http.url", "want an http:// or https:// URL, got %q", u)
+		}
+	}
+	for k, v := range r.DecisionLog.HTTP.Headers {
+		switch {
+		case !headerNameRE.MatchString(k):
+			add("decision_log.http.headers."+k, "not a header name")
+		case strings.ContainsAny(v, "\r\n\x00"):
+			add("decision_log.http.headers."+k, "a header value cannot hold a line break or NUL")
+		default:
+			if c.DecisionLog.HTTP.Headers == nil {
+				c.DecisionLog.HTTP.Headers = map[string]string{}
+			}
+			c.DecisionLog.HTTP.Headers[k] = v
 		}
 	}
 	if h := c.DecisionLog.HTTP; h.MaxBackoff != 0 && h.MaxBackoff < h.RetryBackoff {

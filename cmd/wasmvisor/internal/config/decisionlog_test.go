@@ -16,7 +16,8 @@ decision_log:
   mask: [/input/password, /result/reasons/0, /input/users/*/ssn]
   max_value_bytes: 8KiB
   file: {path: decisions.log, max_bytes: 10MiB, max_files: 3}
-  http: {url: "http://127.0.0.1:9/logs", batch_size: 50, flush_interval: 2s, max_retries: -1, retry_backoff: 10ms, max_backoff: 1s}
+  http: {url: "http://127.0.0.1:9/logs", batch_size: 50, flush_interval: 2s, max_retries: -1, retry_backoff: 10ms, max_backoff: 1s,
+         headers: {Authorization: Bearer abc}}
 plugins:
   - {name: a, wasm: builtin:authz, failure_policy: allow, failure_answer: '{"allowed": true, "code": 200}'}
 `, "WASMVISOR_DECISION_LOG_RESULT=true")
@@ -31,7 +32,7 @@ plugins:
 		t.Fatalf("decision_log.file: %+v", d.File)
 	}
 	if h := d.HTTP; h.URL != "http://127.0.0.1:9/logs" || h.BatchSize != 50 || h.FlushInterval != 2*time.Second || h.MaxRetries != -1 ||
-		h.RetryBackoff != 10*time.Millisecond || h.MaxBackoff != time.Second {
+		h.RetryBackoff != 10*time.Millisecond || h.MaxBackoff != time.Second || h.Headers["Authorization"] != "Bearer abc" {
 		t.Fatalf("decision_log.http: %+v", h)
 	}
 	if string(c.Plugins[0].FailureAnswer) != `{"allowed": true, "code": 200}` {
@@ -66,6 +67,9 @@ func TestDecisionLogInvalid(t *testing.T) {
 		{"decision_log: {http: {timeout: soon}}", "decision_log.http.timeout"},
 		{"decision_log: {http: {retry_backoff: 2s, max_backoff: 1s}}", "decision_log.http.max_backoff"},
 		{"decision_log: {sink: stdout}", "decision_log.sink"},
+		{"decision_log: {http: {headers: {\"a b\": x}}}", "decision_log.http.headers.a b"},
+		{"decision_log: {http: {headers: {X-A: \"a\\nb\"}}}", "decision_log.http.headers.X-A"},
+		{"decision_log: {http: {headers: {X-A: [a]}}}", "decision_log.http.headers.X-A"},
 		{"plugins: [{name: a, wasm: builtin:authz, failure_policy: allow, failure_answer: '{nope'}]", "plugins[0](a).failure_answer"},
 		{"plugins: [{name: a, wasm: builtin:authz, failure_answer: 'true'}]", "plugins[0](a).failure_answer"},
 		{"plugins: [{name: a, wasm: builtin:authz, failure_policy: allow, failure_answer: '\"" + strings.Repeat("x", 70000) + "\"'}]",

@@ -209,7 +209,8 @@ func TestHTTPSinkBatchesAndRetries(t *testing.T) {
 		}
 		var b []Record
 		body, _ := io.ReadAll(r.Body)
-		if err := json.Unmarshal(body, &b); err != nil || r.Header.Get("Content-Type") != "application/json" {
+		if err := json.Unmarshal(body, &b); err != nil || r.Header.Get("Content-Type") != "application/json" ||
+			r.Header.Get("Authorization") != "Bearer t" {
 			t.Errorf("body %q: %v", body, err)
 		}
 		batches = append(batches, b)
@@ -217,7 +218,7 @@ func TestHTTPSinkBatchesAndRetries(t *testing.T) {
 	defer srv.Close()
 	reg := prometheus.NewRegistry()
 	l, err := New(Options{Registerer: reg, Logger: zaptest.NewLogger(t), HTTP: &HTTPOptions{URL: srv.URL, BatchSize: 10,
-		FlushInterval: time.Hour, RetryBackoff: time.Millisecond, MaxRetries: 3}})
+		FlushInterval: time.Hour, RetryBackoff: time.Millisecond, MaxRetries: 3, Header: http.Header{"Authorization": {"Bearer t"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,4 +369,28 @@ func newTestLogger(t *testing.T, o Options) *Logger {
 	}
 	t.Cleanup(func() { _ = l.Close(context.Background()) })
 	return l
+}
+
+// A file that cannot take the records (/dev/full: every write fails with ENOSPC) drops them,
+// counted as write_error, batch after batch: the sink reopens the file instead of keeping
+// bufio's first error.
+func TestFileSinkWriteErrorCounted(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full")
+	}
+	l, err := New(Options{File: &FileOptions{Path: "/dev/full"}, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		l.Log(&Record{})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := testutil.ToFloat64(l.m.dropped.WithLabelValues("file", "write_error")); d != 3 {
+		t.Fatalf("dropped (write_error) %v, want 3", d)
+	}
 }

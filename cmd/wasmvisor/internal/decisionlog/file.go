@@ -88,6 +88,10 @@ func (s *fileSink) write(_ context.Context, lines [][]byte) (int, string) {
 		n++
 	}
 	if err := s.w.Flush(); err != nil {
+		// A bufio.Writer keeps its error: start again from a reopened file at the next batch
+		// (a full disk may have room again by then). What this batch wrote is counted lost.
+		_ = s.f.Close()
+		s.f = nil
 		return 0, "write_error"
 	}
 	return n, ""

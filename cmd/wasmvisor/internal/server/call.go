@@ -326,6 +326,12 @@ func newDecisionLog(c config.DecisionLog, h *host.Host, log *zap.Logger) (*decis
 		o.HTTP = &decisionlog.HTTPOptions{URL: hc.URL, BatchSize: hc.BatchSize, FlushInterval: hc.FlushInterval,
 			Queue: hc.Queue, MaxRetries: hc.MaxRetries, RetryBackoff: hc.RetryBackoff, MaxBackoff: hc.MaxBackoff,
 			Timeout: hc.Timeout}
+		if len(hc.Headers) > 0 {
+			o.HTTP.Header = http.Header{}
+			for k, v := range hc.Headers {
+				o.HTTP.Header.Set(k, v)
+			}
+		}
 	}
 	return decisionlog.New(o)
 }

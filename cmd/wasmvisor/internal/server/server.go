@@ -120,6 +120,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	}
 	if err := s.Load(ctx); err != nil {
 		_ = s.h.Close(context.WithoutCancel(ctx))
+		_ = s.closeDecisionLog(context.WithoutCancel(ctx), time.Now())
 		return nil, err
 	}
 	return s, nil
