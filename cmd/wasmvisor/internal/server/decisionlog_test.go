@@ -250,3 +250,24 @@ plugins:
 		t.Fatalf("after the reload: %s", b)
 	}
 }
+
+// PUT sets a plugin's failure_answer in place, with its failure policy; without allow or
+// monitor in the same request it is refused and nothing changes.
+func TestFailureAnswerPut(t *testing.T) {
+	ts := openServer(t, "admin_token: "+testToken+"\nplugins:\n  - {name: ref, wasm: ref.wasm}\n", true)
+	for _, body := range []string{`{"failure_answer": {"ok": true}}`, `{"failure_policy": "deny", "failure_answer": {"ok": true}}`} {
+		if a := ts.do(t, "PUT", "/v1/plugins/ref", testToken, "application/json", []byte(body)); a.status != 400 || a.code(t) != "invalid_parameter" {
+			t.Fatalf("PUT %s: %d %s", body, a.status, a.body)
+		}
+	}
+	if a := ts.do(t, "POST", "/v1/plugins/ref/call/trap", "", "", nil); a.status != 502 {
+		t.Fatalf("deny after the refused PUTs: %d %s", a.status, a.body)
+	}
+	put := `{"failure_policy": "allow", "failure_answer": {"ok": true}}`
+	if a := ts.do(t, "PUT", "/v1/plugins/ref", testToken, "application/json", []byte(put)); a.status != 200 {
+		t.Fatalf("PUT: %d %s", a.status, a.body)
+	}
+	if a := ts.do(t, "POST", "/v1/plugins/ref/call/trap", "", "", nil); a.status != 200 || string(a.body) != `{"ok": true}` {
+		t.Fatalf("after the PUT: %d %s", a.status, a.body)
+	}
+}
