@@ -122,13 +122,13 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(HeaderDigest, e.digest)
 	var outcome string
 	var result []byte // the answer's body when it is a decision (the plugin's, or the policy's)
-	status := http.StatusOK
+	httpStatus := http.StatusOK
 	switch {
 	case clientGone:
 		// Nobody to answer (the plugin's answer or failure goes nowhere), and no policy applies.
 		// The status is written to a closed connection, so that the request metrics record
 		// 499, not 200.
-		outcome, status = "canceled", StatusClientClosedRequest
+		outcome, httpStatus = "canceled", StatusClientClosedRequest
 		s.m.interrupted.WithLabelValues(name, "client_gone").Inc()
 		writeError(w, StatusClientClosedRequest, "client_closed_request", "the client went away before the answer")
 	case err == nil:
@@ -141,13 +141,13 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(out)
 	case kind == "not_found":
-		outcome, status = "error", http.StatusNotFound
+		outcome, httpStatus = "error", http.StatusNotFound
 		writeError(w, http.StatusNotFound, "plugin_not_found", fmt.Sprintf("no plugin %q", name))
 	case kind == "unknown_handler":
-		outcome, status = "error", http.StatusNotFound
+		outcome, httpStatus = "error", http.StatusNotFound
 		writeError(w, http.StatusNotFound, "unknown_handler", fmt.Sprintf("plugin %q has no handler %q", name, handler))
 	case kind == "guest":
-		outcome, status = "error", http.StatusUnprocessableEntity
+		outcome, httpStatus = "error", http.StatusUnprocessableEntity
 		msg, status := err.Error(), ""
 		var ge *sandbox.GuestError
 		if errors.As(err, &ge) {
@@ -165,12 +165,12 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		s.m.failures.WithLabelValues(name, policy, kind).Inc()
-		outcome, status, result = s.failed(w, e, name, handler, policy, kind, timedOut, err)
+		outcome, httpStatus, result = s.failed(w, e, name, handler, policy, kind, timedOut, err)
 	}
 	s.m.decisions.WithLabelValues(name, outcome).Inc()
 	rec := &decisionlog.Record{DecisionID: id, Timestamp: t0, Path: name + "/" + handler, Plugin: name,
 		Digest: e.digest, Handler: handler, Input: input, Result: result, Outcome: outcome, ErrorKind: kind,
-		FailurePolicy: policy, FailurePolicyApplied: strings.HasPrefix(outcome, "failure_"), Status: status,
+		FailurePolicy: policy, FailurePolicyApplied: strings.HasPrefix(outcome, "failure_"), Status: httpStatus,
 		Metrics: decisionlog.Metrics{TimerServerHandlerNs: dur.Nanoseconds()}}
 	s.dlog.Log(rec) // masks and bounds rec's input and result for the log line too
 	s.logDecision(c, rec, clientGone, err)
@@ -221,8 +221,8 @@ func (s *Server) admitted(rctx context.Context, e *entry, deadline time.Time,
 // failed answers a call the plugin could not answer, by its failure policy, and returns the
 // outcome, the status and (allow, monitor) the body. deny fails closed with a JSON error;
 // allow and monitor answer 200, marked, with the plugin's failure_answer, or authz's
-// {"allow":true,"reasons":[…]} when it has none. A quarantined plugin (host.ErrPluginFailed) is a failure like any other, with a
-// Retry-After; a poison input (host.ErrPoisonInput) is the request's fault: 422 under deny,
+// {"allow":true,"reasons":[…]} when it has none. A quarantined plugin (host.ErrPluginFailed)
+// is a failure like any other, with a Retry-After; a poison input (host.ErrPoisonInput) is the request's fault: 422 under deny,
 // and under allow/monitor the same synthetic allow the input got while it crashed instances.
 func (s *Server) failed(w http.ResponseWriter, e *entry, name, handler, policy, kind string, timedOut bool,
 	err error) (outcome string, status int, body []byte) {
