@@ -10,6 +10,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -20,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +29,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/decisionlog"
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 	"github.com/wasmvisor/wasmvisor/sandbox/extism"
@@ -51,6 +54,7 @@ type Server struct {
 	cfg     atomic.Pointer[config.Config] // the settings in force
 	entries atomic.Pointer[map[string]*entry]
 	m       *metrics
+	dlog    *decisionlog.Logger // the decision_log section as it was at Open
 	mux     *http.ServeMux
 	srv     *http.Server
 
@@ -116,6 +120,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	}
 	if err := s.Load(ctx); err != nil {
 		_ = s.h.Close(context.WithoutCancel(ctx))
+		_ = s.closeDecisionLog(context.WithoutCancel(ctx), time.Now())
 		return nil, err
 	}
 	return s, nil
@@ -148,6 +153,10 @@ func Open(ctx context.Context, o Options) (*Server, error) {
 	s.entries.Store(&map[string]*entry{})
 	s.cfg.Store(c)
 	s.m = newMetrics(h.Metrics())
+	if s.dlog, err = newDecisionLog(c.DecisionLog, h, o.Logger); err != nil {
+		_ = h.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
 	s.mux = s.routes()
 	s.status.Store(&reloadStatus{At: time.Now(), Reason: "start"})
 	return s, nil
@@ -245,6 +254,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("%w: the host did not close within http.shutdown_timeout (%v): "+
 			"a guest does not stop; abandoned", ErrShutdownTimeout, total))
 	}
+	errs = append(errs, s.closeDecisionLog(ctx, end))
 	return errors.Join(errs...)
 }
 
@@ -369,6 +379,7 @@ func restartOnly(a, b *config.Config) []string {
 	note(a.Supervisor != b.Supervisor, "supervisor")
 	note(a.Events.BusBuffer != b.Events.BusBuffer, "events.bus_buffer")
 	note(a.Metrics != b.Metrics, "metrics.latency_sampling")
+	note(!reflect.DeepEqual(a.DecisionLog, b.DecisionLog), "decision_log")
 	return w
 }
 
@@ -440,7 +451,8 @@ func (s *Server) put(ctx context.Context, p config.Plugin, wasm []byte, source s
 		e.hostSpecs.Config = hp.Config
 		s.setEntry(p.Name, e)
 		return "configured", nil
-	case old.spec.FailurePolicy != p.FailurePolicy || old.spec.Required != p.Required || old.source != source:
+	case old.spec.FailurePolicy != p.FailurePolicy || !bytes.Equal(old.spec.FailureAnswer, p.FailureAnswer) ||
+		old.spec.Required != p.Required || old.source != source:
 		e.loadedAt = old.loadedAt
 		s.setEntry(p.Name, e)
 		return "updated", nil
