@@ -16,7 +16,7 @@ WAT_PLUGINS := plugins/reference/reference sandbox/testdata/mini sandbox/testdat
 	$(basename $(wildcard internal/faults/testdata/*.wat sandbox/testdata/hostile/*.wat))
 
 .PHONY: all build test run loadtest plugins plugins-go plugins-wat plugins-rust plugins-c plugins-extism plugins-assemblyscript \
-	plugins-check check lint fmt tidy bench fuzz toolchains clean
+	plugins-check check lint fmt tidy bench bench-opa test-opa fuzz toolchains clean
 
 all: build
 
@@ -90,7 +90,8 @@ check:
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./sdk/... ./plugins/authz/... ./plugins/validate/... ./plugins/ratelimit/... ./plugins/conformance/go/...
 	$(GO) tool golangci-lint run ./...
 	$(GO) mod tidy
-	git diff --exit-code -- go.mod go.sum
+	cd bench/opa && $(GO) vet ./... && $(GO) mod tidy
+	git diff --exit-code -- go.mod go.sum bench/opa/go.mod bench/opa/go.sum
 
 # The figures of BENCHMARKS.md: every package's benchmarks in $(BENCH_COUNT) rounds (go test
 # -count=1, $(BENCH_COUNT) times, so that run i of every benchmark comes from the same round
@@ -109,9 +110,29 @@ bench:
 	  $(GO) run ./internal/benchtab $$(cat internal/benchtab/ratios/$$n 2>/dev/null) $(BENCH_OUT)/$$n.txt > $(BENCH_OUT)/$$n.md || exit 1; \
 	  cat $(BENCH_OUT)/$$n.md; done
 
+# The in-process comparison with OPA (bench/opa, a module of its own, so that wasmvisor never
+# links OPA): test-opa checks that the Rego port decides as the authz plugin does; bench-opa
+# runs BenchmarkDecision in $(BENCH_COUNT) rounds as `bench` does, raw output in
+# $(BENCH_OUT)/bench-opa.txt, medians and the OPA/wasmvisor ratios in $(BENCH_OUT)/bench-opa.md.
+# AUTHZ_BEFORE=path/to/an/older/authz.wasm adds that plugin as wasmvisor-before, and its ratio.
+test-opa:
+	cd bench/opa && $(GO) test -count=1 ./...
+
+bench-opa:
+	@mkdir -p $(BENCH_OUT); rm -f $(BENCH_OUT)/bench-opa.txt
+	@for r in $$(seq $(BENCH_COUNT)); do \
+	  (cd bench/opa && $(GO) test -run='^$$' -bench=. -benchmem -count=1 .) >> $(BENCH_OUT)/bench-opa.txt || { cat $(BENCH_OUT)/bench-opa.txt; exit 1; }; \
+	done
+	$(GO) run ./internal/benchtab $$(cat internal/benchtab/ratios/bench-opa) \
+	  $$(test -z "$$AUTHZ_BEFORE" || cat internal/benchtab/ratios/bench-opa-before) $(BENCH_OUT)/bench-opa.txt > $(BENCH_OUT)/bench-opa.md
+	@cat $(BENCH_OUT)/bench-opa.md
+
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzLoad -fuzztime=60s ./sandbox/
 	$(GO) test -run='^$$' -fuzz=FuzzInstrument -fuzztime=60s ./sandbox/internal/wasmbin/
+	$(GO) test -run='^$$' -fuzz=FuzzJSONReader -fuzztime=60s ./sdk/go/
+	$(GO) test -run='^$$' -fuzz=FuzzAppendJSONString -fuzztime=30s ./sdk/go/
+	$(GO) test -run='^$$' -fuzz=FuzzDecideMatchesReference -fuzztime=60s ./plugins/authz/
 
 clean:
 	rm -rf bin

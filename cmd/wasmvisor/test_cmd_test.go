@@ -131,7 +131,7 @@ cases:
 		"FAIL wrong exact output: output: got `{\"allow\":true,",
 		"FAIL error expected but output: error: got output `{\"allow\":true",
 		"want error trap\n",
-		"FAIL wrong status: error: got status invalid_input: guest error (invalid input): malformed request: unexpected EOF, want status error\n",
+		"FAIL wrong status: error: got status invalid_input: guest error (invalid input): malformed request: json: unexpected end of input, want a key at offset 1, want status error\n",
 		"FAIL output expected but error: output_contains: got error (guest) call: guest error (invalid input)",
 		"wasmvisor test: 1 passed, 5 failed\n",
 	} {

@@ -4,9 +4,6 @@
 package main
 
 import (
-	"encoding/json"
-	"fmt"
-
 	sdk "github.com/wasmvisor/wasmvisor/sdk/go"
 )
 
@@ -48,36 +45,54 @@ func applyConfig(_, cfg sdk.ConfigView) error {
 	return nil
 }
 
-// decisionEvent is the payload of a "decision" event.
-type decisionEvent struct {
-	Subject  string `json:"subject"`
-	Action   string `json:"action"`
-	Type     string `json:"type"`
-	Resource string `json:"resource"`
-	Allow    bool   `json:"allow"`
-}
+// The guest runs one call at a time: the request, the scratch memory and the event's buffer
+// are reused from call to call.
+var (
+	req     Request
+	scratch Scratch
+	event   []byte
+)
+
+// outCap is the output buffer's first capacity: most decisions fit.
+const outCap = 256
 
 func evaluate(input []byte) ([]byte, error) {
 	inputBytes.Observe(float64(len(input)))
-	req, err := DecodeRequest(input)
-	if err != nil {
+	if err := DecodeRequest(input, &req); err != nil {
 		invalids.Inc()
 		return nil, sdk.InvalidInput(err)
 	}
-	d := policy.Evaluate(req)
+	w := sdk.JSONWriter{Buf: make([]byte, 0, outCap)} // handed to the host: a new one per call
+	allow := policy.Decide(&w, &req, &scratch)
 	decisions.Inc()
-	if d.Allow {
+	if allow {
 		allows.Inc()
 	} else {
 		denies.Inc()
 	}
-	out, err := json.Marshal(d)
-	if err != nil {
-		return nil, fmt.Errorf("encoding decision: %w", err)
+	ev := appendEvent(event[:0], &req, allow)
+	sdk.Emit("decision", ev) // copied
+	if cap(ev) <= 4<<10 {
+		event = ev // kept for the next call; a huge one is not held on to
 	}
-	ev, _ := json.Marshal(decisionEvent{
-		Subject: req.Subject.ID, Action: req.Action, Type: req.Resource.Type, Resource: req.Resource.ID, Allow: d.Allow,
-	})
-	sdk.Emit("decision", ev)
-	return out, nil
+	return w.Buf, nil
+}
+
+// appendEvent appends the payload of a "decision" event:
+// {"subject":…,"action":…,"type":…,"resource":…,"allow":…}.
+func appendEvent(dst []byte, req *Request, allow bool) []byte {
+	ev := sdk.JSONWriter{Buf: dst}
+	ev.BeginObject()
+	ev.Key("subject")
+	ev.StrBytes(req.SubjectID)
+	ev.Key("action")
+	ev.StrBytes(req.Action)
+	ev.Key("type")
+	ev.StrBytes(req.Type)
+	ev.Key("resource")
+	ev.StrBytes(req.ID)
+	ev.Key("allow")
+	ev.Bool(allow)
+	ev.EndObject()
+	return ev.Buf
 }

@@ -2,34 +2,25 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
+	"strconv"
 	"strings"
+	"unsafe"
 
 	sdk "github.com/wasmvisor/wasmvisor/sdk/go"
 )
 
-// Request is the input of the evaluate handler.
+// Request is the input of the evaluate handler, as DecodeRequest reads it: views of the input
+// bytes, valid as long as the input is.
 type Request struct {
-	Subject struct {
-		ID    string   `json:"id"`
-		Roles []string `json:"roles"`
-	} `json:"subject"`
-	Action   string `json:"action"`
-	Resource struct {
-		Type  string `json:"type"`
-		ID    string `json:"id"`
-		Owner string `json:"owner"`
-	} `json:"resource"`
-}
-
-// Decision is the output of the evaluate handler. Reasons is never empty.
-type Decision struct {
-	Allow   bool     `json:"allow"`
-	Reasons []string `json:"reasons"`
+	SubjectID []byte   // subject.id
+	Roles     [][]byte // subject.roles
+	Action    []byte   // action
+	Type      []byte   // resource.type
+	ID        []byte   // resource.id
+	Owner     []byte   // resource.owner
 }
 
 // Config keys. Every key not set in the plugin's config takes its value from defaultConfig.
@@ -49,19 +40,49 @@ var defaultConfig = map[string]string{
 	keyDefault:      "deny",
 }
 
-// Policy is a parsed config. It is immutable.
+// Policy is a config compiled into lookup tables: a decision is a few map look-ups per role of
+// the request, whatever the config holds. It is immutable.
 type Policy struct {
-	roles        map[string][]permission
-	ownerActions []string // action names or "*"
-	defaultRoles []string
+	roles        map[string]*role
+	ownerActions actionSet
+	defaultRoles [][]byte
 	defaultAllow bool
 }
 
-// permission grants action on resources of type typ; either may be "*".
-type permission struct{ typ, action string }
+// role is a role's permissions: the actions it grants on every resource type ("action" and
+// "*:action" permissions) and, by type, those it grants on that type ("type:action").
+type role struct {
+	anyType actionSet
+	byType  map[string]actionSet
+}
 
-func (p permission) matches(typ, action string) bool {
-	return (p.typ == "*" || p.typ == typ) && (p.action == "*" || p.action == action)
+func (r *role) grants(typ, action []byte) bool {
+	return r.anyType.has(action) || r.byType[string(typ)].has(action)
+}
+
+// actionSet is a set of action names, or all of them.
+type actionSet struct {
+	all     bool
+	actions map[string]struct{}
+}
+
+func (s actionSet) has(action []byte) bool {
+	if s.all {
+		return true
+	}
+	_, ok := s.actions[string(action)]
+	return ok
+}
+
+func (s *actionSet) add(action string) {
+	if action == "*" {
+		s.all = true
+		return
+	}
+	if s.actions == nil {
+		s.actions = make(map[string]struct{})
+	}
+	s.actions[action] = struct{}{}
 }
 
 // ParsePolicy builds a policy from cfg over defaultConfig. It returns an error naming the key for
@@ -75,7 +96,7 @@ func ParsePolicy(cfg sdk.ConfigView) (*Policy, error) {
 		v, _ := cfg.Get(k)
 		merged[k] = v
 	}
-	p := &Policy{roles: make(map[string][]permission)}
+	p := &Policy{roles: make(map[string]*role)}
 	keys := make([]string, 0, len(merged))
 	for k := range merged {
 		keys = append(keys, k)
@@ -90,13 +111,19 @@ func ParsePolicy(cfg sdk.ConfigView) (*Policy, error) {
 			if !validName(name) {
 				return nil, fmt.Errorf("config key %q: role name must match [A-Za-z0-9_.-]+", k)
 			}
-			var perms []permission
-			perms, err = parsePermissions(v)
-			p.roles[name] = perms
+			p.roles[name], err = parseRole(v)
 		case k == keyOwnerActions:
-			p.ownerActions, err = parseList(v, true)
+			var actions []string
+			actions, err = parseList(v, true)
+			for _, a := range actions {
+				p.ownerActions.add(a)
+			}
 		case k == keyDefaultRoles:
-			p.defaultRoles, err = parseList(v, false)
+			var roles []string
+			roles, err = parseList(v, false)
+			for _, r := range roles {
+				p.defaultRoles = append(p.defaultRoles, []byte(r))
+			}
 		case k == keyDefault:
 			switch v {
 			case "deny":
@@ -113,7 +140,7 @@ func ParsePolicy(cfg sdk.ConfigView) (*Policy, error) {
 		}
 	}
 	for _, r := range p.defaultRoles {
-		if _, ok := p.roles[r]; !ok {
+		if _, ok := p.roles[string(r)]; !ok {
 			return nil, fmt.Errorf("config key %q: role %q is not defined", keyDefaultRoles, r)
 		}
 	}
@@ -146,13 +173,14 @@ func parseList(v string, star bool) ([]string, error) {
 	return items, nil
 }
 
-// parsePermissions parses "action" and "type:action" items, either part "*" for any.
-func parsePermissions(v string) ([]permission, error) {
+// parseRole parses a role's permissions: "action" and "type:action" items, either part "*"
+// for any.
+func parseRole(v string) (*role, error) {
 	items, err := splitList(v)
 	if err != nil {
 		return nil, err
 	}
-	perms := make([]permission, 0, len(items))
+	r := &role{byType: make(map[string]actionSet)}
 	for _, item := range items {
 		typ, action, found := strings.Cut(item, ":")
 		if !found {
@@ -161,9 +189,15 @@ func parsePermissions(v string) ([]permission, error) {
 		if !(validName(typ) || typ == "*") || !(validName(action) || action == "*") {
 			return nil, fmt.Errorf("bad permission %q: want action or type:action, either part * for any", item)
 		}
-		perms = append(perms, permission{typ: typ, action: action})
+		if typ == "*" {
+			r.anyType.add(action)
+			continue
+		}
+		set := r.byType[typ]
+		set.add(action)
+		r.byType[typ] = set
 	}
-	return perms, nil
+	return r, nil
 }
 
 // splitList splits a comma-separated list. The empty (or blank) string is the empty list;
@@ -185,86 +219,213 @@ func splitList(v string) ([]string, error) {
 // maxNotes bounds the notes about undefined roles in one decision's reasons.
 const maxNotes = 16
 
-// Evaluate decides req. Roles are the subject's plus the default roles; any role that grants
-// the action on the resource type, or ownership of the resource for an owner action, allows.
-// A subject without an id is denied whatever its roles.
-func (p *Policy) Evaluate(req *Request) Decision {
-	id, typ, action := req.Subject.ID, req.Resource.Type, req.Action
-	if id == "" {
-		return Decision{Allow: false, Reasons: []string{"subject has no id"}}
-	}
-	// Linear in the number of roles, whatever the request holds: a set for the duplicates,
-	// and at most maxNotes notes about undefined roles (the rest counted in one more).
-	roles := make([]string, 0, len(req.Subject.Roles)+len(p.defaultRoles))
-	seen := make(map[string]struct{}, cap(roles))
-	for _, rs := range [][]string{req.Subject.Roles, p.defaultRoles} {
-		for _, r := range rs {
-			if _, dup := seen[r]; !dup {
-				seen[r] = struct{}{}
-				roles = append(roles, r)
-			}
-		}
-	}
-	var allow, notes []string
-	undefined := 0
-	for _, r := range roles {
-		perms, ok := p.roles[r]
-		if !ok {
-			if undefined++; undefined <= maxNotes {
-				notes = append(notes, fmt.Sprintf("role %q is not defined", r))
-			}
-			continue
-		}
-		if slices.ContainsFunc(perms, func(pm permission) bool { return pm.matches(typ, action) }) {
-			allow = append(allow, fmt.Sprintf("role %q grants %q on %q", r, action, typ))
-		}
-	}
-	if undefined > maxNotes {
-		notes = append(notes, fmt.Sprintf("and %d more roles not defined", undefined-maxNotes))
-	}
-	ownerMay := slices.Contains(p.ownerActions, "*") || slices.Contains(p.ownerActions, action)
-	owns := req.Resource.Owner != "" && req.Resource.Owner == id
-	switch {
-	case owns && ownerMay:
-		allow = append(allow, fmt.Sprintf("subject %q owns %s %q", id, typ, req.Resource.ID))
-	case owns:
-		notes = append(notes, fmt.Sprintf("subject %q owns %s %q, but owners may not %q", id, typ, req.Resource.ID, action))
-	case ownerMay:
-		notes = append(notes, fmt.Sprintf("subject %q does not own %s %q", id, typ, req.Resource.ID))
-	}
-	if len(allow) > 0 {
-		return Decision{Allow: true, Reasons: allow}
-	}
-	var reasons []string
-	if len(roles) == 0 {
-		reasons = append(reasons, fmt.Sprintf("subject %q has no roles", id))
-	} else {
-		reasons = append(reasons, fmt.Sprintf("no role of subject %q grants %q on %q", id, action, typ))
-	}
-	reasons = append(reasons, notes...)
-	if p.defaultAllow {
-		return Decision{Allow: true, Reasons: append(reasons, `allowed by config "default" = "allow"`)}
-	}
-	return Decision{Allow: false, Reasons: reasons}
+// smallRoles is the number of roles up to which duplicates are found by a scan instead of a
+// set: no allocation for the requests one meets, linear time for any request.
+const smallRoles = 16
+
+// Scratch is the reusable memory of decisions: with one per goroutine (the guest has one),
+// a decision on a request of up to smallRoles roles allocates nothing but its output. The zero
+// value is ready.
+type Scratch struct {
+	roles [][]byte // the request's and the default roles, without duplicates
+	text  []byte   // the reason being formatted
 }
 
-// DecodeRequest parses the evaluate input strictly: one JSON object, no unknown fields, with
-// an action and a resource type. Its errors are for sdk.InvalidInput.
-func DecodeRequest(input []byte) (*Request, error) {
-	dec := json.NewDecoder(bytes.NewReader(input))
-	dec.DisallowUnknownFields()
-	var req Request
-	if err := dec.Decode(&req); err != nil {
-		return nil, fmt.Errorf("malformed request: %w", err)
+// Decide appends req's decision to w as {"allow":…,"reasons":[…]} and returns the answer.
+// Roles are the subject's plus the default roles; any role that grants the action on the
+// resource type, or ownership of the resource for an owner action, allows. A subject without
+// an id is denied whatever its roles. The reasons are never empty.
+func (p *Policy) Decide(w *sdk.JSONWriter, req *Request, sc *Scratch) bool {
+	id, typ, action := req.SubjectID, req.Type, req.Action
+	w.BeginObject()
+	w.Key("allow")
+	if len(id) == 0 {
+		w.Bool(false)
+		w.Key("reasons")
+		w.BeginArray()
+		w.Str("subject has no id")
+		w.EndArray()
+		w.EndObject()
+		return false
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("malformed request: data after the JSON object")
+	roles := sc.dedup(req.Roles, p.defaultRoles)
+	grant := false
+	for _, r := range roles {
+		if rl := p.roles[string(r)]; rl != nil && rl.grants(typ, action) {
+			grant = true
+			break
+		}
 	}
-	if req.Action == "" {
-		return nil, errors.New(`malformed request: "action" is missing or empty`)
+	ownerMay := p.ownerActions.has(action)
+	owns := len(req.Owner) > 0 && bytes.Equal(req.Owner, id)
+	allow := grant || owns && ownerMay || p.defaultAllow
+	w.Bool(allow)
+	w.Key("reasons")
+	w.BeginArray()
+	t := sc.text[:0]
+	if grant || owns && ownerMay {
+		for _, r := range roles {
+			if rl := p.roles[string(r)]; rl != nil && rl.grants(typ, action) {
+				t = quote(append(quote(append(quote(append(t[:0], "role "...), r), " grants "...), action), " on "...), typ)
+				w.StrBytes(t)
+			}
+		}
+		if owns && ownerMay {
+			w.StrBytes(ownsText(t[:0], id, typ, req.ID))
+		}
+	} else {
+		if len(roles) == 0 {
+			t = append(quote(append(t[:0], "subject "...), id), " has no roles"...)
+		} else {
+			t = quote(append(quote(append(quote(append(t[:0], "no role of subject "...), id), " grants "...), action), " on "...), typ)
+		}
+		w.StrBytes(t)
+		undefined := 0
+		for _, r := range roles {
+			if _, ok := p.roles[string(r)]; ok {
+				continue
+			}
+			if undefined++; undefined <= maxNotes {
+				t = append(quote(append(t[:0], "role "...), r), " is not defined"...)
+				w.StrBytes(t)
+			}
+		}
+		if undefined > maxNotes {
+			t = append(strconv.AppendInt(append(t[:0], "and "...), int64(undefined-maxNotes), 10), " more roles not defined"...)
+			w.StrBytes(t)
+		}
+		switch {
+		case owns:
+			t = quote(append(ownsText(t[:0], id, typ, req.ID), ", but owners may not "...), action)
+			w.StrBytes(t)
+		case ownerMay:
+			t = quote(append(append(append(quote(append(t[:0], "subject "...), id), " does not own "...), typ...), ' '), req.ID)
+			w.StrBytes(t)
+		}
+		if p.defaultAllow {
+			w.Str(`allowed by config "default" = "allow"`)
+		}
 	}
-	if req.Resource.Type == "" {
-		return nil, errors.New(`malformed request: "resource.type" is missing or empty`)
+	sc.text = t
+	w.EndArray()
+	w.EndObject()
+	return allow
+}
+
+// ownsText appends `subject "<id>" owns <type> "<resource id>"`.
+func ownsText(t, id, typ, resID []byte) []byte {
+	return quote(append(append(append(quote(append(t, "subject "...), id), " owns "...), typ...), ' '), resID)
+}
+
+// quote appends s quoted as Go's %q does.
+func quote(t, s []byte) []byte {
+	return strconv.AppendQuote(t, unsafe.String(unsafe.SliceData(s), len(s))) // read only
+}
+
+// dedup returns the roles of a and then b, each once, in order of first appearance, in
+// sc.roles: by a scan up to smallRoles roles, through a set beyond.
+func (sc *Scratch) dedup(a, b [][]byte) [][]byte {
+	out := sc.roles[:0]
+	if len(a)+len(b) <= smallRoles {
+		for _, rs := range [2][][]byte{a, b} {
+		next:
+			for _, r := range rs {
+				for _, o := range out {
+					if bytes.Equal(o, r) {
+						continue next
+					}
+				}
+				out = append(out, r)
+			}
+		}
+	} else {
+		seen := make(map[string]struct{}, len(a)+len(b))
+		for _, rs := range [2][][]byte{a, b} {
+			for _, r := range rs {
+				if _, dup := seen[string(r)]; !dup {
+					seen[string(r)] = struct{}{}
+					out = append(out, r)
+				}
+			}
+		}
 	}
-	return &req, nil
+	if cap(out) <= 4*smallRoles {
+		sc.roles = out[:0] // kept for the next decision; a huge one is not held on to
+	}
+	return out
+}
+
+// DecodeRequest reads the evaluate input into req strictly: one JSON object, no unknown
+// fields (keys match exactly), strings (or null, for absent), with an action and a resource
+// type. req's slices alias input; its Roles' backing array is reused. Its errors are for
+// sdk.InvalidInput.
+func DecodeRequest(input []byte, req *Request) error {
+	*req = Request{Roles: req.Roles[:0]}
+	r := sdk.NewJSONReader(input)
+	object(&r, func(k []byte) {
+		switch string(k) {
+		case "subject":
+			object(&r, func(k []byte) {
+				switch string(k) {
+				case "id":
+					req.SubjectID = str(&r)
+				case "roles":
+					req.Roles = req.Roles[:0]
+					if r.Null() {
+						return
+					}
+					for r.Array(); r.NextElem(); {
+						req.Roles = append(req.Roles, str(&r))
+					}
+				default:
+					r.Fail(fmt.Sprintf("unknown field %q in subject", k))
+				}
+			})
+		case "action":
+			req.Action = str(&r)
+		case "resource":
+			object(&r, func(k []byte) {
+				switch string(k) {
+				case "type":
+					req.Type = str(&r)
+				case "id":
+					req.ID = str(&r)
+				case "owner":
+					req.Owner = str(&r)
+				default:
+					r.Fail(fmt.Sprintf("unknown field %q in resource", k))
+				}
+			})
+		default:
+			r.Fail(fmt.Sprintf("unknown field %q", k))
+		}
+	})
+	if err := r.End(); err != nil {
+		return fmt.Errorf("malformed request: %w", err)
+	}
+	if len(req.Action) == 0 {
+		return errors.New(`malformed request: "action" is missing or empty`)
+	}
+	if len(req.Type) == 0 {
+		return errors.New(`malformed request: "resource.type" is missing or empty`)
+	}
+	return nil
+}
+
+// object reads an object (or null), calling member for each key; member reads the value.
+func object(r *sdk.JSONReader, member func(k []byte)) {
+	if r.Null() || !r.Object() {
+		return
+	}
+	for k, ok := r.NextKey(); ok; k, ok = r.NextKey() {
+		member(k)
+	}
+}
+
+// str reads a string, or null as the empty string.
+func str(r *sdk.JSONReader) []byte {
+	if r.Null() {
+		return nil
+	}
+	return r.Str()
 }

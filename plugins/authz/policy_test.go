@@ -11,11 +11,24 @@ import (
 	sdk "github.com/wasmvisor/wasmvisor/sdk/go"
 )
 
-func req(id string, roles []string, action, typ, resID, owner string) *Request {
-	r := &Request{Action: action}
-	r.Subject.ID, r.Subject.Roles = id, roles
-	r.Resource.Type, r.Resource.ID, r.Resource.Owner = typ, resID, owner
+func newReq(id string, roles []string, action, typ, resID, owner string) *Request {
+	r := &Request{SubjectID: []byte(id), Action: []byte(action), Type: []byte(typ), ID: []byte(resID), Owner: []byte(owner)}
+	for _, role := range roles {
+		r.Roles = append(r.Roles, []byte(role))
+	}
 	return r
+}
+
+// evaluateReq decides req with p and decodes the output, which must be valid JSON.
+func evaluateReq(t testing.TB, p *Policy, req *Request) Decision {
+	t.Helper()
+	var w sdk.JSONWriter
+	allow := p.Decide(&w, req, &Scratch{})
+	var d Decision
+	if err := json.Unmarshal(w.Buf, &d); err != nil || d.Allow != allow || len(d.Reasons) == 0 {
+		t.Fatalf("output %s (allow %v): %v", w.Buf, allow, err)
+	}
+	return d
 }
 
 func TestEvaluate(t *testing.T) {
@@ -34,39 +47,39 @@ func TestEvaluate(t *testing.T) {
 		allow   bool
 		reasons []string
 	}{
-		{"admin deletes anything", def, req("root", []string{"admin"}, "delete", "invoice", "7", "bob"), true,
+		{"admin deletes anything", def, newReq("root", []string{"admin"}, "delete", "invoice", "7", "bob"), true,
 			[]string{`role "admin" grants "delete" on "invoice"`}},
-		{"viewer reads", def, req("alice", []string{"viewer"}, "read", "document", "42", "bob"), true,
+		{"viewer reads", def, newReq("alice", []string{"viewer"}, "read", "document", "42", "bob"), true,
 			[]string{`role "viewer" grants "read" on "document"`}},
-		{"viewer non-owner writes", def, req("alice", []string{"viewer"}, "write", "document", "42", "bob"), false,
+		{"viewer non-owner writes", def, newReq("alice", []string{"viewer"}, "write", "document", "42", "bob"), false,
 			[]string{`no role of subject "alice" grants "write" on "document"`, `subject "alice" does not own document "42"`}},
-		{"owner writes own doc", def, req("alice", []string{"viewer"}, "write", "document", "42", "alice"), true,
+		{"owner writes own doc", def, newReq("alice", []string{"viewer"}, "write", "document", "42", "alice"), true,
 			[]string{`subject "alice" owns document "42"`}},
-		{"owner without roles reads", def, req("alice", nil, "read", "document", "42", "alice"), true,
+		{"owner without roles reads", def, newReq("alice", nil, "read", "document", "42", "alice"), true,
 			[]string{`subject "alice" owns document "42"`}},
-		{"owner may not delete", def, req("alice", []string{"editor"}, "delete", "document", "42", "alice"), false,
+		{"owner may not delete", def, newReq("alice", []string{"editor"}, "delete", "document", "42", "alice"), false,
 			[]string{`no role of subject "alice" grants "delete" on "document"`, `subject "alice" owns document "42", but owners may not "delete"`}},
-		{"two roles grant", def, req("eve", []string{"viewer", "editor", "viewer"}, "read", "document", "1", ""), true,
+		{"two roles grant", def, newReq("eve", []string{"viewer", "editor", "viewer"}, "read", "document", "1", ""), true,
 			[]string{`role "viewer" grants "read" on "document"`, `role "editor" grants "read" on "document"`}},
-		{"unknown role", def, req("mallory", []string{"superuser"}, "delete", "document", "42", "bob"), false,
+		{"unknown role", def, newReq("mallory", []string{"superuser"}, "delete", "document", "42", "bob"), false,
 			[]string{`no role of subject "mallory" grants "delete" on "document"`, `role "superuser" is not defined`}},
-		{"no roles", def, req("bob", nil, "read", "document", "42", ""), false,
+		{"no roles", def, newReq("bob", nil, "read", "document", "42", ""), false,
 			[]string{`subject "bob" has no roles`, `subject "bob" does not own document "42"`}},
-		{"empty subject with admin role", def, req("", []string{"admin"}, "read", "document", "42", ""), false,
+		{"empty subject with admin role", def, newReq("", []string{"admin"}, "read", "document", "42", ""), false,
 			[]string{"subject has no id"}},
-		{"empty owner is nobody", def, req("bob", nil, "read", "document", "42", ""), false,
+		{"empty owner is nobody", def, newReq("bob", nil, "read", "document", "42", ""), false,
 			[]string{`subject "bob" has no roles`, `subject "bob" does not own document "42"`}},
-		{"default role and typed permission", custom, req("carol", nil, "delete", "invoice", "9", ""), true,
+		{"default role and typed permission", custom, newReq("carol", nil, "delete", "invoice", "9", ""), true,
 			[]string{`role "auditor" grants "delete" on "invoice"`}},
-		{"typed permission does not leak to other types", custom, req("carol", nil, "write", "document", "9", ""), false,
+		{"typed permission does not leak to other types", custom, newReq("carol", nil, "write", "document", "9", ""), false,
 			[]string{`no role of subject "carol" grants "write" on "document"`}},
-		{"emptied default role", custom, req("dave", []string{"editor"}, "write", "report", "3", "dave"), false,
+		{"emptied default role", custom, newReq("dave", []string{"editor"}, "write", "report", "3", "dave"), false,
 			[]string{`no role of subject "dave" grants "write" on "report"`, `subject "dave" owns report "3", but owners may not "write"`}},
-		{"default allow", allowAll, req("zed", nil, "fly", "kite", "k", ""), true,
+		{"default allow", allowAll, newReq("zed", nil, "fly", "kite", "k", ""), true,
 			[]string{`subject "zed" has no roles`, `allowed by config "default" = "allow"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := tc.p.Evaluate(tc.req)
+			d := evaluateReq(t, tc.p, tc.req)
 			if d.Allow != tc.allow || strings.Join(d.Reasons, "|") != strings.Join(tc.reasons, "|") {
 				t.Errorf("got allow=%v %q\nwant allow=%v %q", d.Allow, d.Reasons, tc.allow, tc.reasons)
 			}
@@ -107,13 +120,17 @@ func TestEvaluateHandler(t *testing.T) {
 			out: `{"allow":true,"reasons":["role \"viewer\" grants \"read\" on \"document\""]}`},
 		{name: "deny", in: `{"subject":{"id":"alice","roles":["viewer"]},"action":"delete","resource":{"type":"document","id":"42","owner":"bob"}}`,
 			out: `{"allow":false,"reasons":["no role of subject \"alice\" grants \"delete\" on \"document\""]}`},
-		{name: "malformed JSON", in: `{"subject":`, invalid: "malformed request: unexpected EOF"},
-		{name: "not an object", in: `[]`, invalid: "malformed request: json: cannot unmarshal array"},
-		{name: "unknown field", in: `{"subjet":{}}`, invalid: `malformed request: json: unknown field "subjet"`},
-		{name: "trailing data", in: `{"action":"read","resource":{"type":"d"}} {}`, invalid: "data after the JSON object"},
+		{name: "malformed JSON", in: `{"subject":`, invalid: "malformed request: json: unexpected end of input, want object at offset 11"},
+		{name: "not an object", in: `[]`, invalid: "malformed request: json: unexpected '[', want object at offset 0"},
+		{name: "unknown field", in: `{"subjet":{}}`, invalid: `malformed request: json: unknown field "subjet" at offset 10`},
+		{name: "unknown field in subject", in: `{"subject":{"ID":"a"}}`, invalid: `unknown field "ID" in subject`},
+		{name: "unknown field in resource", in: `{"resource":{"kind":"a"}}`, invalid: `unknown field "kind" in resource`},
+		{name: "number for a string", in: `{"action":1}`, invalid: "json: unexpected '1', want string at offset 10"},
+		{name: "role not a string", in: `{"subject":{"roles":[true]}}`, invalid: "want string"},
+		{name: "trailing data", in: `{"action":"read","resource":{"type":"d"}} {}`, invalid: "data after the JSON value"},
 		{name: "no action", in: `{"subject":{"id":"a"},"resource":{"type":"d"}}`, invalid: `"action" is missing or empty`},
 		{name: "no type", in: `{"subject":{"id":"a"},"action":"read"}`, invalid: `"resource.type" is missing or empty`},
-		{name: "empty input", in: ``, invalid: "malformed request: EOF"},
+		{name: "empty input", in: ``, invalid: "malformed request: json: unexpected end of input, want object"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := evaluate([]byte(tc.in))
@@ -167,11 +184,11 @@ func TestManyRolesStayBounded(t *testing.T) {
 	for i := range 100_000 {
 		roles = append(roles, "r"+strconv.Itoa(i%50_000)) // each role twice
 	}
-	d := def.Evaluate(req("alice", append(roles, "viewer"), "read", "document", "42", "bob"))
+	d := evaluateReq(t, def, newReq("alice", append(roles, "viewer"), "read", "document", "42", "bob"))
 	if !d.Allow || d.Reasons[0] != `role "viewer" grants "read" on "document"` {
 		t.Fatalf("decision: %v %v", d.Allow, d.Reasons[:1])
 	}
-	d = def.Evaluate(req("alice", roles, "read", "document", "42", "bob"))
+	d = evaluateReq(t, def, newReq("alice", roles, "read", "document", "42", "bob"))
 	if d.Allow || len(d.Reasons) != 1+maxNotes+1+1 {
 		t.Fatalf("%d reasons, want the denial, %d undefined roles, the count of the rest, and ownership", len(d.Reasons), maxNotes)
 	}

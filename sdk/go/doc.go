@@ -63,6 +63,9 @@
 //   - Telemetry: NewCounter, NewGauge and NewHistogram write their records in memory as values
 //     change, so the host snapshots them without calling in.
 //   - Logging: Log and Logf.
+//   - JSON without reflection: NewJSONReader, a scanner that reads values in place (strings
+//     without escapes are views of the input), and JSONWriter and AppendJSONString, which
+//     append; see README.md for their cost against encoding/json.
 //
 // # Concurrency
 //

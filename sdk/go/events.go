@@ -70,12 +70,6 @@ func (g *guest) emit(topic string, data []byte) {
 		putU64(r.hdr, abi.RingDropped, r.dropped)
 		return
 	}
-	var buf []byte
-	if n := len(topic) + len(data); n > 0 {
-		buf = make([]byte, n)
-		copy(buf, topic)
-		copy(buf[len(topic):], data)
-	}
 	// Invalidate the slot first (seq = all ones: the evicted event is gone, the new one not yet
 	// there), fill it, then publish it with its seq and finally written, so that a host reading
 	// after an interrupted call never sees a torn event.
@@ -83,6 +77,18 @@ func (g *guest) emit(topic string, data []byte) {
 	i := int(seq % uint64(r.capacity))
 	slot := r.slots[i*abi.SlotSize : (i+1)*abi.SlotSize]
 	putU64(slot, abi.SlotSeq, ^uint64(0))
+	// The evicted event's buffer takes the new one when it is large enough: a ring that has
+	// gone round once emits without allocating.
+	var buf []byte
+	if n := len(topic) + len(data); n > 0 {
+		if buf = r.held[i]; cap(buf) >= n {
+			buf = buf[:n]
+		} else {
+			buf = make([]byte, n)
+		}
+		copy(buf, topic)
+		copy(buf[len(topic):], data)
+	}
 	r.held[i] = buf
 	base := g.p.addr(buf)
 	putU32(slot, abi.SlotTopicPtr, base)

@@ -377,6 +377,25 @@ func TestEventRing(t *testing.T) {
 	mustPanic(t, "want 0 to", func() { h.g.events.setMaxSize(MaxEventSize + 1) })
 }
 
+// Once the ring has gone round, an event takes the buffer of the one it evicts when that is
+// large enough: no allocation, and the host reads the new bytes, not the old.
+func TestEmitReusesEvictedBuffer(t *testing.T) {
+	h := newHost(t, func(g *guest) { g.events.setCapacity(2) })
+	h.g.emit("long-topic", []byte("long data"))
+	h.g.emit("t", []byte("x"))
+	data := []byte("short")
+	if n := testing.AllocsPerRun(10, func() { h.g.emit("t", data) }); n != 0 {
+		t.Errorf("%v allocations per event into a ring that has gone round", n)
+	}
+	h.g.emit("a", []byte("1"))
+	h.g.emit("bb", []byte("22"))
+	h.g.emit("a-topic-longer-than-any-before", []byte("and its data")) // a new buffer
+	evs, written, _ := h.events()
+	if want := "[14:bb=22 15:a-topic-longer-than-any-before=and its data]"; fmt.Sprint(evs) != want || written != 16 {
+		t.Errorf("events %v written %d, want %s 16", evs, written, want)
+	}
+}
+
 func TestEmitBeforeInit(t *testing.T) {
 	h := newHost(t, func(g *guest) { g.emit("early", []byte("x")) })
 	if evs, _, _ := h.events(); fmt.Sprint(evs) != "[0:early=x]" {
