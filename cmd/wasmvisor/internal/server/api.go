@@ -396,12 +396,18 @@ func (s *Server) deletePlugin(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	s.mu.Lock()
 	err := s.h.Unload(ctx, name)
+	var perr error
 	if err == nil {
 		s.setEntry(name, nil)
+		perr = s.unpersist(name)
 	}
 	s.mu.Unlock()
 	if err != nil {
 		s.hostError(w, err)
+		return
+	}
+	if perr != nil {
+		s.persistFailed(w, name, perr)
 		return
 	}
 	s.log.Info("unloaded", zap.String("plugin", name), zap.String("by", "api"))

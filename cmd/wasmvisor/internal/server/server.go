@@ -10,6 +10,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -20,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +53,7 @@ type Server struct {
 	cfg     atomic.Pointer[config.Config] // the settings in force
 	entries atomic.Pointer[map[string]*entry]
 	m       *metrics
+	bundles *bundleState // signed bundles and persisted PUTs (bundles.go, state.go)
 	mux     *http.ServeMux
 	srv     *http.Server
 
@@ -147,6 +150,7 @@ func Open(ctx context.Context, o Options) (*Server, error) {
 	s.entries.Store(&map[string]*entry{})
 	s.cfg.Store(c)
 	s.m = newMetrics(h.Metrics())
+	s.bundles = newBundleState(h.Metrics(), c)
 	s.mux = s.routes()
 	s.status.Store(&reloadStatus{At: time.Now(), Reason: "start"})
 	return s, nil
@@ -159,13 +163,19 @@ func Open(ctx context.Context, o Options) (*Server, error) {
 func (s *Server) Load(ctx context.Context) error {
 	s.mu.Lock()
 	changes, _, err := s.apply(ctx, s.cfg.Load(), true)
+	var warnings []string
+	if err == nil {
+		var more []string
+		more, warnings, err = s.loadState(ctx)
+		changes = append(changes, more...)
+	}
 	s.mu.Unlock()
 	if err != nil {
 		s.phase.Store(phaseLoadFailed)
 		s.status.Store(&reloadStatus{At: time.Now(), Reason: "start", Error: err.Error()})
 		return err
 	}
-	s.status.Store(&reloadStatus{At: time.Now(), Reason: "start", OK: true, Changes: changes})
+	s.status.Store(&reloadStatus{At: time.Now(), Reason: "start", OK: true, Changes: changes, Warnings: warnings})
 	s.phase.Store(phaseLoaded)
 	s.log.Info("ready", zap.Int("plugins", len(*s.entries.Load())))
 	return nil
@@ -287,26 +297,40 @@ func (s *Server) Reload(ctx context.Context, reason string) error {
 	return err
 }
 
-// apply makes the loaded plugins those of c: it loads added ones, unloads removed ones,
-// pushes changed config and replaces changed modules. Plugins loaded through the API
-// (source "api") are left alone unless c names them. At start any failure is returned at
-// once; on reload each plugin's failure is collected and that plugin keeps its running
-// version. Under s.mu.
+// apply makes the loaded plugins those of c and of its bundles: it loads added ones, unloads
+// removed ones, pushes changed config and replaces changed modules. Plugins loaded through
+// the API (source "api") are left alone unless c or a bundle names them. At start any
+// failure is returned at once; on reload each plugin's failure is collected and that plugin
+// keeps its running version, and a refused bundle is replaced by its last good version (see
+// bundlePlugins) and reported in err after everything else is applied. Under s.mu.
 func (s *Server) apply(ctx context.Context, c *config.Config, start bool) (changes, warnings []string, err error) {
 	old := s.cfg.Load()
-	ordered, err := config.Order(c.Plugins)
-	if err != nil {
-		return nil, nil, err
-	}
 	// Resolve every module first: a missing file refuses the whole reload.
 	wasm := map[string][]byte{}
-	for _, p := range ordered {
+	for _, p := range c.Plugins {
 		b, err := s.resolve(p)
 		if err != nil {
 			return nil, nil, fmt.Errorf("plugins(%s).wasm: %w", p.Name, err)
 		}
 		wasm[p.Name] = b
 	}
+	fromBundles, bundleWasm, refusals, err := s.bundlePlugins(c, start)
+	if err != nil {
+		return nil, nil, err
+	}
+	source := map[string]string{}
+	for _, p := range fromBundles {
+		wasm[p.Name], source[p.Name] = bundleWasm[p.Name], SourceBundle
+	}
+	ordered, err := config.Order(append(slices.Clone(c.Plugins), fromBundles...))
+	if err != nil {
+		return nil, nil, err
+	}
+	declared := map[string]bool{}
+	for _, p := range ordered {
+		declared[p.Name] = true
+	}
+	s.bundles.declared = declared
 	if !start {
 		warnings = restartOnly(old, c)
 	}
@@ -320,7 +344,7 @@ func (s *Server) apply(ctx context.Context, c *config.Config, start bool) (chang
 	oldOrder, _ := config.Order(specsOf(cur))
 	for i := len(oldOrder) - 1; i >= 0; i-- {
 		name := oldOrder[i].Name
-		if e := cur[name]; e != nil && e.source == "config" && !want[name] {
+		if e := cur[name]; e != nil && e.source != "api" && !want[name] {
 			if err := s.h.Unload(ctx, name); err != nil {
 				errs = append(errs, err)
 				continue
@@ -330,7 +354,8 @@ func (s *Server) apply(ctx context.Context, c *config.Config, start bool) (chang
 		}
 	}
 	for _, p := range ordered {
-		what, err := s.put(ctx, p, wasm[p.Name], "config", nil)
+		src := cmp.Or(source[p.Name], "config")
+		what, err := s.put(ctx, p, wasm[p.Name], src, nil)
 		if err != nil {
 			if start {
 				return nil, nil, err
@@ -352,7 +377,7 @@ func (s *Server) apply(ctx context.Context, c *config.Config, start bool) (chang
 		next.Supervisor, next.Events.BusBuffer = old.Supervisor, old.Events.BusBuffer
 	}
 	s.cfg.Store(&next)
-	return changes, warnings, nil
+	return changes, warnings, errors.Join(refusals...)
 }
 
 func restartOnly(a, b *config.Config) []string {
@@ -403,7 +428,7 @@ func (s *Server) put(ctx context.Context, p config.Plugin, wasm []byte, source s
 		s.setEntry(p.Name, e)
 		return "loaded", nil
 	}
-	if source == "config" && old.override != nil && override == nil && maps.Equal(old.spec.Config, p.Config) {
+	if source != "api" && old.override != nil && override == nil && maps.Equal(old.spec.Config, p.Config) {
 		// The file did not change this plugin's config: an API override stays.
 		hp.Config, e.override = old.override, old.override
 	}
@@ -587,5 +612,5 @@ func (s *Server) fingerprint() string {
 		}
 		b = fmt.Appendf(b, "%s:%d:%d;", f, st.Size(), st.ModTime().UnixNano())
 	}
-	return string(b)
+	return string(bundleFingerprint(c, b))
 }
