@@ -11,6 +11,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/bundle"
 )
@@ -86,9 +91,7 @@ func TestBundleRefusalKeepsLastGood(t *testing.T) {
 		t.Fatalf("entry: %+v", e)
 	}
 	good := makeBundle(t, "bref", "v1", "ops", priv)
-	tampered := good[:len(good):len(good)]
-	tampered = append([]byte(nil), tampered...)
-	tampered[len(tampered)/2] ^= 0xff
+	truncated := good[:len(good)/2]
 	for _, c := range []struct {
 		name    string
 		archive []byte
@@ -96,7 +99,7 @@ func TestBundleRefusalKeepsLastGood(t *testing.T) {
 	}{
 		{"signed by an unknown key", makeBundle(t, "bref", "v2", "ops", other), "signature"},
 		{"unsigned", makeBundle(t, "bref", "v2", "", nil), "unsigned"},
-		{"corrupt", tampered, "archive"},
+		{"truncated", truncated, "archive"},
 		{"a name of the configuration file", makeBundle(t, "ref", "v2", "ops", priv), "conflict"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -235,5 +238,70 @@ func TestStateCorruptRefused(t *testing.T) {
 	ts = openServer(t, fmt.Sprintf("state_dir: %s\n", state), false)
 	if err := ts.Load(context.Background()); !errors.Is(err, ErrState) {
 		t.Fatalf("Load: %v", err)
+	}
+}
+
+// Watch reloads when a bundle file changes: a badly signed replacement is refused, a good one
+// applied. The test waits on the server's log entries, not on the clock.
+func TestBundleWatched(t *testing.T) {
+	pub, priv := genKey(t)
+	_, other := genKey(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "policies.tar.gz")
+	if err := os.WriteFile(file, makeBundle(t, "bref", "v1", "ops", priv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reloads := make(chan string, 16)
+	log := zaptest.NewLogger(t, zaptest.WrapOptions(zap.Hooks(func(e zapcore.Entry) error {
+		if e.Message == "reloaded" || strings.HasPrefix(e.Message, "reload failed") {
+			reloads <- e.Message
+		}
+		return nil
+	})))
+	ts := openServerLog(t, fmt.Sprintf("reload: {interval: 5ms}\nbundles: {paths: [%s], keys: {ops: %s}}\n",
+		file, base64.StdEncoding.EncodeToString(pub)), true, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	watched := make(chan error, 1)
+	go func() { watched <- ts.Watch(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-watched; err != nil {
+			t.Error(err)
+		}
+	}()
+	next := func() string {
+		t.Helper()
+		select {
+		case m := <-reloads:
+			return m
+		case <-time.After(10 * time.Second):
+			t.Fatal("no reload within 10s")
+		}
+		return ""
+	}
+	// Replaced by a rename, as a deployment should: the watcher never sees half a file.
+	replace := func(b []byte) {
+		t.Helper()
+		tmp := filepath.Join(t.TempDir(), "b")
+		if err := os.WriteFile(tmp, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replace(makeBundle(t, "bref", "v22", "ops", other))
+	if m := next(); !strings.HasPrefix(m, "reload failed") {
+		t.Fatalf("a badly signed bundle: %q", m)
+	}
+	if got := mode(t, ts, "bref"); got != "v1" {
+		t.Fatalf("the last good bundle does not serve: %q", got)
+	}
+	replace(makeBundle(t, "bref", "v333", "ops", priv))
+	if m := next(); m != "reloaded" {
+		t.Fatalf("a good bundle: %q", m)
+	}
+	if got := mode(t, ts, "bref"); got != "v333" {
+		t.Fatalf("the new bundle: %q", got)
 	}
 }

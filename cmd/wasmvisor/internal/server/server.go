@@ -368,7 +368,7 @@ func (s *Server) apply(ctx context.Context, c *config.Config, start bool) (chang
 		}
 	}
 	if len(errs) > 0 {
-		return changes, warnings, errors.Join(errs...)
+		return changes, warnings, errors.Join(append(errs, refusals...)...)
 	}
 	// The settings that can change while running take effect; keep the others.
 	next := *c
