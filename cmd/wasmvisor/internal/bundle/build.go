@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -31,7 +32,7 @@ type source struct {
 // manifest, and the plugins are validated as the server will (o's Builtin, Limits). The
 // archive is reproducible: the same inputs give the same bytes.
 func Build(manifestPath string, o Options) ([]byte, error) {
-	data, err := os.ReadFile(manifestPath)
+	data, err := readFileMax(manifestPath, MaxManifestBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -80,9 +81,15 @@ func Build(manifestPath string, o Options) ([]byte, error) {
 				if st.Size() > l.EntryBytes {
 					return nil, fmt.Errorf("%w: plugins[%d].wasm: %q is over %d bytes", ErrArchive, i, p, l.EntryBytes)
 				}
-				b, err := os.ReadFile(p)
+				if !st.Mode().IsRegular() {
+					return nil, fmt.Errorf("%w: plugins[%d].wasm: %q is not a regular file", ErrManifest, i, p)
+				}
+				b, err := readFileMax(p, l.EntryBytes)
 				if err != nil {
 					return nil, fmt.Errorf("plugins[%d].wasm: %w", i, err)
+				}
+				if int64(len(b)) > l.EntryBytes {
+					return nil, fmt.Errorf("%w: plugins[%d].wasm: %q is over %d bytes", ErrArchive, i, p, l.EntryBytes)
 				}
 				files[name], modules[name], from[name] = b, digest(b), p
 			}
@@ -170,4 +177,15 @@ func writeArchive(manifest, sigs []byte, files map[string][]byte) ([]byte, error
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// readFileMax reads at most limit+1 bytes of path: a file over limit is returned one byte
+// over, for the caller's check, never read whole.
+func readFileMax(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit+1))
 }

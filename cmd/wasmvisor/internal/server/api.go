@@ -420,7 +420,7 @@ func (s *Server) getStatus(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"ready": ready, "config": map[string]string{"source": c.Source, "digest": c.Digest},
 		"listen": c.Listen, "last_reload": s.status.Load(), "plugins": len(*s.entries.Load()),
-		"event_streams": s.streams.Load()})
+		"event_streams": s.streams.Load(), "bundles": s.bundles.view()})
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -35,6 +36,28 @@ type bundleState struct {
 	refused *prometheus.CounterVec
 	// store persists plugins loaded by PUT; nil without state_dir.
 	store *stateStore
+	// views are the bundles as GET /v1/status shows them; read without s.mu.
+	views atomic.Pointer[[]bundleView]
+}
+
+// bundleView is one bundle file in GET /v1/status: the version serving (revision, manifest
+// digest, signer, plugins; empty when none) and, when the file's current content was refused
+// at the last reload, why.
+type bundleView struct {
+	File     string   `json:"file"`
+	Revision string   `json:"revision"`
+	Digest   string   `json:"digest"`
+	SignedBy string   `json:"signed_by"`
+	Plugins  []string `json:"plugins"`
+	Refused  string   `json:"refused,omitempty"`
+}
+
+// view is the bundles for GET /v1/status; [] when none.
+func (b *bundleState) view() []bundleView {
+	if v := b.views.Load(); v != nil {
+		return *v
+	}
+	return []bundleView{}
 }
 
 func newBundleState(reg *prometheus.Registry, c *config.Config) *bundleState {
@@ -90,6 +113,12 @@ func bundleFiles(paths []string) ([]string, error) {
 // in refusals. Under s.mu.
 func (s *Server) bundlePlugins(c *config.Config, start bool) (ps []config.Plugin, wasm map[string][]byte, refusals []error, err error) {
 	wasm = map[string][]byte{}
+	views := []bundleView{}
+	defer func() {
+		if err == nil {
+			s.bundles.views.Store(&views)
+		}
+	}()
 	if len(c.Bundles.Paths) == 0 {
 		clear(s.bundles.good)
 		return nil, wasm, nil, nil
@@ -127,6 +156,7 @@ func (s *Server) bundlePlugins(c *config.Config, start bool) (ps []config.Plugin
 				}
 			}
 		}
+		v := bundleView{File: f, Plugins: []string{}}
 		if err != nil {
 			err = fmt.Errorf("bundle %s: %w", f, err)
 			if start {
@@ -134,13 +164,18 @@ func (s *Server) bundlePlugins(c *config.Config, start bool) (ps []config.Plugin
 			}
 			s.refuse(reason, f, err)
 			refusals = append(refusals, err)
-			if b = s.bundles.good[f]; b == nil {
+			v.Refused = err.Error()
+			if b = s.bundles.good[f]; b == nil || conflict(b, taken) {
+				// No last good version, or it conflicts now too: nothing of this file loads.
+				views = append(views, v)
 				continue
 			}
-			if conflict(b, taken) {
-				continue // the last good one conflicts now too: nothing of this file loads
-			}
 		}
+		v.Revision, v.Digest, v.SignedBy = b.Revision, b.Digest, b.SignedBy
+		for _, p := range b.Plugins {
+			v.Plugins = append(v.Plugins, p.Name)
+		}
+		views = append(views, v)
 		next[f] = b
 		for _, p := range b.Plugins {
 			m, err := b.Module(p, s.opts.Builtin)

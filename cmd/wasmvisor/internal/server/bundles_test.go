@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -118,6 +119,17 @@ func TestBundleRefusalKeepsLastGood(t *testing.T) {
 			if got := mode(t, ts, "bref"); got != "v1" {
 				t.Errorf("the last good bundle does not serve: %q", got)
 			}
+			var st struct {
+				Bundles []bundleView `json:"bundles"`
+			}
+			a := ts.do(t, "GET", "/v1/status", "", "", nil)
+			if err := json.Unmarshal(a.body, &st); err != nil || len(st.Bundles) != 1 {
+				t.Fatalf("status: %v %s", err, a.body)
+			}
+			if v := st.Bundles[0]; v.File != file || v.Revision != "v1" || v.SignedBy != "ops" ||
+				len(v.Plugins) != 1 || v.Plugins[0] != "bref" || !strings.Contains(v.Refused, file) {
+				t.Errorf("status of the bundle: %+v", v)
+			}
 		})
 	}
 	if errors.Is(ts.Reload(context.Background(), "test"), bundle.ErrSignature) {
@@ -129,6 +141,9 @@ func TestBundleRefusalKeepsLastGood(t *testing.T) {
 	}
 	if got := mode(t, ts, "bref"); got != "v2" {
 		t.Fatalf("the new bundle: %q", got)
+	}
+	if v := ts.bundles.view(); len(v) != 1 || v[0].Revision != "v2" || v[0].Refused != "" {
+		t.Fatalf("status after a good bundle: %+v", v)
 	}
 	// A bundle removed from the directory takes its plugins with it.
 	if err := os.Remove(file); err != nil {
