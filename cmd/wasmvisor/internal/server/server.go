@@ -55,6 +55,7 @@ type Server struct {
 	m       *metrics
 	bundles *bundleState // signed bundles and persisted PUTs (bundles.go, state.go)
 	mux     *http.ServeMux
+	srvMu   sync.Mutex // srv, set by Serve unless Shutdown began
 	srv     *http.Server
 
 	mu     sync.Mutex // reloads, PUT, DELETE, restart, reset, the initial load
@@ -190,11 +191,23 @@ func (s *Server) Host() *host.Host { return s.h }
 // Serve serves the API on ln until Shutdown. It may be called before Load: the API answers
 // while the plugins load.
 func (s *Server) Serve(ln net.Listener) error {
-	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: zap.NewStdLog(s.log.Named("http"))}
-	s.srv.RegisterOnShutdown(s.beginStop)
+	srv.RegisterOnShutdown(s.beginStop)
+	// A Shutdown that came first (the load failed at once) finds no server to stop: Serve
+	// must not start one after it.
+	s.srvMu.Lock()
+	select {
+	case <-s.stopping:
+		s.srvMu.Unlock()
+		_ = ln.Close()
+		return nil
+	default:
+	}
+	s.srv = srv
+	s.srvMu.Unlock()
 	s.log.Info("listening", zap.String("addr", ln.Addr().String()))
-	err := s.srv.Serve(ln)
+	err := srv.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -223,13 +236,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	end := time.Now().Add(total)
 	ctx = context.WithoutCancel(ctx)
 	var errs []error
-	if s.srv != nil {
+	s.srvMu.Lock()
+	srv := s.srv
+	s.srvMu.Unlock()
+	if srv != nil {
 		dctx, cancel := context.WithDeadline(ctx, end.Add(-min(total/3, closeReserve)))
-		err := s.srv.Shutdown(dctx)
+		err := srv.Shutdown(dctx)
 		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%w: draining calls: %w", ErrShutdownTimeout, err))
-			_ = s.srv.Close()
+			_ = srv.Close()
 		}
 	}
 	s.closeOnce.Do(func() {
