@@ -64,3 +64,33 @@ func TestBundleCmd(t *testing.T) {
 		}
 	}
 }
+
+// serve does not start on an unsigned bundle: exit 1, the last line naming the bundle and why.
+func TestServeUnsignedBundle(t *testing.T) {
+	dir := t.TempDir()
+	manifest := filepath.Join(dir, "manifest.yaml")
+	if err := os.WriteFile(manifest, []byte("plugins:\n  - {name: authz, wasm: builtin:authz}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := filepath.Join(dir, "b.tar.gz")
+	key := filepath.Join(dir, "ops")
+	for _, args := range [][]string{{"bundle", "build", "-o", b, manifest}, {"bundle", "keygen", key}} {
+		if code, _, stderr := cli(t, "", args...); code != 0 {
+			t.Fatalf("%v: %s", args, stderr)
+		}
+	}
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "wasmvisor.yaml")
+	yaml := "listen: 127.0.0.1:0\ncache_dir: off\nbundles:\n  paths: [b.tar.gz]\n  keys: {ops: " + strings.TrimSpace(string(pub)) + "}\n"
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := cli(t, "", "serve", "--config", cfg)
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	if last := lines[len(lines)-1]; code != exitFailure || !strings.Contains(last, "wasmvisor: bundle "+b+": bundle: not signed") {
+		t.Fatalf("exit %d, last line %q", code, last)
+	}
+}
