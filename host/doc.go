@@ -114,8 +114,15 @@
 //
 // # Telemetry
 //
-// Host metrics (calls, errors by kind, sampled latency, restarts, live instances, memory
-// pages, bus outcomes) and each instance's own telemetry, read from its memory at scrape
-// time, are served by a per-host Prometheus registry (Metrics). Host events are typed
-// (Event) and go to the injected zap logger (no-op by default) and an optional hook.
+// Host metrics (calls, errors by kind, latency of every call by default, restarts, live
+// instances, memory pages, bus outcomes) and each instance's own telemetry, read from its
+// memory at scrape time, are served by a per-host Prometheus registry (Metrics). No series has
+// a label named instance or job (Prometheus sets those on every target): a pool position is
+// slot. A guest's counters and histograms are also summed per plugin over every instance it
+// has had (GuestTotals, wasmvisor_guest_metric_total, wasmvisor_guest_observations): what an
+// instance counted is read once more before it is closed, so the sums never go down across
+// crashes and restarts. The events guests record go into a per-plugin log with a sequence
+// number that goes on across instances (GuestEvents; GuestEventLogSize events,
+// GuestEventLogBytes bytes). Host events are typed (Event) and go to the injected zap logger
+// (no-op by default) and an optional hook.
 package host

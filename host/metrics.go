@@ -57,12 +57,13 @@ var latencyBounds = [...]float64{1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2
 // stats are a plugin's host-side counters: plain atomics on the call path, turned into
 // Prometheus metrics only at scrape time.
 type stats struct {
-	calls    atomic.Uint64 // calls of ended members
-	_        [48]byte
-	errs     [numErrKinds]atomic.Uint64
-	buckets  [len(latencyBounds) + 1]atomic.Uint64
-	sumNanos atomic.Uint64
-	timed    atomic.Uint64
+	calls     atomic.Uint64 // calls of ended members
+	callsHigh atomic.Uint64 // the most wasmvisor_calls_total has reported
+	_         [48]byte
+	errs      [numErrKinds]atomic.Uint64
+	buckets   [len(latencyBounds) + 1]atomic.Uint64
+	sumNanos  atomic.Uint64
+	timed     atomic.Uint64
 
 	transitions   [numTransitions]atomic.Uint64
 	callerEnded   atomic.Uint64 // instances ended by their caller, replaced uncounted
@@ -84,6 +85,21 @@ func (p *plugin) calls() uint64 {
 	return n
 }
 
+// callsSeen is calls, never less than at an earlier scrape: an instance's calls move from
+// the live sum to stats.calls when it ends, and a scrape between the two would read fewer.
+func (p *plugin) callsSeen() uint64 {
+	n := p.calls()
+	for {
+		old := p.stats.callsHigh.Load()
+		if n <= old {
+			return old
+		}
+		if p.stats.callsHigh.CompareAndSwap(old, n) {
+			return n
+		}
+	}
+}
+
 func (s *stats) count(kind int) { s.errs[kind].Add(1) }
 
 func (s *stats) observe(d time.Duration) {
@@ -98,26 +114,28 @@ func (s *stats) observe(d time.Duration) {
 }
 
 var (
-	descCalls       = prometheus.NewDesc("wasmvisor_calls_total", "Calls that reached an instance.", []string{"plugin"}, nil)
-	descErrors      = prometheus.NewDesc("wasmvisor_call_errors_total", "Failed calls, by kind.", []string{"plugin", "kind"}, nil)
-	descLatency     = prometheus.NewDesc("wasmvisor_call_duration_seconds", "Call latency (sampled: see WithLatencySampling).", []string{"plugin"}, nil)
-	descResets      = prometheus.NewDesc("wasmvisor_instance_resets_total", "Instances replaced by a fresh one after serving their one operation (instance-per-call isolation), per plugin; not restarts.", []string{"plugin"}, nil)
-	descRestarts    = prometheus.NewDesc("wasmvisor_restarts_total", "Instances started after the first, per plugin.", []string{"plugin"}, nil)
-	descLive        = prometheus.NewDesc("wasmvisor_instances", "Live instances.", []string{"plugin"}, nil)
-	descPages       = prometheus.NewDesc("wasmvisor_memory_pages", "Linear memory of an instance, in 64 KiB pages.", []string{"plugin", "instance"}, nil)
-	descPending     = prometheus.NewDesc("wasmvisor_bus_pending", "Bus messages buffered for a plugin.", []string{"plugin"}, nil)
-	descBus         = prometheus.NewDesc("wasmvisor_bus_messages_total", "Bus messages by outcome.", []string{"outcome"}, nil)
-	descState       = prometheus.NewDesc("wasmvisor_plugin_state", "1 for the plugin's current state (running, failed: quarantined, probing), 0 for the others.", []string{"plugin", "state"}, nil)
-	descTransitions = prometheus.NewDesc("wasmvisor_plugin_transitions_total", "Containment transitions: quarantined, probing, recovered, probe_failed.", []string{"plugin", "transition"}, nil)
-	descBudgetEnded = prometheus.NewDesc("wasmvisor_budget_ended_total", "Instances ended by an operation that ran past the plugin's call timeout or hit its memory limit, replaced without counting towards the restart intensity; included in wasmvisor_restarts_total.", []string{"plugin"}, nil)
-	descCallerEnded = prometheus.NewDesc("wasmvisor_caller_ended_total", "Instances ended by their caller (cancelled, or past the caller's deadline), replaced without counting towards the restart intensity; included in wasmvisor_restarts_total.", []string{"plugin"}, nil)
-	descPoisonRef   = prometheus.NewDesc("wasmvisor_poison_refused_total", "Calls refused as poison input, without entering an instance.", []string{"plugin"}, nil)
-	descPoisonIn    = prometheus.NewDesc("wasmvisor_poison_inputs_total", "Inputs that became poison (one EventPoisonInput each).", []string{"plugin"}, nil)
-	descPoisonEvict = prometheus.NewDesc("wasmvisor_poison_evictions_total", "Poison-table entries evicted at capacity.", nil, nil)
-	descPoisonLen   = prometheus.NewDesc("wasmvisor_poison_entries", "Inputs the poison table tracks.", nil, nil)
-	descGuest       = prometheus.NewDesc("wasmvisor_guest_counter", "A guest's own counter, read from its memory.", []string{"plugin", "instance", "metric"}, nil)
-	descGuestG      = prometheus.NewDesc("wasmvisor_guest_gauge", "A guest's own gauge, read from its memory.", []string{"plugin", "instance", "metric"}, nil)
-	descGuestHist   = prometheus.NewDesc("wasmvisor_guest_histogram", "A guest's own histogram, read from its memory.", []string{"plugin", "instance", "metric"}, nil)
+	descCalls         = prometheus.NewDesc("wasmvisor_calls_total", "Calls that reached an instance.", []string{"plugin"}, nil)
+	descErrors        = prometheus.NewDesc("wasmvisor_call_errors_total", "Failed calls, by kind.", []string{"plugin", "kind"}, nil)
+	descLatency       = prometheus.NewDesc("wasmvisor_call_duration_seconds", "Call latency (one call in 2^N: see WithLatencySampling; every call in wasmvisor serve by default).", []string{"plugin"}, nil)
+	descResets        = prometheus.NewDesc("wasmvisor_instance_resets_total", "Instances replaced by a fresh one after serving their one operation (instance-per-call isolation), per plugin; not restarts.", []string{"plugin"}, nil)
+	descRestarts      = prometheus.NewDesc("wasmvisor_restarts_total", "Instances started after the first, per plugin.", []string{"plugin"}, nil)
+	descLive          = prometheus.NewDesc("wasmvisor_instances", "Live instances.", []string{"plugin"}, nil)
+	descPages         = prometheus.NewDesc("wasmvisor_memory_pages", "Linear memory of an instance, in 64 KiB pages, by pool slot.", []string{"plugin", "slot"}, nil)
+	descPending       = prometheus.NewDesc("wasmvisor_bus_pending", "Bus messages buffered for a plugin.", []string{"plugin"}, nil)
+	descBus           = prometheus.NewDesc("wasmvisor_bus_messages_total", "Bus messages by outcome.", []string{"outcome"}, nil)
+	descState         = prometheus.NewDesc("wasmvisor_plugin_state", "1 for the plugin's current state (running, failed: quarantined, probing), 0 for the others.", []string{"plugin", "state"}, nil)
+	descTransitions   = prometheus.NewDesc("wasmvisor_plugin_transitions_total", "Containment transitions: quarantined, probing, recovered, probe_failed.", []string{"plugin", "transition"}, nil)
+	descBudgetEnded   = prometheus.NewDesc("wasmvisor_budget_ended_total", "Instances ended by an operation that ran past the plugin's call timeout or hit its memory limit, replaced without counting towards the restart intensity; included in wasmvisor_restarts_total.", []string{"plugin"}, nil)
+	descCallerEnded   = prometheus.NewDesc("wasmvisor_caller_ended_total", "Instances ended by their caller (cancelled, or past the caller's deadline), replaced without counting towards the restart intensity; included in wasmvisor_restarts_total.", []string{"plugin"}, nil)
+	descPoisonRef     = prometheus.NewDesc("wasmvisor_poison_refused_total", "Calls refused as poison input, without entering an instance.", []string{"plugin"}, nil)
+	descPoisonIn      = prometheus.NewDesc("wasmvisor_poison_inputs_total", "Inputs that became poison (one EventPoisonInput each).", []string{"plugin"}, nil)
+	descPoisonEvict   = prometheus.NewDesc("wasmvisor_poison_evictions_total", "Poison-table entries evicted at capacity.", nil, nil)
+	descPoisonLen     = prometheus.NewDesc("wasmvisor_poison_entries", "Inputs the poison table tracks.", nil, nil)
+	descGuest         = prometheus.NewDesc("wasmvisor_guest_metric_total", "A guest's own counter, summed over the plugin's instances, ended ones included: it never goes down.", []string{"plugin", "metric"}, nil)
+	descGuestSlot     = prometheus.NewDesc("wasmvisor_guest_slot_metric_total", "A guest's own counter, read from the memory of the instance in a pool slot: it restarts from the guest's initial value with each new instance (wasmvisor_guest_metric_total does not).", []string{"plugin", "slot", "metric"}, nil)
+	descGuestSlotHist = prometheus.NewDesc("wasmvisor_guest_slot_observations", "A guest's own histogram, read from the memory of the instance in a pool slot.", []string{"plugin", "slot", "metric"}, nil)
+	descGuestG        = prometheus.NewDesc("wasmvisor_guest_value", "A guest's own gauge, read from the memory of the instance in a pool slot.", []string{"plugin", "slot", "metric"}, nil)
+	descGuestHist     = prometheus.NewDesc("wasmvisor_guest_observations", "A guest's own histogram, summed over the plugin's instances, ended ones included.", []string{"plugin", "metric"}, nil)
 )
 
 // collector reads the host's counters and every free instance's telemetry at scrape time.
@@ -125,9 +143,9 @@ type collector struct{ h *Host }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCalls, descErrors, descLatency, descRestarts, descResets, descLive,
-		descPages, descPending, descBus, descGuest, descGuestG, descGuestHist, descState, descTransitions,
+		descPages, descPending, descBus, descGuest, descGuestG, descGuestHist, descGuestSlot, descGuestSlotHist, descState, descTransitions,
 		descCallerEnded, descBudgetEnded, descPoisonRef, descPoisonIn, descPoisonEvict, descPoisonLen,
-		descStoreViolations, descSeriesDropped, descRecordsSkipped, descOutBytes, descOutRecords, descHostPanics} {
+		descStoreViolations, descSeriesDropped, descSumsDropped, descRecordsSkipped, descOutBytes, descOutRecords, descHostPanics} {
 		ch <- d
 	}
 }
@@ -162,7 +180,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descBudgetEnded, prometheus.CounterValue, float64(s.budgetEnded.Load()), p.name)
 		ch <- prometheus.MustNewConstMetric(descPoisonRef, prometheus.CounterValue, float64(s.poisonRefused.Load()), p.name)
 		ch <- prometheus.MustNewConstMetric(descPoisonIn, prometheus.CounterValue, float64(s.poisonInputs.Load()), p.name)
-		ch <- prometheus.MustNewConstMetric(descCalls, prometheus.CounterValue, float64(p.calls()), p.name)
+		ch <- prometheus.MustNewConstMetric(descCalls, prometheus.CounterValue, float64(p.callsSeen()), p.name)
 		for k := range s.errs {
 			ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(s.errs[k].Load()), p.name, errKindNames[k])
 		}
@@ -183,7 +201,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// slotLabels are the instance labels of n slots.
+// slotLabels are the slot labels of n slots.
 func slotLabels(n int) []string {
 	l := make([]string, n)
 	for i := range l {

@@ -181,13 +181,18 @@ func WithDeadlineResolution(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.resolution = d })
 }
 
-// DefaultLatencySampling times one call in 64 for the latency histogram.
+// DefaultLatencySampling times one call in 64 for the latency histogram: an embedder's
+// Host.Call of a small plugin costs about what the call itself does, and two clock reads
+// would double it. `wasmvisor serve` times every call (its metrics.latency_sampling
+// defaults to 0), where a request's own cost dwarfs the clock's.
 const DefaultLatencySampling = 6
 
 // WithLatencySampling times one call in 2^shift for the call latency histogram (the call
-// and error counters count every call). Default DefaultLatencySampling; 0 times every call.
-// Timing a call reads the clock twice, which costs about as much as a small call itself
-// (measured in BENCHMARKS.md), so the default samples.
+// and error counters count every call). Default DefaultLatencySampling. 0 times every call,
+// so that the histogram's count is wasmvisor_calls_total's; timing a call reads the clock
+// twice, about 110 ns per call on the benchmark machine's virtual clock (BENCHMARKS.md,
+// Call64/host-every-call-timed against Call64/host), as much as a small call itself. Sampled,
+// the histogram's count is about wasmvisor_calls_total / 2^shift.
 func WithLatencySampling(shift uint) Option {
 	return optionFunc(func(o *options) {
 		if shift < 32 {

@@ -181,7 +181,7 @@ func TestMetrics(t *testing.T) {
 	found := false
 	for _, mf := range mfs {
 		for _, m := range mf.Metric {
-			if mf.GetName() == "wasmvisor_guest_counter" && label(m, "metric") == "requests_total" && m.Counter.GetValue() == 3 {
+			if mf.GetName() == "wasmvisor_guest_slot_metric_total" && label(m, "metric") == "requests_total" && m.Counter.GetValue() == 3 {
 				found = true
 			}
 		}

@@ -130,7 +130,7 @@ func (p *plugin) resetInstance(ctx context.Context, m *member, old *instRef) {
 	case installed:
 		old.Retire() // refuses a listing's read that might still come
 		p.stats.calls.Add(old.Calls())
-		_ = old.Close(context.Background()) // waits for a read in progress
+		p.closeInstance(m, old) // Close waits for a read in progress
 		p.drops.add(old.Stats())
 		p.h.live.Add(-1)
 		if stale {

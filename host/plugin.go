@@ -157,6 +157,7 @@ type plugin struct {
 	isolation Isolation // spec.Isolation, read on every call
 	stats     stats
 	series    guestSeries     // guest series caps and store counters: see stores.go
+	guest     guestState      // guest telemetry and events across instances: see guest.go
 	drops     outputDrops     // of ended instances; see collectOutput
 	subs      []*Subscription // under h.bus.mu
 

@@ -115,8 +115,8 @@ func (m *member) end(reason error) {
 		p.slots[m.idx].m.CompareAndSwap(m, nil) // the name is free before anyone learns of the end
 		p.live.Add(-1)
 		p.stats.calls.Add(m.in().Calls())
-		_ = m.in().Close(context.Background()) // its last operation has returned
-		p.drops.add(m.in().Stats())            // after Close, which reports what is left
+		p.closeInstance(m, m.in())  // its last operation has returned
+		p.drops.add(m.in().Stats()) // after Close, which reports what is left
 		p.h.live.Add(-1)
 		m.err = reason
 		p.h.emit(Event{Kind: EventInstanceEnded, Plugin: p.name, Instance: m.idx, Incarnation: m.inc, Err: reason})

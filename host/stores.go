@@ -107,6 +107,7 @@ type guestSeries struct {
 	placed  map[seriesKey]int // series per slot and metric name
 	perSlot []int
 	total   int
+	sums    int // series of the per-plugin sums
 	// Whether the last scrape dropped series, and whether the last scrape and the last
 	// listing skipped records: EventTelemetryDropped reports the transitions.
 	capped, scrapeShort, listShort bool
@@ -146,6 +147,25 @@ func (g *guestSeries) admit(lim seriesLimits, slots, slot int, t *sandbox.Metric
 	return true
 }
 
+// admitSum is admit for a metric summed over the plugin's instances: the sums have a
+// per-plugin cap of their own, as many series as the slots together. The caller holds mu.
+func (g *guestSeries) admitSum(lim seriesLimits, t *sandbox.Metric) bool {
+	if g.placed == nil {
+		g.placed = map[seriesKey]int{}
+	}
+	k := seriesKey{-1, t.Name}
+	need := seriesOf(t) - g.placed[k]
+	if need <= 0 {
+		return true
+	}
+	if g.sums+need > lim.perPlugin {
+		return false
+	}
+	g.placed[k] += need
+	g.sums += need
+	return true
+}
+
 // lost records whether the last scrape or listing lost telemetry (flag says which) and
 // reports the transition from none lost.
 func (p *plugin) lost(flag *bool, n int, cause func() error) {
@@ -164,6 +184,8 @@ var (
 		"Guest stores found malformed by a read (once per store and instance); the instance kept serving.", []string{"plugin"}, nil)
 	descSeriesDropped = prometheus.NewDesc("wasmvisor_guest_series_dropped_total",
 		"Guest metric series left out of scrapes by the series caps (counted at each scrape).", []string{"plugin"}, nil)
+	descSumsDropped = prometheus.NewDesc("wasmvisor_guest_sum_dropped_total",
+		"Guest counter and histogram readings left out of the per-plugin sums: past 1,024 names, or a metric whose kind or histogram bounds differ from the first seen (a live instance's counted at each scrape).", []string{"plugin"}, nil)
 	descRecordsSkipped = prometheus.NewDesc("wasmvisor_store_records_skipped_total",
 		"Guest store records left out of scrapes and listings by the read budget.", []string{"plugin"}, nil)
 )
@@ -184,8 +206,9 @@ func (c collector) collectGuest(ch chan<- prometheus.Metric, p *plugin, rb *read
 		b := rb.share()
 		start := *b
 		var tel []sandbox.Metric
+		in := m.in()
 		err := p.readStore(m, storeTelemetry, func() (err error) {
-			tel, err = m.in().TelemetryWithin(b)
+			tel, err = p.readTelemetry(in, b)
 			return err
 		})
 		rb.settle(start, b)
@@ -207,6 +230,20 @@ func (c collector) collectGuest(ch chan<- prometheus.Metric, p *plugin, rb *read
 			ch <- guestMetric(p.name, slotLabels[i], &t)
 		}
 	}
+	tot := p.guest.totals()
+	g.mu.Lock()
+	keep = keep[:0]
+	for k := range tot {
+		if g.admitSum(lim, &tot[k]) {
+			keep = append(keep, tot[k])
+		} else {
+			dropped += seriesOf(&tot[k])
+		}
+	}
+	g.mu.Unlock()
+	for _, t := range keep {
+		ch <- guestSum(p.name, &t)
+	}
 	g.dropped.Add(uint64(dropped))
 	g.skipped.Add(uint64(skipped))
 	p.lost(&g.capped, dropped, func() error {
@@ -217,22 +254,38 @@ func (c collector) collectGuest(ch chan<- prometheus.Metric, p *plugin, rb *read
 	})
 	ch <- prometheus.MustNewConstMetric(descStoreViolations, prometheus.CounterValue, float64(g.violations.Load()), p.name)
 	ch <- prometheus.MustNewConstMetric(descSeriesDropped, prometheus.CounterValue, float64(g.dropped.Load()), p.name)
+	ch <- prometheus.MustNewConstMetric(descSumsDropped, prometheus.CounterValue, float64(p.guest.dropped()), p.name)
 	ch <- prometheus.MustNewConstMetric(descRecordsSkipped, prometheus.CounterValue, float64(g.skipped.Load()), p.name)
 }
 
-// guestMetric is one checked guest metric as a Prometheus metric.
+// guestMetric is one checked guest metric of the instance in slot as a Prometheus metric.
 func guestMetric(plugin, slot string, t *sandbox.Metric) prometheus.Metric {
 	switch t.Kind {
 	case abi.Histogram:
-		cum := make(map[float64]uint64, len(t.Bounds))
-		var n uint64
-		for j, bound := range t.Bounds {
-			n += t.Buckets[j]
-			cum[bound] = n
-		}
-		return prometheus.MustNewConstHistogram(descGuestHist, t.Count, t.Sum, cum, plugin, slot, t.Name)
+		n, cum := cumulative(t)
+		return prometheus.MustNewConstHistogram(descGuestSlotHist, n, t.Sum, cum, plugin, slot, t.Name)
 	case abi.Counter:
-		return prometheus.MustNewConstMetric(descGuest, prometheus.CounterValue, t.Value, plugin, slot, t.Name)
+		return prometheus.MustNewConstMetric(descGuestSlot, prometheus.CounterValue, t.Value, plugin, slot, t.Name)
 	}
 	return prometheus.MustNewConstMetric(descGuestG, prometheus.GaugeValue, t.Value, plugin, slot, t.Name)
+}
+
+// guestSum is a guest counter or histogram summed over a plugin's instances.
+func guestSum(plugin string, t *sandbox.Metric) prometheus.Metric {
+	if t.Kind == abi.Histogram {
+		n, cum := cumulative(t)
+		return prometheus.MustNewConstHistogram(descGuestHist, n, t.Sum, cum, plugin, t.Name)
+	}
+	return prometheus.MustNewConstMetric(descGuest, prometheus.CounterValue, t.Value, plugin, t.Name)
+}
+
+// cumulative is a histogram's count and cumulative buckets.
+func cumulative(t *sandbox.Metric) (uint64, map[float64]uint64) {
+	cum := make(map[float64]uint64, len(t.Bounds))
+	var n uint64
+	for j, bound := range t.Bounds {
+		n += t.Buckets[j]
+		cum[bound] = n
+	}
+	return t.Count, cum
 }

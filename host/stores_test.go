@@ -201,12 +201,12 @@ func scrape(t *testing.T, h *host.Host, plugin string) (map[string][]string, flo
 				}
 			}
 		}
-		if mf.GetName() != "wasmvisor_guest_counter" {
+		if mf.GetName() != "wasmvisor_guest_slot_metric_total" {
 			continue
 		}
 		for _, m := range mf.Metric {
 			if label(m, "plugin") == plugin {
-				out[label(m, "instance")] = append(out[label(m, "instance")], label(m, "metric"))
+				out[label(m, "slot")] = append(out[label(m, "slot")], label(m, "metric"))
 			}
 		}
 	}
@@ -276,7 +276,7 @@ func TestGuestSeriesCaps(t *testing.T) {
 			if got := guestNames(t, h, "ref"); len(got["0"]) != 1 || got["0"][0] != "requests_total" {
 				t.Errorf("healthy plugin's counters: %v", got)
 			}
-			if n := metric(t, h, "wasmvisor_guest_histogram", "ref"); n != 0 { // its sample count
+			if n := metric(t, h, "wasmvisor_guest_observations", "ref"); n != 0 { // its sample count
 				t.Errorf("healthy plugin's histogram: %v samples", n)
 			}
 		})

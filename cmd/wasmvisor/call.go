@@ -42,7 +42,9 @@ func newCallCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 
 The input is --input, or the contents of --input-file ("-" reads stdin), or empty.
 The plugin gets no capabilities unless granted (--env, --dir, --real-clock).
-Guest logs and output go to stderr with --verbose, and nowhere otherwise.
+Guest logs and output go to stderr with --verbose, and nowhere otherwise; so do the events the
+guest recorded (the ABI's event import), one line each after the call, as
+"event seq=N topic=\"T\" data=\"D\"", and a line counting those its ring lost or refused.
 
 A plugin built with an Extism PDK (one that imports "extism:host/env") is run through the
 Extism Go SDK under the same limits: --config fills Extism's config map, and a command-style
@@ -141,6 +143,9 @@ func runCall(cmd *cobra.Command, path, handler string, f callFlags, stdin io.Rea
 	}
 	defer inst.Close(ctx)
 	out, err := inst.CallAppend(ctx, handler, input, nil)
+	if f.verbose {
+		printEvents(stderr, inst)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: call %q: %w", path, handler, err)
 	}
@@ -149,6 +154,22 @@ func runCall(cmd *cobra.Command, path, handler string, f callFlags, stdin io.Rea
 }
 
 // formats are the plugin formats the command ships besides the native ABI.
+// printEvents writes the events inst's guest recorded, within the default budget of one
+// read (sandbox.Budget), one line each. A failed instance is read post mortem.
+func printEvents(w io.Writer, inst sandbox.Runner) {
+	log, err := inst.EventsWithin(0, nil)
+	if err != nil {
+		_, _ = fmt.Fprintf(w, "events: %v\n", err)
+		return
+	}
+	for _, e := range log.Events {
+		_, _ = fmt.Fprintf(w, "event seq=%d topic=%q data=%q\n", e.Seq, e.Topic, e.Data)
+	}
+	if log.Lost+log.Dropped+log.Remaining > 0 {
+		_, _ = fmt.Fprintf(w, "events: %d lost, %d refused by the guest, %d not read (budget)\n", log.Lost, log.Dropped, log.Remaining)
+	}
+}
+
 func formats() []sandbox.Format { return []sandbox.Format{extism.Format()} }
 
 // newEngine is the engine of a one-shot command (call, inspect): every format the command

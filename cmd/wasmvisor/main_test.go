@@ -97,6 +97,17 @@ func TestCall(t *testing.T) {
 	}
 }
 
+// call -v prints the events the guest recorded, after the call, on stderr; without -v, none.
+func TestCallVerboseEvents(t *testing.T) {
+	code, out, errOut := cli(t, "", "call", reference, "emit", "--input", "decision\n{\"allow\":true}", "-v")
+	if code != 0 || out != "" || !strings.Contains(errOut, `event seq=0 topic="decision" data="{\"allow\":true}"`) {
+		t.Fatalf("code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if _, _, errOut := cli(t, "", "call", reference, "emit", "--input", "decision\nx"); strings.Contains(errOut, "event") {
+		t.Fatalf("without -v: %q", errOut)
+	}
+}
+
 func TestInspect(t *testing.T) {
 	code, out, errOut := cli(t, "", "inspect", reference)
 	if code != 0 || !strings.Contains(out, "abi:       wasmvisor v1") || !strings.Contains(out, "handlers:  echo, config_get") ||

@@ -314,7 +314,7 @@ func TestStoresRenamingGuest(t *testing.T) {
 				}
 				this := 0
 				for _, mf := range mfs {
-					if mf.GetName() != "wasmvisor_guest_counter" {
+					if mf.GetName() != "wasmvisor_guest_slot_metric_total" {
 						continue
 					}
 					for _, m := range mf.Metric {
@@ -324,10 +324,10 @@ func TestStoresRenamingGuest(t *testing.T) {
 						}
 						if l["plugin"] == hostileName {
 							this++
-							if seen[l["instance"]] == nil {
-								seen[l["instance"]] = map[string]bool{}
+							if seen[l["slot"]] == nil {
+								seen[l["slot"]] = map[string]bool{}
 							}
-							seen[l["instance"]][l["metric"]] = true
+							seen[l["slot"]][l["metric"]] = true
 						}
 					}
 				}

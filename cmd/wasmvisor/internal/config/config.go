@@ -11,9 +11,11 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -26,6 +28,8 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/decisionlog"
 )
 
 // EnvPrefix prefixes the environment variables that override scalar keys:
@@ -63,8 +67,11 @@ type Config struct {
 	HTTP       HTTP
 	Reload     Reload
 	Events     Events
+	Metrics    Metrics
 	Supervisor Supervisor
-	Plugins    []Plugin
+	// DecisionLog is the decision log's settings (package decisionlog).
+	DecisionLog DecisionLog
+	Plugins     []Plugin
 	// StateDir (state_dir) keeps the plugins loaded by PUT across restarts; "" for none.
 	StateDir string
 	// Bundles are the signed bundles to load beside Plugins (bundles.go).
@@ -103,6 +110,47 @@ type Events struct {
 	MaxStreams int // open streams at once; more are refused (503 too_many_streams)
 }
 
+// Metrics configures what the host measures.
+type Metrics struct {
+	// LatencySampling times one call in 2^LatencySampling for the call latency histogram
+	// (host.WithLatencySampling): 0, the default, times every call; 0 to 31.
+	LatencySampling int
+}
+
+// DecisionLog configures the decision log: what its records hold and its sinks beyond the
+// process log (log.decisions). Zero sizes and counts mean the package decisionlog defaults.
+type DecisionLog struct {
+	Input, Result bool
+	// Mask lists OPA mask paths (/input/password, /result/reasons/0, /input/users/*/ssn),
+	// checked with decisionlog.ParseMask.
+	Mask          []string
+	MaxValueBytes int64
+	File          DecisionLogFile // Path "" for none
+	HTTP          DecisionLogHTTP // URL "" for none
+}
+
+// DecisionLogFile is decision_log.file: a rotating file sink.
+type DecisionLogFile struct {
+	Path     string
+	MaxBytes int64
+	MaxFiles int
+	Queue    int
+}
+
+// DecisionLogHTTP is decision_log.http: a batching HTTP sink.
+type DecisionLogHTTP struct {
+	URL           string
+	BatchSize     int
+	FlushInterval time.Duration
+	Queue         int
+	MaxRetries    int // -1: none
+	RetryBackoff  time.Duration
+	MaxBackoff    time.Duration
+	Timeout       time.Duration
+	// Headers are sent with every POST (an Authorization, say).
+	Headers map[string]string
+}
+
 // Supervisor is the host's supervision settings.
 type Supervisor struct {
 	Strategy    string
@@ -138,6 +186,9 @@ type Plugin struct {
 	DependsOn     []string
 	Subscribe     []string
 	FailurePolicy string
+	// FailureAnswer is the JSON the allow and monitor failure policies answer in place of
+	// authz's {"allow":true,"reasons":[…]}; nil for that default.
+	FailureAnswer []byte
 	// OnFailure is what a plugin past its restart intensity does: OnFailureQuarantine (fail
 	// fast, probed with backoff) or OnFailureEscalate (restarted through the host's root,
 	// which stops the server past its own intensity).
@@ -252,17 +303,48 @@ func ReadFile(path string) (Input, error) {
 // raw mirrors the file. Scalars are read through viper (so env and flags apply); the walk
 // below checks every key and type, and names the unknown ones.
 type raw struct {
-	Listen     string      `yaml:"listen"`
-	AdminToken string      `yaml:"admin_token"`
-	CacheDir   string      `yaml:"cache_dir"`
-	Log        rawLog      `yaml:"log"`
-	HTTP       rawHTTP     `yaml:"http"`
-	Reload     rawReload   `yaml:"reload"`
-	Events     rawEvents   `yaml:"events"`
-	Supervisor rawSup      `yaml:"supervisor"`
-	Plugins    []rawPlugin `yaml:"plugins"`
-	StateDir   string      `yaml:"state_dir"`
-	Bundles    rawBundles  `yaml:"bundles"`
+	Listen     string     `yaml:"listen"`
+	AdminToken string     `yaml:"admin_token"`
+	CacheDir   string     `yaml:"cache_dir"`
+	Log        rawLog     `yaml:"log"`
+	HTTP       rawHTTP    `yaml:"http"`
+	Reload     rawReload  `yaml:"reload"`
+	Events     rawEvents  `yaml:"events"`
+	Metrics    rawMetrics `yaml:"metrics"`
+	Supervisor rawSup     `yaml:"supervisor"`
+	// DecisionLog's scalars are read through viper; only the mask list here.
+	DecisionLog rawDecisionLog `yaml:"decision_log"`
+	Plugins     []rawPlugin    `yaml:"plugins"`
+	StateDir    string         `yaml:"state_dir"`
+	Bundles     rawBundles     `yaml:"bundles"`
+}
+
+type rawDecisionLog struct {
+	Input         string    `yaml:"input"`
+	Result        string    `yaml:"result"`
+	Mask          []string  `yaml:"mask"`
+	MaxValueBytes string    `yaml:"max_value_bytes"`
+	File          rawDLFile `yaml:"file"`
+	HTTP          rawDLHTTP `yaml:"http"`
+}
+
+type rawDLFile struct {
+	Path     string `yaml:"path"`
+	MaxBytes string `yaml:"max_bytes"`
+	MaxFiles string `yaml:"max_files"`
+	Queue    string `yaml:"queue"`
+}
+
+type rawDLHTTP struct {
+	URL           string            `yaml:"url"`
+	BatchSize     string            `yaml:"batch_size"`
+	FlushInterval string            `yaml:"flush_interval"`
+	Queue         string            `yaml:"queue"`
+	MaxRetries    string            `yaml:"max_retries"`
+	RetryBackoff  string            `yaml:"retry_backoff"`
+	MaxBackoff    string            `yaml:"max_backoff"`
+	Timeout       string            `yaml:"timeout"`
+	Headers       map[string]string `yaml:"headers"`
 }
 
 type rawLog struct {
@@ -289,6 +371,10 @@ type rawEvents struct {
 	MaxStreams string `yaml:"max_streams"`
 }
 
+type rawMetrics struct {
+	LatencySampling string `yaml:"latency_sampling"`
+}
+
 type rawSup struct {
 	Strategy       string `yaml:"strategy"`
 	MaxRestarts    string `yaml:"max_restarts"`
@@ -310,6 +396,7 @@ type rawPlugin struct {
 	DependsOn     []string          `yaml:"depends_on"`
 	Subscribe     []string          `yaml:"subscribe"`
 	FailurePolicy string            `yaml:"failure_policy"`
+	FailureAnswer string            `yaml:"failure_answer"`
 	Capabilities  rawCaps           `yaml:"capabilities"`
 	Required      string            `yaml:"required"`
 	OnFailure     string            `yaml:"on_failure"`
@@ -375,6 +462,9 @@ const (
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
+// headerNameRE is an HTTP header name (RFC 9110's token).
+var headerNameRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+
 // scalarKeys are read through viper: file < env < flag.
 var scalarKeys = []string{
 	"listen", "admin_token", "cache_dir", "state_dir",
@@ -382,8 +472,14 @@ var scalarKeys = []string{
 	"http.max_body_bytes", "http.max_module_bytes", "http.request_timeout", "http.shutdown_timeout",
 	"reload.watch", "reload.interval",
 	"events.buffer", "events.bus_buffer", "events.max_streams",
+	"metrics.latency_sampling",
 	"supervisor.strategy", "supervisor.max_restarts", "supervisor.period", "supervisor.min_uptime",
 	"supervisor.quarantine_base", "supervisor.quarantine_max", "supervisor.poison_limit", "supervisor.poison_window",
+	"decision_log.input", "decision_log.result", "decision_log.max_value_bytes",
+	"decision_log.file.path", "decision_log.file.max_bytes", "decision_log.file.max_files", "decision_log.file.queue",
+	"decision_log.http.url", "decision_log.http.batch_size", "decision_log.http.flush_interval", "decision_log.http.queue",
+	"decision_log.http.max_retries", "decision_log.http.retry_backoff", "decision_log.http.max_backoff",
+	"decision_log.http.timeout",
 }
 
 // Parse reads, layers and validates a configuration. Every problem found is in the returned
@@ -534,6 +630,7 @@ func Parse(in Input) (*Config, error) {
 	c.Events = Events{Buffer: int(integer("events.buffer", DefaultEventBuffer, 1, 1<<16)),
 		BusBuffer:  int(integer("events.bus_buffer", 0, 0, 1<<20)),
 		MaxStreams: int(integer("events.max_streams", DefaultMaxStreams, 1, 1<<16))}
+	c.Metrics = Metrics{LatencySampling: int(integer("metrics.latency_sampling", 0, 0, 31))}
 	c.Supervisor = Supervisor{
 		Strategy:    oneOf("supervisor.strategy", "one_for_one", "one_for_one"),
 		MaxRestarts: int(integer("supervisor.max_restarts", 0, 0, 1<<20)),
@@ -544,6 +641,66 @@ func Parse(in Input) (*Config, error) {
 		QuarantineMax:  dur("supervisor.quarantine_max", 0, false),
 		PoisonLimit:    int(integer("supervisor.poison_limit", 0, -1, 1000)),
 		PoisonWindow:   dur("supervisor.poison_window", 0, false),
+	}
+
+	c.DecisionLog = DecisionLog{
+		Input:         boolean("decision_log.input", false),
+		Result:        boolean("decision_log.result", false),
+		MaxValueBytes: bytesKey("decision_log.max_value_bytes", 0, 64, 64<<20, add, str),
+		File: DecisionLogFile{
+			Path:     str("decision_log.file.path", ""),
+			MaxBytes: bytesKey("decision_log.file.max_bytes", 0, 4<<10, 1<<40, add, str),
+			MaxFiles: int(integer("decision_log.file.max_files", 0, 1, 1000)),
+			Queue:    int(integer("decision_log.file.queue", 0, 1, 1<<20)),
+		},
+		HTTP: DecisionLogHTTP{
+			URL:           str("decision_log.http.url", ""),
+			BatchSize:     int(integer("decision_log.http.batch_size", 0, 1, 100_000)),
+			FlushInterval: dur("decision_log.http.flush_interval", 0, false),
+			Queue:         int(integer("decision_log.http.queue", 0, 1, 1<<20)),
+			MaxRetries:    int(integer("decision_log.http.max_retries", 0, -1, 100)),
+			RetryBackoff:  dur("decision_log.http.retry_backoff", 0, false),
+			MaxBackoff:    dur("decision_log.http.max_backoff", 0, false),
+			Timeout:       dur("decision_log.http.timeout", 0, false),
+		},
+	}
+	if u := c.DecisionLog.HTTP.URL; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			add("decision_log.http.url", "want an http:// or https:// URL, got %q", u)
+		}
+	}
+	for k, v := range r.DecisionLog.HTTP.Headers {
+		switch {
+		case !headerNameRE.MatchString(k):
+			add("decision_log.http.headers."+k, "not a header name")
+		case strings.ContainsAny(v, "\r\n\x00"):
+			add("decision_log.http.headers."+k, "a header value cannot hold a line break or NUL")
+		default:
+			if c.DecisionLog.HTTP.Headers == nil {
+				c.DecisionLog.HTTP.Headers = map[string]string{}
+			}
+			c.DecisionLog.HTTP.Headers[k] = v
+		}
+	}
+	if h := c.DecisionLog.HTTP; h.MaxBackoff != 0 && h.MaxBackoff < h.RetryBackoff {
+		add("decision_log.http.max_backoff", "%v is below retry_backoff %v", h.MaxBackoff, h.RetryBackoff)
+	}
+	if p := c.DecisionLog.File.Path; p != "" {
+		if !filepath.IsAbs(p) && in.Dir != "" {
+			c.DecisionLog.File.Path = filepath.Join(in.Dir, p)
+		}
+		if st, err := os.Stat(filepath.Dir(c.DecisionLog.File.Path)); err != nil || !st.IsDir() {
+			add("decision_log.file.path", "the directory of %q does not exist", p)
+		}
+	}
+	for i, m := range r.DecisionLog.Mask {
+		if _, err := decisionlog.ParseMask(m); err != nil {
+			var me *decisionlog.MaskError
+			errors.As(err, &me)
+			add(fmt.Sprintf("decision_log.mask[%d]", i), "%s, got %q", me.Reason, m)
+			continue
+		}
+		c.DecisionLog.Mask = append(c.DecisionLog.Mask, m)
 	}
 
 	names := map[string]int{}
@@ -623,6 +780,18 @@ func Parse(in Input) (*Config, error) {
 		}
 		p.Restart = pick(rp.Restart, "permanent", key("restart"), add, "permanent", "transient", "temporary")
 		p.FailurePolicy = pick(rp.FailurePolicy, FailDeny, key("failure_policy"), add, FailDeny, FailAllow, FailMonitor)
+		if rp.FailureAnswer != "" {
+			switch {
+			case len(rp.FailureAnswer) > MaxFailureAnswerBytes:
+				add(key("failure_answer"), "longer than %d bytes", MaxFailureAnswerBytes)
+			case !json.Valid([]byte(rp.FailureAnswer)):
+				add(key("failure_answer"), "want a JSON value such as '{\"allowed\": true}', got %q", rp.FailureAnswer)
+			case p.FailurePolicy == FailDeny:
+				add(key("failure_answer"), "only answered under failure_policy allow or monitor (this plugin's is deny)")
+			default:
+				p.FailureAnswer = []byte(rp.FailureAnswer)
+			}
+		}
 		p.OnFailure = pick(rp.OnFailure, OnFailureQuarantine, key("on_failure"), add, OnFailureQuarantine, OnFailureEscalate)
 		p.Isolation = pick(rp.Isolation, IsolationShared, key("isolation"), add, IsolationShared, IsolationPerCall)
 		p.RestartPolicy = parseRestartPolicy(rp.RestartPolicy, func(k string) string { return key("restart_policy." + k) }, add)
@@ -733,6 +902,25 @@ func parseRestartPolicy(r rawRestartPolicy, key func(string) string, add func(st
 		add(key("backoff_max"), "%v is below backoff_initial %v", rp.BackoffMax, rp.BackoffInitial)
 	}
 	return rp
+}
+
+// MaxFailureAnswerBytes bounds a plugin's failure_answer.
+const MaxFailureAnswerBytes = 64 << 10
+
+// bytesKey reads a scalar key as parseAmount's bytes (65536, 64KiB), from lo to hi; empty is
+// def.
+func bytesKey(key string, def, lo, hi int64, add func(string, string, ...any), str func(string, string) string) int64 {
+	s := str(key, "")
+	if s == "" {
+		return def
+	}
+	var bad bool
+	n := parseAmount(s, true, key, func(string, string, ...any) { bad = true })
+	if bad || n < lo || n > hi {
+		add(key, "want a number of bytes from %d to %d such as 65536 or 64KiB, got %q", lo, hi, s)
+		return def
+	}
+	return n
 }
 
 func parseLimit(s, key string, add func(string, string, ...any)) time.Duration {

@@ -127,6 +127,8 @@ func TestInvalid(t *testing.T) {
 		{"env", "", "WASMVISOR_LISTN", "unknown environment override"},
 		{"required", "plugins: [{name: a, wasm: builtin:authz, required: maybe}]", "plugins[0](a).required", "true or false"},
 		{"streams", "events: {max_streams: 0}", "events.max_streams", "integer from 1"},
+		{"latency sampling", "metrics: {latency_sampling: 32}", "metrics.latency_sampling", "integer from 0"},
+		{"latency sampling type", "metrics: {latency_sampling: often}", "metrics.latency_sampling", "integer"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var env []string
@@ -174,6 +176,19 @@ func TestRequiredAndStreams(t *testing.T) {
 	}
 	if c, _ := parse(t, ""); c.Events.MaxStreams != DefaultMaxStreams {
 		t.Fatalf("default max_streams %d", c.Events.MaxStreams)
+	}
+}
+
+// metrics.latency_sampling defaults to 0 (every call timed) and takes 0 to 31.
+func TestLatencySampling(t *testing.T) {
+	if c, err := parse(t, ""); err != nil || c.Metrics.LatencySampling != 0 {
+		t.Fatalf("default: %+v %v", c, err)
+	}
+	if c, err := parse(t, "metrics: {latency_sampling: 6}"); err != nil || c.Metrics.LatencySampling != 6 {
+		t.Fatalf("6: %+v %v", c, err)
+	}
+	if c, err := parse(t, "", "WASMVISOR_METRICS_LATENCY_SAMPLING=31"); err != nil || c.Metrics.LatencySampling != 31 {
+		t.Fatalf("env: %+v %v", c, err)
 	}
 }
 

@@ -50,6 +50,9 @@ type putEnvelope struct {
 	MemoryPages   json.Number       `json:"memory_pages"`
 	CallTimeout   string            `json:"call_timeout"`
 	Required      *bool             `json:"required"`
+	// FailureAnswer is the plugin's failure_answer (CONFIG.md); only with failure_policy
+	// allow or monitor in the same PUT.
+	FailureAnswer json.RawMessage `json:"failure_answer"`
 }
 
 // putRequest is a validated PUT: zero fields change nothing.
@@ -61,6 +64,7 @@ type putRequest struct {
 	memoryPages   uint32
 	callTimeout   time.Duration // -1: none
 	failurePolicy string
+	failureAnswer []byte
 	required      *bool
 }
 
@@ -169,6 +173,15 @@ func (s *Server) parsePut(r *http.Request, body []byte) (putRequest, *inputError
 		return pr, invalid("failure_policy", "want deny, allow or monitor, got %q", env.FailurePolicy)
 	}
 	pr.failurePolicy = env.FailurePolicy
+	if env.FailureAnswer != nil {
+		switch {
+		case env.FailurePolicy != config.FailAllow && env.FailurePolicy != config.FailMonitor:
+			return pr, invalid("failure_answer", "only with failure_policy allow or monitor in the same request")
+		case len(env.FailureAnswer) > config.MaxFailureAnswerBytes:
+			return pr, invalid("failure_answer", "longer than %d bytes", config.MaxFailureAnswerBytes)
+		}
+		pr.failureAnswer = bytes.Clone(env.FailureAnswer)
+	}
 	return pr, nil
 }
 
@@ -269,6 +282,9 @@ func (s *Server) applyPut(w http.ResponseWriter, r *http.Request, name string, p
 	if pr.failurePolicy != "" {
 		p.FailurePolicy = pr.failurePolicy
 	}
+	if pr.failureAnswer != nil {
+		p.FailureAnswer = pr.failureAnswer
+	}
 	if pr.required != nil {
 		p.Required = *pr.required
 	}
@@ -305,6 +321,9 @@ func (s *Server) updateConfig(w http.ResponseWriter, r *http.Request, old *entry
 	ne := *old
 	if pr.failurePolicy != "" {
 		ne.spec.FailurePolicy = pr.failurePolicy
+	}
+	if pr.failureAnswer != nil {
+		ne.spec.FailureAnswer = pr.failureAnswer
 	}
 	if pr.required != nil {
 		ne.spec.Required = *pr.required

@@ -44,6 +44,7 @@ func (s *Server) routes() *http.ServeMux {
 	handle("GET /v1/plugins", false, s.listPlugins)
 	handle("GET /v1/plugins/{name}", false, s.getPlugin)
 	handle("POST /v1/plugins/{name}/call/{handler}", false, s.call)
+	handle("GET /v1/plugins/{name}/events", false, s.guestEvents)
 	handle("POST /v1/plugins/{name}/restart", true, s.restart)
 	handle("POST /v1/plugins/{name}/reset", true, s.reset)
 	handle("PUT /v1/plugins/{name}", true, s.putPlugin)

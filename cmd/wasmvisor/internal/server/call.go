@@ -11,12 +11,14 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/decisionlog"
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
@@ -96,6 +98,9 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	// From here on the call is a decision: it has an ID, returned whatever the answer.
+	id := decisionlog.NewID()
+	w.Header().Set(HeaderDecisionID, id)
 	// The call waits for one of the plugin's slots (one per instance) while its client may
 	// still go away, which ends the wait at no cost. Once admitted it is no longer canceled by
 	// the client: it ends within its deadline anyway, and canceling it would end the instance
@@ -116,16 +121,18 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 	policy := e.spec.FailurePolicy
 	w.Header().Set(HeaderDigest, e.digest)
 	var outcome string
+	var result []byte // the answer's body when it is a decision (the plugin's, or the policy's)
+	httpStatus := http.StatusOK
 	switch {
 	case clientGone:
 		// Nobody to answer (the plugin's answer or failure goes nowhere), and no policy applies.
 		// The status is written to a closed connection, so that the request metrics record
 		// 499, not 200.
-		outcome = "canceled"
+		outcome, httpStatus = "canceled", StatusClientClosedRequest
 		s.m.interrupted.WithLabelValues(name, "client_gone").Inc()
 		writeError(w, StatusClientClosedRequest, "client_closed_request", "the client went away before the answer")
 	case err == nil:
-		outcome = decision(out)
+		outcome, result = decision(out), out
 		ct := "application/octet-stream"
 		if json.Valid(out) {
 			ct = "application/json"
@@ -134,13 +141,13 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(out)
 	case kind == "not_found":
-		outcome = "error"
+		outcome, httpStatus = "error", http.StatusNotFound
 		writeError(w, http.StatusNotFound, "plugin_not_found", fmt.Sprintf("no plugin %q", name))
 	case kind == "unknown_handler":
-		outcome = "error"
+		outcome, httpStatus = "error", http.StatusNotFound
 		writeError(w, http.StatusNotFound, "unknown_handler", fmt.Sprintf("plugin %q has no handler %q", name, handler))
 	case kind == "guest":
-		outcome = "error"
+		outcome, httpStatus = "error", http.StatusUnprocessableEntity
 		msg, status := err.Error(), ""
 		var ge *sandbox.GuestError
 		if errors.As(err, &ge) {
@@ -158,10 +165,15 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		s.m.failures.WithLabelValues(name, policy, kind).Inc()
-		outcome = s.failed(w, name, handler, policy, kind, timedOut, err)
+		outcome, httpStatus, result = s.failed(w, e, name, handler, policy, kind, timedOut, err)
 	}
 	s.m.decisions.WithLabelValues(name, outcome).Inc()
-	s.logDecision(c, e, name, handler, outcome, kind, policy, dur, clientGone, err)
+	rec := &decisionlog.Record{DecisionID: id, Timestamp: t0, Path: name + "/" + handler, Plugin: name,
+		Digest: e.digest, Handler: handler, Input: input, Result: result, Outcome: outcome, ErrorKind: kind,
+		FailurePolicy: policy, FailurePolicyApplied: strings.HasPrefix(outcome, "failure_"), Status: httpStatus,
+		Metrics: decisionlog.Metrics{TimerServerHandlerNs: dur.Nanoseconds()}}
+	s.dlog.Log(rec) // masks and bounds rec's input and result for the log line too
+	s.logDecision(c, rec, clientGone, err)
 }
 
 // readBody reads a request's body, at most limit bytes, into one buffer sized by the declared
@@ -207,11 +219,13 @@ func (s *Server) admitted(rctx context.Context, e *entry, deadline time.Time,
 }
 
 // failed answers a call the plugin could not answer, by its failure policy, and returns the
-// outcome. deny fails closed with a JSON error; allow and monitor answer a marked synthetic
-// allow. A quarantined plugin (host.ErrPluginFailed) is a failure like any other, with a
-// Retry-After; a poison input (host.ErrPoisonInput) is the request's fault: 422 under deny,
+// outcome, the status and (allow, monitor) the body. deny fails closed with a JSON error;
+// allow and monitor answer 200, marked, with the plugin's failure_answer, or authz's
+// {"allow":true,"reasons":[…]} when it has none. A quarantined plugin (host.ErrPluginFailed)
+// is a failure like any other, with a Retry-After; a poison input (host.ErrPoisonInput) is the request's fault: 422 under deny,
 // and under allow/monitor the same synthetic allow the input got while it crashed instances.
-func (s *Server) failed(w http.ResponseWriter, name, handler, policy, kind string, timedOut bool, err error) string {
+func (s *Server) failed(w http.ResponseWriter, e *entry, name, handler, policy, kind string, timedOut bool,
+	err error) (outcome string, status int, body []byte) {
 	w.Header().Set(HeaderPluginError, kind)
 	if kind == "quarantined" || kind == "no_instance" || kind == "closed" {
 		setRetryAfter(w, retryAfter(err, defaultRetryAfter))
@@ -219,8 +233,11 @@ func (s *Server) failed(w http.ResponseWriter, name, handler, policy, kind strin
 	switch policy {
 	case config.FailAllow, config.FailMonitor:
 		w.Header().Set(HeaderFailurePolicy, policy)
-		body, _ := json.Marshal(map[string]any{"allow": true, "reasons": []string{
-			fmt.Sprintf("plugin %q failed (%s); allowed by failure_policy %s", name, kind, policy)}})
+		body = e.spec.FailureAnswer
+		if body == nil {
+			body, _ = json.Marshal(map[string]any{"allow": true, "reasons": []string{
+				fmt.Sprintf("plugin %q failed (%s); allowed by failure_policy %s", name, kind, policy)}})
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(body)
@@ -228,7 +245,7 @@ func (s *Server) failed(w http.ResponseWriter, name, handler, policy, kind strin
 			s.log.Warn("monitor: plugin failed, request allowed", zap.String("plugin", name),
 				zap.String("handler", handler), zap.String("error_kind", kind), zap.Error(err))
 		}
-		return "failure_" + policy
+		return "failure_" + policy, http.StatusOK, body
 	}
 	status, code := http.StatusBadGateway, "plugin_failed"
 	switch {
@@ -244,14 +261,15 @@ func (s *Server) failed(w http.ResponseWriter, name, handler, policy, kind strin
 		status, code = http.StatusGatewayTimeout, "plugin_timeout"
 	}
 	writeErrorKind(w, status, code, err.Error(), kind)
-	return "failure_deny"
+	return "failure_deny", status, nil
 }
 
-// logDecision writes the decision log line: info for answers (when log.decisions), warn for
-// plugin failures, debug for a client that went away (it is the client's doing, and a flood of
-// disconnects must not flood the log).
-func (s *Server) logDecision(c *config.Config, e *entry, name, handler, outcome, kind, policy string,
-	dur time.Duration, clientGone bool, err error) {
+// logDecision writes the decision's process log line: info for answers (when log.decisions),
+// warn for plugin failures, debug for a client that went away (it is the client's doing, and
+// a flood of disconnects must not flood the log). The line carries the record's ID, and its
+// input and result when decision_log keeps them (masked and bounded by Log).
+func (s *Server) logDecision(c *config.Config, r *decisionlog.Record, clientGone bool, err error) {
+	kind := r.ErrorKind
 	failure := kind != "" && kind != "guest" && kind != "unknown_handler" && kind != "not_found"
 	var lvl zapcore.Level
 	switch {
@@ -265,14 +283,71 @@ func (s *Server) logDecision(c *config.Config, e *entry, name, handler, outcome,
 		return
 	}
 	if ce := s.log.Check(lvl, "decision"); ce != nil {
-		fields := []zap.Field{zap.String("plugin", name), zap.String("digest", e.digest), zap.String("handler", handler),
-			zap.String("outcome", outcome), zap.Duration("duration", dur), zap.String("error_kind", kind),
-			zap.String("failure_policy", policy)}
+		fields := []zap.Field{zap.String("decision_id", r.DecisionID), zap.String("plugin", r.Plugin),
+			zap.String("digest", r.Digest), zap.String("handler", r.Handler), zap.String("outcome", r.Outcome),
+			zap.Duration("duration", time.Duration(r.Metrics.TimerServerHandlerNs)), zap.String("error_kind", kind),
+			zap.String("failure_policy", r.FailurePolicy)}
+		if r.Input != nil {
+			fields = append(fields, zap.Reflect("input", r.Input))
+		}
+		if r.Result != nil {
+			fields = append(fields, zap.Reflect("result", r.Result))
+		}
+		if len(r.Erased) > 0 {
+			fields = append(fields, zap.Strings("erased", r.Erased))
+		}
 		if failure && err != nil {
 			fields = append(fields, zap.Error(err))
 		}
 		ce.Write(fields...)
 	}
+}
+
+// HeaderDecisionID is the response header that carries a call's decision ID, the
+// decision_id of its decision log record (a UUID version 7).
+const HeaderDecisionID = "Wasmvisor-Decision-Id"
+
+// newDecisionLog starts the decision log of the decision_log section, its metrics in h's
+// registry.
+func newDecisionLog(c config.DecisionLog, h *host.Host, log *zap.Logger) (*decisionlog.Logger, error) {
+	o := decisionlog.Options{Input: c.Input, Result: c.Result, MaxValueBytes: int(c.MaxValueBytes),
+		Registerer: h.Metrics(), Logger: log.Named("decisionlog")}
+	for _, p := range c.Mask {
+		m, err := decisionlog.ParseMask(p) // checked by config.Parse
+		if err != nil {
+			return nil, fmt.Errorf("decision_log.mask: %w", err)
+		}
+		o.Masks = append(o.Masks, m)
+	}
+	if f := c.File; f.Path != "" {
+		o.File = &decisionlog.FileOptions{Path: f.Path, MaxBytes: f.MaxBytes, MaxFiles: f.MaxFiles, Queue: f.Queue}
+	}
+	if hc := c.HTTP; hc.URL != "" {
+		o.HTTP = &decisionlog.HTTPOptions{URL: hc.URL, BatchSize: hc.BatchSize, FlushInterval: hc.FlushInterval,
+			Queue: hc.Queue, MaxRetries: hc.MaxRetries, RetryBackoff: hc.RetryBackoff, MaxBackoff: hc.MaxBackoff,
+			Timeout: hc.Timeout}
+		if len(hc.Headers) > 0 {
+			o.HTTP.Header = http.Header{}
+			for k, v := range hc.Headers {
+				o.HTTP.Header.Set(k, v)
+			}
+		}
+	}
+	return decisionlog.New(o)
+}
+
+// closeDecisionLog delivers what the decision log's sinks hold, until end (the shutdown's
+// bound), at least one second. Records not delivered by then are dropped and counted.
+func (s *Server) closeDecisionLog(ctx context.Context, end time.Time) error {
+	if least := time.Now().Add(time.Second); end.Before(least) {
+		end = least
+	}
+	dctx, cancel := context.WithDeadline(ctx, end)
+	defer cancel()
+	if err := s.dlog.Close(dctx); err != nil && !errors.Is(err, decisionlog.ErrClosed) {
+		return fmt.Errorf("%w: the decision log: %w", ErrShutdownTimeout, err)
+	}
+	return nil
 }
 
 // decision reads a policy decision's "allow" field: "allow", "deny", or "ok" when the output

@@ -24,16 +24,25 @@ type sseEvent struct {
 // dropped, not waited for.
 const sseWriteTimeout = 10 * time.Second
 
-// events streams the bus messages of one topic as server-sent events (event: message), with
+// events streams the bus messages of one topic as server-sent events (event: message), or
+// with ?plugin=P[&since=N] the guest events of plugin P (guestStream), with
 // a comment line every 15 s. At most events.max_streams streams are open at once: more are
 // refused with 503 too_many_streams and counted (wasmvisor_http_refused_total). Each client
 // has a bounded buffer (events.buffer); a message that does not fit is dropped and counted, in
 // the stream (the dropped field) and in wasmvisor_events_dropped_total. Streams end when the
 // client goes, stops reading for sseWriteTimeout, or the server shuts down.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
-	topic := r.URL.Query().Get("topic")
-	if topic == "" {
-		writeError(w, http.StatusBadRequest, "missing_topic", "give the topic: /v1/events?topic=T")
+	topic, plugin := r.URL.Query().Get("topic"), r.URL.Query().Get("plugin")
+	switch {
+	case topic == "" && plugin == "":
+		writeError(w, http.StatusBadRequest, "missing_topic", "give the topic: /v1/events?topic=T, or the plugin: /v1/events?plugin=P")
+		return
+	case topic != "" && plugin != "":
+		writeError(w, http.StatusBadRequest, "topic_and_plugin", "give the topic or the plugin, not both")
+		return
+	}
+	since, _, ok := sinceLimit(w, r)
+	if !ok {
 		return
 	}
 	if limit := int64(s.cfg.Load().Events.MaxStreams); s.streams.Add(1) > limit {
@@ -45,6 +54,10 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.streams.Add(-1)
+	if plugin != "" {
+		s.guestStream(w, r, plugin, since)
+		return
+	}
 	ch := make(chan host.Message, s.cfg.Load().Events.Buffer)
 	var dropped atomic.Uint64
 	sub, err := s.h.Subscribe(topic, func(m host.Message) {

@@ -555,8 +555,11 @@ func TestHostRefusalsMapped(t *testing.T) {
 	} {
 		rec := httptest.NewRecorder()
 		kind := host.Kind(c.err)
-		ts.failed(rec, "p", "h", c.policy, kind, false, c.err)
+		_, status, _ := ts.failed(rec, &entry{}, "p", "h", c.policy, kind, false, c.err)
 		a := answer{rec.Code, rec.Header(), rec.Body.Bytes()}
+		if status != rec.Code {
+			t.Errorf("%v under %s: failed returned %d, wrote %d", c.err, c.policy, status, rec.Code)
+		}
 		if a.status != c.status || a.header.Get("Retry-After") != c.retry || a.header.Get(HeaderPluginError) != kind {
 			t.Errorf("%v under %s: %d %v %s", c.err, c.policy, a.status, a.header, a.body)
 			continue

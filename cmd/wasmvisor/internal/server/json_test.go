@@ -58,6 +58,30 @@ func TestJSONStyle(t *testing.T) {
 		t.Errorf("input_bytes: %v", hist)
 	}
 
+	// The decision the call recorded, through the guest events route.
+	a = ts.do(t, "GET", "/v1/plugins/authz/events?since=0", "", "", nil)
+	if a.status != 200 || bytes.Contains(a.body, []byte("null")) {
+		t.Fatalf("events: %d %s", a.status, a.body)
+	}
+	v = nil
+	if err := json.Unmarshal(a.body, &v); err != nil {
+		t.Fatal(err)
+	}
+	assertKeys(t, "guest events", v, "plugin", "events", "next", "lost", "guest_lost")
+	evs, _ := v["events"].([]any)
+	if len(evs) != 1 {
+		t.Fatalf("events: %s", a.body)
+	}
+	ev, _ := evs[0].(map[string]any)
+	assertKeys(t, "guest event", ev, "seq", "instance", "incarnation", "guest_seq", "topic", "data")
+	if ev["topic"] != "decision" {
+		t.Errorf("event topic %v, want decision", ev["topic"])
+	}
+	a = ts.do(t, "GET", "/v1/plugins/authz/events?since=1", "", "", nil)
+	if a.status != 200 || !bytes.Contains(a.body, []byte(`"events": []`)) {
+		t.Errorf("no events: %s", a.body)
+	}
+
 	a = ts.do(t, "GET", "/v1/status", "", "", nil)
 	var st struct {
 		Config struct {

@@ -10,6 +10,7 @@
 package server
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -21,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -29,6 +31,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/decisionlog"
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 	"github.com/wasmvisor/wasmvisor/sandbox/extism"
@@ -53,7 +56,8 @@ type Server struct {
 	cfg     atomic.Pointer[config.Config] // the settings in force
 	entries atomic.Pointer[map[string]*entry]
 	m       *metrics
-	bundles *bundleState // signed bundles and persisted PUTs (bundles.go, state.go)
+	bundles *bundleState        // signed bundles and persisted PUTs (bundles.go, state.go)
+	dlog    *decisionlog.Logger // the decision_log section as it was at Open
 	mux     *http.ServeMux
 	srvMu   sync.Mutex // srv, set by Serve unless Shutdown began
 	srv     *http.Server
@@ -120,6 +124,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	}
 	if err := s.Load(ctx); err != nil {
 		_ = s.h.Close(context.WithoutCancel(ctx))
+		_ = s.closeDecisionLog(context.WithoutCancel(ctx), time.Now())
 		return nil, err
 	}
 	return s, nil
@@ -135,7 +140,8 @@ func Open(ctx context.Context, o Options) (*Server, error) {
 	hopts := []host.Option{host.WithLogger(o.Logger), host.WithFormats(extism.Format()),
 		host.WithRestartIntensity(c.Supervisor.MaxRestarts, c.Supervisor.Period, c.Supervisor.MinUptime),
 		host.WithQuarantineBackoff(c.Supervisor.QuarantineBase, c.Supervisor.QuarantineMax, 0),
-		host.WithPoisonInput(c.Supervisor.PoisonLimit, c.Supervisor.PoisonWindow, 0)}
+		host.WithPoisonInput(c.Supervisor.PoisonLimit, c.Supervisor.PoisonWindow, 0),
+		host.WithLatencySampling(uint(c.Metrics.LatencySampling))}
 	if dir := cacheDir(c.CacheDir); dir != "" {
 		hopts = append(hopts, host.WithCacheDir(dir))
 	}
@@ -152,6 +158,10 @@ func Open(ctx context.Context, o Options) (*Server, error) {
 	s.cfg.Store(c)
 	s.m = newMetrics(h.Metrics())
 	s.bundles = newBundleState(h.Metrics(), c)
+	if s.dlog, err = newDecisionLog(c.DecisionLog, h, o.Logger); err != nil {
+		_ = h.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
 	s.mux = s.routes()
 	s.status.Store(&reloadStatus{At: time.Now(), Reason: "start"})
 	return s, nil
@@ -270,6 +280,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("%w: the host did not close within http.shutdown_timeout (%v): "+
 			"a guest does not stop; abandoned", ErrShutdownTimeout, total))
 	}
+	errs = append(errs, s.closeDecisionLog(ctx, end))
 	return errors.Join(errs...)
 }
 
@@ -390,7 +401,7 @@ func (s *Server) apply(ctx context.Context, c *config.Config, start bool) (chang
 	next := *c
 	if !start {
 		next.Listen, next.Log.Level, next.Log.Format, next.CacheDir = old.Listen, old.Log.Level, old.Log.Format, old.CacheDir
-		next.Supervisor, next.Events.BusBuffer = old.Supervisor, old.Events.BusBuffer
+		next.Supervisor, next.Events.BusBuffer, next.Metrics = old.Supervisor, old.Events.BusBuffer, old.Metrics
 	}
 	s.cfg.Store(&next)
 	return changes, warnings, errors.Join(refusals...)
@@ -408,6 +419,8 @@ func restartOnly(a, b *config.Config) []string {
 	note(a.CacheDir != b.CacheDir, "cache_dir")
 	note(a.Supervisor != b.Supervisor, "supervisor")
 	note(a.Events.BusBuffer != b.Events.BusBuffer, "events.bus_buffer")
+	note(a.Metrics != b.Metrics, "metrics.latency_sampling")
+	note(!reflect.DeepEqual(a.DecisionLog, b.DecisionLog), "decision_log")
 	return w
 }
 
@@ -479,7 +492,8 @@ func (s *Server) put(ctx context.Context, p config.Plugin, wasm []byte, source s
 		e.hostSpecs.Config = hp.Config
 		s.setEntry(p.Name, e)
 		return "configured", nil
-	case old.spec.FailurePolicy != p.FailurePolicy || old.spec.Required != p.Required || old.source != source:
+	case old.spec.FailurePolicy != p.FailurePolicy || !bytes.Equal(old.spec.FailureAnswer, p.FailureAnswer) ||
+		old.spec.Required != p.Required || old.source != source:
 		e.loadedAt = old.loadedAt
 		s.setEntry(p.Name, e)
 		return "updated", nil

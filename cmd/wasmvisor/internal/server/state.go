@@ -51,6 +51,7 @@ type stateRecord struct {
 	MemoryPages   uint32            `json:"memory_pages,omitempty"`
 	CallTimeout   string            `json:"call_timeout,omitempty"` // a duration or "none"
 	FailurePolicy string            `json:"failure_policy"`
+	FailureAnswer json.RawMessage   `json:"failure_answer,omitempty"`
 	Required      bool              `json:"required"`
 	SavedAt       time.Time         `json:"saved_at"`
 }
@@ -74,7 +75,8 @@ func (st *stateStore) save(p config.Plugin, override map[string]string, digest s
 	}
 	rec := stateRecord{Version: 1, Name: p.Name, Module: digest, Builtin: builtin, Config: p.Config,
 		Instances: p.Instances, MemoryPages: p.MemoryPages, FailurePolicy: p.FailurePolicy, Required: p.Required,
-		SavedAt: time.Now().UTC()}
+		FailureAnswer: p.FailureAnswer,
+		SavedAt:       time.Now().UTC()}
 	if override != nil {
 		rec.Config = override
 	}
@@ -174,6 +176,9 @@ func (st *stateStore) read(f, name string, maxModule int64) (config.Plugin, []by
 		return p, nil, fmt.Errorf("memory_pages %d over %d", rec.MemoryPages, maxMemoryPages)
 	case !validPolicy(rec.FailurePolicy):
 		return p, nil, fmt.Errorf("failure_policy %q", rec.FailurePolicy)
+	case rec.FailureAnswer != nil && (rec.FailurePolicy == config.FailDeny ||
+		len(rec.FailureAnswer) > config.MaxFailureAnswerBytes || !json.Valid(rec.FailureAnswer)):
+		return p, nil, errors.New("failure_answer: not a JSON value within bounds under failure_policy allow or monitor")
 	case !strings.HasPrefix(rec.Module, "sha256:") || len(rec.Module) != len("sha256:")+64:
 		return p, nil, fmt.Errorf("module %q: want sha256:HEX", rec.Module)
 	}
@@ -183,7 +188,8 @@ func (st *stateStore) read(f, name string, maxModule int64) (config.Plugin, []by
 	p = config.Plugin{Name: rec.Name, Wasm: "api", Config: rec.Config, Instances: rec.Instances,
 		MemoryPages: rec.MemoryPages, Restart: "permanent", FailurePolicy: rec.FailurePolicy,
 		OnFailure: config.OnFailureQuarantine, Isolation: config.IsolationShared, Required: rec.Required,
-		Clock: "deterministic", Random: "deterministic"}
+		FailureAnswer: []byte(rec.FailureAnswer),
+		Clock:         "deterministic", Random: "deterministic"}
 	if rec.Builtin != "" {
 		p.Wasm = config.BuiltinPrefix + rec.Builtin
 	}

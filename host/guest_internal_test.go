@@ -1,0 +1,86 @@
+package host
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/wasmvisor/wasmvisor/abi"
+	"github.com/wasmvisor/wasmvisor/sandbox"
+)
+
+// fakeRunner is a Runner whose Err says whether it was closed; nothing else is called.
+type fakeRunner struct {
+	sandbox.Runner
+	closed bool
+}
+
+func (f *fakeRunner) Err() error {
+	if f.closed {
+		return sandbox.ErrClosed
+	}
+	return nil
+}
+
+func counterOf(g *guestState, name string) (float64, bool) {
+	for _, m := range g.totals() {
+		if m.Name == name {
+			return m.Value, true
+		}
+	}
+	return 0, false
+}
+
+// The sums take each instance's highest reading, carry a closed instance's last one, ignore a
+// reading that comes after its fold, and count what they leave out.
+func TestGuestStateSums(t *testing.T) {
+	var g guestState
+	a, b := &fakeRunner{}, &fakeRunner{}
+	c := func(v float64) sandbox.Metric { return sandbox.Metric{Name: "n", Kind: abi.Counter, Value: v} }
+	h := func(bounds []float64, buckets []uint64) sandbox.Metric {
+		var n uint64
+		for _, x := range buckets {
+			n += x
+		}
+		return sandbox.Metric{Name: "h", Kind: abi.Histogram, Bounds: bounds, Buckets: buckets, Count: n}
+	}
+	g.mu.Lock()
+	g.observe(a, []sandbox.Metric{c(5), h([]float64{1}, []uint64{1, 1}), {Name: "g", Kind: abi.Gauge, Value: 3}})
+	g.observe(b, []sandbox.Metric{c(2)})
+	g.observe(a, []sandbox.Metric{c(4)}) // lower: a forged or torn reading, ignored
+	g.mu.Unlock()
+	if v, _ := counterOf(&g, "n"); v != 7 {
+		t.Fatalf("n = %v, want 7", v)
+	}
+	if _, ok := counterOf(&g, "g"); ok {
+		t.Fatal("a gauge was summed")
+	}
+	a.closed = true
+	g.fold(a)
+	g.mu.Lock()
+	g.observe(a, []sandbox.Metric{c(100)}) // after its fold: dropped
+	g.observe(b, []sandbox.Metric{c(3), h([]float64{2}, []uint64{1, 0})})
+	g.mu.Unlock()
+	if v, _ := counterOf(&g, "n"); v != 8 {
+		t.Fatalf("n = %v after the fold, want 8", v)
+	}
+	for _, m := range g.totals() {
+		if m.Name == "h" && (m.Count != 2 || m.Buckets[0] != 1) {
+			t.Fatalf("h = %+v: b's histogram of other bounds was added", m)
+		}
+	}
+	if d := g.dropped(); d == 0 {
+		t.Fatal("the histogram of other bounds was not counted as dropped")
+	}
+	// At most abi.MaxMetrics names per instance.
+	var many []sandbox.Metric
+	for i := range abi.MaxMetrics + 5 {
+		many = append(many, sandbox.Metric{Name: fmt.Sprintf("m%d", i), Kind: abi.Counter, Value: 1})
+	}
+	before := g.dropped()
+	g.mu.Lock()
+	g.observe(&fakeRunner{}, many)
+	g.mu.Unlock()
+	if len(g.totals()) > abi.MaxMetrics || g.dropped() < before+5 {
+		t.Fatalf("%d sums, %d dropped", len(g.totals()), g.dropped()-before)
+	}
+}
