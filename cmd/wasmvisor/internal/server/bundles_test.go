@@ -186,7 +186,7 @@ func TestPutSurvivesRestart(t *testing.T) {
 	if a := ts.do(t, "PUT", "/v1/plugins/ref?config.mode=put", testToken, "application/wasm", ref); a.status != 200 {
 		t.Fatalf("PUT over a declared name: %d %s", a.status, a.body)
 	}
-	if a := ts.do(t, "PUT", "/v1/plugins/up", testToken, "application/json", []byte(`{"config": {"mode": "put2"}}`)); a.status != 200 {
+	if a := ts.do(t, "PUT", "/v1/plugins/up", testToken, "application/json", []byte(`{"config": {"mode": "put2"}, "failure_policy": "monitor", "failure_answer": {"allowed": true}}`)); a.status != 200 {
 		t.Fatalf("PUT config: %d %s", a.status, a.body)
 	}
 	if got := mode(t, ts, "up"); got != "put2" {
@@ -201,7 +201,8 @@ func TestPutSurvivesRestart(t *testing.T) {
 		t.Fatalf("after the restart: %q", got)
 	}
 	e := ts.entry("up")
-	if e == nil || e.source != "api" || e.spec.Instances != 2 || e.spec.FailurePolicy != "allow" {
+	if e == nil || e.source != "api" || e.spec.Instances != 2 || e.spec.FailurePolicy != "monitor" ||
+		string(e.spec.FailureAnswer) != `{"allowed": true}` {
 		t.Fatalf("entry after the restart: %+v", e)
 	}
 	if got := mode(t, ts, "ref"); got != "file" {

@@ -51,7 +51,7 @@ type stateRecord struct {
 	MemoryPages   uint32            `json:"memory_pages,omitempty"`
 	CallTimeout   string            `json:"call_timeout,omitempty"` // a duration or "none"
 	FailurePolicy string            `json:"failure_policy"`
-	FailureAnswer json.RawMessage   `json:"failure_answer,omitempty"`
+	FailureAnswer string            `json:"failure_answer,omitempty"` // the JSON as given, byte for byte
 	Required      bool              `json:"required"`
 	SavedAt       time.Time         `json:"saved_at"`
 }
@@ -75,7 +75,7 @@ func (st *stateStore) save(p config.Plugin, override map[string]string, digest s
 	}
 	rec := stateRecord{Version: 1, Name: p.Name, Module: digest, Builtin: builtin, Config: p.Config,
 		Instances: p.Instances, MemoryPages: p.MemoryPages, FailurePolicy: p.FailurePolicy, Required: p.Required,
-		FailureAnswer: p.FailureAnswer,
+		FailureAnswer: string(p.FailureAnswer),
 		SavedAt:       time.Now().UTC()}
 	if override != nil {
 		rec.Config = override
@@ -176,8 +176,8 @@ func (st *stateStore) read(f, name string, maxModule int64) (config.Plugin, []by
 		return p, nil, fmt.Errorf("memory_pages %d over %d", rec.MemoryPages, maxMemoryPages)
 	case !validPolicy(rec.FailurePolicy):
 		return p, nil, fmt.Errorf("failure_policy %q", rec.FailurePolicy)
-	case rec.FailureAnswer != nil && (rec.FailurePolicy == config.FailDeny ||
-		len(rec.FailureAnswer) > config.MaxFailureAnswerBytes || !json.Valid(rec.FailureAnswer)):
+	case rec.FailureAnswer != "" && (rec.FailurePolicy == config.FailDeny ||
+		len(rec.FailureAnswer) > config.MaxFailureAnswerBytes || !json.Valid([]byte(rec.FailureAnswer))):
 		return p, nil, errors.New("failure_answer: not a JSON value within bounds under failure_policy allow or monitor")
 	case !strings.HasPrefix(rec.Module, "sha256:") || len(rec.Module) != len("sha256:")+64:
 		return p, nil, fmt.Errorf("module %q: want sha256:HEX", rec.Module)

@@ -18,7 +18,7 @@ func TestStateRecordsRefused(t *testing.T) {
 	wasm := []byte("\x00asm\x01\x00\x00\x00")
 	sum := sha256.Sum256(wasm)
 	digest := "sha256:" + hex.EncodeToString(sum[:])
-	good := `{"version":1,"name":"p","module":"` + digest + `","config":{"k":"v"},"instances":2,"call_timeout":"none","failure_policy":"allow","failure_answer":{"allowed":true},"required":true}`
+	good := `{"version":1,"name":"p","module":"` + digest + `","config":{"k":"v"},"instances":2,"call_timeout":"none","failure_policy":"allow","failure_answer":"{\"allowed\":true}","required":true}`
 	for _, c := range []struct{ name, record, want string }{
 		{"good", good, ""},
 		{"not JSON", "{", "unexpected EOF"},
@@ -31,7 +31,7 @@ func TestStateRecordsRefused(t *testing.T) {
 		{"timeout", strings.Replace(good, `"none"`, `"-1s"`, 1), `call_timeout "-1s"`},
 		{"module path", strings.Replace(good, digest, "sha256:../../etc/passwd", 1), "want sha256:HEX"},
 		{"module missing", strings.Replace(good, digest, "sha256:"+strings.Repeat("0", 64), 1), "no such file"},
-		{"failure answer under deny", strings.Replace(good, `"allow"`, `"deny","failure_answer":{"allowed":true}`, 1), "failure_answer"},
+		{"failure answer under deny", strings.Replace(good, `"allow"`, `"deny","failure_answer":"{\"allowed\":true}"`, 1), "failure_answer"},
 		{"empty key", strings.Replace(good, `"k":"v"`, `"":"v"`, 1), "empty config key"},
 		{"huge record", `{"version":1,"name":"` + strings.Repeat("p", maxStateRecordBytes) + `"}`, "over"},
 	} {
