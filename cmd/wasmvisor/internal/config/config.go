@@ -72,6 +72,10 @@ type Config struct {
 	// DecisionLog is the decision log's settings (package decisionlog).
 	DecisionLog DecisionLog
 	Plugins     []Plugin
+	// StateDir (state_dir) keeps the plugins loaded by PUT across restarts; "" for none.
+	StateDir string
+	// Bundles are the signed bundles to load beside Plugins (bundles.go).
+	Bundles Bundles
 	// Source is the file the config came from, or "(embedded default)".
 	Source string
 	// Digest identifies the file's bytes: "sha256:" and the hex SHA-256.
@@ -271,6 +275,10 @@ type Input struct {
 	// Builtin resolves builtin:NAME; Builtins lists the names for errors.
 	Builtin  func(string) ([]byte, bool)
 	Builtins []string
+	// Modules, when not nil, are a bundle's module files: a plugin's wasm path names one of
+	// them instead of a file (Plugin.Path is then that name), and a plugin may not grant host
+	// directories (capabilities.dirs) nor take keys other than plugins (package bundle).
+	Modules map[string][]byte
 }
 
 // ReadFile returns the Input of a config file. A file that cannot be read is an Errors
@@ -307,6 +315,8 @@ type raw struct {
 	// DecisionLog's scalars are read through viper; only the mask list here.
 	DecisionLog rawDecisionLog `yaml:"decision_log"`
 	Plugins     []rawPlugin    `yaml:"plugins"`
+	StateDir    string         `yaml:"state_dir"`
+	Bundles     rawBundles     `yaml:"bundles"`
 }
 
 type rawDecisionLog struct {
@@ -457,7 +467,7 @@ var headerNameRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
 
 // scalarKeys are read through viper: file < env < flag.
 var scalarKeys = []string{
-	"listen", "admin_token", "cache_dir",
+	"listen", "admin_token", "cache_dir", "state_dir",
 	"log.level", "log.format", "log.decisions",
 	"http.max_body_bytes", "http.max_module_bytes", "http.request_timeout", "http.shutdown_timeout",
 	"reload.watch", "reload.interval",
@@ -600,6 +610,14 @@ func Parse(in Input) (*Config, error) {
 		add("admin_token", "too short: use at least 16 characters")
 	}
 	c.CacheDir = str("cache_dir", "")
+	c.StateDir = str("state_dir", "")
+	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) && in.Dir != "" {
+		c.StateDir = filepath.Join(in.Dir, c.StateDir)
+	}
+	c.Bundles = parseBundles(r.Bundles, in.Dir, add)
+	if in.Modules != nil && (c.StateDir != "" || len(c.Bundles.Paths) > 0) {
+		add("(file)", "a bundle's manifest names plugins only")
+	}
 	c.Log = Log{Level: oneOf("log.level", "info", "debug", "info", "warn", "error"),
 		Format: oneOf("log.format", "json", "json", "console"), Decisions: boolean("log.decisions", true)}
 	c.HTTP = HTTP{
@@ -714,6 +732,11 @@ func Parse(in Input) (*Config, error) {
 			} else if _, ok := in.Builtin(p.Builtin); !ok {
 				add(key("wasm"), "no built-in plugin %q (built-in: %s)", p.Builtin, strings.Join(in.Builtins, ", "))
 			}
+		case in.Modules != nil:
+			p.Path = rp.Wasm
+			if _, ok := in.Modules[rp.Wasm]; !ok {
+				add(key("wasm"), "no module %q in the bundle", rp.Wasm)
+			}
 		default:
 			p.Path = rp.Wasm
 			if !filepath.IsAbs(p.Path) && in.Dir != "" {
@@ -792,6 +815,8 @@ func Parse(in Input) (*Config, error) {
 		for j, d := range rp.Capabilities.Dirs {
 			k := key(fmt.Sprintf("capabilities.dirs[%d]", j))
 			switch {
+			case in.Modules != nil:
+				add(k, "a bundle cannot grant host directories")
 			case d.Host == "":
 				add(k+".host", "missing")
 			case d.Guest == "" || !strings.HasPrefix(d.Guest, "/"):

@@ -297,6 +297,10 @@ func (s *Server) applyPut(w http.ResponseWriter, r *http.Request, name string, p
 		return
 	}
 	s.log.Info("plugin "+what, zap.String("plugin", name), zap.String("by", "api"))
+	if err := s.persist(name, pr.wasm); err != nil {
+		s.persistFailed(w, name, err)
+		return
+	}
 	pi, err := s.h.Plugin(name)
 	if err != nil {
 		s.hostError(w, err)
@@ -333,6 +337,10 @@ func (s *Server) updateConfig(w http.ResponseWriter, r *http.Request, old *entry
 		ne.hostSpecs.Config = pr.config
 	}
 	s.setEntry(old.spec.Name, &ne)
+	if err := s.persist(old.spec.Name, nil); err != nil {
+		s.persistFailed(w, old.spec.Name, err)
+		return
+	}
 	pi, err := s.h.Plugin(old.spec.Name)
 	if err != nil {
 		s.hostError(w, err)

@@ -397,12 +397,18 @@ func (s *Server) deletePlugin(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	s.mu.Lock()
 	err := s.h.Unload(ctx, name)
+	var perr error
 	if err == nil {
 		s.setEntry(name, nil)
+		perr = s.unpersist(name)
 	}
 	s.mu.Unlock()
 	if err != nil {
 		s.hostError(w, err)
+		return
+	}
+	if perr != nil {
+		s.persistFailed(w, name, perr)
 		return
 	}
 	s.log.Info("unloaded", zap.String("plugin", name), zap.String("by", "api"))
@@ -415,7 +421,7 @@ func (s *Server) getStatus(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"ready": ready, "config": map[string]string{"source": c.Source, "digest": c.Digest},
 		"listen": c.Listen, "last_reload": s.status.Load(), "plugins": len(*s.entries.Load()),
-		"event_streams": s.streams.Load()})
+		"event_streams": s.streams.Load(), "bundles": s.bundles.view()})
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

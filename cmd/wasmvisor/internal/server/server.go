@@ -11,6 +11,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -22,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,8 +56,10 @@ type Server struct {
 	cfg     atomic.Pointer[config.Config] // the settings in force
 	entries atomic.Pointer[map[string]*entry]
 	m       *metrics
+	bundles *bundleState        // signed bundles and persisted PUTs (bundles.go, state.go)
 	dlog    *decisionlog.Logger // the decision_log section as it was at Open
 	mux     *http.ServeMux
+	srvMu   sync.Mutex // srv, set by Serve unless Shutdown began
 	srv     *http.Server
 
 	mu     sync.Mutex // reloads, PUT, DELETE, restart, reset, the initial load
@@ -153,6 +157,7 @@ func Open(ctx context.Context, o Options) (*Server, error) {
 	s.entries.Store(&map[string]*entry{})
 	s.cfg.Store(c)
 	s.m = newMetrics(h.Metrics())
+	s.bundles = newBundleState(h.Metrics(), c)
 	if s.dlog, err = newDecisionLog(c.DecisionLog, h, o.Logger); err != nil {
 		_ = h.Close(context.WithoutCancel(ctx))
 		return nil, err
@@ -169,13 +174,19 @@ func Open(ctx context.Context, o Options) (*Server, error) {
 func (s *Server) Load(ctx context.Context) error {
 	s.mu.Lock()
 	changes, _, err := s.apply(ctx, s.cfg.Load(), true)
+	var warnings []string
+	if err == nil {
+		var more []string
+		more, warnings, err = s.loadState(ctx)
+		changes = append(changes, more...)
+	}
 	s.mu.Unlock()
 	if err != nil {
 		s.phase.Store(phaseLoadFailed)
 		s.status.Store(&reloadStatus{At: time.Now(), Reason: "start", Error: err.Error()})
 		return err
 	}
-	s.status.Store(&reloadStatus{At: time.Now(), Reason: "start", OK: true, Changes: changes})
+	s.status.Store(&reloadStatus{At: time.Now(), Reason: "start", OK: true, Changes: changes, Warnings: warnings})
 	s.phase.Store(phaseLoaded)
 	s.log.Info("ready", zap.Int("plugins", len(*s.entries.Load())))
 	return nil
@@ -190,11 +201,23 @@ func (s *Server) Host() *host.Host { return s.h }
 // Serve serves the API on ln until Shutdown. It may be called before Load: the API answers
 // while the plugins load.
 func (s *Server) Serve(ln net.Listener) error {
-	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: zap.NewStdLog(s.log.Named("http"))}
-	s.srv.RegisterOnShutdown(s.beginStop)
+	srv.RegisterOnShutdown(s.beginStop)
+	// A Shutdown that came first (the load failed at once) finds no server to stop: Serve
+	// must not start one after it.
+	s.srvMu.Lock()
+	select {
+	case <-s.stopping:
+		s.srvMu.Unlock()
+		_ = ln.Close()
+		return nil
+	default:
+	}
+	s.srv = srv
+	s.srvMu.Unlock()
 	s.log.Info("listening", zap.String("addr", ln.Addr().String()))
-	err := s.srv.Serve(ln)
+	err := srv.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -223,13 +246,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	end := time.Now().Add(total)
 	ctx = context.WithoutCancel(ctx)
 	var errs []error
-	if s.srv != nil {
+	s.srvMu.Lock()
+	srv := s.srv
+	s.srvMu.Unlock()
+	if srv != nil {
 		dctx, cancel := context.WithDeadline(ctx, end.Add(-min(total/3, closeReserve)))
-		err := s.srv.Shutdown(dctx)
+		err := srv.Shutdown(dctx)
 		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%w: draining calls: %w", ErrShutdownTimeout, err))
-			_ = s.srv.Close()
+			_ = srv.Close()
 		}
 	}
 	s.closeOnce.Do(func() {
@@ -298,26 +324,40 @@ func (s *Server) Reload(ctx context.Context, reason string) error {
 	return err
 }
 
-// apply makes the loaded plugins those of c: it loads added ones, unloads removed ones,
-// pushes changed config and replaces changed modules. Plugins loaded through the API
-// (source "api") are left alone unless c names them. At start any failure is returned at
-// once; on reload each plugin's failure is collected and that plugin keeps its running
-// version. Under s.mu.
+// apply makes the loaded plugins those of c and of its bundles: it loads added ones, unloads
+// removed ones, pushes changed config and replaces changed modules. Plugins loaded through
+// the API (source "api") are left alone unless c or a bundle names them. At start any
+// failure is returned at once; on reload each plugin's failure is collected and that plugin
+// keeps its running version, and a refused bundle is replaced by its last good version (see
+// bundlePlugins) and reported in err after everything else is applied. Under s.mu.
 func (s *Server) apply(ctx context.Context, c *config.Config, start bool) (changes, warnings []string, err error) {
 	old := s.cfg.Load()
-	ordered, err := config.Order(c.Plugins)
-	if err != nil {
-		return nil, nil, err
-	}
 	// Resolve every module first: a missing file refuses the whole reload.
 	wasm := map[string][]byte{}
-	for _, p := range ordered {
+	for _, p := range c.Plugins {
 		b, err := s.resolve(p)
 		if err != nil {
 			return nil, nil, fmt.Errorf("plugins(%s).wasm: %w", p.Name, err)
 		}
 		wasm[p.Name] = b
 	}
+	fromBundles, bundleWasm, refusals, err := s.bundlePlugins(c, start)
+	if err != nil {
+		return nil, nil, err
+	}
+	source := map[string]string{}
+	for _, p := range fromBundles {
+		wasm[p.Name], source[p.Name] = bundleWasm[p.Name], SourceBundle
+	}
+	ordered, err := config.Order(append(slices.Clone(c.Plugins), fromBundles...))
+	if err != nil {
+		return nil, nil, err
+	}
+	declared := map[string]bool{}
+	for _, p := range ordered {
+		declared[p.Name] = true
+	}
+	s.bundles.declared = declared
 	if !start {
 		warnings = restartOnly(old, c)
 	}
@@ -331,7 +371,7 @@ func (s *Server) apply(ctx context.Context, c *config.Config, start bool) (chang
 	oldOrder, _ := config.Order(specsOf(cur))
 	for i := len(oldOrder) - 1; i >= 0; i-- {
 		name := oldOrder[i].Name
-		if e := cur[name]; e != nil && e.source == "config" && !want[name] {
+		if e := cur[name]; e != nil && e.source != "api" && !want[name] {
 			if err := s.h.Unload(ctx, name); err != nil {
 				errs = append(errs, err)
 				continue
@@ -341,7 +381,8 @@ func (s *Server) apply(ctx context.Context, c *config.Config, start bool) (chang
 		}
 	}
 	for _, p := range ordered {
-		what, err := s.put(ctx, p, wasm[p.Name], "config", nil)
+		src := cmp.Or(source[p.Name], "config")
+		what, err := s.put(ctx, p, wasm[p.Name], src, nil)
 		if err != nil {
 			if start {
 				return nil, nil, err
@@ -354,7 +395,7 @@ func (s *Server) apply(ctx context.Context, c *config.Config, start bool) (chang
 		}
 	}
 	if len(errs) > 0 {
-		return changes, warnings, errors.Join(errs...)
+		return changes, warnings, errors.Join(append(errs, refusals...)...)
 	}
 	// The settings that can change while running take effect; keep the others.
 	next := *c
@@ -363,7 +404,7 @@ func (s *Server) apply(ctx context.Context, c *config.Config, start bool) (chang
 		next.Supervisor, next.Events.BusBuffer, next.Metrics = old.Supervisor, old.Events.BusBuffer, old.Metrics
 	}
 	s.cfg.Store(&next)
-	return changes, warnings, nil
+	return changes, warnings, errors.Join(refusals...)
 }
 
 func restartOnly(a, b *config.Config) []string {
@@ -416,7 +457,7 @@ func (s *Server) put(ctx context.Context, p config.Plugin, wasm []byte, source s
 		s.setEntry(p.Name, e)
 		return "loaded", nil
 	}
-	if source == "config" && old.override != nil && override == nil && maps.Equal(old.spec.Config, p.Config) {
+	if source != "api" && old.override != nil && override == nil && maps.Equal(old.spec.Config, p.Config) {
 		// The file did not change this plugin's config: an API override stays.
 		hp.Config, e.override = old.override, old.override
 	}
@@ -601,5 +642,5 @@ func (s *Server) fingerprint() string {
 		}
 		b = fmt.Appendf(b, "%s:%d:%d;", f, st.Size(), st.ModTime().UnixNano())
 	}
-	return string(b)
+	return string(bundleFingerprint(c, b))
 }
