@@ -23,6 +23,7 @@ import (
 // reader and writes it back with its writer, `config` does the same with a config value.
 var jsonFixtures = []struct{ name, path string }{
 	{"rust", "rust/json.wasm"},
+	{"c", "c/json.wasm"},
 }
 
 // goCanon is what every SDK's canon must give for a valid input: the tokens of encoding/json's
