@@ -24,6 +24,7 @@ import (
 var jsonFixtures = []struct{ name, path string }{
 	{"rust", "rust/json.wasm"},
 	{"c", "c/json.wasm"},
+	{"assemblyscript", "assemblyscript/json.wasm"},
 }
 
 // goCanon is what every SDK's canon must give for a valid input: the tokens of encoding/json's
