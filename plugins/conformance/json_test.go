@@ -182,7 +182,8 @@ func randomJSON(r *rand.Rand, b *strings.Builder, depth int) {
 // against encoding/json: every valid input comes back as goCanon writes it (semantically
 // equal when it holds invalid UTF-8, which the SDKs write as \ufffd), every invalid one is an
 // invalid_input error with a `json: ` message, never a trap. The inputs: jsonInputs, random
-// documents, and every prefix of a few (mostly invalid).
+// documents, every prefix of a few (mostly invalid), and each random document with one byte
+// replaced.
 func TestSDKJSON(t *testing.T) {
 	ctx := context.Background()
 	inputs := append([]string(nil), jsonInputs...)
@@ -192,10 +193,21 @@ func TestSDKJSON(t *testing.T) {
 		randomJSON(r, &b, 5)
 		inputs = append(inputs, b.String())
 	}
-	for _, s := range inputs[len(inputs)-20:] {
+	random := inputs[len(jsonInputs):]
+	for _, s := range random[len(random)-20:] {
 		for n := range len(s) {
 			inputs = append(inputs, s[:n])
 		}
+	}
+	// Mutants: one byte of a random document replaced by a byte that JSON gives a meaning to.
+	const meaningful = "{}[]:,\"\\u0123456789.eE+-tfn \x00\x1f\x7f\xff"
+	for _, s := range random {
+		if s == "" {
+			continue
+		}
+		b := []byte(s)
+		b[r.IntN(len(b))] = meaningful[r.IntN(len(meaningful))]
+		inputs = append(inputs, string(b))
 	}
 	deep := strings.Repeat("[", 65) + strings.Repeat("]", 65) // one level over the SDKs' bound
 

@@ -411,7 +411,8 @@ bool wv_json_double(wv_json_reader *r, double *v);
  * always suffices. \u escapes of a lone surrogate become U+FFFD, as in Go's encoding/json. */
 uint32_t wv_json_unescape(wv_json_token tok, uint8_t *dst, uint32_t cap);
 
-/* wv_json_eq tells whether the string token's value equals the NUL-terminated s. */
+/* wv_json_eq tells whether the string token's value equals the NUL-terminated s (a token with
+ * escapes is unescaped into a scratch block from malloc; false if there is no memory). */
 bool wv_json_eq(wv_json_token tok, const char *s);
 
 /* wv_json_error_text names an error ("unexpected byte"). */
