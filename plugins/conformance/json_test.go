@@ -281,3 +281,51 @@ func TestSDKJSON(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkSDKJSON measures each SDK's canon (read every token, write it back) of a 16 KiB
+// document of objects, arrays, numbers and strings with and without escapes, in MB/s of input.
+func BenchmarkSDKJSON(b *testing.B) {
+	ctx := context.Background()
+	var doc strings.Builder
+	doc.WriteByte('[')
+	for i := 0; doc.Len() < 16<<10; i++ {
+		if i > 0 {
+			doc.WriteByte(',')
+		}
+		fmt.Fprintf(&doc, `{"id": %d, "name": "user-%d", "score": %d.25, "tags": ["a", "b\n\u00e9"], "ok": true}`, i, i, i)
+	}
+	doc.WriteByte(']')
+	in := []byte(doc.String())
+	eng, err := sandbox.NewEngine(ctx, sandbox.WithCacheDir(cacheDir))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer eng.Close(ctx)
+	for _, fx := range jsonFixtures {
+		b.Run(fx.name, func(b *testing.B) {
+			wasm, err := os.ReadFile(filepath.FromSlash(fx.path))
+			if err != nil {
+				b.Fatal(err)
+			}
+			mod, err := eng.Compile(ctx, wasm, sandbox.Config{Limits: sandbox.Limits{MemoryPages: 64}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer mod.Close(ctx)
+			inst, err := mod.Instantiate(ctx, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer inst.Close(ctx)
+			want, _ := goCanon(in)
+			b.SetBytes(int64(len(in)))
+			b.ResetTimer()
+			for b.Loop() {
+				out, err := inst.Call(ctx, "canon", in)
+				if err != nil || len(out) != len(want) {
+					b.Fatalf("canon: %d bytes, %v; want %d bytes", len(out), err, len(want))
+				}
+			}
+		})
+	}
+}

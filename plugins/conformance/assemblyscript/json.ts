@@ -23,9 +23,9 @@ function canon(input: Uint8Array): Result {
       case JsonToken.EndObject: w.endObject(); break;
       case JsonToken.BeginArray: w.beginArray(); break;
       case JsonToken.EndArray: w.endArray(); break;
-      case JsonToken.Key: w.keyBytes(r.bytes()); break;
-      case JsonToken.String: w.stringBytes(r.bytes()); break;
-      case JsonToken.Number: w.numberText(r.text()); break;
+      case JsonToken.Key: w.copyKey(r); break;
+      case JsonToken.String: w.copyString(r); break;
+      case JsonToken.Number: w.copyNumber(r); break;
       case JsonToken.True: w.bool(true); break;
       case JsonToken.False: w.bool(false); break;
       case JsonToken.Null: w.null(); break;

@@ -73,14 +73,16 @@ const EXPECT_KEY: i32 = 3;
 const EXPECT_COMMA_OR_END: i32 = 4;
 const EXPECT_DONE: i32 = 5;
 
-function hexVal(c: u32): i32 {
+// @ts-ignore: decorator
+@inline function hexVal(c: u32): i32 {
   if (c >= 0x30 && c <= 0x39) return <i32>(c - 0x30);
   if (c >= 0x61 && c <= 0x66) return <i32>(c - 0x61 + 10);
   if (c >= 0x41 && c <= 0x46) return <i32>(c - 0x41 + 10);
   return -1;
 }
 
-function isWS(c: u32): bool {
+// @ts-ignore: decorator
+@inline function isWS(c: u32): bool {
   return c == 0x20 || c == 0x09 || c == 0x0a || c == 0x0d;
 }
 
@@ -114,6 +116,8 @@ export class JsonReader {
     return this.pos;
   }
 
+  // @ts-ignore: decorator
+  @inline
   private at(i: i32): u32 {
     return <u32>load<u8>(this.p + <usize>i);
   }
@@ -126,14 +130,20 @@ export class JsonReader {
     return JsonToken.Error;
   }
 
+  // @ts-ignore: decorator
+  @inline
   private ws(): void {
     while (this.pos < this.n && isWS(this.at(this.pos))) this.pos++;
   }
 
+  // @ts-ignore: decorator
+  @inline
   private inObject(): bool {
     return this.depth > 0 && ((this.objects >> <u64>(this.depth - 1)) & 1) == 1;
   }
 
+  // @ts-ignore: decorator
+  @inline
   private afterValue(): void {
     this.expect = this.depth == 0 ? EXPECT_DONE : EXPECT_COMMA_OR_END;
   }
@@ -196,6 +206,8 @@ export class JsonReader {
     return true;
   }
 
+  // @ts-ignore: decorator
+  @inline
   private digits(): i32 {
     const start = this.pos;
     while (this.pos < this.n) {
@@ -415,8 +427,12 @@ export class JsonReader {
     return <u32>((hexVal(this.at(i)) << 12) | (hexVal(this.at(i + 1)) << 8) | (hexVal(this.at(i + 2)) << 4) | hexVal(this.at(i + 3)));
   }
 
-  // unescapeInto writes the last string's value to dst (room for its text's length) and returns its length.
-  private unescapeInto(dst: usize): i32 {
+  /**
+   * Writes the last string or key token's value without escapes to dst, which
+   * must have room for textEnd - textStart bytes (the value is never longer),
+   * and returns its length.
+   */
+  unescapeInto(dst: usize): i32 {
     let i = this.textStart;
     const end = this.textEnd;
     let o = 0;
@@ -515,6 +531,8 @@ export class JsonWriter {
   private failed: bool = false;
   private done: bool = false;
 
+  // @ts-ignore: decorator
+  @inline
   private put(c: u32): void {
     if (this.len == this.buf.length) this.grow(1);
     store<u8>(this.buf.dataStart + <usize>this.len, <u8>c);
@@ -539,6 +557,8 @@ export class JsonWriter {
     this.buf = b;
   }
 
+  // @ts-ignore: decorator
+  @inline
   private inObject(): bool {
     return this.depth > 0 && ((this.objects >> <u64>(this.depth - 1)) & 1) == 1;
   }
@@ -638,6 +658,49 @@ export class JsonWriter {
     this.raw(v.toString());
   }
 
+  private scratch: Uint8Array = new Uint8Array(0);
+
+  // copyStr writes the reader's last string token, escaped, without allocating
+  // (a token with escapes goes through a scratch buffer kept for the next one).
+  private copyStr(r: JsonReader): void {
+    const n = r.textEnd - r.textStart;
+    if (!r.escaped) {
+      this.escape(r.input.dataStart + <usize>r.textStart, n);
+      return;
+    }
+    if (this.scratch.length < n) this.scratch = new Uint8Array(n);
+    this.escape(this.scratch.dataStart, r.unescapeInto(this.scratch.dataStart));
+  }
+
+  /** The reader's last Key token as a key, without allocating: copying JSON through. */
+  copyKey(r: JsonReader): void {
+    if (this.failed || !this.wantKey) {
+      this.failed = true;
+      return;
+    }
+    if (!this.first) this.put(0x2c);
+    this.first = false;
+    this.copyStr(r);
+    this.put(0x3a);
+    this.wantKey = false;
+  }
+
+  /** The reader's last String token as a string value, without allocating. */
+  copyString(r: JsonReader): void {
+    if (this.pre()) {
+      this.copyStr(r);
+      this.post();
+    }
+  }
+
+  /** The reader's last Number token as written (the reader checked it). */
+  copyNumber(r: JsonReader): void {
+    if (this.pre()) {
+      this.putBytes(r.input.dataStart + <usize>r.textStart, r.textEnd - r.textStart);
+      this.post();
+    }
+  }
+
   /** A number's text, checked against the grammar (a reader's Number token). */
   numberText(t: Uint8Array): void {
     const r = new JsonReader(t);
@@ -666,6 +729,10 @@ export class JsonWriter {
     let i = 0;
     while (i < n) {
       const c = <u32>load<u8>(p + <usize>i);
+      if (c >= 0x20 && c < 0x80 && c != 0x22 && c != 0x5c && c != 0x3c && c != 0x3e && c != 0x26) {
+        i++; // the common case: a byte written as is
+        continue;
+      }
       let esc: string | null = null;
       let k = 1;
       if (c < 0x80) {
