@@ -1054,3 +1054,765 @@ __attribute__((export_name("wasmvisor_deliver"))) int32_t wasmvisor_deliver(uint
 	set_out(NULL, 0);
 	return WV_STATUS_OK;
 }
+
+/* ------------------------------------------------------------------------------------------
+ * JSON
+ * ---------------------------------------------------------------------------------------- */
+
+enum {
+	EXPECT_VALUE,        /* the top-level value, or a value after ':' or ',' */
+	EXPECT_VALUE_OR_END, /* after '[' */
+	EXPECT_KEY_OR_END,   /* after '{' */
+	EXPECT_KEY,          /* after ',' in an object */
+	EXPECT_COMMA_OR_END, /* after a value inside a container */
+	EXPECT_DONE          /* after the top-level value */
+};
+
+void wv_json_reader_init(wv_json_reader *r, wv_bytes input) {
+	memset(r, 0, sizeof *r);
+	r->in = input;
+	r->expect = EXPECT_VALUE;
+}
+
+static wv_json_type json_err(wv_json_reader *r, wv_json_error e, uint32_t at) {
+	if (r->err == WV_JSON_OK) {
+		r->err = e;
+		r->err_offset = at;
+	}
+	return WV_JSON_ERROR;
+}
+
+static void json_ws(wv_json_reader *r) {
+	while (r->pos < r->in.len) {
+		uint8_t c = r->in.ptr[r->pos];
+		if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+			return;
+		}
+		r->pos++;
+	}
+}
+
+static bool json_in_object(const wv_json_reader *r) {
+	return r->depth > 0 && ((r->objects >> (r->depth - 1)) & 1);
+}
+
+static void json_after_value(wv_json_reader *r) {
+	r->expect = r->depth == 0 ? EXPECT_DONE : EXPECT_COMMA_OR_END;
+}
+
+static wv_json_type json_close(wv_json_reader *r) {
+	bool obj = json_in_object(r);
+	r->pos++;
+	r->depth--;
+	json_after_value(r);
+	return obj ? WV_JSON_END_OBJECT : WV_JSON_END_ARRAY;
+}
+
+static int hexval(uint8_t c) {
+	if (c >= '0' && c <= '9') return c - '0';
+	if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+	return -1;
+}
+
+/* json_string reads a string whose opening quote is at r->pos. */
+static bool json_string(wv_json_reader *r, wv_json_token *tok) {
+	const uint8_t *b = r->in.ptr;
+	uint32_t n = r->in.len, start = ++r->pos;
+	bool escaped = false;
+	for (;;) {
+		if (r->pos >= n) {
+			json_err(r, WV_JSON_UNEXPECTED_END, r->pos);
+			return false;
+		}
+		uint8_t c = b[r->pos];
+		if (c == '"') {
+			break;
+		}
+		if (c < 0x20) {
+			json_err(r, WV_JSON_CONTROL_IN_STRING, r->pos);
+			return false;
+		}
+		if (c != '\\') {
+			r->pos++;
+			continue;
+		}
+		escaped = true;
+		if (r->pos + 1 >= n) {
+			json_err(r, WV_JSON_UNEXPECTED_END, n);
+			return false;
+		}
+		switch (b[r->pos + 1]) {
+		case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+			r->pos += 2;
+			break;
+		case 'u':
+			for (uint32_t k = r->pos + 2; k < r->pos + 6; k++) {
+				if (k >= n) {
+					json_err(r, WV_JSON_UNEXPECTED_END, k);
+					return false;
+				}
+				if (hexval(b[k]) < 0) {
+					json_err(r, WV_JSON_BAD_ESCAPE, r->pos);
+					return false;
+				}
+			}
+			r->pos += 6;
+			break;
+		default:
+			json_err(r, WV_JSON_BAD_ESCAPE, r->pos);
+			return false;
+		}
+	}
+	if (tok) {
+		tok->text = wv_bytes_of(b + start, r->pos - start);
+		tok->escaped = escaped;
+	}
+	r->pos++;
+	return true;
+}
+
+static uint32_t json_digits(wv_json_reader *r) {
+	uint32_t start = r->pos;
+	while (r->pos < r->in.len && r->in.ptr[r->pos] >= '0' && r->in.ptr[r->pos] <= '9') {
+		r->pos++;
+	}
+	return r->pos - start;
+}
+
+static bool json_number(wv_json_reader *r, wv_json_token *tok) {
+	const uint8_t *b = r->in.ptr;
+	uint32_t start = r->pos;
+	if (b[r->pos] == '-') {
+		r->pos++;
+	}
+	uint32_t first = r->pos, nd = json_digits(r);
+	if (nd == 0 || (nd > 1 && b[first] == '0')) {
+		goto bad;
+	}
+	if (r->pos < r->in.len && b[r->pos] == '.') {
+		r->pos++;
+		if (json_digits(r) == 0) {
+			goto bad;
+		}
+	}
+	if (r->pos < r->in.len && (b[r->pos] == 'e' || b[r->pos] == 'E')) {
+		r->pos++;
+		if (r->pos < r->in.len && (b[r->pos] == '+' || b[r->pos] == '-')) {
+			r->pos++;
+		}
+		if (json_digits(r) == 0) {
+			goto bad;
+		}
+	}
+	if (tok) {
+		tok->text = wv_bytes_of(b + start, r->pos - start);
+	}
+	return true;
+bad:
+	json_err(r, WV_JSON_BAD_NUMBER, start);
+	return false;
+}
+
+static wv_json_type json_literal(wv_json_reader *r, const char *word, wv_json_type t) {
+	for (; *word; word++) {
+		if (r->pos >= r->in.len) {
+			return json_err(r, WV_JSON_UNEXPECTED_END, r->pos);
+		}
+		if (r->in.ptr[r->pos] != (uint8_t)*word) {
+			return json_err(r, WV_JSON_UNEXPECTED_BYTE, r->pos);
+		}
+		r->pos++;
+	}
+	json_after_value(r);
+	return t;
+}
+
+wv_json_type wv_json_next(wv_json_reader *r, wv_json_token *tok) {
+	wv_json_token scratch;
+	if (!tok) {
+		tok = &scratch;
+	}
+	tok->text = wv_bytes_of(NULL, 0);
+	tok->escaped = false;
+	if (r->err != WV_JSON_OK) {
+		return tok->type = WV_JSON_ERROR;
+	}
+	for (;;) {
+		json_ws(r);
+		if (r->expect == EXPECT_DONE) {
+			return tok->type = r->pos == r->in.len ? WV_JSON_DONE : json_err(r, WV_JSON_TRAILING_DATA, r->pos);
+		}
+		if (r->pos >= r->in.len) {
+			return tok->type = json_err(r, WV_JSON_UNEXPECTED_END, r->pos);
+		}
+		uint8_t c = r->in.ptr[r->pos];
+		switch (r->expect) {
+		case EXPECT_COMMA_OR_END:
+			if (c == (json_in_object(r) ? '}' : ']')) {
+				return tok->type = json_close(r);
+			}
+			if (c != ',') {
+				return tok->type = json_err(r, WV_JSON_UNEXPECTED_BYTE, r->pos);
+			}
+			r->pos++;
+			r->expect = json_in_object(r) ? EXPECT_KEY : EXPECT_VALUE;
+			continue;
+		case EXPECT_KEY_OR_END:
+		case EXPECT_KEY:
+			if (c == '}' && r->expect == EXPECT_KEY_OR_END) {
+				return tok->type = json_close(r);
+			}
+			if (c != '"') {
+				return tok->type = json_err(r, WV_JSON_UNEXPECTED_BYTE, r->pos);
+			}
+			if (!json_string(r, tok)) {
+				return tok->type = WV_JSON_ERROR;
+			}
+			json_ws(r);
+			if (r->pos >= r->in.len) {
+				return tok->type = json_err(r, WV_JSON_UNEXPECTED_END, r->pos);
+			}
+			if (r->in.ptr[r->pos] != ':') {
+				return tok->type = json_err(r, WV_JSON_UNEXPECTED_BYTE, r->pos);
+			}
+			r->pos++;
+			r->expect = EXPECT_VALUE;
+			return tok->type = WV_JSON_KEY;
+		case EXPECT_VALUE_OR_END:
+			if (c == ']') {
+				return tok->type = json_close(r);
+			}
+			break;
+		default:
+			break;
+		}
+		switch (c) {
+		case '{':
+		case '[':
+			if (r->depth == WV_JSON_MAX_DEPTH) {
+				return tok->type = json_err(r, WV_JSON_TOO_DEEP, r->pos);
+			}
+			r->pos++;
+			if (c == '{') {
+				r->objects |= (uint64_t)1 << r->depth;
+			} else {
+				r->objects &= ~((uint64_t)1 << r->depth);
+			}
+			r->depth++;
+			r->expect = c == '{' ? EXPECT_KEY_OR_END : EXPECT_VALUE_OR_END;
+			return tok->type = c == '{' ? WV_JSON_BEGIN_OBJECT : WV_JSON_BEGIN_ARRAY;
+		case '"':
+			if (!json_string(r, tok)) {
+				return tok->type = WV_JSON_ERROR;
+			}
+			json_after_value(r);
+			return tok->type = WV_JSON_STRING;
+		case 't':
+			return tok->type = json_literal(r, "true", WV_JSON_TRUE);
+		case 'f':
+			return tok->type = json_literal(r, "false", WV_JSON_FALSE);
+		case 'n':
+			return tok->type = json_literal(r, "null", WV_JSON_NULL);
+		default:
+			if (c == '-' || (c >= '0' && c <= '9')) {
+				if (!json_number(r, tok)) {
+					return tok->type = WV_JSON_ERROR;
+				}
+				json_after_value(r);
+				return tok->type = WV_JSON_NUMBER;
+			}
+			return tok->type = json_err(r, WV_JSON_UNEXPECTED_BYTE, r->pos);
+		}
+	}
+}
+
+bool wv_json_expect(wv_json_reader *r, wv_json_type type, wv_json_token *tok) {
+	wv_json_token t;
+	uint32_t at = r->pos;
+	wv_json_type got = wv_json_next(r, &t);
+	if (tok) {
+		*tok = t;
+	}
+	if (got == type) {
+		return true;
+	}
+	if (got != WV_JSON_ERROR) {
+		json_err(r, WV_JSON_WRONG_TYPE, at);
+	}
+	return false;
+}
+
+bool wv_json_key(wv_json_reader *r, wv_json_token *key) {
+	uint32_t at = r->pos;
+	wv_json_type t = wv_json_next(r, key);
+	if (t == WV_JSON_KEY) {
+		return true;
+	}
+	if (t != WV_JSON_END_OBJECT && t != WV_JSON_ERROR) {
+		json_err(r, WV_JSON_WRONG_TYPE, at);
+	}
+	return false;
+}
+
+bool wv_json_more(wv_json_reader *r) {
+	if (r->err != WV_JSON_OK) {
+		return false;
+	}
+	json_ws(r);
+	bool arr = r->depth > 0 && !json_in_object(r);
+	if (arr && (r->expect == EXPECT_VALUE_OR_END || r->expect == EXPECT_COMMA_OR_END)) {
+		if (r->pos < r->in.len && r->in.ptr[r->pos] == ']') {
+			json_close(r);
+			return false;
+		}
+		if (r->expect == EXPECT_VALUE_OR_END) {
+			return true;
+		}
+		if (r->pos < r->in.len && r->in.ptr[r->pos] == ',') {
+			r->pos++;
+			r->expect = EXPECT_VALUE;
+			return true;
+		}
+	}
+	json_err(r, r->pos >= r->in.len ? WV_JSON_UNEXPECTED_END : WV_JSON_UNEXPECTED_BYTE, r->pos);
+	return false;
+}
+
+bool wv_json_skip(wv_json_reader *r) {
+	uint32_t base = r->depth;
+	for (;;) {
+		wv_json_type t = wv_json_next(r, NULL);
+		if (t == WV_JSON_ERROR) {
+			return false;
+		}
+		if (t == WV_JSON_DONE) {
+			json_err(r, WV_JSON_UNEXPECTED_END, r->pos);
+			return false;
+		}
+		if (t != WV_JSON_KEY && r->depth == base) {
+			return true;
+		}
+	}
+}
+
+bool wv_json_end(wv_json_reader *r) {
+	wv_json_type t = wv_json_next(r, NULL);
+	if (t == WV_JSON_DONE) {
+		return true;
+	}
+	if (t != WV_JSON_ERROR) {
+		json_err(r, WV_JSON_UNEXPECTED_BYTE, r->pos);
+	}
+	return false;
+}
+
+bool wv_json_int64(wv_json_reader *r, int64_t *v) {
+	wv_json_token t;
+	uint32_t at = r->pos;
+	if (!wv_json_expect(r, WV_JSON_NUMBER, &t)) {
+		return false;
+	}
+	const uint8_t *p = t.text.ptr, *end = p + t.text.len;
+	bool neg = *p == '-';
+	if (neg) {
+		p++;
+	}
+	uint64_t limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, n = 0;
+	for (; p < end; p++) {
+		uint32_t d = (uint32_t)*p - '0';
+		if (d > 9 || n > (limit - d) / 10) {
+			json_err(r, WV_JSON_OUT_OF_RANGE, at);
+			return false;
+		}
+		n = n * 10 + d;
+	}
+	*v = neg ? (int64_t)(0 - n) : (int64_t)n;
+	return true;
+}
+
+bool wv_json_double(wv_json_reader *r, double *v) {
+	wv_json_token t;
+	uint32_t at = r->pos;
+	char buf[257];
+	if (!wv_json_expect(r, WV_JSON_NUMBER, &t)) {
+		return false;
+	}
+	if (t.text.len >= sizeof buf) {
+		json_err(r, WV_JSON_OUT_OF_RANGE, at);
+		return false;
+	}
+	memcpy(buf, t.text.ptr, t.text.len);
+	buf[t.text.len] = 0;
+	double d = strtod(buf, NULL);
+	if (!__builtin_isfinite(d)) {
+		json_err(r, WV_JSON_OUT_OF_RANGE, at);
+		return false;
+	}
+	*v = d;
+	return true;
+}
+
+static uint32_t utf8_put(uint8_t *o, uint32_t cp) {
+	if (cp < 0x80) {
+		o[0] = (uint8_t)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		o[0] = (uint8_t)(0xC0 | cp >> 6);
+		o[1] = (uint8_t)(0x80 | (cp & 0x3F));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		o[0] = (uint8_t)(0xE0 | cp >> 12);
+		o[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
+		o[2] = (uint8_t)(0x80 | (cp & 0x3F));
+		return 3;
+	}
+	o[0] = (uint8_t)(0xF0 | cp >> 18);
+	o[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3F));
+	o[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
+	o[3] = (uint8_t)(0x80 | (cp & 0x3F));
+	return 4;
+}
+
+static uint32_t hex4(const uint8_t *p) {
+	return (uint32_t)(hexval(p[0]) << 12 | hexval(p[1]) << 8 | hexval(p[2]) << 4 | hexval(p[3]));
+}
+
+uint32_t wv_json_unescape(wv_json_token tok, uint8_t *dst, uint32_t cap) {
+	const uint8_t *b = tok.text.ptr;
+	uint32_t n = tok.text.len, i = 0, o = 0;
+	uint8_t tmp[4];
+	while (i < n) {
+		uint32_t k = 1;
+		if (b[i] != '\\') {
+			tmp[0] = b[i++];
+		} else {
+			uint8_t c = b[i + 1]; /* the reader checked every escape */
+			i += 2;
+			switch (c) {
+			case 'n': tmp[0] = '\n'; break;
+			case 't': tmp[0] = '\t'; break;
+			case 'r': tmp[0] = '\r'; break;
+			case 'b': tmp[0] = '\b'; break;
+			case 'f': tmp[0] = '\f'; break;
+			case 'u': {
+				uint32_t cp = hex4(b + i);
+				i += 4;
+				if (cp >= 0xD800 && cp < 0xE000) {
+					uint32_t hi = cp;
+					cp = 0xFFFD;
+					if (hi < 0xDC00 && i + 6 <= n && b[i] == '\\' && b[i + 1] == 'u') {
+						uint32_t lo = hex4(b + i + 2);
+						if (lo >= 0xDC00 && lo < 0xE000) {
+							cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+							i += 6;
+						}
+					}
+				}
+				k = utf8_put(tmp, cp);
+				break;
+			}
+			default: tmp[0] = c; break; /* '"', '\\', '/' */
+			}
+		}
+		for (uint32_t j = 0; j < k; j++, o++) {
+			if (o < cap) {
+				dst[o] = tmp[j];
+			}
+		}
+	}
+	return o;
+}
+
+bool wv_json_eq(wv_json_token tok, const char *s) {
+	uint32_t n = (uint32_t)strlen(s);
+	if (!tok.escaped) {
+		return tok.text.len == n && memcmp(tok.text.ptr, s, n) == 0;
+	}
+	if (n > tok.text.len) { /* an unescaped value is never longer than its text */
+		return false;
+	}
+	/* compare piecewise through a small buffer */
+	uint8_t *buf = malloc(tok.text.len ? tok.text.len : 1);
+	if (!buf) {
+		return false;
+	}
+	bool eq = wv_json_unescape(tok, buf, tok.text.len) == n && memcmp(buf, s, n) == 0;
+	free(buf);
+	return eq;
+}
+
+const char *wv_json_error_text(wv_json_error err) {
+	switch (err) {
+	case WV_JSON_OK: return "no error";
+	case WV_JSON_UNEXPECTED_END: return "unexpected end";
+	case WV_JSON_UNEXPECTED_BYTE: return "unexpected byte";
+	case WV_JSON_BAD_ESCAPE: return "bad escape";
+	case WV_JSON_CONTROL_IN_STRING: return "control character in string";
+	case WV_JSON_BAD_NUMBER: return "bad number";
+	case WV_JSON_TOO_DEEP: return "too deep";
+	case WV_JSON_TRAILING_DATA: return "trailing data";
+	case WV_JSON_WRONG_TYPE: return "wrong type";
+	case WV_JSON_OUT_OF_RANGE: return "out of range";
+	case WV_JSON_BAD_WRITE: return "bad write";
+	}
+	return "unknown error";
+}
+
+wv_status wv_json_fail(const wv_json_reader *r) {
+	char msg[80];
+	int n = snprintf(msg, sizeof msg, "json: %s at offset %u", wv_json_error_text(r->err), (unsigned)r->err_offset);
+	return wv_fail(WV_STATUS_INVALID_INPUT, msg, (uint32_t)n);
+}
+
+/* The writer. */
+
+void wv_json_writer_init(wv_json_writer *w) {
+	memset(w, 0, sizeof *w);
+}
+
+static void jw_put(wv_json_writer *w, const void *p, uint32_t n) {
+	if (w->failed) {
+		return;
+	}
+	if (w->cap - w->len < n) {
+		uint64_t want = (uint64_t)w->len + n, cap = w->cap ? w->cap : 64;
+		while (cap < want) {
+			cap *= 2;
+		}
+		uint8_t *b = cap > UINT32_MAX ? NULL : realloc(w->buf, (size_t)cap);
+		if (!b) {
+			w->failed = true;
+			return;
+		}
+		w->buf = b;
+		w->cap = (uint32_t)cap;
+	}
+	memcpy(w->buf + w->len, p, n);
+	w->len += n;
+}
+
+static bool jw_in_object(const wv_json_writer *w) {
+	return w->depth > 0 && ((w->objects >> (w->depth - 1)) & 1);
+}
+
+static bool jw_pre(wv_json_writer *w) {
+	if (w->failed || w->done || w->want_key) {
+		w->failed = true;
+		return false;
+	}
+	if (w->depth > 0 && !jw_in_object(w) && !w->first) {
+		jw_put(w, ",", 1);
+	}
+	w->first = false;
+	return true;
+}
+
+static void jw_post(wv_json_writer *w) {
+	if (w->depth == 0) {
+		w->done = true;
+	} else if (jw_in_object(w)) {
+		w->want_key = true;
+	}
+}
+
+static void jw_open(wv_json_writer *w, bool object) {
+	if (!jw_pre(w)) {
+		return;
+	}
+	if (w->depth == WV_JSON_MAX_DEPTH) {
+		w->failed = true;
+		return;
+	}
+	if (object) {
+		w->objects |= (uint64_t)1 << w->depth;
+	} else {
+		w->objects &= ~((uint64_t)1 << w->depth);
+	}
+	w->depth++;
+	jw_put(w, object ? "{" : "[", 1);
+	w->first = true;
+	w->want_key = object;
+}
+
+static void jw_close(wv_json_writer *w, bool object) {
+	if (w->failed || w->depth == 0 || jw_in_object(w) != object || (object && !w->want_key)) {
+		w->failed = true;
+		return;
+	}
+	w->depth--;
+	jw_put(w, object ? "}" : "]", 1);
+	w->first = false;
+	w->want_key = false;
+	jw_post(w);
+}
+
+void wv_json_begin_object(wv_json_writer *w) { jw_open(w, true); }
+void wv_json_end_object(wv_json_writer *w) { jw_close(w, true); }
+void wv_json_begin_array(wv_json_writer *w) { jw_open(w, false); }
+void wv_json_end_array(wv_json_writer *w) { jw_close(w, false); }
+
+/* utf8_len returns the length of the valid UTF-8 sequence at the start of s (n > 0 bytes), or 0. */
+static uint32_t utf8_len(const uint8_t *s, uint32_t n) {
+	uint8_t c = s[0];
+	uint32_t k;
+	uint8_t lo = 0x80, hi = 0xBF;
+	if (c >= 0xC2 && c <= 0xDF) {
+		k = 2;
+	} else if (c >= 0xE0 && c <= 0xEF) {
+		k = 3;
+		if (c == 0xE0) lo = 0xA0;
+		if (c == 0xED) hi = 0x9F;
+	} else if (c >= 0xF0 && c <= 0xF4) {
+		k = 4;
+		if (c == 0xF0) lo = 0x90;
+		if (c == 0xF4) hi = 0x8F;
+	} else {
+		return 0;
+	}
+	if (n < k || s[1] < lo || s[1] > hi) {
+		return 0;
+	}
+	for (uint32_t i = 2; i < k; i++) {
+		if (s[i] < 0x80 || s[i] > 0xBF) {
+			return 0;
+		}
+	}
+	return k;
+}
+
+static void jw_escape(wv_json_writer *w, wv_bytes s) {
+	static const char hex[] = "0123456789abcdef";
+	jw_put(w, "\"", 1);
+	uint32_t i = 0, run = 0; /* run: the start of the bytes not yet written */
+	while (i < s.len) {
+		uint8_t c = s.ptr[i];
+		const char *esc = NULL;
+		char u[6];
+		uint32_t k = 1;
+		if (c < 0x80) {
+			switch (c) {
+			case '"': esc = "\\\""; break;
+			case '\\': esc = "\\\\"; break;
+			case '\n': esc = "\\n"; break;
+			case '\r': esc = "\\r"; break;
+			case '\t': esc = "\\t"; break;
+			case '\b': esc = "\\b"; break;
+			case '\f': esc = "\\f"; break;
+			default:
+				if (c < 0x20 || c == '<' || c == '>' || c == '&') {
+					memcpy(u, "\\u00", 4);
+					u[4] = hex[c >> 4];
+					u[5] = hex[c & 15];
+					esc = u;
+				}
+			}
+		} else if ((k = utf8_len(s.ptr + i, s.len - i)) == 0) {
+			esc = "\\ufffd";
+			k = 1;
+		} else if (k == 3 && c == 0xE2 && s.ptr[i + 1] == 0x80 && (s.ptr[i + 2] == 0xA8 || s.ptr[i + 2] == 0xA9)) {
+			esc = s.ptr[i + 2] == 0xA8 ? "\\u2028" : "\\u2029";
+		}
+		if (esc) {
+			jw_put(w, s.ptr + run, i - run);
+			jw_put(w, esc, esc == u ? 6 : (uint32_t)strlen(esc));
+			run = i + k;
+		}
+		i += k;
+	}
+	jw_put(w, s.ptr + run, s.len - run);
+	jw_put(w, "\"", 1);
+}
+
+void wv_json_write_key(wv_json_writer *w, wv_bytes key) {
+	if (w->failed || !w->want_key) {
+		w->failed = true;
+		return;
+	}
+	if (!w->first) {
+		jw_put(w, ",", 1);
+	}
+	w->first = false;
+	jw_escape(w, key);
+	jw_put(w, ":", 1);
+	w->want_key = false;
+}
+
+static void jw_raw(wv_json_writer *w, const void *p, uint32_t n) {
+	if (jw_pre(w)) {
+		jw_put(w, p, n);
+		jw_post(w);
+	}
+}
+
+void wv_json_write_string(wv_json_writer *w, wv_bytes s) {
+	if (jw_pre(w)) {
+		jw_escape(w, s);
+		jw_post(w);
+	}
+}
+
+void wv_json_write_int64(wv_json_writer *w, int64_t v) {
+	char b[24];
+	int n = snprintf(b, sizeof b, "%lld", (long long)v);
+	jw_raw(w, b, (uint32_t)n);
+}
+
+void wv_json_write_uint64(wv_json_writer *w, uint64_t v) {
+	char b[24];
+	int n = snprintf(b, sizeof b, "%llu", (unsigned long long)v);
+	jw_raw(w, b, (uint32_t)n);
+}
+
+void wv_json_write_double(wv_json_writer *w, double v) {
+	if (!__builtin_isfinite(v)) {
+		w->failed = true;
+		return;
+	}
+	char b[32];
+	int n = 0;
+	for (int prec = 15; prec <= 17; prec++) {
+		n = snprintf(b, sizeof b, "%.*g", prec, v);
+		if (strtod(b, NULL) == v) {
+			break;
+		}
+	}
+	jw_raw(w, b, (uint32_t)n);
+}
+
+void wv_json_write_number_text(wv_json_writer *w, wv_bytes text) {
+	wv_json_reader r;
+	wv_json_reader_init(&r, text);
+	if (wv_json_next(&r, NULL) != WV_JSON_NUMBER || !wv_json_end(&r)) {
+		w->failed = true;
+		return;
+	}
+	jw_raw(w, text.ptr, text.len);
+}
+
+void wv_json_write_bool(wv_json_writer *w, bool v) {
+	jw_raw(w, v ? "true" : "false", v ? 4 : 5);
+}
+
+void wv_json_write_null(wv_json_writer *w) {
+	jw_raw(w, "null", 4);
+}
+
+bool wv_json_writer_finish(wv_json_writer *w, wv_bytes *out) {
+	if (w->failed || !w->done) {
+		return false;
+	}
+	*out = wv_bytes_of(w->buf, w->len);
+	return true;
+}
+
+void wv_json_writer_free(wv_json_writer *w) {
+	free(w->buf);
+	wv_json_writer_init(w);
+}
+
+bool wv_config_get_json(wv_config config, const char *key, wv_bytes *value) {
+	return wv_config_get(config, key, value);
+}

@@ -321,6 +321,147 @@ __attribute__((noreturn)) void wv_abort(const char *msg);
 __attribute__((noreturn)) void wv_abort_bytes(wv_bytes msg);
 
 /* ------------------------------------------------------------------------------------------
+ * JSON (RFC 8259). A pull reader over a byte string that allocates nothing (tokens point into
+ * the input), and a writer that builds compact JSON in a malloc'd buffer. See README.md, JSON.
+ * ---------------------------------------------------------------------------------------- */
+
+/* The deepest nesting of arrays and objects the reader and the writer accept. */
+#define WV_JSON_MAX_DEPTH 64
+
+typedef enum wv_json_type {
+	WV_JSON_ERROR = 0,   /* malformed input (or a type asked for and not found): see err */
+	WV_JSON_DONE,        /* after the top-level value, only whitespace follows */
+	WV_JSON_BEGIN_OBJECT,
+	WV_JSON_END_OBJECT,
+	WV_JSON_BEGIN_ARRAY,
+	WV_JSON_END_ARRAY,
+	WV_JSON_KEY,         /* an object's key; the ':' after it is consumed */
+	WV_JSON_STRING,
+	WV_JSON_NUMBER,      /* text: the number as written, checked against the grammar */
+	WV_JSON_TRUE,
+	WV_JSON_FALSE,
+	WV_JSON_NULL
+} wv_json_type;
+
+typedef enum wv_json_error {
+	WV_JSON_OK = 0,
+	WV_JSON_UNEXPECTED_END,    /* the input ended inside a value */
+	WV_JSON_UNEXPECTED_BYTE,   /* a byte that cannot come here */
+	WV_JSON_BAD_ESCAPE,        /* \x, \u12g4 */
+	WV_JSON_CONTROL_IN_STRING, /* a byte below 0x20 inside a string */
+	WV_JSON_BAD_NUMBER,        /* 01, 1., -, 1e */
+	WV_JSON_TOO_DEEP,          /* deeper than WV_JSON_MAX_DEPTH */
+	WV_JSON_TRAILING_DATA,     /* bytes after the top-level value */
+	WV_JSON_WRONG_TYPE,        /* wv_json_expect found another token */
+	WV_JSON_OUT_OF_RANGE,      /* wv_json_int64 / wv_json_double: not representable */
+	WV_JSON_BAD_WRITE          /* a writer used out of order, a non-finite double, no memory */
+} wv_json_error;
+
+/* A token. For KEY and STRING, text is the bytes between the quotes with escapes still in
+ * (escaped tells whether there are any); for NUMBER the number's text; else empty. */
+typedef struct wv_json_token {
+	wv_json_type type;
+	wv_bytes text;
+	bool escaped;
+} wv_json_token;
+
+/* A reader. Initialise it with wv_json_reader_init; the fields are private but for err and
+ * err_offset, set when a call returns WV_JSON_ERROR (after which every call does). */
+typedef struct wv_json_reader {
+	wv_bytes in;
+	uint32_t pos;
+	uint32_t depth;
+	uint64_t objects; /* bit d: the container at depth d+1 is an object */
+	uint8_t expect;
+	wv_json_error err;
+	uint32_t err_offset;
+} wv_json_reader;
+
+void wv_json_reader_init(wv_json_reader *r, wv_bytes input);
+
+/* wv_json_next reads the next token into *tok (tok may be NULL) and returns its type. */
+wv_json_type wv_json_next(wv_json_reader *r, wv_json_token *tok);
+
+/* wv_json_expect reads the next token and checks its type: false (err WV_JSON_WRONG_TYPE, or
+ * the reader's own error) if it is another. Use it for '{', '[' and literals. */
+bool wv_json_expect(wv_json_reader *r, wv_json_type type, wv_json_token *tok);
+
+/* wv_json_key, inside an object: true with the next key in *key, false after consuming the
+ * closing '}' or on error (check r->err). */
+bool wv_json_key(wv_json_reader *r, wv_json_token *key);
+
+/* wv_json_more, inside an array: true if another element follows, false after consuming the
+ * closing ']' or on error (check r->err). */
+bool wv_json_more(wv_json_reader *r);
+
+/* wv_json_skip skips the next value, a whole array or object with its contents. */
+bool wv_json_skip(wv_json_reader *r);
+
+/* wv_json_end checks that only whitespace follows the top-level value. */
+bool wv_json_end(wv_json_reader *r);
+
+/* wv_json_int64 reads the next value as an integer (no fraction or exponent, in range). */
+bool wv_json_int64(wv_json_reader *r, int64_t *v);
+
+/* wv_json_double reads the next value as the nearest finite double (at most 256 bytes of text). */
+bool wv_json_double(wv_json_reader *r, double *v);
+
+/* wv_json_unescape writes the string token's value without escapes to dst (at most cap
+ * bytes) and returns its length, which is never more than tok.text.len: a buffer of that size
+ * always suffices. \u escapes of a lone surrogate become U+FFFD, as in Go's encoding/json. */
+uint32_t wv_json_unescape(wv_json_token tok, uint8_t *dst, uint32_t cap);
+
+/* wv_json_eq tells whether the string token's value equals the NUL-terminated s (a token with
+ * escapes is unescaped into a scratch block from malloc; false if there is no memory). */
+bool wv_json_eq(wv_json_token tok, const char *s);
+
+/* wv_json_error_text names an error ("unexpected byte"). */
+const char *wv_json_error_text(wv_json_error err);
+
+/* wv_json_fail sets the handler's error to "json: <error> at offset <n>" and returns
+ * WV_STATUS_INVALID_INPUT: `if (!wv_json_key(&r, &k) && r.err) return wv_json_fail(&r);` */
+wv_status wv_json_fail(const wv_json_reader *r);
+
+/* A writer: zero it (or wv_json_writer_init) and call the functions below; misuse (a value
+ * where a key must come, an unclosed array, NaN, no memory) makes wv_json_writer_finish fail.
+ * Strings are escaped as Go's encoding/json escapes them (<, >, &, U+2028, U+2029 too;
+ * invalid UTF-8 becomes \ufffd). */
+typedef struct wv_json_writer {
+	uint8_t *buf; /* malloc'd */
+	uint32_t len, cap;
+	uint32_t depth;
+	uint64_t objects;
+	bool first, want_key, failed, done;
+} wv_json_writer;
+
+void wv_json_writer_init(wv_json_writer *w);
+void wv_json_begin_object(wv_json_writer *w);
+void wv_json_end_object(wv_json_writer *w);
+void wv_json_begin_array(wv_json_writer *w);
+void wv_json_end_array(wv_json_writer *w);
+void wv_json_write_key(wv_json_writer *w, wv_bytes key);
+void wv_json_write_string(wv_json_writer *w, wv_bytes s);
+void wv_json_write_int64(wv_json_writer *w, int64_t v);
+void wv_json_write_uint64(wv_json_writer *w, uint64_t v);
+/* the shortest of %.15g, %.16g, %.17g that reads back as v */
+void wv_json_write_double(wv_json_writer *w, double v);
+/* a number's text, checked against the grammar (a reader's NUMBER token) */
+void wv_json_write_number_text(wv_json_writer *w, wv_bytes text);
+void wv_json_write_bool(wv_json_writer *w, bool v);
+void wv_json_write_null(wv_json_writer *w);
+
+/* wv_json_writer_finish sets *out to the JSON text (in w's buffer, valid until
+ * wv_json_writer_free) and returns true, or false when the writer was misused or the value
+ * is incomplete. */
+bool wv_json_writer_finish(wv_json_writer *w, wv_bytes *out);
+void wv_json_writer_free(wv_json_writer *w);
+
+/* wv_config_get_json is wv_config_get for a value to read as JSON: a structured value of the
+ * server config (a map, list, number or bool) arrives as its JSON text, a plain string as
+ * itself. The text is not checked here: read it with wv_json_reader_init(&r, value). */
+bool wv_config_get_json(wv_config config, const char *key, wv_bytes *value);
+
+/* ------------------------------------------------------------------------------------------
  * The plugin's entry point
  * ---------------------------------------------------------------------------------------- */
 

@@ -1299,3 +1299,912 @@ mod host {
         })
     }
 }
+
+impl Config {
+    /// The value of `key` as JSON text, for the reader of module `json`: a structured value of
+    /// the server config (a map, list, number or bool; CONFIG.md) arrives as its JSON text, a
+    /// plain string as itself. `None` when the key is absent. The text is not checked here:
+    /// parse it with `json::Reader::new(v)`, which reports malformed text as an error.
+    pub fn get_json(&self, key: impl AsRef<[u8]>) -> Option<&[u8]> {
+        self.get_bytes(key)
+    }
+}
+
+/// A JSON reader and writer with the standard library only (RFC 8259).
+///
+/// `Reader` is a pull parser over a byte slice: `next` returns one `Token` at a time, without
+/// allocating; strings are slices of the input, unescaped only when asked (`Str::unescape`).
+/// Nesting is bounded by `MAX_DEPTH`; malformed input is an `Error` with its byte offset,
+/// never a panic. `Writer` builds compact JSON; strings are escaped as Go's encoding/json
+/// escapes them (`<`, `>`, `&`, U+2028 and U+2029 too; invalid UTF-8 becomes U+FFFD).
+///
+/// ```ignore
+/// let mut r = json::Reader::new(br#"{"limit": 5, "tags": ["a"]}"#);
+/// let mut limit = 0;
+/// r.begin_object()?;
+/// while let Some(key) = r.key()? {
+///     if key.eq_str("limit") { limit = r.i64()?; } else { r.skip()?; }
+/// }
+/// let mut w = json::Writer::new();
+/// w.begin_object(); w.key("limit"); w.i64(limit); w.end_object();
+/// let out: Vec<u8> = w.finish()?; // {"limit":5}
+/// ```
+pub mod json {
+    use std::fmt;
+
+    /// The deepest nesting of arrays and objects a `Reader` or `Writer` accepts.
+    pub const MAX_DEPTH: usize = 64;
+
+    /// What went wrong.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum ErrorKind {
+        /// The input ended inside a value.
+        UnexpectedEnd,
+        /// A byte that cannot come here.
+        UnexpectedByte,
+        /// A bad escape in a string (`\x`, `\u12`).
+        BadEscape,
+        /// A control character (below 0x20) inside a string.
+        ControlInString,
+        /// A malformed number (`01`, `1.`, `-`, `1e`).
+        BadNumber,
+        /// Nesting deeper than `MAX_DEPTH`.
+        TooDeep,
+        /// Bytes after the top-level value.
+        TrailingData,
+        /// A value of another type than the one asked for (`Reader::i64` on a string).
+        WrongType,
+        /// A number out of the asked type's range.
+        OutOfRange,
+        /// A `Writer` used out of order (a value where a key must come, an unclosed object),
+        /// or a non-finite float.
+        BadWrite,
+    }
+
+    /// A JSON error: its kind and the byte offset in the input where it was found (0 for a
+    /// `Writer`'s).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Error {
+        pub kind: ErrorKind,
+        pub offset: usize,
+    }
+
+    impl fmt::Display for Error {
+        fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            let what = match self.kind {
+                ErrorKind::UnexpectedEnd => "unexpected end",
+                ErrorKind::UnexpectedByte => "unexpected byte",
+                ErrorKind::BadEscape => "bad escape",
+                ErrorKind::ControlInString => "control character in string",
+                ErrorKind::BadNumber => "bad number",
+                ErrorKind::TooDeep => "too deep",
+                ErrorKind::TrailingData => "trailing data",
+                ErrorKind::WrongType => "wrong type",
+                ErrorKind::OutOfRange => "out of range",
+                ErrorKind::BadWrite => "bad write",
+            };
+            write!(f, "json: {} at offset {}", what, self.offset)
+        }
+    }
+
+    impl From<Error> for super::Error {
+        /// An invalid-input error whose message is the JSON error's text.
+        fn from(e: Error) -> super::Error {
+            super::Error::invalid_input(e.to_string())
+        }
+    }
+
+    /// A string token: the bytes between the quotes, escapes still in.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Str<'a> {
+        raw: &'a [u8],
+        escaped: bool,
+    }
+
+    impl<'a> Str<'a> {
+        /// The bytes between the quotes, as they are in the input.
+        pub fn raw(&self) -> &'a [u8] {
+            self.raw
+        }
+
+        /// The string without escapes, borrowed when it has none. A `\u` escape of a lone
+        /// surrogate becomes U+FFFD, as in Go's encoding/json.
+        pub fn unescape(&self) -> std::borrow::Cow<'a, [u8]> {
+            if !self.escaped {
+                return std::borrow::Cow::Borrowed(self.raw);
+            }
+            let mut out = Vec::with_capacity(self.raw.len());
+            self.unescape_into(&mut out);
+            std::borrow::Cow::Owned(out)
+        }
+
+        /// Appends the string without escapes to `out`.
+        pub fn unescape_into(&self, out: &mut Vec<u8>) {
+            let b = self.raw;
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] != b'\\' {
+                    out.push(b[i]);
+                    i += 1;
+                    continue;
+                }
+                // The reader checked every escape: the bytes are there and well-formed.
+                let c = b[i + 1];
+                i += 2;
+                let ch = match c {
+                    b'n' => '\n',
+                    b't' => '\t',
+                    b'r' => '\r',
+                    b'b' => '\u{8}',
+                    b'f' => '\u{c}',
+                    b'u' => {
+                        let hi = hex4(&b[i..i + 4]).unwrap_or(0xFFFD);
+                        i += 4;
+                        let mut cp = hi;
+                        if (0xD800..0xDC00).contains(&hi) {
+                            cp = 0xFFFD;
+                            if i + 6 <= b.len() && b[i] == b'\\' && b[i + 1] == b'u' {
+                                if let Some(lo) = hex4(&b[i + 2..i + 6]) {
+                                    if (0xDC00..0xE000).contains(&lo) {
+                                        cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                                        i += 6;
+                                    }
+                                }
+                            }
+                        }
+                        char::from_u32(cp).unwrap_or('\u{FFFD}')
+                    }
+                    other => other as char, // '"', '\\', '/'
+                };
+                let mut tmp = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
+            }
+        }
+
+        /// Whether the unescaped string equals `s`, without allocating when it has no escapes.
+        pub fn eq_str(&self, s: &str) -> bool {
+            if !self.escaped {
+                return self.raw == s.as_bytes();
+            }
+            *self.unescape() == *s.as_bytes()
+        }
+    }
+
+    fn hex4(b: &[u8]) -> Option<u32> {
+        let mut v = 0u32;
+        for &c in b.iter().take(4) {
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => return None,
+            };
+            v = v << 4 | d as u32;
+        }
+        if b.len() < 4 {
+            return None;
+        }
+        Some(v)
+    }
+
+    /// One token of the input.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Token<'a> {
+        BeginObject,
+        EndObject,
+        BeginArray,
+        EndArray,
+        /// An object's key (the `:` after it is consumed).
+        Key(Str<'a>),
+        String(Str<'a>),
+        /// A number's text, checked against the JSON grammar.
+        Number(&'a [u8]),
+        Bool(bool),
+        Null,
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Expect {
+        Value,      // the top-level value, or a value after ':' or ','
+        ValueOrEnd, // after '['
+        KeyOrEnd,   // after '{'
+        Key,        // after ',' in an object
+        CommaOrEnd, // after a value inside a container
+        Done,       // after the top-level value
+    }
+
+    /// A pull parser over one JSON text. It allocates nothing; the tokens borrow the input.
+    pub struct Reader<'a> {
+        b: &'a [u8],
+        pos: usize,
+        depth: usize,
+        objects: u64, // bit d set: the container at depth d+1 is an object
+        expect: Expect,
+    }
+
+    impl<'a> Reader<'a> {
+        pub fn new(input: &'a [u8]) -> Reader<'a> {
+            Reader { b: input, pos: 0, depth: 0, objects: 0, expect: Expect::Value }
+        }
+
+        /// The byte offset of the next token.
+        pub fn offset(&self) -> usize {
+            self.pos
+        }
+
+        /// The nesting depth: 0 at the top level, 1 inside one array or object, …
+        pub fn depth(&self) -> usize {
+            self.depth
+        }
+
+        fn err(&self, kind: ErrorKind) -> Error {
+            Error { kind, offset: self.pos }
+        }
+
+        fn ws(&mut self) {
+            while self.pos < self.b.len() && matches!(self.b[self.pos], b' ' | b'\t' | b'\n' | b'\r') {
+                self.pos += 1;
+            }
+        }
+
+        fn in_object(&self) -> bool {
+            self.depth > 0 && self.objects >> (self.depth - 1) & 1 == 1
+        }
+
+        /// The next token; `Ok(None)` after the top-level value when only whitespace follows.
+        pub fn next(&mut self) -> Result<Option<Token<'a>>, Error> {
+            self.ws();
+            if self.expect == Expect::Done {
+                return if self.pos == self.b.len() { Ok(None) } else { Err(self.err(ErrorKind::TrailingData)) };
+            }
+            let c = match self.b.get(self.pos) {
+                Some(&c) => c,
+                None => return Err(self.err(ErrorKind::UnexpectedEnd)),
+            };
+            match self.expect {
+                Expect::CommaOrEnd => {
+                    let close = if self.in_object() { b'}' } else { b']' };
+                    if c == close {
+                        return Ok(Some(self.close()));
+                    }
+                    if c != b',' {
+                        return Err(self.err(ErrorKind::UnexpectedByte));
+                    }
+                    self.pos += 1;
+                    self.expect = if self.in_object() { Expect::Key } else { Expect::Value };
+                    self.next()
+                }
+                Expect::KeyOrEnd | Expect::Key => {
+                    if c == b'}' && self.expect == Expect::KeyOrEnd {
+                        return Ok(Some(self.close()));
+                    }
+                    if c != b'"' {
+                        return Err(self.err(ErrorKind::UnexpectedByte));
+                    }
+                    let s = self.string()?;
+                    self.ws();
+                    if self.pos == self.b.len() {
+                        return Err(self.err(ErrorKind::UnexpectedEnd));
+                    }
+                    if self.b[self.pos] != b':' {
+                        return Err(self.err(ErrorKind::UnexpectedByte));
+                    }
+                    self.pos += 1;
+                    self.expect = Expect::Value;
+                    Ok(Some(Token::Key(s)))
+                }
+                Expect::ValueOrEnd if c == b']' => Ok(Some(self.close())),
+                _ => self.value(c).map(Some),
+            }
+        }
+
+        fn close(&mut self) -> Token<'a> {
+            let obj = self.in_object();
+            self.pos += 1;
+            self.depth -= 1;
+            self.after_value();
+            if obj {
+                Token::EndObject
+            } else {
+                Token::EndArray
+            }
+        }
+
+        fn after_value(&mut self) {
+            self.expect = if self.depth == 0 { Expect::Done } else { Expect::CommaOrEnd };
+        }
+
+        fn open(&mut self, object: bool) -> Result<Token<'a>, Error> {
+            if self.depth == MAX_DEPTH {
+                return Err(self.err(ErrorKind::TooDeep));
+            }
+            self.pos += 1;
+            if object {
+                self.objects |= 1 << self.depth;
+            } else {
+                self.objects &= !(1 << self.depth);
+            }
+            self.depth += 1;
+            self.expect = if object { Expect::KeyOrEnd } else { Expect::ValueOrEnd };
+            Ok(if object { Token::BeginObject } else { Token::BeginArray })
+        }
+
+        fn value(&mut self, c: u8) -> Result<Token<'a>, Error> {
+            let t = match c {
+                b'{' => return self.open(true),
+                b'[' => return self.open(false),
+                b'"' => Token::String(self.string()?),
+                b't' => self.literal(b"true", Token::Bool(true))?,
+                b'f' => self.literal(b"false", Token::Bool(false))?,
+                b'n' => self.literal(b"null", Token::Null)?,
+                b'-' | b'0'..=b'9' => Token::Number(self.number()?),
+                _ => return Err(self.err(ErrorKind::UnexpectedByte)),
+            };
+            self.after_value();
+            Ok(t)
+        }
+
+        fn literal(&mut self, word: &[u8], t: Token<'a>) -> Result<Token<'a>, Error> {
+            for &w in word {
+                match self.b.get(self.pos) {
+                    None => return Err(self.err(ErrorKind::UnexpectedEnd)),
+                    Some(&c) if c != w => return Err(self.err(ErrorKind::UnexpectedByte)),
+                    _ => self.pos += 1,
+                }
+            }
+            Ok(t)
+        }
+
+        fn digits(&mut self) -> usize {
+            let start = self.pos;
+            while self.pos < self.b.len() && self.b[self.pos].is_ascii_digit() {
+                self.pos += 1;
+            }
+            self.pos - start
+        }
+
+        fn number(&mut self) -> Result<&'a [u8], Error> {
+            let start = self.pos;
+            if self.b[self.pos] == b'-' {
+                self.pos += 1;
+            }
+            let first = self.pos;
+            let n = self.digits();
+            if n == 0 || (n > 1 && self.b[first] == b'0') {
+                return Err(Error { kind: ErrorKind::BadNumber, offset: start });
+            }
+            if self.b.get(self.pos) == Some(&b'.') {
+                self.pos += 1;
+                if self.digits() == 0 {
+                    return Err(Error { kind: ErrorKind::BadNumber, offset: start });
+                }
+            }
+            if matches!(self.b.get(self.pos), Some(b'e') | Some(b'E')) {
+                self.pos += 1;
+                if matches!(self.b.get(self.pos), Some(b'+') | Some(b'-')) {
+                    self.pos += 1;
+                }
+                if self.digits() == 0 {
+                    return Err(Error { kind: ErrorKind::BadNumber, offset: start });
+                }
+            }
+            Ok(&self.b[start..self.pos])
+        }
+
+        fn string(&mut self) -> Result<Str<'a>, Error> {
+            self.pos += 1; // the opening quote
+            let start = self.pos;
+            let mut escaped = false;
+            loop {
+                let c = match self.b.get(self.pos) {
+                    Some(&c) => c,
+                    None => return Err(self.err(ErrorKind::UnexpectedEnd)),
+                };
+                match c {
+                    b'"' => break,
+                    b'\\' => {
+                        escaped = true;
+                        let e = match self.b.get(self.pos + 1) {
+                            Some(&e) => e,
+                            None => return Err(Error { kind: ErrorKind::UnexpectedEnd, offset: self.b.len() }),
+                        };
+                        match e {
+                            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.pos += 2,
+                            b'u' => {
+                                for k in self.pos + 2..self.pos + 6 {
+                                    match self.b.get(k) {
+                                        None => return Err(Error { kind: ErrorKind::UnexpectedEnd, offset: k }),
+                                        Some(h) if !h.is_ascii_hexdigit() => return Err(self.err(ErrorKind::BadEscape)),
+                                        _ => {}
+                                    }
+                                }
+                                self.pos += 6;
+                            }
+                            _ => return Err(self.err(ErrorKind::BadEscape)),
+                        }
+                    }
+                    0..=0x1f => return Err(self.err(ErrorKind::ControlInString)),
+                    _ => self.pos += 1,
+                }
+            }
+            let raw = &self.b[start..self.pos];
+            self.pos += 1; // the closing quote
+            Ok(Str { raw, escaped })
+        }
+
+        /// Skips the value that comes next (a whole array or object with its contents).
+        pub fn skip(&mut self) -> Result<(), Error> {
+            let base = self.depth;
+            loop {
+                match self.next()? {
+                    None => return Err(self.err(ErrorKind::UnexpectedEnd)),
+                    Some(Token::Key(_)) => {}
+                    Some(_) if self.depth == base => return Ok(()),
+                    Some(_) => {}
+                }
+            }
+        }
+
+        fn want(&mut self, want: Token<'static>) -> Result<(), Error> {
+            let at = self.pos;
+            match self.next()? {
+                Some(t) if t == want => Ok(()),
+                _ => Err(Error { kind: ErrorKind::WrongType, offset: at }),
+            }
+        }
+
+        /// Consumes `{`.
+        pub fn begin_object(&mut self) -> Result<(), Error> {
+            self.want(Token::BeginObject)
+        }
+
+        /// Consumes `[`.
+        pub fn begin_array(&mut self) -> Result<(), Error> {
+            self.want(Token::BeginArray)
+        }
+
+        /// Inside an object: the next key, or `None` after consuming the closing `}`.
+        pub fn key(&mut self) -> Result<Option<Str<'a>>, Error> {
+            let at = self.pos;
+            match self.next()? {
+                Some(Token::Key(k)) => Ok(Some(k)),
+                Some(Token::EndObject) => Ok(None),
+                _ => Err(Error { kind: ErrorKind::WrongType, offset: at }),
+            }
+        }
+
+        /// Inside an array: whether another element follows; `false` after consuming `]`.
+        pub fn more(&mut self) -> Result<bool, Error> {
+            self.ws();
+            if self.expect == Expect::CommaOrEnd && !self.in_object() && self.b.get(self.pos) == Some(&b',') {
+                self.pos += 1;
+                self.expect = Expect::Value;
+                return Ok(true);
+            }
+            if matches!(self.expect, Expect::ValueOrEnd | Expect::CommaOrEnd) && !self.in_object() {
+                if self.b.get(self.pos) == Some(&b']') {
+                    self.close();
+                    return Ok(false);
+                }
+                if self.expect == Expect::ValueOrEnd {
+                    return Ok(true);
+                }
+            }
+            match self.b.get(self.pos) {
+                None => Err(self.err(ErrorKind::UnexpectedEnd)),
+                Some(_) => Err(self.err(ErrorKind::UnexpectedByte)),
+            }
+        }
+
+        /// The next value as a string (unescaped).
+        pub fn str(&mut self) -> Result<Str<'a>, Error> {
+            let at = self.pos;
+            match self.next()? {
+                Some(Token::String(s)) => Ok(s),
+                _ => Err(Error { kind: ErrorKind::WrongType, offset: at }),
+            }
+        }
+
+        /// The next value as a number's text.
+        pub fn number_text(&mut self) -> Result<&'a [u8], Error> {
+            let at = self.pos;
+            match self.next()? {
+                Some(Token::Number(n)) => Ok(n),
+                _ => Err(Error { kind: ErrorKind::WrongType, offset: at }),
+            }
+        }
+
+        /// The next value as an integer: a number without fraction or exponent in i64's range.
+        pub fn i64(&mut self) -> Result<i64, Error> {
+            let at = self.pos;
+            let n = self.number_text()?;
+            std::str::from_utf8(n)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .ok_or(Error { kind: ErrorKind::OutOfRange, offset: at })
+        }
+
+        /// The next value as a float (the nearest f64).
+        pub fn f64(&mut self) -> Result<f64, Error> {
+            let at = self.pos;
+            let n = self.number_text()?;
+            match std::str::from_utf8(n).ok().and_then(|s| s.parse::<f64>().ok()) {
+                Some(v) if v.is_finite() => Ok(v),
+                _ => Err(Error { kind: ErrorKind::OutOfRange, offset: at }),
+            }
+        }
+
+        /// The next value as a bool.
+        pub fn bool(&mut self) -> Result<bool, Error> {
+            let at = self.pos;
+            match self.next()? {
+                Some(Token::Bool(v)) => Ok(v),
+                _ => Err(Error { kind: ErrorKind::WrongType, offset: at }),
+            }
+        }
+
+        /// Checks that nothing but whitespace follows the top-level value.
+        pub fn end(&mut self) -> Result<(), Error> {
+            match self.next()? {
+                None => Ok(()),
+                Some(_) => Err(self.err(ErrorKind::UnexpectedByte)),
+            }
+        }
+    }
+
+    /// Builds compact JSON. Misuse (a value where a key must come, unbalanced ends, a
+    /// non-finite float, deeper than `MAX_DEPTH`) is remembered and reported by `finish`.
+    pub struct Writer {
+        out: Vec<u8>,
+        depth: usize,
+        objects: u64,
+        first: bool,    // nothing written yet in the current container
+        want_key: bool, // inside an object, before a key
+        failed: bool,
+        done: bool, // the top-level value is complete
+    }
+
+    impl Default for Writer {
+        fn default() -> Self {
+            Writer::new()
+        }
+    }
+
+    impl Writer {
+        pub fn new() -> Writer {
+            Writer { out: Vec::new(), depth: 0, objects: 0, first: true, want_key: false, failed: false, done: false }
+        }
+
+        fn in_object(&self) -> bool {
+            self.depth > 0 && self.objects >> (self.depth - 1) & 1 == 1
+        }
+
+        // before a value: the comma, and the checks.
+        fn pre(&mut self) -> bool {
+            if self.failed || self.done || self.want_key {
+                self.failed = true;
+                return false;
+            }
+            if self.depth > 0 && !self.in_object() && !self.first {
+                self.out.push(b',');
+            }
+            self.first = false;
+            true
+        }
+
+        fn post(&mut self) {
+            if self.depth == 0 {
+                self.done = true;
+            } else if self.in_object() {
+                self.want_key = true;
+            }
+        }
+
+        fn open(&mut self, object: bool, c: u8) {
+            if !self.pre() {
+                return;
+            }
+            if self.depth == MAX_DEPTH {
+                self.failed = true;
+                return;
+            }
+            if object {
+                self.objects |= 1 << self.depth;
+            } else {
+                self.objects &= !(1 << self.depth);
+            }
+            self.depth += 1;
+            self.out.push(c);
+            self.first = true;
+            self.want_key = object;
+        }
+
+        fn close(&mut self, object: bool, c: u8) {
+            if self.failed || self.depth == 0 || self.in_object() != object || (object && !self.want_key) {
+                self.failed = true;
+                return;
+            }
+            self.depth -= 1;
+            self.out.push(c);
+            self.first = false;
+            self.want_key = false;
+            self.post();
+        }
+
+        pub fn begin_object(&mut self) {
+            self.open(true, b'{')
+        }
+
+        pub fn end_object(&mut self) {
+            self.close(true, b'}')
+        }
+
+        pub fn begin_array(&mut self) {
+            self.open(false, b'[')
+        }
+
+        pub fn end_array(&mut self) {
+            self.close(false, b']')
+        }
+
+        /// An object's key (escaped like a string).
+        pub fn key(&mut self, k: impl AsRef<[u8]>) {
+            if self.failed || !self.want_key {
+                self.failed = true;
+                return;
+            }
+            if !self.first {
+                self.out.push(b',');
+            }
+            self.first = false;
+            escape(&mut self.out, k.as_ref());
+            self.out.push(b':');
+            self.want_key = false;
+        }
+
+        /// A string value: bytes, UTF-8 expected (invalid sequences become U+FFFD).
+        pub fn string(&mut self, s: impl AsRef<[u8]>) {
+            if self.pre() {
+                escape(&mut self.out, s.as_ref());
+                self.post();
+            }
+        }
+
+        pub fn i64(&mut self, v: i64) {
+            if self.pre() {
+                self.out.extend_from_slice(v.to_string().as_bytes());
+                self.post();
+            }
+        }
+
+        pub fn u64(&mut self, v: u64) {
+            if self.pre() {
+                self.out.extend_from_slice(v.to_string().as_bytes());
+                self.post();
+            }
+        }
+
+        /// A float in its shortest round-trip form; NaN and the infinities are an error.
+        pub fn f64(&mut self, v: f64) {
+            if !v.is_finite() {
+                self.failed = true;
+                return;
+            }
+            if self.pre() {
+                self.out.extend_from_slice(format!("{}", v).as_bytes());
+                self.post();
+            }
+        }
+
+        /// A number given as text, which must match the JSON grammar (as a reader's `Number`
+        /// token does).
+        pub fn number_text(&mut self, n: &[u8]) {
+            let mut r = Reader::new(n);
+            let ok = matches!(r.next(), Ok(Some(Token::Number(_)))) && r.end().is_ok();
+            if !ok {
+                self.failed = true;
+                return;
+            }
+            if self.pre() {
+                self.out.extend_from_slice(n);
+                self.post();
+            }
+        }
+
+        pub fn bool(&mut self, v: bool) {
+            if self.pre() {
+                self.out.extend_from_slice(if v { b"true" } else { b"false" });
+                self.post();
+            }
+        }
+
+        pub fn null(&mut self) {
+            if self.pre() {
+                self.out.extend_from_slice(b"null");
+                self.post();
+            }
+        }
+
+        /// The JSON text, or an error when the writer was misused or the value is incomplete.
+        pub fn finish(self) -> Result<Vec<u8>, Error> {
+            if self.failed || !self.done {
+                return Err(Error { kind: ErrorKind::BadWrite, offset: 0 });
+            }
+            Ok(self.out)
+        }
+    }
+
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+
+    /// Appends `s` as a quoted JSON string, escaped as Go's encoding/json escapes it.
+    pub fn escape(out: &mut Vec<u8>, s: &[u8]) {
+        out.push(b'"');
+        let mut i = 0;
+        while i < s.len() {
+            let c = s[i];
+            if c < 0x80 {
+                match c {
+                    b'"' => out.extend_from_slice(b"\\\""),
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    b'\n' => out.extend_from_slice(b"\\n"),
+                    b'\r' => out.extend_from_slice(b"\\r"),
+                    b'\t' => out.extend_from_slice(b"\\t"),
+                    0x08 => out.extend_from_slice(b"\\b"),
+                    0x0c => out.extend_from_slice(b"\\f"),
+                    0..=0x1f | b'<' | b'>' | b'&' => {
+                        out.extend_from_slice(b"\\u00");
+                        out.push(HEX[(c >> 4) as usize]);
+                        out.push(HEX[(c & 15) as usize]);
+                    }
+                    _ => out.push(c),
+                }
+                i += 1;
+                continue;
+            }
+            let n = utf8_len(&s[i..]);
+            if n == 0 {
+                out.extend_from_slice(b"\\ufffd");
+                i += 1;
+                continue;
+            }
+            if n == 3 && s[i] == 0xE2 && s[i + 1] == 0x80 && (s[i + 2] == 0xA8 || s[i + 2] == 0xA9) {
+                out.extend_from_slice(if s[i + 2] == 0xA8 { b"\\u2028" } else { b"\\u2029" });
+            } else {
+                out.extend_from_slice(&s[i..i + n]);
+            }
+            i += n;
+        }
+        out.push(b'"');
+    }
+
+    /// The length of the valid UTF-8 sequence at the start of `s`, or 0.
+    fn utf8_len(s: &[u8]) -> usize {
+        let n = match s[0] {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => return 0,
+        };
+        if s.len() < n || std::str::from_utf8(&s[..n]).is_err() {
+            return 0;
+        }
+        n
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// Reads `input` token by token and writes it back: the reader and writer together.
+        fn canon(input: &[u8]) -> Result<Vec<u8>, Error> {
+            let mut r = Reader::new(input);
+            let mut w = Writer::new();
+            while let Some(t) = r.next()? {
+                match t {
+                    Token::BeginObject => w.begin_object(),
+                    Token::EndObject => w.end_object(),
+                    Token::BeginArray => w.begin_array(),
+                    Token::EndArray => w.end_array(),
+                    Token::Key(k) => w.key(k.unescape()),
+                    Token::String(s) => w.string(s.unescape()),
+                    Token::Number(n) => w.number_text(n),
+                    Token::Bool(b) => w.bool(b),
+                    Token::Null => w.null(),
+                }
+            }
+            w.finish()
+        }
+
+        #[test]
+        fn round_trips() {
+            let cases: &[(&str, &str)] = &[
+                (" {\"a\" : [1, -2.5e3, true, false, null, \"x\"], \"b\": {}} ", r#"{"a":[1,-2.5e3,true,false,null,"x"],"b":{}}"#),
+                (r#""\u00e9\ud83d\ude00\n<&>\/""#, "\"\u{e9}\u{1F600}\\n\\u003c\\u0026\\u003e/\""),
+                (r#""\ud800x""#, "\"\u{FFFD}x\""),
+                ("[]", "[]"),
+                ("0", "0"),
+            ];
+            for (i, o) in cases {
+                assert_eq!(String::from_utf8(canon(i.as_bytes()).unwrap()).unwrap(), *o, "{}", i);
+            }
+        }
+
+        #[test]
+        fn errors() {
+            let cases: &[(&[u8], ErrorKind)] = &[
+                (b"", ErrorKind::UnexpectedEnd),
+                (b"[1,]", ErrorKind::UnexpectedByte),
+                (b"{\"a\" 1}", ErrorKind::UnexpectedByte),
+                (b"01", ErrorKind::BadNumber),
+                (b"1.", ErrorKind::BadNumber),
+                (b"\"\\x\"", ErrorKind::BadEscape),
+                (b"\"\\u12\"", ErrorKind::BadEscape),
+                (b"\"a\nb\"", ErrorKind::ControlInString),
+                (b"[1] 2", ErrorKind::TrailingData),
+                (b"[1}", ErrorKind::UnexpectedByte),
+                (b"tru", ErrorKind::UnexpectedEnd),
+            ];
+            for (i, k) in cases {
+                assert_eq!(canon(i).unwrap_err().kind, *k, "{:?}", String::from_utf8_lossy(i));
+            }
+            let deep = "[".repeat(MAX_DEPTH + 1);
+            assert_eq!(canon(deep.as_bytes()).unwrap_err().kind, ErrorKind::TooDeep);
+            let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+            assert!(canon(ok.as_bytes()).is_ok());
+        }
+
+        #[test]
+        fn typed() {
+            let mut r = Reader::new(br#"{"n": 5, "f": 1.5, "s": "a\"b", "l": [1, [2], {"x": 3}], "b": true}"#);
+            r.begin_object().unwrap();
+            let (mut n, mut f, mut s, mut l, mut b) = (0, 0.0, Vec::new(), 0, false);
+            while let Some(k) = r.key().unwrap() {
+                if k.eq_str("n") {
+                    n = r.i64().unwrap();
+                } else if k.eq_str("f") {
+                    f = r.f64().unwrap();
+                } else if k.eq_str("s") {
+                    s = r.str().unwrap().unescape().into_owned();
+                } else if k.eq_str("l") {
+                    r.begin_array().unwrap();
+                    while r.more().unwrap() {
+                        r.skip().unwrap();
+                        l += 1;
+                    }
+                } else {
+                    b = r.bool().unwrap();
+                }
+            }
+            r.end().unwrap();
+            assert_eq!((n, f, &s[..], l, b), (5, 1.5, &b"a\"b"[..], 3, true));
+            assert_eq!(Reader::new(b"\"x\"").i64().unwrap_err().kind, ErrorKind::WrongType);
+            assert_eq!(Reader::new(b"1e400").f64().unwrap_err().kind, ErrorKind::OutOfRange);
+            assert_eq!(Reader::new(b"1.5").i64().unwrap_err().kind, ErrorKind::OutOfRange);
+        }
+
+        #[test]
+        fn writer_misuse() {
+            let mut w = Writer::new();
+            w.begin_object();
+            w.string("no key");
+            assert!(w.finish().is_err());
+            let mut w = Writer::new();
+            w.begin_array();
+            assert!(w.finish().is_err());
+            let mut w = Writer::new();
+            w.f64(f64::NAN);
+            assert!(w.finish().is_err());
+            let mut w = Writer::new();
+            w.begin_object();
+            w.key("a");
+            w.f64(0.1);
+            w.key("b");
+            w.begin_array();
+            w.u64(u64::MAX);
+            w.i64(-1);
+            w.end_array();
+            w.end_object();
+            assert_eq!(w.finish().unwrap(), br#"{"a":0.1,"b":[18446744073709551615,-1]}"#.to_vec());
+        }
+    }
+}

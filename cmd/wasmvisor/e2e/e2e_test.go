@@ -308,6 +308,7 @@ plugins:
   - name: refallow
     wasm: ref.wasm
     failure_policy: allow
+    config: {limits: {tags: [a, "<b>"], rps: 5}, n: 5}
 `
 
 // TestE2EServe exercises every endpoint, hot reload under load, a broken module and a crash.
@@ -407,6 +408,12 @@ func TestE2EServe(t *testing.T) {
 	}
 	if rs := p.must("GET", "/v1/plugins/ref", "", "", nil, 200).json(t)["restarts"].(float64); rs < 1 {
 		t.Fatalf("restarts %v", rs)
+	}
+	// Structured config values arrive as JSON text (CONFIG.md, "Structured config values").
+	for k, want := range map[string]string{"limits": `{"rps":5,"tags":["a","\u003cb\u003e"]}`, "n": "5"} {
+		if r := p.must("POST", "/v1/plugins/refallow/call/config_get", "", "", []byte(k), 200); string(r.body) != want {
+			t.Fatalf("config_get %s: %q, want %q", k, r.body, want)
+		}
 	}
 	// failure_policy allow: a synthetic allow, marked.
 	if r := p.must("POST", "/v1/plugins/refallow/call/trap", "", "", nil, 200); r.header.Get("Wasmvisor-Failure-Policy") != "allow" ||

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Builds conformance.wasm (and the SDK's hello example) with the AssemblyScript
+# Builds conformance.wasm, the JSON fixture json.wasm (and the SDK's hello example) with the AssemblyScript
 # compiler pinned in sdk/assemblyscript/package-lock.json. Run from anywhere,
 # e.g. from the repo root: sh plugins/conformance/assemblyscript/build.sh
 # Needs `npm ci` in sdk/assemblyscript first (done here if node_modules is missing).
@@ -24,6 +24,9 @@ flags="--optimizeLevel 3 --shrinkLevel 2 --converge --noAssert
 # shellcheck disable=SC2086 # flags is a word list
 "$asc" plugins/conformance/assemblyscript/conformance.ts \
 	-o plugins/conformance/assemblyscript/conformance.wasm $flags
+# shellcheck disable=SC2086
+"$asc" plugins/conformance/assemblyscript/json.ts \
+	-o plugins/conformance/assemblyscript/json.wasm $flags
 
 # The hello example is built from the SDK directory, with exactly the
 # command its README gives, so that both give the same bytes.

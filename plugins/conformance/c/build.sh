@@ -1,6 +1,7 @@
 #!/bin/sh
-# Builds the C conformance plugin (conformance.wasm, next to its source) and the C SDK's
-# hello example (sdk/c/hello/hello.wasm). Run it from anywhere, e.g. from the repo root:
+# Builds the C conformance plugin (conformance.wasm, next to its source), the JSON fixture
+# (json.wasm, from json.c) and the C SDK's hello example (sdk/c/hello/hello.wasm). Run it
+# from anywhere, e.g. from the repo root:
 #
 #     sh plugins/conformance/c/build.sh
 #
@@ -57,7 +58,9 @@ link() {
 
 compile sdk/c/wasmvisor.c "$tmp/wasmvisor.o"
 compile plugins/conformance/c/conformance.c "$tmp/conformance.o"
+compile plugins/conformance/c/json.c "$tmp/json.o"
 compile sdk/c/hello/hello.c "$tmp/hello.o"
 
 link plugins/conformance/c/conformance.wasm "$tmp/conformance.o" "$tmp/wasmvisor.o"
+link plugins/conformance/c/json.wasm "$tmp/json.o" "$tmp/wasmvisor.o"
 link sdk/c/hello/hello.wasm "$tmp/hello.o" "$tmp/wasmvisor.o"

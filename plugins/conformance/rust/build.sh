@@ -1,5 +1,6 @@
 #!/bin/sh
-# Builds the Rust conformance plugin (conformance.rs -> conformance.wasm) and the Rust SDK's
+# Builds the Rust conformance plugin (conformance.rs -> conformance.wasm), the JSON fixture
+# (json.rs -> json.wasm) and the Rust SDK's
 # hello example (sdk/rust/hello.rs -> hello.wasm). Run from anywhere; paths are taken from the
 # repository root so that the panic locations baked into the binaries are the same everywhere.
 #
@@ -21,4 +22,5 @@ build() { # build <src.rs> <out.wasm>
 }
 
 build plugins/conformance/rust/conformance.rs plugins/conformance/rust/conformance.wasm
+build plugins/conformance/rust/json.rs plugins/conformance/rust/json.wasm
 build sdk/rust/hello.rs sdk/rust/hello.wasm

@@ -391,6 +391,16 @@ export class ConfigView {
     return this.findRaw(addr(k), k.byteLength);
   }
 
+  /**
+   * The value of key to read as JSON (a view), or null when key is not set: a
+   * structured value of the server config (a map, list, number or bool)
+   * arrives as its JSON text, a plain string as itself. The text is not
+   * checked here: read it with new JsonReader(value) (./json).
+   */
+  getJson(key: string): Uint8Array | null {
+    return this.getBytes(key);
+  }
+
   /** The value of key decoded from UTF-8, or null when key is not set. */
   get(key: string): string | null {
     const v = this.getBytes(key);

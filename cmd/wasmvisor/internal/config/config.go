@@ -389,7 +389,7 @@ type rawSup struct {
 type rawPlugin struct {
 	Name          string            `yaml:"name"`
 	Wasm          string            `yaml:"wasm"`
-	Config        map[string]string `yaml:"config"`
+	Config        pluginConfigNodes `yaml:"config"`
 	Limits        rawLimits         `yaml:"limits"`
 	Instances     string            `yaml:"instances"`
 	Restart       string            `yaml:"restart"`
@@ -709,8 +709,8 @@ func Parse(in Input) (*Config, error) {
 		if rp.Name != "" {
 			key = func(k string) string { return fmt.Sprintf("plugins[%d](%s).%s", i, rp.Name, k) }
 		}
-		p := Plugin{Name: rp.Name, Wasm: rp.Wasm, Config: rp.Config, DependsOn: rp.DependsOn, Subscribe: rp.Subscribe,
-			Env: rp.Capabilities.Env, InheritEnv: rp.Capabilities.InheritEnv}
+		p := Plugin{Name: rp.Name, Wasm: rp.Wasm, Config: configValues(rp.Config, key, add), DependsOn: rp.DependsOn,
+			Subscribe: rp.Subscribe, Env: rp.Capabilities.Env, InheritEnv: rp.Capabilities.InheritEnv}
 		switch {
 		case rp.Name == "":
 			add(key("name"), "missing")
@@ -1073,6 +1073,9 @@ func walk(n *yaml.Node, t reflect.Type, path string, add func(string, string, ..
 		if n.Kind != yaml.MappingNode {
 			add(at(), "want a mapping of strings, got %s (line %d)", shape(n), n.Line)
 			return
+		}
+		if t == reflect.TypeFor[pluginConfigNodes]() {
+			return // any values: configValues checks them
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			if v := n.Content[i+1]; v.Kind != yaml.ScalarNode {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -119,7 +120,8 @@ func TestInvalid(t *testing.T) {
 		{"policy", "plugins: [{name: a, wasm: builtin:authz, failure_policy: open}]", "plugins[0](a).failure_policy", "deny, allow, monitor"},
 		{"clock", "plugins: [{name: a, wasm: builtin:authz, capabilities: {clock: wall}}]", "plugins[0](a).capabilities.clock", "want one of"},
 		{"dir", "plugins: [{name: a, wasm: builtin:authz, capabilities: {dirs: [{host: /nonexistent, guest: /d}]}}]", "plugins[0](a).capabilities.dirs[0].host", "not a directory"},
-		{"config shape", "plugins: [{name: a, wasm: builtin:authz, config: {k: [1]}}]", "plugins[0].config.k", "string value"},
+		{"config shape", "plugins: [{name: a, wasm: builtin:authz, config: [1]}]", "plugins[0].config", "want a mapping"},
+		{"config inf", "plugins: [{name: a, wasm: builtin:authz, config: {k: [.inf]}}]", "plugins[0](a).config.k", "no JSON form"},
 		{"dep", "plugins: [{name: a, wasm: builtin:authz, depends_on: [b]}]", "plugins[0](a).depends_on[0]", `no plugin "b"`},
 		{"self dep", "plugins: [{name: a, wasm: builtin:authz, depends_on: [a]}]", "plugins[0](a).depends_on[0]", "itself"},
 		{"cycle", "plugins: [{name: a, wasm: builtin:authz, depends_on: [b]}, {name: b, wasm: builtin:authz, depends_on: [a]}]", "plugins", "cycle"},
@@ -306,5 +308,89 @@ plugins:
 	_, err = parse(t, "plugins:\n  - {name: a, wasm: p.wasm, snapshot: off}\n")
 	if err == nil || !strings.Contains(err.Error(), "plugins[0](a).snapshot") || !strings.Contains(err.Error(), `"off"`) {
 		t.Errorf("a bad snapshot: %v", err)
+	}
+}
+
+// A plugin's config values: strings as written, null as "", anything else as compact JSON
+// with sorted keys (CONFIG.md, "Structured config values").
+func TestStructuredConfigValues(t *testing.T) {
+	c, err := parse(t, `
+plugins:
+  - name: a
+    wasm: builtin:authz
+    config:
+      s: plain text
+      quoted: "5"
+      empty:
+      n: 5
+      neg: -12
+      hex: 0x10
+      big: 18446744073709551615
+      f: 1.50
+      e: 1e3
+      b: true
+      list: [1, two, {z: null, a: [true, 2.5]}, "<&>"]
+      map: {b: 1, a: {d: x, c: "é\n\"q\""}, 10: ten, 9: nine}
+      date: 2001-12-14
+      anchor: &x {k: v}
+      alias: *x
+      nested: [[[]], {}]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"s":      "plain text",
+		"quoted": "5",
+		"empty":  "",
+		"n":      "5",
+		"neg":    "-12",
+		"hex":    "16",
+		"big":    "18446744073709551615",
+		"f":      "1.5",
+		"e":      "1000",
+		"b":      "true",
+		"list":   `[1,"two",{"a":[true,2.5],"z":null},"\u003c\u0026\u003e"]`,
+		"map":    `{"10":"ten","9":"nine","a":{"c":"é\n\"q\"","d":"x"},"b":1}`,
+		"date":   "2001-12-14",
+		"anchor": `{"k":"v"}`,
+		"alias":  `{"k":"v"}`,
+		"nested": `[[[]],{}]`,
+	}
+	got := c.Plugins[0].Config
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("config %s = %q, want %q", k, got[k], v)
+		}
+		if strings.ContainsAny(v, "[{") && !json.Valid([]byte(got[k])) {
+			t.Errorf("config %s = %q: not JSON", k, got[k])
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("config has %d keys, want %d: %v", len(got), len(want), got)
+	}
+}
+
+func TestStructuredConfigValueBounds(t *testing.T) {
+	deep := strings.Repeat("[", MaxConfigValueDepth+1) + strings.Repeat("]", MaxConfigValueDepth+1)
+	ok := strings.Repeat("[", MaxConfigValueDepth) + strings.Repeat("]", MaxConfigValueDepth)
+	half := strings.Repeat("x", MaxConfigValueBytes/2)
+	for _, c := range []struct{ name, config, key, problem string }{
+		{"deep", "      k: " + deep + "\n", "plugins[0](a).config.k", "nested deeper than 64"},
+		{"long string", "      k: " + strings.Repeat("x", MaxConfigValueBytes+1) + "\n", "plugins[0](a).config.k", "longer than 65536 bytes"},
+		{"long list", "      k: [" + half + ", " + half + "]\n", "plugins[0](a).config.k", "longer than 65536 bytes as JSON"},
+		{"nan", "      k: {x: .nan}\n", "plugins[0](a).config.k", "no JSON form"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := parse(t, "plugins:\n  - name: a\n    wasm: builtin:authz\n    config:\n"+c.config)
+			var ces Errors
+			if !errors.As(err, &ces) || !strings.Contains(err.Error(), c.key) || !strings.Contains(err.Error(), c.problem) {
+				t.Fatalf("got %v, want a config.Errors with %s: ...%s", err, c.key, c.problem)
+			}
+		})
+	}
+	c, err := parse(t, "plugins:\n  - name: a\n    wasm: builtin:authz\n    config:\n      k: "+ok+"\n")
+	if err != nil || c.Plugins[0].Config["k"] != ok {
+		t.Fatalf("64 levels: %v", err)
 	}
 }
