@@ -8,8 +8,13 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
 )
 
 // A plugin's guest events are readable through the API with a cursor that goes on across
@@ -130,7 +135,17 @@ func TestGuestEventsSSE(t *testing.T) {
 // A required plugin that is quarantined makes /readyz 503 naming it failed; once it serves
 // again (a restart retries it at once), /readyz is 200.
 func TestReadyzFollowsQuarantine(t *testing.T) {
-	ts := openServer(t, "admin_token: "+testToken+"\nsupervisor: {max_restarts: 1, period: 1h, quarantine_base: 1h, poison_limit: -1}\nplugins:\n  - {name: ref, wasm: ref.wasm}\n", true)
+	// The host quarantines the plugin after the second trap's call has returned: wait for
+	// its event (logged as "host: quarantined"), not for time.
+	quarantined := make(chan struct{})
+	var once sync.Once
+	log := zaptest.NewLogger(t, zaptest.WrapOptions(zap.Hooks(func(e zapcore.Entry) error {
+		if e.Message == "host: quarantined" {
+			once.Do(func() { close(quarantined) })
+		}
+		return nil
+	})))
+	ts := openServerLog(t, "admin_token: "+testToken+"\nsupervisor: {max_restarts: 1, period: 1h, quarantine_base: 1h, poison_limit: -1}\nplugins:\n  - {name: ref, wasm: ref.wasm}\n", true, log)
 	readyz := func() (int, readiness) {
 		a := ts.do(t, "GET", "/readyz", "", "", nil)
 		var rd readiness
@@ -144,6 +159,11 @@ func TestReadyzFollowsQuarantine(t *testing.T) {
 	}
 	for range 2 {
 		ts.do(t, "POST", "/v1/plugins/ref/call/trap", "", "", nil)
+	}
+	select {
+	case <-quarantined:
+	case <-time.After(30 * time.Second): // a failure limit, not a wait
+		t.Fatal("the plugin was not quarantined")
 	}
 	if st, rd := readyz(); st != 503 || rd.Plugins["ref"] != stateFailed || len(rd.NotReady) != 1 {
 		t.Fatalf("quarantined: %d %+v", st, rd)
