@@ -61,6 +61,7 @@ Exits 1 when the module has problems, so that it can gate a build.`,
 			if asJSON {
 				enc := json.NewEncoder(stdout)
 				enc.SetIndent("", "  ")
+				enc.SetEscapeHTML(false) // "() -> i32", not "() -\u003e i32": the output is no HTML
 				if err := enc.Encode(r); err != nil {
 					return err
 				}
