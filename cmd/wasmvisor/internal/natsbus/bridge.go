@@ -100,7 +100,7 @@ type Bridge struct {
 	collector  prometheus.Collector
 	registered bool
 
-	afterReceive func() // tests: called after each message from NATS
+	afterReceive func(data []byte) // tests: called after each message from NATS
 }
 
 // New checks o, creates the stream and this node's durable consumer when Config.AtLeastOnce
@@ -109,7 +109,7 @@ type Bridge struct {
 // goroutine.
 func New(ctx context.Context, o Options) (*Bridge, error) { return newBridge(ctx, o, nil) }
 
-func newBridge(ctx context.Context, o Options, afterReceive func()) (*Bridge, error) {
+func newBridge(ctx context.Context, o Options, afterReceive func(data []byte)) (*Bridge, error) {
 	switch {
 	case o.Conn == nil:
 		return nil, fmt.Errorf("%w: no NATS connection", ErrInvalidOptions)
@@ -300,7 +300,7 @@ func (b *Bridge) onStream(msg jetstream.Msg) {
 // could not be published now and should come again (the bridge or the host is closing).
 func (b *Bridge) receive(subject string, h nats.Header, data []byte) (again bool) {
 	if b.afterReceive != nil {
-		defer b.afterReceive()
+		defer b.afterReceive(data)
 	}
 	node := h.Get(HeaderNode)
 	if node == b.o.Node {

@@ -64,7 +64,7 @@ type node struct {
 	h  *host.Host
 	nc *nats.Conn
 	b  *natsbus.Bridge
-	rx chan struct{} // a message from NATS handled
+	rx chan string // a message from NATS handled: its data
 }
 
 func newNode(t testing.TB, s *server.Server, name string, c natsbus.Config, opts ...host.Option) *node {
@@ -74,7 +74,7 @@ func newNode(t testing.TB, s *server.Server, name string, c natsbus.Config, opts
 
 func newNodeConn(t testing.TB, nc *nats.Conn, name string, c natsbus.Config, opts ...host.Option) *node {
 	t.Helper()
-	n := &node{h: hosttest.New(t, opts...), nc: nc, rx: make(chan struct{}, 1<<16)}
+	n := &node{h: hosttest.New(t, opts...), nc: nc, rx: make(chan string, 1<<16)}
 	n.start(t, name, c)
 	return n
 }
@@ -83,9 +83,9 @@ func (n *node) start(t testing.TB, name string, c natsbus.Config) {
 	t.Helper()
 	rx := n.rx
 	b, err := natsbus.NewWithHook(ctxT(t), natsbus.Options{Conn: n.nc, Host: n.h, Node: name, Config: c},
-		func() {
+		func(data []byte) {
 			select { // never blocks the bridge (a benchmark's many messages): tests wait for fewer
-			case rx <- struct{}{}:
+			case rx <- string(data):
 			default:
 			}
 		})
@@ -96,17 +96,20 @@ func (n *node) start(t testing.TB, name string, c natsbus.Config) {
 	t.Cleanup(func() { _ = b.Close(context.Background()) })
 }
 
-// received waits until the bridge handled k more messages from NATS.
-func (n *node) received(t testing.TB, k int) {
+// received waits until the bridge handled k more messages from NATS, and returns their data.
+func (n *node) received(t testing.TB, k int) []string {
 	t.Helper()
 	timeout := time.After(wait)
+	var got []string
 	for range k {
 		select {
-		case <-n.rx:
+		case d := <-n.rx:
+			got = append(got, d)
 		case <-timeout:
 			t.Fatalf("bridge handled fewer than %d messages: %+v", k, n.b.Stats())
 		}
 	}
+	return got
 }
 
 func recv(t testing.TB, ch <-chan host.Message) host.Message {
@@ -449,4 +452,48 @@ func TestSubjectEscape(t *testing.T) {
 			t.Fatalf("%q -> %q -> %q, %v", topic, tok, back, err)
 		}
 	})
+}
+
+// A guest's publish crosses too, with the plugin's name.
+func TestGuestPublishCrossesNodes(t *testing.T) {
+	t.Parallel()
+	s := natsServer(t)
+	c := natsbus.Config{Topics: []string{"orders"}}
+	a, b := newNode(t, s, "a", c), newNode(t, s, "b", c)
+	hosttest.Load(t, a.h, "pub", hosttest.ReadFile(t, "../../../../plugins/reference/reference.wasm"))
+	atB := make(chan host.Message, 1)
+	if _, err := b.h.Subscribe("orders", func(m host.Message) { atB <- m }); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := a.h.Call(ctxT(t), "pub", "publish", []byte("orders\n42")); err != nil || string(out) != "0" {
+		t.Fatalf("publish: %q, %v", out, err)
+	}
+	if m := recv(t, atB); m.Node != "a" || m.From != "pub" || string(m.Data) != "42" {
+		t.Fatalf("got %+v", m)
+	}
+}
+
+// A node that cannot publish an at-least-once message on its bus (its host closed) naks it;
+// the stream delivers it again, max_deliver times in all, each counted, and then lets it go:
+// with one message in flight (max_in_flight 1) the next one comes only after that.
+func TestAtLeastOnceRedeliveryBounded(t *testing.T) {
+	t.Parallel()
+	s := natsServer(t)
+	c := natsbus.Config{Topics: []string{"jobs"}, AtLeastOnce: []string{"jobs"}, MaxDeliver: 3, MaxInFlight: 1}
+	a, b := newNode(t, s, "a", c), newNode(t, s, "b", c)
+	if err := b.h.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"x", "y"} {
+		if _, err := a.h.Publish("jobs", []byte(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := strings.Join(b.received(t, 6), ""); got != "xxxyyy" {
+		t.Fatalf("deliveries %q, want xxxyyy", got)
+	}
+	st := b.b.Stats()
+	if st.Redelivered != 4 || st.Received != 0 || st.Dropped[natsbus.Drop{Direction: "in", Reason: "closed"}] != 6 {
+		t.Fatalf("b: %+v", st)
+	}
 }
