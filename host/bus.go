@@ -19,6 +19,10 @@ type Message struct {
 	Data  []byte
 	// From names the plugin that published it; empty for Host.Publish.
 	From string
+	// Node names the node a message came from when it was published on another node and
+	// brought here by a bridge (PublishRemote); empty for a message published on this host.
+	// A bridge forwards only messages without a Node, so that none is echoed back.
+	Node string
 }
 
 // Subscription is one subscriber's interest in one topic, with its own bounded buffer.
@@ -184,6 +188,21 @@ func (h *Host) Publish(topic string, data []byte) (int, error) {
 		return 0, fmt.Errorf("host: publish %q: %w", topic, ErrClosed)
 	}
 	return h.bus.publish(Message{Topic: topic, Data: append([]byte(nil), data...)}), nil
+}
+
+// PublishRemote is Publish for a message published on another node, with m.Node naming that
+// node (required: ErrInvalidMessage without one) and m.From the plugin that published it
+// there, if any. Its subscribers see m as it is, bounds and drop accounting as for Publish.
+// m.Data is copied.
+func (h *Host) PublishRemote(m Message) (int, error) {
+	if m.Node == "" {
+		return 0, fmt.Errorf("host: publish %q from another node: no node: %w", m.Topic, ErrInvalidMessage)
+	}
+	if h.closed.Load() {
+		return 0, fmt.Errorf("host: publish %q: %w", m.Topic, ErrClosed)
+	}
+	m.Data = append([]byte(nil), m.Data...)
+	return h.bus.publish(m), nil
 }
 
 // onPublish is the sandbox hook for the guest's wasmvisor.publish.

@@ -388,3 +388,28 @@ func subsequence(got, want []string) bool {
 	}
 	return i == len(got)
 }
+
+func TestPublishRemote(t *testing.T) {
+	t.Parallel()
+	h := hosttest.New(t)
+	got := make(chan host.Message, 1)
+	if _, err := h.Subscribe("orders", func(m host.Message) { got <- m }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.PublishRemote(host.Message{Topic: "orders", Data: []byte("x")}); !errors.Is(err, host.ErrInvalidMessage) {
+		t.Fatalf("no node: %v, want ErrInvalidMessage", err)
+	}
+	data := []byte("42")
+	if n, err := h.PublishRemote(host.Message{Topic: "orders", Data: data, From: "pub", Node: "n2"}); err != nil || n != 1 {
+		t.Fatalf("PublishRemote = %d, %v", n, err)
+	}
+	data[0] = 'x' // copied
+	select {
+	case m := <-got:
+		if m.Node != "n2" || m.From != "pub" || string(m.Data) != "42" {
+			t.Fatalf("got %+v", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery")
+	}
+}

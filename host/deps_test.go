@@ -55,3 +55,20 @@ func TestExtismIsOptIn(t *testing.T) {
 		t.Error("cmd/wasmvisor does not link the Extism format")
 	}
 }
+
+// The cluster's NATS client and server are wasmvisor serve's: a host, a sandbox or an
+// embedder's program links none of them.
+func TestNATSStaysInTheCLI(t *testing.T) {
+	t.Parallel()
+	for _, pkg := range []string{".", "../sandbox", "../examples/embed"} {
+		ds := deps(t, pkg)
+		if !slices.Contains(ds, "github.com/wasmvisor/wasmvisor/sandbox") {
+			t.Fatalf("%s: go list -deps gave no sandbox: %q", pkg, ds)
+		}
+		for _, p := range ds {
+			if strings.HasPrefix(p, "github.com/nats-io/") {
+				t.Errorf("%s links %s", pkg, p)
+			}
+		}
+	}
+}

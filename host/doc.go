@@ -103,7 +103,9 @@
 // plugin message goes only to an instance currently in its slot, so nothing reaches an ended
 // subscriber. Messages for a plugin whose instances are busy or restarting wait in its
 // buffer and are delivered by the bus task when an operation ends or an instance starts. Guests
-// publish through the ABI's publish import, within Plugin.Limits.Publish.
+// publish through the ABI's publish import, within Plugin.Limits.Publish. A bridge to other
+// nodes (wasmvisor's cluster bus) publishes their messages with PublishRemote, which records
+// the node in Message.Node, and forwards only messages without one: nothing is echoed back.
 //
 // # Guest output
 //

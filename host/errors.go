@@ -34,6 +34,8 @@ var (
 	// ErrSeriesLimit is matched by the Err of an EventTelemetryDropped when a plugin's guest
 	// metrics reached a series cap (see WithGuestSeriesLimits).
 	ErrSeriesLimit = errors.New("host: guest series limit reached")
+	// ErrInvalidMessage is returned by PublishRemote for a message that names no node.
+	ErrInvalidMessage = errors.New("host: invalid message")
 	// ErrLeak is returned by Close when an instance the host started was not closed: a bug in
 	// the host, reported rather than hidden.
 	ErrLeak = errors.New("host: instances leaked")

@@ -125,8 +125,23 @@ type DecisionLog struct {
 	// checked with decisionlog.ParseMask.
 	Mask          []string
 	MaxValueBytes int64
-	File          DecisionLogFile // Path "" for none
-	HTTP          DecisionLogHTTP // URL "" for none
+	File          DecisionLogFile      // Path "" for none
+	HTTP          DecisionLogHTTP      // URL "" for none
+	JetStream     DecisionLogJetStream // Subject "" for none
+}
+
+// DecisionLogJetStream is decision_log.jetstream: records published on a NATS subject that a
+// JetStream stream captures, through the cluster's connection.
+type DecisionLogJetStream struct {
+	Subject       string
+	BatchSize     int
+	FlushInterval time.Duration
+	Queue         int
+	MaxInFlight   int
+	MaxRetries    int // -1: none
+	RetryBackoff  time.Duration
+	MaxBackoff    time.Duration
+	Timeout       time.Duration
 }
 
 // DecisionLogFile is decision_log.file: a rotating file sink.
@@ -326,6 +341,19 @@ type rawDecisionLog struct {
 	MaxValueBytes string    `yaml:"max_value_bytes"`
 	File          rawDLFile `yaml:"file"`
 	HTTP          rawDLHTTP `yaml:"http"`
+	JetStream     rawDLJS   `yaml:"jetstream"`
+}
+
+type rawDLJS struct {
+	Subject       string `yaml:"subject"`
+	BatchSize     string `yaml:"batch_size"`
+	FlushInterval string `yaml:"flush_interval"`
+	Queue         string `yaml:"queue"`
+	MaxInFlight   string `yaml:"max_in_flight"`
+	MaxRetries    string `yaml:"max_retries"`
+	RetryBackoff  string `yaml:"retry_backoff"`
+	MaxBackoff    string `yaml:"max_backoff"`
+	Timeout       string `yaml:"timeout"`
 }
 
 type rawDLFile struct {
@@ -480,6 +508,9 @@ var scalarKeys = []string{
 	"decision_log.http.url", "decision_log.http.batch_size", "decision_log.http.flush_interval", "decision_log.http.queue",
 	"decision_log.http.max_retries", "decision_log.http.retry_backoff", "decision_log.http.max_backoff",
 	"decision_log.http.timeout",
+	"decision_log.jetstream.subject", "decision_log.jetstream.batch_size", "decision_log.jetstream.flush_interval",
+	"decision_log.jetstream.queue", "decision_log.jetstream.max_in_flight", "decision_log.jetstream.max_retries",
+	"decision_log.jetstream.retry_backoff", "decision_log.jetstream.max_backoff", "decision_log.jetstream.timeout",
 }
 
 // Parse reads, layers and validates a configuration. Every problem found is in the returned
@@ -663,6 +694,20 @@ func Parse(in Input) (*Config, error) {
 			MaxBackoff:    dur("decision_log.http.max_backoff", 0, false),
 			Timeout:       dur("decision_log.http.timeout", 0, false),
 		},
+		JetStream: DecisionLogJetStream{
+			Subject:       str("decision_log.jetstream.subject", ""),
+			BatchSize:     int(integer("decision_log.jetstream.batch_size", 0, 1, 100_000)),
+			FlushInterval: dur("decision_log.jetstream.flush_interval", 0, false),
+			Queue:         int(integer("decision_log.jetstream.queue", 0, 1, 1<<20)),
+			MaxInFlight:   int(integer("decision_log.jetstream.max_in_flight", 0, 1, 1<<16)),
+			MaxRetries:    int(integer("decision_log.jetstream.max_retries", 0, -1, 100)),
+			RetryBackoff:  dur("decision_log.jetstream.retry_backoff", 0, false),
+			MaxBackoff:    dur("decision_log.jetstream.max_backoff", 0, false),
+			Timeout:       dur("decision_log.jetstream.timeout", 0, false),
+		},
+	}
+	if sub := c.DecisionLog.JetStream.Subject; sub != "" && !decisionlog.ValidSubject(sub) {
+		add("decision_log.jetstream.subject", "want a NATS subject without wildcards (decisions.node1), got %q", sub)
 	}
 	if u := c.DecisionLog.HTTP.URL; u != "" {
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {

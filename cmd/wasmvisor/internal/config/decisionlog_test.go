@@ -18,6 +18,7 @@ decision_log:
   file: {path: decisions.log, max_bytes: 10MiB, max_files: 3}
   http: {url: "http://127.0.0.1:9/logs", batch_size: 50, flush_interval: 2s, max_retries: -1, retry_backoff: 10ms, max_backoff: 1s,
          headers: {Authorization: Bearer abc}}
+  jetstream: {subject: decisions.node1, batch_size: 20, max_in_flight: 64, max_retries: 3, timeout: 2s}
 plugins:
   - {name: a, wasm: builtin:authz, failure_policy: allow, failure_answer: '{"allowed": true, "code": 200}'}
 `, "WASMVISOR_DECISION_LOG_RESULT=true")
@@ -35,6 +36,10 @@ plugins:
 		h.RetryBackoff != 10*time.Millisecond || h.MaxBackoff != time.Second || h.Headers["Authorization"] != "Bearer abc" {
 		t.Fatalf("decision_log.http: %+v", h)
 	}
+	if j := d.JetStream; j.Subject != "decisions.node1" || j.BatchSize != 20 || j.MaxInFlight != 64 || j.MaxRetries != 3 ||
+		j.Timeout != 2*time.Second {
+		t.Fatalf("decision_log.jetstream: %+v", j)
+	}
 	if string(c.Plugins[0].FailureAnswer) != `{"allowed": true, "code": 200}` {
 		t.Fatalf("failure_answer %q", c.Plugins[0].FailureAnswer)
 	}
@@ -43,7 +48,7 @@ plugins:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := c.DecisionLog; d.Input || d.Result || d.File.Path != "" || d.HTTP.URL != "" {
+	if d := c.DecisionLog; d.Input || d.Result || d.File.Path != "" || d.HTTP.URL != "" || d.JetStream.Subject != "" {
 		t.Fatalf("default decision_log: %+v", d)
 	}
 }
@@ -65,6 +70,11 @@ func TestDecisionLogInvalid(t *testing.T) {
 		{"decision_log: {http: {queue: -1}}", "decision_log.http.queue"},
 		{"decision_log: {http: {max_retries: 1000}}", "decision_log.http.max_retries"},
 		{"decision_log: {http: {timeout: soon}}", "decision_log.http.timeout"},
+		{"decision_log: {jetstream: {subject: decisions.*}}", "decision_log.jetstream.subject"},
+		{"decision_log: {jetstream: {subject: a..b}}", "decision_log.jetstream.subject"},
+		{"decision_log: {jetstream: {max_in_flight: 0}}", "decision_log.jetstream.max_in_flight"},
+		{"decision_log: {jetstream: {max_retries: -2}}", "decision_log.jetstream.max_retries"},
+		{"decision_log: {jetstream: {timeout: soon}}", "decision_log.jetstream.timeout"},
 		{"decision_log: {http: {retry_backoff: 2s, max_backoff: 1s}}", "decision_log.http.max_backoff"},
 		{"decision_log: {sink: stdout}", "decision_log.sink"},
 		{"decision_log: {http: {headers: {\"a b\": x}}}", "decision_log.http.headers.a b"},

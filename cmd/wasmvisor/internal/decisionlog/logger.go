@@ -32,9 +32,10 @@ type Options struct {
 	// longer one is cut to a JSON string of its first MaxValueBytes bytes and counted in
 	// wasmvisor_decision_log_truncated_total. Default DefaultMaxValueBytes.
 	MaxValueBytes int
-	// File and HTTP are the sinks; nil for none.
-	File *FileOptions
-	HTTP *HTTPOptions
+	// File, HTTP and JetStream are the sinks; nil for none.
+	File      *FileOptions
+	HTTP      *HTTPOptions
+	JetStream *JetStreamOptions
 	// Registerer receives the metrics; nil registers nowhere.
 	Registerer prometheus.Registerer
 	// Logger reports drops and sink errors; nil is a no-op logger.
@@ -86,15 +87,15 @@ func New(o Options) (*Logger, error) {
 	l.actx, l.abort = context.WithCancel(context.Background())
 	l.m = metrics{
 		written: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmvisor_decision_log_written_total",
-			Help: "Decision records written (file) or accepted (http), by sink."}, []string{"sink"}),
+			Help: "Decision records written (file) or accepted (http, jetstream), by sink."}, []string{"sink"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmvisor_decision_log_dropped_total",
 			Help: "Decision records dropped, by sink and reason: queue_full (the sink is behind), write_error, encode_error, " +
-				"rejected (a 4xx), retries_exhausted, closed (logged after shutdown), shutdown (not delivered in time)."},
+				"rejected (a 4xx, a stream's refusal), retries_exhausted, closed (logged after shutdown), shutdown (not delivered in time)."},
 			[]string{"sink", "reason"}),
 		truncated: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmvisor_decision_log_truncated_total",
 			Help: "Decision inputs or results cut to decision_log.max_value_bytes, by field."}, []string{"field"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "wasmvisor_decision_log_retries_total",
-			Help: "Batches sent again to the decision log's HTTP sink."}),
+			Help: "Batches sent again to the decision log's HTTP or JetStream sink."}),
 		queued: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "wasmvisor_decision_log_queue_capacity",
 			Help: "The bound of each decision log sink's queue, in records."}, []string{"sink"}),
 	}
@@ -115,6 +116,16 @@ func New(o Options) (*Logger, error) {
 		}
 		l.sinks = append(l.sinks, l.newQueue("http", o.HTTP.Queue, hs))
 	}
+	if o.JetStream != nil {
+		js, err := newJetStream(*o.JetStream, &l.m)
+		if err != nil {
+			for _, q := range l.sinks {
+				_ = q.sink.close()
+			}
+			return nil, err
+		}
+		l.sinks = append(l.sinks, l.newQueue("jetstream", o.JetStream.Queue, js))
+	}
 	if o.Registerer != nil {
 		for _, c := range []prometheus.Collector{l.m.written, l.m.dropped, l.m.truncated, l.m.retries, l.m.queued} {
 			if err := o.Registerer.Register(c); err != nil {
@@ -132,7 +143,7 @@ func New(o Options) (*Logger, error) {
 	return l, nil
 }
 
-// Sinks reports whether any sink (file, http) is configured: without one, Log only prepares.
+// Sinks reports whether any sink (file, http, jetstream) is configured: without one, Log only prepares.
 func (l *Logger) Sinks() bool { return len(l.sinks) > 0 }
 
 // Log prepares r (see Record) and offers it to every sink without blocking. It is safe for
@@ -267,8 +278,11 @@ func (l *Logger) newQueue(name string, size int, s sink) *queue {
 		size = DefaultQueue
 	}
 	q := &queue{name: name, ch: make(chan []byte, size), sink: s, batch: 256, poll: FilePollInterval}
-	if h, ok := s.(*httpSink); ok {
-		q.batch, q.flush, q.poll = h.o.BatchSize, h.o.FlushInterval, 0
+	switch s := s.(type) {
+	case *httpSink:
+		q.batch, q.flush, q.poll = s.o.BatchSize, s.o.FlushInterval, 0
+	case *jsSink:
+		q.batch, q.flush, q.poll = s.o.BatchSize, s.o.FlushInterval, 0
 	}
 	return q
 }
@@ -281,8 +295,8 @@ func (l *Logger) newQueue(name string, size int, s sink) *queue {
 const FilePollInterval = 50 * time.Millisecond
 
 // run drains q into its sink: the file's every FilePollInterval, in batches of 256; the HTTP
-// endpoint's when a batch is full or FlushInterval passed since its first record; both at
-// Close.
+// endpoint's and the stream's when a batch is full or FlushInterval passed since its first
+// record; all at Close.
 func (q *queue) run(l *Logger) {
 	defer func() {
 		if err := q.sink.close(); err != nil {

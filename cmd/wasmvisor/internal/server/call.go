@@ -333,8 +333,16 @@ func newDecisionLog(c config.DecisionLog, h *host.Host, log *zap.Logger) (*decis
 			}
 		}
 	}
+	if c.JetStream.Subject != "" {
+		// The sink needs the cluster's NATS connection (issue 15's cluster section), which
+		// this server does not open yet: refused rather than ignored.
+		return nil, fmt.Errorf("decision_log.jetstream.subject: %w", errNoCluster)
+	}
 	return decisionlog.New(o)
 }
+
+// errNoCluster refuses a key that needs the cluster's NATS connection.
+var errNoCluster = errors.New("needs the cluster section's NATS connection, which this build does not open")
 
 // closeDecisionLog delivers what the decision log's sinks hold, until end (the shutdown's
 // bound), at least one second. Records not delivered by then are dropped and counted.

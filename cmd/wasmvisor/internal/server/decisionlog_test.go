@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,8 +20,10 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/decisionlog"
 )
 
@@ -269,5 +272,24 @@ func TestFailureAnswerPut(t *testing.T) {
 	}
 	if a := ts.do(t, "POST", "/v1/plugins/ref/call/trap", "", "", nil); a.status != 200 || string(a.body) != `{"ok": true}` {
 		t.Fatalf("after the PUT: %d %s", a.status, a.body)
+	}
+}
+
+// decision_log.jetstream needs the cluster's NATS connection, which the server does not open
+// yet: New refuses it, naming the key, instead of starting without the sink.
+func TestDecisionLogJetStreamRefused(t *testing.T) {
+	c, err := config.Parse(config.Input{Data: []byte("decision_log: {jetstream: {subject: decisions.n1}}\nplugins: []\n"),
+		Dir: t.TempDir(), Env: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.CacheDir = "off"
+	s, err := New(context.Background(), Options{Config: c, Logger: zaptest.NewLogger(t)})
+	if err == nil {
+		_ = s.Shutdown(context.Background())
+		t.Fatal("New accepted decision_log.jetstream without a cluster connection")
+	}
+	if !errors.Is(err, errNoCluster) || !strings.Contains(err.Error(), "decision_log.jetstream.subject") {
+		t.Fatalf("New: %v", err)
 	}
 }
