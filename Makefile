@@ -16,7 +16,7 @@ WAT_PLUGINS := plugins/reference/reference sandbox/testdata/mini sandbox/testdat
 	$(basename $(wildcard internal/faults/testdata/*.wat sandbox/testdata/hostile/*.wat))
 
 .PHONY: all build test run loadtest plugins plugins-go plugins-wat plugins-rust plugins-c plugins-extism plugins-assemblyscript \
-	plugins-check check lint fmt tidy bench bench-opa test-opa fuzz toolchains clean
+	plugins-check check lint fmt tidy bench bench-opa bench-http test-opa fuzz toolchains clean
 
 all: build
 
@@ -126,6 +126,14 @@ bench-opa:
 	$(GO) run ./internal/benchtab $$(cat internal/benchtab/ratios/bench-opa) \
 	  $$(test -z "$$AUTHZ_BEFORE" || cat internal/benchtab/ratios/bench-opa-before) $(BENCH_OUT)/bench-opa.txt > $(BENCH_OUT)/bench-opa.md
 	@cat $(BENCH_OUT)/bench-opa.md
+
+# The same comparison over HTTP: `wasmvisor serve` against `opa run --server`, each a process
+# on loopback, 1 and 8 connections, $(BENCH_COUNT) alternating rounds of 5 s each side
+# (bench/opa/cmd/httpbench builds both binaries; the table goes to $(BENCH_OUT)/bench-http.md).
+bench-http:
+	@mkdir -p $(BENCH_OUT)
+	cd bench/opa && $(GO) run ./cmd/httpbench -rounds $(BENCH_COUNT) -d 5s > ../../$(BENCH_OUT)/bench-http.md
+	@cat $(BENCH_OUT)/bench-http.md
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzLoad -fuzztime=60s ./sandbox/

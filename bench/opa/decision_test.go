@@ -1,7 +1,3 @@
-// Package opa compares a wasmvisor decision with Open Policy Agent's, in process, on the same
-// policy and inputs: the built-in authz plugin (plugins/authz, a Go guest) called through
-// host.Host.CallAppend, against authz.rego, its port to Rego, evaluated by OPA's prepared
-// query. It is a module of its own so that nothing in wasmvisor links OPA; see README.md.
 package opa
 
 import (
@@ -23,58 +19,6 @@ import (
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/host/hosttest"
 )
-
-// authzDefaults is the authz plugin's default config (plugins/authz/policy.go, defaultConfig).
-var authzDefaults = map[string]string{
-	"role.admin":    "*",
-	"role.editor":   "read,write",
-	"role.viewer":   "read",
-	"owner_actions": "read,write",
-	"default_roles": "",
-	"default":       "deny",
-}
-
-// regoData compiles an authz config (over the defaults) into authz.rego's data.config.
-func regoData(cfg map[string]string) map[string]any {
-	merged := map[string]string{}
-	for k, v := range authzDefaults {
-		merged[k] = v
-	}
-	for k, v := range cfg {
-		merged[k] = v
-	}
-	list := func(v string) []any {
-		out := []any{}
-		for item := range strings.SplitSeq(v, ",") {
-			if item = strings.TrimSpace(item); item != "" {
-				out = append(out, item)
-			}
-		}
-		return out
-	}
-	roles := map[string]any{}
-	for k, v := range merged {
-		name, ok := strings.CutPrefix(k, "role.")
-		if !ok {
-			continue
-		}
-		perms := []any{}
-		for _, item := range list(v) {
-			typ, action, found := strings.Cut(item.(string), ":")
-			if !found {
-				typ, action = "*", typ
-			}
-			perms = append(perms, map[string]any{"type": typ, "action": action})
-		}
-		roles[name] = perms
-	}
-	return map[string]any{"config": map[string]any{
-		"roles":         roles,
-		"owner_actions": list(merged["owner_actions"]),
-		"default_roles": list(merged["default_roles"]),
-		"default_allow": merged["default"] == "allow",
-	}}
-}
 
 // decisionCase is one input with the config it is decided under.
 type decisionCase struct {
@@ -177,7 +121,7 @@ func opaDecider(t testing.TB, cfg map[string]string) rego.PreparedEvalQuery {
 	pq, err := rego.New(
 		rego.Query("data.authz.decision"),
 		rego.Module("authz.rego", string(src)),
-		rego.Store(inmem.NewFromObject(regoData(cfg))),
+		rego.Store(inmem.NewFromObject(RegoData(cfg))),
 	).PrepareForEval(context.Background())
 	if err != nil {
 		t.Fatal(err)
