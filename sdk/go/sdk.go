@@ -18,7 +18,9 @@ var std = newGuest(newPlatform())
 //
 // The input slice is the SDK's input buffer: it is valid only until h returns, and h must copy
 // what it keeps. The returned slice is handed to the host as is and must not be modified
-// afterwards. An error maps to STATUS_ERROR with its text, or STATUS_INVALID_INPUT when made
+// before h's next call, by which time the host has copied it: a handler may build every output
+// in one buffer of its own, reused from call to call (the guest runs one call at a time). An
+// error maps to STATUS_ERROR with its text, or STATUS_INVALID_INPUT when made
 // with InvalidInput. A panic aborts the instance.
 func Handle(name string, h func(input []byte) ([]byte, error)) { std.handle(name, h) }
 
