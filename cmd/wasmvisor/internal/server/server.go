@@ -44,6 +44,60 @@ type Options struct {
 	Logger *zap.Logger
 	// Builtin resolves builtin:NAME modules.
 	Builtin func(string) ([]byte, bool)
+	// Cluster, when set, is the cluster node (package cluster) a PUT or DELETE is written to
+	// after it succeeded here, and what GET /v1/cluster shows; the node applies the cluster's
+	// changes through ApplyCluster and RemoveCluster. Nil: a single node.
+	Cluster Cluster
+}
+
+// Cluster is what the server writes to when it is a cluster's node (package cluster's Node).
+type Cluster interface {
+	// Write makes p, with module wasm, the cluster's desired state for p.Name; wasm nil means
+	// the module the node already serves under that name.
+	Write(ctx context.Context, p config.Plugin, wasm []byte) (uint64, error)
+	// Delete removes a plugin from the cluster's desired state.
+	Delete(ctx context.Context, name string) error
+	// Report is GET /v1/cluster's body.
+	Report(ctx context.Context) any
+}
+
+// sourceCluster is the source of the plugins of a cluster's node: every one comes from, or
+// goes to, the cluster's desired state.
+const sourceCluster = "cluster"
+
+// ApplyCluster loads p, or brings the loaded plugin to p, through the path of a file reload
+// (a new module is a host Replace, made before the old one is broken). On an error the
+// running version stays. It is the cluster node's Applier.
+func (s *Server) ApplyCluster(ctx context.Context, p config.Plugin, wasm []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout())
+	defer cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	what, err := s.put(ctx, p, wasm, sourceCluster, nil)
+	if err != nil {
+		return fmt.Errorf("plugin %q: %w", p.Name, err)
+	}
+	if what != "" {
+		s.log.Info("plugin "+what, zap.String("plugin", p.Name), zap.String("by", sourceCluster))
+	}
+	return nil
+}
+
+// RemoveCluster unloads a plugin the cluster no longer has; one not loaded is no error.
+func (s *Server) RemoveCluster(ctx context.Context, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout())
+	defer cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.entry(name) == nil {
+		return nil
+	}
+	if err := s.h.Unload(ctx, name); err != nil {
+		return fmt.Errorf("plugin %q: %w", name, err)
+	}
+	s.setEntry(name, nil)
+	s.log.Info("unloaded", zap.String("plugin", name), zap.String("by", sourceCluster))
+	return nil
 }
 
 // Server serves one host's plugins over HTTP.
@@ -56,7 +110,7 @@ type Server struct {
 	m       *metrics
 	dlog    *decisionlog.Logger // the decision_log section as it was at Open
 	mux     *http.ServeMux
-	srv     *http.Server
+	srv     atomic.Pointer[http.Server] // set by Serve, read by Shutdown on another goroutine
 
 	mu     sync.Mutex // reloads, PUT, DELETE, restart, reset, the initial load
 	status atomic.Pointer[reloadStatus]
@@ -190,11 +244,12 @@ func (s *Server) Host() *host.Host { return s.h }
 // Serve serves the API on ln until Shutdown. It may be called before Load: the API answers
 // while the plugins load.
 func (s *Server) Serve(ln net.Listener) error {
-	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: zap.NewStdLog(s.log.Named("http"))}
-	s.srv.RegisterOnShutdown(s.beginStop)
+	hs.RegisterOnShutdown(s.beginStop)
+	s.srv.Store(hs)
 	s.log.Info("listening", zap.String("addr", ln.Addr().String()))
-	err := s.srv.Serve(ln)
+	err := hs.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -223,13 +278,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	end := time.Now().Add(total)
 	ctx = context.WithoutCancel(ctx)
 	var errs []error
-	if s.srv != nil {
+	if hs := s.srv.Load(); hs != nil {
 		dctx, cancel := context.WithDeadline(ctx, end.Add(-min(total/3, closeReserve)))
-		err := s.srv.Shutdown(dctx)
+		err := hs.Shutdown(dctx)
 		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%w: draining calls: %w", ErrShutdownTimeout, err))
-			_ = s.srv.Close()
+			_ = hs.Close()
 		}
 	}
 	s.closeOnce.Do(func() {
@@ -380,6 +435,7 @@ func restartOnly(a, b *config.Config) []string {
 	note(a.Events.BusBuffer != b.Events.BusBuffer, "events.bus_buffer")
 	note(a.Metrics != b.Metrics, "metrics.latency_sampling")
 	note(!reflect.DeepEqual(a.DecisionLog, b.DecisionLog), "decision_log")
+	note(!reflect.DeepEqual(a.Cluster, b.Cluster), "cluster")
 	return w
 }
 
