@@ -55,3 +55,18 @@ func TestExtismIsOptIn(t *testing.T) {
 		t.Error("cmd/wasmvisor does not link the Extism format")
 	}
 }
+
+// NATS is the CLI's: the library (host, and a program embedding it) links no NATS package;
+// `wasmvisor serve` does, for its cluster section (cmd/wasmvisor/internal/cluster).
+func TestNATSIsCLIOnly(t *testing.T) {
+	t.Parallel()
+	nats := func(p string) bool { return strings.HasPrefix(p, "github.com/nats-io/") }
+	for _, pkg := range []string{".", "../sandbox", "../examples/embed"} {
+		if i := slices.IndexFunc(deps(t, pkg), nats); i >= 0 {
+			t.Errorf("%s links %s", pkg, deps(t, pkg)[i])
+		}
+	}
+	if !slices.ContainsFunc(deps(t, "../cmd/wasmvisor"), nats) {
+		t.Error("cmd/wasmvisor does not link NATS")
+	}
+}
