@@ -4,6 +4,7 @@
 //	wasmvisor call <plugin.wasm> <handler> [--input STRING | --input-file PATH] [--config KEY=VALUE]...
 //	wasmvisor inspect <plugin.wasm>
 //	wasmvisor test <plugin.wasm> <cases.yaml>
+//	wasmvisor push <plugin.wasm> --name NAME [--server URL] [--config KEY=VALUE]...
 //	wasmvisor version
 //
 // Every failure exits non-zero with a one-line error on stderr; see exitCode for the codes.
@@ -109,7 +110,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newServeCmd(stderr), newCallCmd(stdin, stdout, stderr), newInspectCmd(stdout),
-		newTestCmd(stdout, stderr), newVersionCmd(stdout))
+		newTestCmd(stdout, stderr), newVersionCmd(stdout), newPushCmd(stdout))
 	return root
 }
 
