@@ -138,12 +138,17 @@ func runServe(cmd *cobra.Command, configFile, addrFile string, stderr io.Writer)
 	})
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	g.Add(func() error {
-		err := srv.Load(loadCtx)
+		var err error
+		if node != nil {
+			// The cache (or, on the first start, the file's plugins) before the server is
+			// ready, then the cluster.
+			err = node.Restore(loadCtx, srv)
+		}
+		if err == nil {
+			err = srv.Load(loadCtx)
+		}
 		if err == nil && node != nil {
-			// The cache (or, on the first start, the file's plugins), then the cluster.
-			if err = node.Restore(loadCtx, srv); err == nil {
-				return node.Run(loadCtx, srv)
-			}
+			return node.Run(loadCtx, srv)
 		}
 		if err != nil {
 			if loadCtx.Err() != nil {
