@@ -46,9 +46,13 @@
 //
 // cluster.max_spec_bytes bounds a spec (the bucket's max value size and the decoder),
 // http.max_module_bytes a module (checked on its object info and again while reading it),
-// cluster.max_plugins the plugins a node serves from the cluster, and the watch backlog is
-// coalesced by key: at most max_plugins+64 keys wait; past that the watch is restarted,
-// which re-delivers only the latest value of each key.
+// cluster.max_plugins the plugins a node serves from the cluster, and statusNodes the nodes
+// GET /v1/cluster lists. The watch backlog: the node takes at most max_plugins+64 entries at
+// a time and applies only the latest of each key; what waits behind them is in the watch's
+// channel (256 entries) and the NATS client's subscription buffer, bounded by its pending
+// limits (nats.go's defaults, 512 Ki messages or 64 MiB). Past those the client drops and the
+// watch's ordered consumer, seeing the gap, restarts from the last entry it delivered: a slow
+// node loses no change, and never holds more than those bounds.
 package cluster
 
 import (
@@ -117,8 +121,9 @@ type Node struct {
 	refused  map[string]string
 	revision uint64
 
-	fileMu sync.Mutex      // FileChanged
-	file   map[string]Spec // the configuration file's plugins as last written
+	fileMu      sync.Mutex      // FileChanged
+	file        map[string]Spec // the configuration file's plugins as last written
+	filePending []config.Plugin // a file's plugins not written yet: the cluster was unavailable
 
 	refusedTotal *prometheus.CounterVec
 	applied      prometheus.Counter
@@ -311,6 +316,7 @@ func (n *Node) session(ctx context.Context, a Applier) error {
 	n.st = st
 	n.mu.Unlock()
 	n.putStatus(ctx)
+	n.writePending(ctx)
 
 	seen := map[string]bool{} // the keys of the initial values
 	initial := true
@@ -654,8 +660,9 @@ func (n *Node) Delete(ctx context.Context, name string) error {
 // FileChanged writes to the cluster the plugins of a reread configuration file whose spec or
 // module differs from the file's previous version (the seed at first): a config change made
 // on one node's file reaches every node. A plugin removed from the file stays in the cluster
-// (another node's file may name it; DELETE removes it). Under the server's reload, so one
-// call at a time. Without a session it is ErrUnavailable and the next call retries.
+// (another node's file may name it; DELETE removes it). Without a session the changes are
+// kept and written when the next session starts; a later call replaces them. The error is a
+// module that cannot be read or a spec the cluster refuses.
 func (n *Node) FileChanged(ctx context.Context, ps []config.Plugin) error {
 	n.fileMu.Lock()
 	defer n.fileMu.Unlock()
@@ -668,6 +675,7 @@ func (n *Node) FileChanged(ctx context.Context, ps []config.Plugin) error {
 		}
 	}
 	var errs []error
+	n.filePending = nil
 	for _, p := range ps {
 		wasm, err := n.o.Resolve(p)
 		if err != nil {
@@ -678,7 +686,14 @@ func (n *Node) FileChanged(ctx context.Context, ps []config.Plugin) error {
 		if old, ok := n.file[p.Name]; ok && equalSpec(old, s) {
 			continue
 		}
-		if _, err := n.Write(ctx, p, wasm); err != nil {
+		_, err = n.Write(ctx, p, wasm)
+		if errors.Is(err, ErrUnavailable) {
+			n.filePending = append(n.filePending, p)
+			n.log.Warn("cluster: a plugin changed in the file is written when the cluster answers",
+				zap.String("plugin", p.Name), zap.Error(err))
+			continue
+		}
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -686,4 +701,17 @@ func (n *Node) FileChanged(ctx context.Context, ps []config.Plugin) error {
 		n.log.Info("cluster: written from the configuration file", zap.String("plugin", p.Name))
 	}
 	return errors.Join(errs...)
+}
+
+// writePending writes the file's changes FileChanged could not write; at a session's start.
+func (n *Node) writePending(ctx context.Context) {
+	n.fileMu.Lock()
+	ps := n.filePending
+	n.fileMu.Unlock()
+	if len(ps) == 0 {
+		return
+	}
+	if err := n.FileChanged(ctx, ps); err != nil {
+		n.log.Error("cluster: writing the file's changes", zap.Error(err))
+	}
 }

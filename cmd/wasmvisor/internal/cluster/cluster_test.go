@@ -81,12 +81,14 @@ func TestSpecValidate(t *testing.T) {
 type applier struct {
 	mu      sync.Mutex
 	loaded  map[string]string // name: digest
+	configs map[string]map[string]string
 	applied chan string
 	fail    map[string]bool
 }
 
 func newApplier() *applier {
-	return &applier{loaded: map[string]string{}, applied: make(chan string, 64), fail: map[string]bool{}}
+	return &applier{loaded: map[string]string{}, configs: map[string]map[string]string{},
+		applied: make(chan string, 64), fail: map[string]bool{}}
 }
 
 func (a *applier) ApplyCluster(_ context.Context, p config.Plugin, wasm []byte) error {
@@ -96,6 +98,7 @@ func (a *applier) ApplyCluster(_ context.Context, p config.Plugin, wasm []byte) 
 		return errors.New("the host will not load it")
 	}
 	a.loaded[p.Name] = digestOf(wasm)
+	a.configs[p.Name] = p.Config
 	a.applied <- p.Name
 	return nil
 }
@@ -168,6 +171,12 @@ func TestEmbeddedNodeRefusesBadState(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait(t, a.applied, "seeded")
+	// The file changes while the cluster is out of reach: written once it answers.
+	changed := seed
+	changed.Config = map[string]string{"k": "file"}
+	if err := n.FileChanged(ctx, []config.Plugin{changed}); err != nil {
+		t.Fatal(err)
+	}
 	ran := make(chan error, 1)
 	go func() { ran <- n.Run(ctx, a) }()
 	defer func() {
@@ -176,9 +185,12 @@ func TestEmbeddedNodeRefusesBadState(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	eventually(t, "connected and seeded", func() bool {
+	eventually(t, "connected, seeded (1), the file's change written (2) and applied", func() bool {
 		st := n.Status(ctx)
-		return st.Connected && st.Revision == 1
+		a.mu.Lock()
+		k := a.configs["seeded"]["k"]
+		a.mu.Unlock()
+		return st.Connected && st.Revision == 2 && st.Nodes[0].Revision == 2 && k == "file"
 	})
 	js, err := jetstream.New(n.Conn())
 	if err != nil {
@@ -257,6 +269,26 @@ func TestEmbeddedNodeRefusesBadState(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "max_plugins refused", refused("p3", "max_plugins"))
+	// A module of many object store chunks (128 KiB each) arrives whole.
+	n.mu.Lock()
+	delete(n.specs, "p2") // room for one more under max_plugins
+	n.mu.Unlock()
+	big := make([]byte, 700<<10)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	bs := SpecOf(config.Plugin{Name: "big", Instances: 1}, digestOf(big), int64(len(big)))
+	if _, err := obj.PutBytes(ctx, hexOf(bs.Digest), big); err != nil { // another writer: not in this node's cache
+		t.Fatal(err)
+	}
+	b, _ = json.Marshal(bs)
+	if _, err := kv.Put(ctx, "big", b); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, a.applied, "big")
+	if a.digest("big") != digestOf(big) {
+		t.Fatal("the big module arrived changed")
+	}
 	// Deleted: removed.
 	if err := n.Delete(ctx, "p1"); err != nil {
 		t.Fatal(err)

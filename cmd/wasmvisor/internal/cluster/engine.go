@@ -26,7 +26,7 @@ func startEmbedded(c config.Cluster) (*server.Server, error) {
 		return nil, fmt.Errorf("cluster.embedded.listen: %w", err)
 	}
 	opts := &server.Options{ServerName: c.Node, Host: host, Port: port, JetStream: true, StoreDir: e.StoreDir,
-		NoSigs: true, NoLog: true, MaxPayload: int32(min(c.MaxSpecBytes+(64<<10), 8<<20))}
+		NoSigs: true, NoLog: true} // NATS's default max payload (1 MiB) carries the object store's 128 KiB chunks
 	if e.ClusterListen != "" {
 		ch, cp, err := hostPort(e.ClusterListen)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -71,6 +72,10 @@ func (n *Node) putStatus(ctx context.Context) {
 	}
 }
 
+// statusNodes bounds the nodes Status lists (each status is at most 1 MiB, the bucket's
+// max value size).
+const statusNodes = 128
+
 // Report is Status as the server's GET /v1/cluster takes it.
 func (n *Node) Report(ctx context.Context) any { return n.Status(ctx) }
 
@@ -99,6 +104,11 @@ func (n *Node) Status(ctx context.Context) Status {
 			return err
 		}
 		for k := range keys.Keys() {
+			if len(out.Nodes) >= statusNodes {
+				_ = keys.Stop()
+				out.Error = fmt.Sprintf("more than %d nodes in %s: the first %d listed", statusNodes, StatusBucket, statusNodes)
+				break
+			}
 			e, err := st.status.Get(octx, k)
 			if err != nil {
 				continue
@@ -116,6 +126,9 @@ func (n *Node) Status(ctx context.Context) Status {
 	}()
 	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
 		out.Error = err.Error()
+	}
+	if len(out.Nodes) > statusNodes {
+		out.Nodes = out.Nodes[:statusNodes]
 	}
 	if !slices.ContainsFunc(out.Nodes, func(s NodeStatus) bool { return s.Node == n.c.Node }) {
 		out.Nodes = append(out.Nodes, n.self())
