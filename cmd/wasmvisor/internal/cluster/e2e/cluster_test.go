@@ -12,6 +12,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,19 +118,26 @@ type wnode struct {
 
 func startNode(t *testing.T, name, natsURL, cacheDir string) *wnode {
 	t.Helper()
+	return startNodeWith(t, name, "nats_url: "+natsURL, cacheDir)
+}
+
+// startNodeWith starts a node whose cluster section joins with engine: a nats_url or an
+// embedded line.
+func startNodeWith(t *testing.T, name, engine, cacheDir string) *wnode {
+	t.Helper()
 	yaml := fmt.Sprintf(`admin_token: %s
 cache_dir: "off"
 reload:
   watch: false
 cluster:
   node: %s
-  nats_url: %s
+  %s
   cache_dir: %s
   replicas: 3
 plugins:
   - name: seeded
     wasm: %s
-`, token, name, natsURL, cacheDir, refPath)
+`, token, name, engine, cacheDir, refPath)
 	c, err := config.Parse(config.Input{Data: []byte(yaml), Env: []string{}, Builtin: plugins.Builtin,
 		Builtins: plugins.Builtins()})
 	if err != nil {
@@ -433,4 +441,34 @@ func logLevel() zapcore.Level {
 		return zapcore.InfoLevel
 	}
 	return zapcore.WarnLevel
+}
+
+// Three nodes with cluster.embedded: each runs its NATS server in-process, routed to the two
+// others; no other daemon. A module pushed to one is served by all three.
+func TestClusterEmbedded(t *testing.T) {
+	ref, err := os.ReadFile(refPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := []int{freePort(t), freePort(t), freePort(t)}
+	ws := make([]*wnode, 3)
+	for i := range ws {
+		var peers []string
+		for j, p := range routes {
+			if j != i {
+				peers = append(peers, fmt.Sprintf("'nats://127.0.0.1:%d'", p))
+			}
+		}
+		engine := fmt.Sprintf("embedded: {listen: '127.0.0.1:0', cluster_listen: '127.0.0.1:%d', routes: [%s], store_dir: %q}",
+			routes[i], strings.Join(peers, ", "), t.TempDir())
+		ws[i] = startNodeWith(t, fmt.Sprintf("e%d", i+1), engine, t.TempDir())
+	}
+	seeded := digest(t, ws[0], "seeded")
+	d := eventually(t, 60*time.Second, "3 embedded nodes joined", func() bool { return synced(ws[1], 3, "seeded", seeded) })
+	t.Logf("3 embedded nodes joined in %v", d)
+	t0 := time.Now()
+	putModule(t, ws[2], "ref", append(ref[:len(ref):len(ref)], 0, 4, 1, 'x', 'y', 'z'), nil) // a custom section: another digest
+	refDigest := digest(t, ws[2], "ref")
+	eventually(t, 20*time.Second, "ref on every embedded node", func() bool { return served(t, ws, "ref", refDigest, nil) })
+	t.Logf("module push → served by 3 embedded nodes: %v", time.Since(t0))
 }
