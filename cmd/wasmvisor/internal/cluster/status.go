@@ -58,7 +58,7 @@ func (n *Node) putStatus(ctx context.Context) {
 	n.mu.Lock()
 	st := n.st
 	n.mu.Unlock()
-	if st == nil {
+	if st == nil || ctx.Err() != nil {
 		return
 	}
 	b, err := json.Marshal(n.self())
