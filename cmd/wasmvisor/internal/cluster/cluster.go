@@ -370,7 +370,7 @@ func (n *Node) session(ctx context.Context, a Applier) error {
 		}
 		if marker && initial {
 			initial = false
-			n.prune(ctx, a, seen)
+			n.prune(ctx, a, st, seen)
 		}
 		if len(batch) > 0 || marker {
 			if err := n.saveCache(); err != nil {
@@ -491,8 +491,9 @@ func (n *Node) handle(ctx context.Context, a Applier, e jetstream.KeyValueEntry)
 }
 
 // prune removes the plugins this node serves that the bucket's initial values lack: deleted
-// while the node was away.
-func (n *Node) prune(ctx context.Context, a Applier, seen map[string]bool) {
+// while the node was away. Each is asked of the bucket first: a plugin is removed only when
+// the bucket answers that it has no such key, never on the watch's word alone.
+func (n *Node) prune(ctx context.Context, a Applier, st *stores, seen map[string]bool) {
 	n.mu.Lock()
 	var gone []string
 	for name := range n.specs {
@@ -502,6 +503,12 @@ func (n *Node) prune(ctx context.Context, a Applier, seen map[string]bool) {
 	}
 	n.mu.Unlock()
 	for _, name := range gone {
+		octx, cancel := withOp(ctx)
+		_, err := st.kv.Get(octx, name)
+		cancel()
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // there (the watch delivers it), or unknown: keep serving
+		}
 		if err := a.RemoveCluster(ctx, name); err != nil {
 			n.refuse(name, err)
 			continue

@@ -295,3 +295,75 @@ func TestEmbeddedNodeRefusesBadState(t *testing.T) {
 	}
 	wait(t, a.applied, "-p1")
 }
+
+// A plugin deleted, and its deletion purged, while the node was away is removed when the node
+// comes back: its cache has it, the bucket's watch never names it again.
+func TestPruneDeletedWhileAway(t *testing.T) {
+	dir := t.TempDir()
+	ref, err := os.ReadFile(refPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := config.Cluster{Enabled: true, Node: "solo", CacheDir: filepath.Join(dir, "cache"), Replicas: 1, MaxPlugins: 8,
+		MaxSpecBytes: 4096, MaxModuleBytes: 1 << 20,
+		Embedded: config.ClusterEmbedded{Listen: "127.0.0.1:0", StoreDir: filepath.Join(dir, "js"), Name: "t"}}
+	seed := config.Plugin{Name: "seeded", Path: refPath, Instances: 1}
+	o := Options{Config: c, Seed: []config.Plugin{seed}, Logger: zaptest.NewLogger(t),
+		Resolve: func(p config.Plugin) ([]byte, error) { return os.ReadFile(p.Path) }}
+	// start opens a node, restores it and runs it; the returned func stops it.
+	start := func(a *applier, before func(*Node)) (*Node, func()) {
+		n, err := Open(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		if err := n.Restore(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		if before != nil {
+			before(n)
+		}
+		ran := make(chan error, 1)
+		go func() { ran <- n.Run(ctx, a) }()
+		return n, func() {
+			cancel()
+			if err := <-ran; err != nil {
+				t.Error(err)
+			}
+			_ = n.Close()
+		}
+	}
+	a := newApplier()
+	n, stop := start(a, nil)
+	eventually(t, "connected", func() bool { return n.Status(context.Background()).Connected })
+	if _, err := n.Write(context.Background(), config.Plugin{Name: "gone", Instances: 1}, ref); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, a.applied, "gone")
+	stop()
+
+	b := newApplier()
+	_, stop = start(b, func(n *Node) {
+		ctx := context.Background()
+		js, err := jetstream.New(n.Conn())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kv jetstream.KeyValue
+		eventually(t, "the bucket", func() bool {
+			kv, err = js.KeyValue(ctx, PluginsBucket)
+			return err == nil
+		})
+		if err := kv.Delete(ctx, "gone"); err != nil {
+			t.Fatal(err)
+		}
+		if err := kv.PurgeDeletes(ctx, jetstream.DeleteMarkersOlderThan(-1)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer stop()
+	wait(t, b.applied, "-gone")
+	if b.digest("seeded") == "" {
+		t.Fatal("seeded was removed too")
+	}
+}
