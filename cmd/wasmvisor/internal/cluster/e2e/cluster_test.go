@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -380,10 +381,20 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("GET /v1/cluster: %d %s", code, b)
 	}
 
-	// A bad spec from the bucket is refused by every node; the last good version serves.
-	bad := ws[0].node
-	if _, err := bad.Write(context.Background(), config.Plugin{Name: "ref", Instances: 0}, ref); err == nil {
-		t.Fatal("an invalid spec was written")
+	// An invalid module PUT to a node is refused there (422) and never reaches the cluster;
+	// an invalid spec is not written.
+	before := ws[0].node.Status(context.Background()).Revision
+	if code, b := do(t, "PUT", ws[1].base+"/v1/plugins/ref", "application/wasm", []byte("\x00asm garbage")); code != 422 {
+		t.Fatalf("PUT of an invalid module: %d %s", code, b)
+	}
+	if _, err := ws[0].node.Write(context.Background(), config.Plugin{Name: "ref", Instances: 0}, ref); !errors.Is(err, cluster.ErrRefused) {
+		t.Fatalf("an invalid spec: %v", err)
+	}
+	if after := ws[0].node.Status(context.Background()).Revision; after != before {
+		t.Fatalf("the bucket moved from revision %d to %d", before, after)
+	}
+	if !served(t, ws, "ref", refDigest, nil) {
+		t.Fatal("a node stopped serving ref")
 	}
 
 	// NATS node 1 killed: w1 is cut off and keeps serving; w2 and w3 take a change.
