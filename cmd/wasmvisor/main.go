@@ -5,6 +5,7 @@
 //	wasmvisor inspect <plugin.wasm>
 //	wasmvisor test <plugin.wasm> <cases.yaml>
 //	wasmvisor bundle keygen|build|sign|verify
+//	wasmvisor push <plugin.wasm> --name NAME [--server URL] [--config KEY=VALUE]...
 //	wasmvisor version
 //
 // Every failure exits non-zero with a one-line error on stderr; see exitCode for the codes.
@@ -110,7 +111,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newServeCmd(stderr), newCallCmd(stdin, stdout, stderr), newInspectCmd(stdout),
-		newTestCmd(stdout, stderr), newVersionCmd(stdout), newBundleCmd(stdout))
+		newTestCmd(stdout, stderr), newVersionCmd(stdout), newBundleCmd(stdout), newPushCmd(stdout))
 	return root
 }
 

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/cluster"
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/server"
 	"github.com/wasmvisor/wasmvisor/plugins"
@@ -83,12 +84,40 @@ func runServe(cmd *cobra.Command, configFile, addrFile string, stderr io.Writer)
 	if configFile == "" {
 		reread = nil // the embedded default cannot change
 	}
+	// A cluster's node: the file's plugins seed the cluster and go through it (package
+	// cluster); the server itself loads none of them.
+	var node *cluster.Node
+	opts := server.Options{Config: c, Reread: reread, Logger: log, Builtin: plugins.Builtin}
+	if c.Cluster.Enabled {
+		if node, err = cluster.Open(cluster.Options{Config: c.Cluster, Seed: c.Plugins, Resolve: resolveModule,
+			Logger: log}); err != nil {
+			_ = ln.Close()
+			return err
+		}
+		defer func() { _ = node.Close() }()
+		opts.Config, opts.Cluster, opts.Reread = clusterServed(c), node, nil
+		if reread != nil {
+			opts.Reread = func() (*config.Config, error) {
+				c, err := read()
+				if err != nil {
+					return nil, err
+				}
+				if err := node.FileChanged(ctx, c.Plugins); err != nil {
+					return nil, err
+				}
+				return clusterServed(c), nil
+			}
+		}
+	}
 	// Listen first: the API answers (/healthz 200, /readyz 503 naming what is loading, calls
 	// 503 plugin_loading) while the plugins load.
-	srv, err := server.Open(ctx, server.Options{Config: c, Reread: reread, Logger: log, Builtin: plugins.Builtin})
+	srv, err := server.Open(ctx, opts)
 	if err != nil {
 		_ = ln.Close()
 		return err
+	}
+	if node != nil {
+		srv.Host().Metrics().MustRegister(node.Collectors()...)
 	}
 	if addrFile != "" {
 		if err := os.WriteFile(addrFile, []byte(ln.Addr().String()), 0o600); err != nil {
@@ -109,7 +138,19 @@ func runServe(cmd *cobra.Command, configFile, addrFile string, stderr io.Writer)
 	})
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	g.Add(func() error {
-		if err := srv.Load(loadCtx); err != nil {
+		var err error
+		if node != nil {
+			// The cache (or, on the first start, the file's plugins) before the server is
+			// ready, then the cluster.
+			err = node.Restore(loadCtx, srv)
+		}
+		if err == nil {
+			err = srv.Load(loadCtx)
+		}
+		if err == nil && node != nil {
+			return node.Run(loadCtx, srv)
+		}
+		if err != nil {
 			if loadCtx.Err() != nil {
 				return nil // interrupted: another actor ended the group
 			}
@@ -150,6 +191,25 @@ func runServe(cmd *cobra.Command, configFile, addrFile string, stderr io.Writer)
 		err = errors.Join(err, fmt.Errorf("shutdown: %w", shutdownErr))
 	}
 	return err
+}
+
+// clusterServed is c as the server of a cluster's node takes it: without the file's plugins,
+// which reach it through the cluster.
+func clusterServed(c *config.Config) *config.Config {
+	sc := *c
+	sc.Plugins = nil
+	return &sc
+}
+
+// resolveModule reads a plugin's module: a built-in or its file.
+func resolveModule(p config.Plugin) ([]byte, error) {
+	if p.Builtin != "" {
+		if b, ok := plugins.Builtin(p.Builtin); ok {
+			return b, nil
+		}
+		return nil, fmt.Errorf("no built-in plugin %q", p.Builtin)
+	}
+	return os.ReadFile(p.Path)
 }
 
 func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {

@@ -71,7 +71,10 @@ type Config struct {
 	Supervisor Supervisor
 	// DecisionLog is the decision log's settings (package decisionlog).
 	DecisionLog DecisionLog
-	Plugins     []Plugin
+	// Cluster is the cluster section (package cluster): Enabled false without one, and then
+	// nothing of NATS runs.
+	Cluster Cluster
+	Plugins []Plugin
 	// StateDir (state_dir) keeps the plugins loaded by PUT across restarts; "" for none.
 	StateDir string
 	// Bundles are the signed bundles to load beside Plugins (bundles.go).
@@ -164,6 +167,45 @@ type DecisionLogHTTP struct {
 	Timeout       time.Duration
 	// Headers are sent with every POST (an Authorization, say).
 	Headers map[string]string
+}
+
+// Cluster is the cluster section: the node joins a NATS JetStream cluster through NATSURL
+// (an existing one) or runs Embedded (a NATS server in the process, routed to its peers).
+// Exactly one of the two; the zero value (Enabled false) is a single node.
+type Cluster struct {
+	Enabled bool
+	// Node names this node in the status bucket and GET /v1/cluster; default the host name.
+	Node string
+	// CacheDir holds the node's copy of the desired state (specs and modules), served when
+	// the engine is unreachable. Required.
+	CacheDir string
+	// NATSURL is a comma-separated list of nats:// or tls:// URLs.
+	NATSURL string
+	// Credentials is a NATS .creds file (user JWT and NKey seed); "" for none.
+	Credentials string
+	TLS         ClusterTLS
+	// Replicas of the buckets (1–5, default 1); 3 on a three-node cluster survives a node.
+	Replicas int
+	// MaxPlugins bounds the plugins the cluster may hold (default 256, 1–4096); MaxSpecBytes
+	// one spec's JSON (default 64 KiB, 1 KiB–1 MiB); MaxModuleBytes one module (http.max_module_bytes).
+	MaxPlugins     int
+	MaxSpecBytes   int64
+	MaxModuleBytes int64
+	Embedded       ClusterEmbedded
+}
+
+// ClusterTLS is cluster.tls: a CA to verify the NATS servers and a client certificate.
+type ClusterTLS struct{ CA, Cert, Key string }
+
+// ClusterEmbedded is cluster.embedded: the NATS server this process runs.
+type ClusterEmbedded struct {
+	// Listen is the client HOST:PORT; ClusterListen the route HOST:PORT ("" for a lone node).
+	Listen, ClusterListen string
+	// Routes are the peers' route URLs (nats://HOST:PORT); Name the NATS cluster's name
+	// (default "wasmvisor"); StoreDir JetStream's directory (required).
+	Routes   []string
+	Name     string
+	StoreDir string
 }
 
 // Supervisor is the host's supervision settings.
@@ -329,9 +371,36 @@ type raw struct {
 	Supervisor rawSup     `yaml:"supervisor"`
 	// DecisionLog's scalars are read through viper; only the mask list here.
 	DecisionLog rawDecisionLog `yaml:"decision_log"`
+	Cluster     rawCluster     `yaml:"cluster"`
 	Plugins     []rawPlugin    `yaml:"plugins"`
 	StateDir    string         `yaml:"state_dir"`
 	Bundles     rawBundles     `yaml:"bundles"`
+}
+
+type rawCluster struct {
+	Node         string         `yaml:"node"`
+	CacheDir     string         `yaml:"cache_dir"`
+	NATSURL      string         `yaml:"nats_url"`
+	Credentials  string         `yaml:"credentials"`
+	TLS          rawClusterTLS  `yaml:"tls"`
+	Replicas     string         `yaml:"replicas"`
+	MaxPlugins   string         `yaml:"max_plugins"`
+	MaxSpecBytes string         `yaml:"max_spec_bytes"`
+	Embedded     rawClusterEmbd `yaml:"embedded"`
+}
+
+type rawClusterTLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+type rawClusterEmbd struct {
+	Listen        string   `yaml:"listen"`
+	ClusterListen string   `yaml:"cluster_listen"`
+	Routes        []string `yaml:"routes"`
+	Name          string   `yaml:"name"`
+	StoreDir      string   `yaml:"store_dir"`
 }
 
 type rawDecisionLog struct {
@@ -511,6 +580,10 @@ var scalarKeys = []string{
 	"decision_log.jetstream.subject", "decision_log.jetstream.batch_size", "decision_log.jetstream.flush_interval",
 	"decision_log.jetstream.queue", "decision_log.jetstream.max_in_flight", "decision_log.jetstream.max_retries",
 	"decision_log.jetstream.retry_backoff", "decision_log.jetstream.max_backoff", "decision_log.jetstream.timeout",
+	"cluster.node", "cluster.cache_dir", "cluster.nats_url", "cluster.credentials",
+	"cluster.tls.ca", "cluster.tls.cert", "cluster.tls.key", "cluster.replicas", "cluster.max_plugins",
+	"cluster.max_spec_bytes", "cluster.embedded.listen", "cluster.embedded.cluster_listen",
+	"cluster.embedded.name", "cluster.embedded.store_dir",
 }
 
 // Parse reads, layers and validates a configuration. Every problem found is in the returned
@@ -748,6 +821,8 @@ func Parse(in Input) (*Config, error) {
 		c.DecisionLog.Mask = append(c.DecisionLog.Mask, m)
 	}
 
+	c.Cluster = parseCluster(r.Cluster, in.Dir, c.HTTP.MaxModuleBytes, str, integer, add)
+
 	names := map[string]int{}
 	for i, rp := range r.Plugins {
 		key := func(k string) string { return fmt.Sprintf("plugins[%d].%s", i, k) }
@@ -882,6 +957,10 @@ func Parse(in Input) (*Config, error) {
 				add(key(fmt.Sprintf("subscribe[%d]", j)), "empty topic")
 			}
 		}
+		if c.Cluster.Enabled && (len(p.Env) > 0 || len(p.InheritEnv) > 0 || len(p.Dirs) > 0) {
+			add(key("capabilities"), "env, inherit_env and dirs are this machine's: "+
+				"a plugin shared through the cluster section cannot have them")
+		}
 		c.Plugins = append(c.Plugins, p)
 	}
 	// Dependencies: named, not self, acyclic.
@@ -909,6 +988,112 @@ func Parse(in Input) (*Config, error) {
 	}
 	c.Digest = digest(in.Data)
 	return c, nil
+}
+
+// Bounds and defaults of the cluster section (CONFIG.md).
+const (
+	DefaultClusterMaxPlugins   = 256
+	DefaultClusterMaxSpecBytes = 64 << 10
+	DefaultClusterName         = "wasmvisor"
+)
+
+// parseCluster reads the cluster section; Enabled when nats_url or embedded is set.
+func parseCluster(r rawCluster, dir string, maxModule int64, str func(string, string) string,
+	integer func(string, int64, int64, int64) int64, add func(string, string, ...any),
+) Cluster {
+	abs := func(p string) string {
+		if p != "" && !filepath.IsAbs(p) && dir != "" {
+			return filepath.Join(dir, p)
+		}
+		return p
+	}
+	c := Cluster{
+		NATSURL: str("cluster.nats_url", ""), Credentials: abs(str("cluster.credentials", "")),
+		TLS: ClusterTLS{CA: abs(str("cluster.tls.ca", "")), Cert: abs(str("cluster.tls.cert", "")),
+			Key: abs(str("cluster.tls.key", ""))},
+		Embedded: ClusterEmbedded{Listen: str("cluster.embedded.listen", ""),
+			ClusterListen: str("cluster.embedded.cluster_listen", ""), Routes: r.Embedded.Routes,
+			Name: str("cluster.embedded.name", DefaultClusterName), StoreDir: abs(str("cluster.embedded.store_dir", ""))},
+	}
+	embedded := c.Embedded.Listen != "" || c.Embedded.ClusterListen != "" || len(c.Embedded.Routes) > 0 ||
+		c.Embedded.StoreDir != ""
+	rest := str("cluster.node", "") != "" || str("cluster.cache_dir", "") != "" || c.Credentials != "" ||
+		c.TLS != (ClusterTLS{}) || str("cluster.replicas", "") != "" || str("cluster.max_plugins", "") != "" ||
+		str("cluster.max_spec_bytes", "") != ""
+	switch {
+	case c.NATSURL != "" && embedded:
+		add("cluster.embedded", "give one of cluster.nats_url and cluster.embedded")
+		return Cluster{}
+	case c.NATSURL == "" && !embedded:
+		if rest {
+			add("cluster", "want cluster.nats_url (an existing NATS cluster) or cluster.embedded (a NATS server in this process)")
+		}
+		return Cluster{}
+	}
+	c.Enabled = true
+	c.Node = str("cluster.node", "")
+	if c.Node == "" {
+		if h, err := os.Hostname(); err == nil {
+			c.Node = h
+		}
+	}
+	if !nameRE.MatchString(c.Node) {
+		add("cluster.node", "want letters, digits, '_', '.', '-' (at most 128, not starting with a symbol), got %q", c.Node)
+	}
+	if c.CacheDir = abs(str("cluster.cache_dir", "")); c.CacheDir == "" {
+		add("cluster.cache_dir", "missing: the directory of this node's copy of the desired state")
+	}
+	c.Replicas = int(integer("cluster.replicas", 1, 1, 5))
+	c.MaxPlugins = int(integer("cluster.max_plugins", DefaultClusterMaxPlugins, 1, 4096))
+	c.MaxSpecBytes = integer("cluster.max_spec_bytes", DefaultClusterMaxSpecBytes, 1<<10, 1<<20)
+	c.MaxModuleBytes = maxModule
+	for _, u := range strings.Split(c.NATSURL, ",") {
+		if c.NATSURL == "" {
+			break
+		}
+		pu, err := url.Parse(strings.TrimSpace(u))
+		if err != nil || pu.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, pu.Scheme) {
+			add("cluster.nats_url", "want nats://HOST:PORT or tls://HOST:PORT (comma-separated), got %q", u)
+		}
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		add("cluster.tls.cert", "cluster.tls.cert and cluster.tls.key go together")
+	}
+	for k, f := range map[string]string{"cluster.credentials": c.Credentials, "cluster.tls.ca": c.TLS.CA,
+		"cluster.tls.cert": c.TLS.Cert, "cluster.tls.key": c.TLS.Key} {
+		if f != "" {
+			if _, err := os.Stat(f); err != nil {
+				add(k, "cannot read %q: %s", f, errors.Unwrap(err))
+			}
+		}
+	}
+	if !embedded {
+		return c
+	}
+	e := &c.Embedded
+	if _, _, err := splitHostPort(e.Listen); err != nil {
+		add("cluster.embedded.listen", "want HOST:PORT, got %q", e.Listen)
+	}
+	if e.ClusterListen != "" {
+		if _, _, err := splitHostPort(e.ClusterListen); err != nil {
+			add("cluster.embedded.cluster_listen", "want HOST:PORT, got %q", e.ClusterListen)
+		}
+	} else if len(e.Routes) > 0 {
+		add("cluster.embedded.cluster_listen", "missing: routes need a route address of this node")
+	}
+	for i, rt := range e.Routes {
+		pu, err := url.Parse(rt)
+		if err != nil || pu.Scheme != "nats" || pu.Host == "" {
+			add(fmt.Sprintf("cluster.embedded.routes[%d]", i), "want nats://HOST:PORT, got %q", rt)
+		}
+	}
+	if e.StoreDir == "" {
+		add("cluster.embedded.store_dir", "missing: JetStream's directory")
+	}
+	if !nameRE.MatchString(e.Name) {
+		add("cluster.embedded.name", "want letters, digits, '_', '.', '-', got %q", e.Name)
+	}
+	return c
 }
 
 // withFile names the file in every error.

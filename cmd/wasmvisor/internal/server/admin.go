@@ -290,7 +290,11 @@ func (s *Server) applyPut(w http.ResponseWriter, r *http.Request, name string, p
 	}
 	ctx, cancel := s.opContext(r)
 	defer cancel()
-	what, err := s.put(ctx, p, pr.wasm, "api", nil)
+	source := "api"
+	if s.opts.Cluster != nil {
+		source = sourceCluster
+	}
+	what, err := s.put(ctx, p, pr.wasm, source, nil)
 	if err != nil {
 		s.log.Warn("PUT refused; the running version (if any) keeps serving", zap.String("plugin", name), zap.Error(err))
 		s.hostError(w, err)
@@ -300,6 +304,12 @@ func (s *Server) applyPut(w http.ResponseWriter, r *http.Request, name string, p
 	if err := s.persist(name, pr.wasm); err != nil {
 		s.persistFailed(w, name, err)
 		return
+	}
+	if c := s.opts.Cluster; c != nil {
+		if _, err := c.Write(ctx, p, pr.wasm); err != nil {
+			clusterError(w, err)
+			return
+		}
 	}
 	pi, err := s.h.Plugin(name)
 	if err != nil {
@@ -335,11 +345,20 @@ func (s *Server) updateConfig(w http.ResponseWriter, r *http.Request, old *entry
 		}
 		ne.override = pr.config
 		ne.hostSpecs.Config = pr.config
+		if s.opts.Cluster != nil { // the cluster's spec is the config: no override
+			ne.spec.Config, ne.override = pr.config, nil
+		}
 	}
 	s.setEntry(old.spec.Name, &ne)
 	if err := s.persist(old.spec.Name, nil); err != nil {
 		s.persistFailed(w, old.spec.Name, err)
 		return
+	}
+	if c := s.opts.Cluster; c != nil {
+		if _, err := c.Write(ctx, ne.spec, nil); err != nil {
+			clusterError(w, err)
+			return
+		}
 	}
 	pi, err := s.h.Plugin(old.spec.Name)
 	if err != nil {
@@ -347,6 +366,20 @@ func (s *Server) updateConfig(w http.ResponseWriter, r *http.Request, old *entry
 		return
 	}
 	writeJSON(w, http.StatusOK, s.view(pi, true))
+}
+
+// clusterError answers a change applied on this node that the cluster did not take: 503
+// cluster_unavailable (JetStream unreachable: the node converges back to the cluster's state
+// when it reconnects), or 422 cluster_refused (a spec out of the cluster's bounds).
+func clusterError(w http.ResponseWriter, err error) {
+	var re interface{ Refused() bool }
+	if errors.As(err, &re) && re.Refused() {
+		writeError(w, http.StatusUnprocessableEntity, "cluster_refused", "applied on this node only; "+
+			"the cluster refused it, and the node returns to the cluster's state at its next resynchronisation: "+err.Error())
+		return
+	}
+	writeError(w, http.StatusServiceUnavailable, "cluster_unavailable", "applied on this node only; "+
+		"the cluster is unreachable, and the node returns to the cluster's state when it reconnects: "+err.Error())
 }
 
 func validPolicy(p string) bool {

@@ -51,6 +51,7 @@ func (s *Server) routes() *http.ServeMux {
 	handle("DELETE /v1/plugins/{name}", true, s.deletePlugin)
 	handle("POST /v1/reload", true, s.reloadHandler)
 	handle("GET /v1/status", false, s.getStatus)
+	handle("GET /v1/cluster", false, s.getCluster)
 	handle("GET /v1/events", false, s.events)
 	handle("GET /healthz", false, s.healthz)
 	handle("GET /readyz", false, s.readyz)
@@ -412,6 +413,12 @@ func (s *Server) deletePlugin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("unloaded", zap.String("plugin", name), zap.String("by", "api"))
+	if c := s.opts.Cluster; c != nil {
+		if err := c.Delete(ctx, name); err != nil {
+			clusterError(w, err)
+			return
+		}
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -422,6 +429,16 @@ func (s *Server) getStatus(w http.ResponseWriter, _ *http.Request) {
 		"ready": ready, "config": map[string]string{"source": c.Source, "digest": c.Digest},
 		"listen": c.Listen, "last_reload": s.status.Load(), "plugins": len(*s.entries.Load()),
 		"event_streams": s.streams.Load(), "bundles": s.bundles.view()})
+}
+
+// getCluster is GET /v1/cluster: the nodes, the revision each serves and its lag; 404
+// cluster_off on a single node.
+func (s *Server) getCluster(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Cluster == nil {
+		writeError(w, http.StatusNotFound, "cluster_off", "this server has no cluster section")
+		return
+	}
+	writeJSON(w, http.StatusOK, s.opts.Cluster.Report(r.Context()))
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

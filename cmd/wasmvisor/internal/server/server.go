@@ -46,6 +46,60 @@ type Options struct {
 	Logger *zap.Logger
 	// Builtin resolves builtin:NAME modules.
 	Builtin func(string) ([]byte, bool)
+	// Cluster, when set, is the cluster node (package cluster) a PUT or DELETE is written to
+	// after it succeeded here, and what GET /v1/cluster shows; the node applies the cluster's
+	// changes through ApplyCluster and RemoveCluster. Nil: a single node.
+	Cluster Cluster
+}
+
+// Cluster is what the server writes to when it is a cluster's node (package cluster's Node).
+type Cluster interface {
+	// Write makes p, with module wasm, the cluster's desired state for p.Name; wasm nil means
+	// the module the node already serves under that name.
+	Write(ctx context.Context, p config.Plugin, wasm []byte) (uint64, error)
+	// Delete removes a plugin from the cluster's desired state.
+	Delete(ctx context.Context, name string) error
+	// Report is GET /v1/cluster's body.
+	Report(ctx context.Context) any
+}
+
+// sourceCluster is the source of the plugins of a cluster's node: every one comes from, or
+// goes to, the cluster's desired state.
+const sourceCluster = "cluster"
+
+// ApplyCluster loads p, or brings the loaded plugin to p, through the path of a file reload
+// (a new module is a host Replace, made before the old one is broken). On an error the
+// running version stays. It is the cluster node's Applier.
+func (s *Server) ApplyCluster(ctx context.Context, p config.Plugin, wasm []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout())
+	defer cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	what, err := s.put(ctx, p, wasm, sourceCluster, nil)
+	if err != nil {
+		return fmt.Errorf("plugin %q: %w", p.Name, err)
+	}
+	if what != "" {
+		s.log.Info("plugin "+what, zap.String("plugin", p.Name), zap.String("by", sourceCluster))
+	}
+	return nil
+}
+
+// RemoveCluster unloads a plugin the cluster no longer has; one not loaded is no error.
+func (s *Server) RemoveCluster(ctx context.Context, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout())
+	defer cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.entry(name) == nil {
+		return nil
+	}
+	if err := s.h.Unload(ctx, name); err != nil {
+		return fmt.Errorf("plugin %q: %w", name, err)
+	}
+	s.setEntry(name, nil)
+	s.log.Info("unloaded", zap.String("plugin", name), zap.String("by", sourceCluster))
+	return nil
 }
 
 // Server serves one host's plugins over HTTP.
@@ -421,6 +475,7 @@ func restartOnly(a, b *config.Config) []string {
 	note(a.Events.BusBuffer != b.Events.BusBuffer, "events.bus_buffer")
 	note(a.Metrics != b.Metrics, "metrics.latency_sampling")
 	note(!reflect.DeepEqual(a.DecisionLog, b.DecisionLog), "decision_log")
+	note(!reflect.DeepEqual(a.Cluster, b.Cluster), "cluster")
 	return w
 }
 
