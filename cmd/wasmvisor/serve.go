@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/cluster"
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/natsbus"
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/server"
 	"github.com/wasmvisor/wasmvisor/plugins"
 )
@@ -95,7 +97,7 @@ func runServe(cmd *cobra.Command, configFile, addrFile string, stderr io.Writer)
 			return err
 		}
 		defer func() { _ = node.Close() }()
-		opts.Config, opts.Cluster, opts.Reread = clusterServed(c), node, nil
+		opts.Config, opts.Cluster, opts.Reread, opts.NATS = clusterServed(c), node, nil, node.Conn()
 		if reread != nil {
 			opts.Reread = func() (*config.Config, error) {
 				c, err := read()
@@ -159,6 +161,10 @@ func runServe(cmd *cobra.Command, configFile, addrFile string, stderr io.Writer)
 		<-loadCtx.Done()
 		return nil
 	}, func(error) { stopLoad() })
+	if node != nil && len(c.Cluster.Bus.Topics) > 0 {
+		busCtx, stopBus := context.WithCancel(ctx)
+		g.Add(func() error { return runBusBridge(busCtx, node, srv, c.Cluster.Bus, log) }, func(error) { stopBus() })
+	}
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	g.Add(func() error { return srv.Watch(watchCtx) }, func(error) { stopWatch() })
 	hup := make(chan os.Signal, 1)
@@ -225,4 +231,39 @@ func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 		enc = zapcore.NewConsoleEncoder(ec)
 	}
 	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)), nil
+}
+
+// busRetry is the wait between two attempts to start the bus bridge.
+const busRetry = 2 * time.Second
+
+// runBusBridge carries cluster.bus's topics between the host's bus and the other nodes
+// (package natsbus) until ctx ends. The bridge needs NATS to start (an at-least-once topic's
+// stream and consumer): a node that starts while NATS is away serves without it, logs why,
+// and tries again every busRetry; it never stops the server.
+func runBusBridge(ctx context.Context, node *cluster.Node, srv *server.Server, bc natsbus.Config, log *zap.Logger) error {
+	for attempt := 1; ; attempt++ {
+		b, err := natsbus.New(ctx, natsbus.Options{Conn: node.Conn(), Host: srv.Host(), Node: node.Name(), Config: bc,
+			Registerer: srv.Host().Metrics(), Logger: log.Named("bus")})
+		if err == nil {
+			log.Info("bus bridged across the cluster", zap.Strings("topics", bc.Topics), zap.Int("attempt", attempt))
+			<-ctx.Done()
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := b.Close(cctx); err != nil {
+				log.Warn("bus bridge close", zap.Error(err))
+			}
+			return nil
+		}
+		if errors.Is(err, natsbus.ErrConfig) || errors.Is(err, natsbus.ErrInvalidOptions) {
+			return fmt.Errorf("cluster.bus: %w", err) // not NATS's absence: it will not get better
+		}
+		if attempt == 1 || attempt%30 == 0 {
+			log.Warn("bus bridge not started; retrying", zap.Int("attempt", attempt), zap.Duration("every", busRetry), zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(busRetry):
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -16,6 +17,7 @@ cluster:
   node: e1
   cache_dir: %q
   %s
+  bus: {topics: [news]}
 plugins:
   - name: seeded
     wasm: ref.wasm
@@ -69,6 +71,10 @@ func TestE2ECluster(t *testing.T) {
 		return p.must("GET", "/v1/plugins/"+name, e2eToken, "", nil, 200).json(t)["config"].(map[string]any)
 	}
 	eventually(t, 60*time.Second, "seeded, revision 1", atRevision(p, 1, "seeded"))
+	// cluster.bus: the bridge of topic news is up on the node's connection.
+	eventually(t, 30*time.Second, "the bus bridged", func() bool {
+		return strings.Contains(p.logs(), "bus bridged across the cluster")
+	})
 
 	// A plugin changed in the file is written to the cluster at the reload.
 	writeAtomic(t, cfgPath, fmt.Appendf(nil, clusterConfig, cache, state, embedded, "v2"))

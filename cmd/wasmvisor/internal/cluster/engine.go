@@ -82,7 +82,10 @@ func connect(c config.Cluster, urls string, up chan<- struct{}) (*nats.Conn, err
 	}
 	opts := []nats.Option{nats.Name("wasmvisor " + c.Node), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1),
 		nats.ReconnectWait(reconnectWait), nats.ConnectHandler(signal), nats.ReconnectHandler(signal),
-		nats.Timeout(2 * time.Second), nats.PingInterval(5 * time.Second), nats.MaxPingsOutstanding(2)}
+		nats.Timeout(2 * time.Second), nats.PingInterval(5 * time.Second), nats.MaxPingsOutstanding(2),
+		// The bus bridge (package natsbus) shares the connection: a node must not receive the
+		// messages it publishes itself (it would skip them, after they filled its pending).
+		nats.NoEcho()}
 	if c.Credentials != "" {
 		opts = append(opts, nats.UserCredentials(c.Credentials))
 	}

@@ -25,6 +25,14 @@ cluster:
 		cl.Embedded.Name != DefaultClusterName {
 		t.Fatalf("cluster: %+v", cl)
 	}
+	// cluster.bus: the topics that cross nodes, natsbus's own keys.
+	c, err = parse(t, "cluster: {nats_url: nats://x:4222, cache_dir: s, bus: {topics: [a, b], at_least_once: [b], ack_wait: 2s}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := c.Cluster.Bus; len(b.Topics) != 2 || len(b.AtLeastOnce) != 1 || b.AckWait.Seconds() != 2 {
+		t.Fatalf("cluster.bus: %+v", b)
+	}
 	// Without the section: a single node.
 	if c, err := parse(t, "listen: 127.0.0.1:1\n"); err != nil || c.Cluster.Enabled {
 		t.Fatalf("no section: %+v %v", c.Cluster, err)
@@ -44,6 +52,9 @@ cluster:
 		{"cluster: {cache_dir: s, embedded: {listen: '127.0.0.1:1', cluster_listen: '127.0.0.1:2', store_dir: j, routes: ['h:1']}}", "cluster.embedded.routes[0]"},
 		{"cluster: {nats_url: nats://x:4222, cache_dir: s, bogus: 1}", "cluster.bogus"},
 		{"cluster: {nats_url: nats://x:4222, cache_dir: s}\nplugins: [{name: b, wasm: p.wasm, capabilities: {env: {A: b}}}]", "plugins[0](b).capabilities"},
+		{"cluster: {bus: {topics: [a]}}", "cluster"},
+		{"cluster: {nats_url: nats://x:4222, cache_dir: s, bus: {topics: [a], max_message_bytes: -1}}", "cluster.bus.max_message_bytes"},
+		{"cluster: {nats_url: nats://x:4222, cache_dir: s, bus: {topics: [a], bogus: 1}}", "cluster.bus.bogus"},
 	} {
 		_, err := parse(t, tc.yaml)
 		var es Errors

@@ -30,6 +30,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/decisionlog"
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/natsbus"
 )
 
 // EnvPrefix prefixes the environment variables that override scalar keys:
@@ -192,6 +193,9 @@ type Cluster struct {
 	MaxSpecBytes   int64
 	MaxModuleBytes int64
 	Embedded       ClusterEmbedded
+	// Bus is cluster.bus: the topics of the host's bus that cross nodes (package natsbus),
+	// validated by natsbus.Config.Validate. The zero value bridges nothing.
+	Bus natsbus.Config
 }
 
 // ClusterTLS is cluster.tls: a CA to verify the NATS servers and a client certificate.
@@ -387,6 +391,8 @@ type rawCluster struct {
 	MaxPlugins   string         `yaml:"max_plugins"`
 	MaxSpecBytes string         `yaml:"max_spec_bytes"`
 	Embedded     rawClusterEmbd `yaml:"embedded"`
+	// Bus is read from the file only (no environment override): natsbus.Config's own keys.
+	Bus natsbus.Config `yaml:"bus"`
 }
 
 type rawClusterTLS struct {
@@ -1019,7 +1025,7 @@ func parseCluster(r rawCluster, dir string, maxModule int64, str func(string, st
 		c.Embedded.StoreDir != ""
 	rest := str("cluster.node", "") != "" || str("cluster.cache_dir", "") != "" || c.Credentials != "" ||
 		c.TLS != (ClusterTLS{}) || str("cluster.replicas", "") != "" || str("cluster.max_plugins", "") != "" ||
-		str("cluster.max_spec_bytes", "") != ""
+		str("cluster.max_spec_bytes", "") != "" || !reflect.DeepEqual(r.Bus, natsbus.Config{})
 	switch {
 	case c.NATSURL != "" && embedded:
 		add("cluster.embedded", "give one of cluster.nats_url and cluster.embedded")
@@ -1031,6 +1037,20 @@ func parseCluster(r rawCluster, dir string, maxModule int64, str func(string, st
 		return Cluster{}
 	}
 	c.Enabled = true
+	c.Bus = r.Bus
+	if err := c.Bus.Validate(); err != nil {
+		var ces interface{ Unwrap() []error }
+		if errors.As(err, &ces) {
+			for _, e := range ces.Unwrap() {
+				var ce *natsbus.ConfigError
+				if errors.As(e, &ce) {
+					add(ce.Key, "%s", ce.Reason)
+				}
+			}
+		} else {
+			add("cluster.bus", "%v", err)
+		}
+	}
 	c.Node = str("cluster.node", "")
 	if c.Node == "" {
 		if h, err := os.Hostname(); err == nil {

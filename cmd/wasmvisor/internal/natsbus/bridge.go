@@ -104,10 +104,14 @@ type Bridge struct {
 }
 
 // New checks o, creates the stream and this node's durable consumer when Config.AtLeastOnce
-// is not empty (ctx bounds these requests: New fails if JetStream cannot be reached), and
+// is not empty (ctx bounds these requests, startTimeout when it has no deadline: New fails if
+// JetStream cannot be reached), and
 // starts the bridge. Without topics it bridges nothing and starts nothing but the sending
 // goroutine.
 func New(ctx context.Context, o Options) (*Bridge, error) { return newBridge(ctx, o, nil) }
+
+// startTimeout bounds New's talk to NATS when ctx has no deadline of its own.
+const startTimeout = 10 * time.Second
 
 func newBridge(ctx context.Context, o Options, afterReceive func(data []byte)) (*Bridge, error) {
 	switch {
@@ -135,6 +139,13 @@ func newBridge(ctx context.Context, o Options, afterReceive func(data []byte)) (
 	}
 	b.collector = collector{b}
 	b.afterReceive = afterReceive
+	if _, ok := ctx.Deadline(); !ok {
+		// The start talks to NATS (the stream, the consumer, a flush of the subscriptions),
+		// which wants a deadline: a caller without one gets startTimeout.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, startTimeout)
+		defer cancel()
+	}
 	if err := b.start(ctx); err != nil {
 		b.stopIn()
 		return nil, err

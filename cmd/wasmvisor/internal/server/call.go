@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -309,7 +310,7 @@ const HeaderDecisionID = "Wasmvisor-Decision-Id"
 
 // newDecisionLog starts the decision log of the decision_log section, its metrics in h's
 // registry.
-func newDecisionLog(c config.DecisionLog, h *host.Host, log *zap.Logger) (*decisionlog.Logger, error) {
+func newDecisionLog(c config.DecisionLog, h *host.Host, log *zap.Logger, nc *nats.Conn) (*decisionlog.Logger, error) {
 	o := decisionlog.Options{Input: c.Input, Result: c.Result, MaxValueBytes: int(c.MaxValueBytes),
 		Registerer: h.Metrics(), Logger: log.Named("decisionlog")}
 	for _, p := range c.Mask {
@@ -333,16 +334,21 @@ func newDecisionLog(c config.DecisionLog, h *host.Host, log *zap.Logger) (*decis
 			}
 		}
 	}
-	if c.JetStream.Subject != "" {
-		// The sink needs the cluster's NATS connection (issue 15's cluster section), which
-		// this server does not open yet: refused rather than ignored.
-		return nil, fmt.Errorf("decision_log.jetstream.subject: %w", errNoCluster)
+	if js := c.JetStream; js.Subject != "" {
+		// The sink publishes through the cluster node's NATS connection: without a cluster
+		// section there is none, and the key is refused rather than ignored.
+		if nc == nil {
+			return nil, fmt.Errorf("decision_log.jetstream.subject: %w", errNoCluster)
+		}
+		o.JetStream = &decisionlog.JetStreamOptions{Conn: nc, Subject: js.Subject, BatchSize: js.BatchSize,
+			FlushInterval: js.FlushInterval, Queue: js.Queue, MaxInFlight: js.MaxInFlight, MaxRetries: js.MaxRetries,
+			RetryBackoff: js.RetryBackoff, MaxBackoff: js.MaxBackoff, Timeout: js.Timeout}
 	}
 	return decisionlog.New(o)
 }
 
 // errNoCluster refuses a key that needs the cluster's NATS connection.
-var errNoCluster = errors.New("needs the cluster section's NATS connection, which this build does not open")
+var errNoCluster = errors.New("needs the cluster section's NATS connection: this server is not a cluster's node")
 
 // closeDecisionLog delivers what the decision log's sinks hold, until end (the shutdown's
 // bound), at least one second. Records not delivered by then are dropped and counted.

@@ -19,12 +19,17 @@ import (
 	"testing"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/decisionlog"
+	"github.com/wasmvisor/wasmvisor/host/hosttest"
+	"github.com/wasmvisor/wasmvisor/plugins"
 )
 
 // Every call gets its own decision ID in Wasmvisor-Decision-Id, and the file sink's record of
@@ -275,8 +280,8 @@ func TestFailureAnswerPut(t *testing.T) {
 	}
 }
 
-// decision_log.jetstream needs the cluster's NATS connection, which the server does not open
-// yet: New refuses it, naming the key, instead of starting without the sink.
+// decision_log.jetstream needs the cluster node's NATS connection (Options.NATS): without one
+// New refuses it, naming the key, instead of starting without the sink.
 func TestDecisionLogJetStreamRefused(t *testing.T) {
 	c, err := config.Parse(config.Input{Data: []byte("decision_log: {jetstream: {subject: decisions.n1}}\nplugins: []\n"),
 		Dir: t.TempDir(), Env: []string{}})
@@ -291,5 +296,83 @@ func TestDecisionLogJetStreamRefused(t *testing.T) {
 	}
 	if !errors.Is(err, errNoCluster) || !strings.Contains(err.Error(), "decision_log.jetstream.subject") {
 		t.Fatalf("New: %v", err)
+	}
+}
+
+// On a cluster's node (Options.NATS, the node's connection), decision_log.jetstream publishes
+// every decision's record to the stream that captures its subject: the record that arrives
+// carries the decision ID the call answered in its header.
+func TestDecisionLogJetStream(t *testing.T) {
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
+		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	nc, err := nats.Connect(ns.ClientURL(), nats.NoEcho())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "DECISIONS", Subjects: []string{"decisions.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	c, err := config.Parse(config.Input{Env: []string{}, Dir: t.TempDir(), Builtin: plugins.Builtin, Builtins: plugins.Builtins(),
+		Data: []byte("decision_log: {jetstream: {subject: decisions.n1, flush_interval: 10ms}}\nplugins: [{name: authz, wasm: 'builtin:authz'}]\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.CacheDir = hosttest.CacheDir()
+	s, err := Open(context.Background(), Options{Config: c, Logger: zaptest.NewLogger(t), Builtin: plugins.Builtin, NATS: nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s.Handler())
+	t.Cleanup(func() {
+		hs.Close()
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := s.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.Post(hs.URL+"/v1/plugins/authz/call/evaluate", "application/json",
+		strings.NewReader(`{"subject":{"id":"alice","roles":["viewer"]},"action":"read","resource":{"type":"document"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	id := res.Header.Get(HeaderDecisionID)
+	if res.StatusCode != 200 || id == "" {
+		t.Fatalf("call: %d, decision ID %q", res.StatusCode, id)
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+	if err != nil {
+		t.Fatalf("no record in the stream: %v", err)
+	}
+	var rec struct {
+		DecisionID string `json:"decision_id"`
+		Plugin     string `json:"plugin"`
+	}
+	if err := json.Unmarshal(msg.Data(), &rec); err != nil || rec.DecisionID != id || rec.Plugin != "authz" {
+		t.Fatalf("record %s (%v), want decision %s of authz", msg.Data(), err, id)
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
@@ -50,6 +51,9 @@ type Options struct {
 	// after it succeeded here, and what GET /v1/cluster shows; the node applies the cluster's
 	// changes through ApplyCluster and RemoveCluster. Nil: a single node.
 	Cluster Cluster
+	// NATS is the cluster node's connection, which decision_log.jetstream publishes through;
+	// nil on a single node, where that key is refused.
+	NATS *nats.Conn
 }
 
 // Cluster is what the server writes to when it is a cluster's node (package cluster's Node).
@@ -212,7 +216,7 @@ func Open(ctx context.Context, o Options) (*Server, error) {
 	s.cfg.Store(c)
 	s.m = newMetrics(h.Metrics())
 	s.bundles = newBundleState(h.Metrics(), c)
-	if s.dlog, err = newDecisionLog(c.DecisionLog, h, o.Logger); err != nil {
+	if s.dlog, err = newDecisionLog(c.DecisionLog, h, o.Logger, o.NATS); err != nil {
 		_ = h.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
@@ -425,7 +429,9 @@ func (s *Server) apply(ctx context.Context, c *config.Config, start bool) (chang
 	oldOrder, _ := config.Order(specsOf(cur))
 	for i := len(oldOrder) - 1; i >= 0; i-- {
 		name := oldOrder[i].Name
-		if e := cur[name]; e != nil && e.source != "api" && !want[name] {
+		// Only what the file or a bundle declared: a plugin PUT by the API, or the cluster's,
+		// is not the file's to remove.
+		if e := cur[name]; e != nil && (e.source == "config" || e.source == SourceBundle) && !want[name] {
 			if err := s.h.Unload(ctx, name); err != nil {
 				errs = append(errs, err)
 				continue
