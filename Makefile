@@ -70,7 +70,7 @@ plugins-check: plugins
 # Debian packages and npm modules for `make plugins`.
 toolchains:
 	apt-get update
-	apt-get install -y --no-install-recommends wabt binaryen clang lld wasi-libc libclang-rt-dev-wasm32 rustc libstd-rust-dev-wasm32
+	apt-get install -y --no-install-recommends wabt binaryen clang lld wasi-libc libclang-rt-dev-wasm32 rustc libstd-rust-dev-wasm32 wrk
 	command -v npm >/dev/null || apt-get install -y --no-install-recommends nodejs npm
 	cd sdk/assemblyscript && npm ci --no-audit --no-fund
 
@@ -128,11 +128,13 @@ bench-opa:
 	@cat $(BENCH_OUT)/bench-opa.md
 
 # The same comparison over HTTP: `wasmvisor serve` against `opa run --server`, each a process
-# on loopback, 1 and 8 connections, $(BENCH_COUNT) alternating rounds of 5 s each side
+# on loopback, 1 and 8 connections, $(BENCH_COUNT) alternating rounds of 5 s each side, driven
+# by wrk (Debian's wrk package; HTTP_CLIENT=go uses httpbench's own Go client instead)
 # (bench/opa/cmd/httpbench builds both binaries; the table goes to $(BENCH_OUT)/bench-http.md).
+HTTP_CLIENT ?= wrk
 bench-http:
 	@mkdir -p $(BENCH_OUT)
-	cd bench/opa && $(GO) run ./cmd/httpbench -rounds $(BENCH_COUNT) -d 5s > ../../$(BENCH_OUT)/bench-http.md
+	cd bench/opa && $(GO) run ./cmd/httpbench -rounds $(BENCH_COUNT) -d 5s -client $(HTTP_CLIENT) > ../../$(BENCH_OUT)/bench-http.md
 	@cat $(BENCH_OUT)/bench-http.md
 
 fuzz:

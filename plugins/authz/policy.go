@@ -49,6 +49,22 @@ type Policy struct {
 	defaultAllow bool
 }
 
+// noIDAnswer is the decision on a subject without an id, whatever the policy: written once,
+// appended as it is (in the guest, building it with the writer cost more than reading the
+// request).
+var noIDAnswer = func() []byte {
+	var w sdk.JSONWriter
+	w.BeginObject()
+	w.Key("allow")
+	w.Bool(false)
+	w.Key("reasons")
+	w.BeginArray()
+	w.Str("subject has no id")
+	w.EndArray()
+	w.EndObject()
+	return w.Buf
+}()
+
 // role is a role's permissions: the actions it grants on every resource type ("action" and
 // "*:action" permissions) and, by type, those it grants on that type ("type:action").
 type role struct {
@@ -237,17 +253,12 @@ type Scratch struct {
 // an id is denied whatever its roles. The reasons are never empty.
 func (p *Policy) Decide(w *sdk.JSONWriter, req *Request, sc *Scratch) bool {
 	id, typ, action := req.SubjectID, req.Type, req.Action
-	w.BeginObject()
-	w.Key("allow")
 	if len(id) == 0 {
-		w.Bool(false)
-		w.Key("reasons")
-		w.BeginArray()
-		w.Str("subject has no id")
-		w.EndArray()
-		w.EndObject()
+		w.Raw(noIDAnswer)
 		return false
 	}
+	w.BeginObject()
+	w.Key("allow")
 	roles := sc.dedup(req.Roles, p.defaultRoles)
 	grant := false
 	for _, r := range roles {
@@ -362,44 +373,54 @@ func (sc *Scratch) dedup(a, b [][]byte) [][]byte {
 func DecodeRequest(input []byte, req *Request) error {
 	*req = Request{Roles: req.Roles[:0]}
 	r := sdk.NewJSONReader(input)
-	object(&r, func(k []byte) {
-		switch string(k) {
-		case "subject":
-			object(&r, func(k []byte) {
-				switch string(k) {
-				case "id":
-					req.SubjectID = str(&r)
-				case "roles":
-					req.Roles = req.Roles[:0]
-					if r.Null() {
-						return
-					}
-					for r.Array(); r.NextElem(); {
-						req.Roles = append(req.Roles, str(&r))
-					}
-				default:
-					r.Fail(fmt.Sprintf("unknown field %q in subject", k))
+	// Loops, not a callback per member: in the guest every call counts.
+	if opened(&r) {
+		for k, ok := r.NextKey(); ok; k, ok = r.NextKey() {
+			switch string(k) {
+			case "subject":
+				if !opened(&r) {
+					continue
 				}
-			})
-		case "action":
-			req.Action = str(&r)
-		case "resource":
-			object(&r, func(k []byte) {
-				switch string(k) {
-				case "type":
-					req.Type = str(&r)
-				case "id":
-					req.ID = str(&r)
-				case "owner":
-					req.Owner = str(&r)
-				default:
-					r.Fail(fmt.Sprintf("unknown field %q in resource", k))
+				for k, ok := r.NextKey(); ok; k, ok = r.NextKey() {
+					switch string(k) {
+					case "id":
+						req.SubjectID = str(&r)
+					case "roles":
+						req.Roles = req.Roles[:0]
+						if r.Kind() == sdk.JSONNull {
+							r.Null()
+							continue
+						}
+						for r.Array(); r.NextElem(); {
+							req.Roles = append(req.Roles, str(&r))
+						}
+					default:
+						r.Fail(fmt.Sprintf("unknown field %q in subject", k))
+					}
 				}
-			})
-		default:
-			r.Fail(fmt.Sprintf("unknown field %q", k))
+			case "action":
+				req.Action = str(&r)
+			case "resource":
+				if !opened(&r) {
+					continue
+				}
+				for k, ok := r.NextKey(); ok; k, ok = r.NextKey() {
+					switch string(k) {
+					case "type":
+						req.Type = str(&r)
+					case "id":
+						req.ID = str(&r)
+					case "owner":
+						req.Owner = str(&r)
+					default:
+						r.Fail(fmt.Sprintf("unknown field %q in resource", k))
+					}
+				}
+			default:
+				r.Fail(fmt.Sprintf("unknown field %q", k))
+			}
 		}
-	})
+	}
 	if err := r.End(); err != nil {
 		return fmt.Errorf("malformed request: %w", err)
 	}
@@ -412,19 +433,20 @@ func DecodeRequest(input []byte, req *Request) error {
 	return nil
 }
 
-// object reads an object (or null), calling member for each key; member reads the value.
-func object(r *sdk.JSONReader, member func(k []byte)) {
-	if r.Null() || !r.Object() {
-		return
+// opened reads the '{' of an object and reports true, or reads a null (or fails) and reports
+// false: there are no members to read.
+func opened(r *sdk.JSONReader) bool {
+	if r.Kind() == sdk.JSONNull {
+		r.Null()
+		return false
 	}
-	for k, ok := r.NextKey(); ok; k, ok = r.NextKey() {
-		member(k)
-	}
+	return r.Object()
 }
 
 // str reads a string, or null as the empty string.
 func str(r *sdk.JSONReader) []byte {
-	if r.Null() {
+	if r.Kind() == sdk.JSONNull { // Kind inlines: a string costs one call, Str
+		r.Null()
 		return nil
 	}
 	return r.Str()

@@ -106,29 +106,28 @@ func (r *JSONReader) peek() byte {
 }
 
 // Kind returns the kind of the next value without reading it.
-func (r *JSONReader) Kind() JSONKind {
-	switch c := r.peek(); {
-	case c == 'n':
-		return JSONNull
-	case c == 't' || c == 'f':
-		return JSONBool
-	case c == '-' || c >= '0' && c <= '9':
-		return JSONNumber
-	case c == '"':
-		return JSONString
-	case c == '[':
-		return JSONArray
-	case c == '{':
-		return JSONObject
+func (r *JSONReader) Kind() JSONKind { return kindOf[r.peek()] }
+
+// kindOf is the kind of the value a byte starts (peek's 0, the end, is JSONInvalid): a table,
+// so that Kind is small enough to inline; in wasm each call counts.
+var kindOf = func() (t [256]JSONKind) {
+	t['n'] = JSONNull
+	t['t'], t['f'] = JSONBool, JSONBool
+	t['-'] = JSONNumber
+	for c := '0'; c <= '9'; c++ {
+		t[c] = JSONNumber
 	}
-	return JSONInvalid
-}
+	t['"'], t['['], t['{'] = JSONString, JSONArray, JSONObject
+	return t
+}()
 
 // expectValue fails unless the next byte starts a value of kind want.
 func (r *JSONReader) expectValue(want JSONKind, name string) bool {
-	if r.Kind() == want {
-		return true
-	}
+	return r.Kind() == want || r.unexpected(name)
+}
+
+// unexpected fails on the next byte, which does not start a name; it returns false.
+func (r *JSONReader) unexpected(name string) bool {
 	switch {
 	case r.err != nil:
 	case r.pos >= len(r.data):
@@ -158,7 +157,10 @@ func (r *JSONReader) open() bool {
 // Object reads the '{' of an object; NextKey then reads its members. It returns false (and
 // sets Err) when the next value is not an object.
 func (r *JSONReader) Object() bool {
-	return r.expectValue(JSONObject, "object") && r.open()
+	if r.Kind() != JSONObject {
+		return r.unexpected("object")
+	}
+	return r.open()
 }
 
 // Array reads the '[' of an array; NextElem then reads its elements. It returns false (and
@@ -260,7 +262,8 @@ func (r *JSONReader) literal(lit string) {
 // Str reads a string and returns its decoded bytes. They alias the input when the string has
 // no escapes and is valid UTF-8; otherwise they are a new slice.
 func (r *JSONReader) Str() []byte {
-	if !r.expectValue(JSONString, "string") {
+	if r.Kind() != JSONString { // Kind inlines: the common case makes one call, str
+		r.unexpected("string")
 		return nil
 	}
 	return r.str()
@@ -553,7 +556,7 @@ func (w *JSONWriter) Str(s string) { w.sep(); w.Buf = AppendJSONString(w.Buf, s)
 // StrBytes writes a string value from bytes, escaped as AppendJSONString does.
 func (w *JSONWriter) StrBytes(s []byte) {
 	w.sep()
-	w.Buf = AppendJSONString(w.Buf, unsafe.String(unsafe.SliceData(s), len(s))) // read only
+	w.Buf = AppendJSONBytes(w.Buf, s)
 	w.comma = true
 }
 
@@ -569,7 +572,21 @@ func (w *JSONWriter) Int64(v int64) { w.sep(); w.Buf = strconv.AppendInt(w.Buf, 
 // Raw writes v, an encoded JSON value, as it is.
 func (w *JSONWriter) Raw(v []byte) { w.sep(); w.Buf = append(w.Buf, v...); w.comma = true }
 
+// AppendJSONBytes is AppendJSONString for bytes, which it only reads.
+func AppendJSONBytes(dst, s []byte) []byte {
+	return AppendJSONString(dst, unsafe.String(unsafe.SliceData(s), len(s)))
+}
+
 const hexDigits = "0123456789abcdef"
+
+// plainJSON[c] reports whether the ASCII byte c is written as it is in a JSON string: not a
+// control character, '"', '\\', '<', '>' or '&'. Bytes from 0x80 are false: UTF-8 is checked.
+var plainJSON = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
 
 // AppendJSONString appends s to dst as a JSON string, escaped byte for byte as encoding/json's
 // Marshal escapes it: '"' and '\\', control characters (\b, \f, \n, \r, \t or \u00XX), '<',
@@ -580,11 +597,11 @@ func AppendJSONString(dst []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
+		if plainJSON[c] { // most bytes: one table load (in wasm, six comparisons cost more)
+			i++
+			continue
+		}
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
 			dst = append(dst, s[start:i]...)
 			switch c {
 			case '"', '\\':

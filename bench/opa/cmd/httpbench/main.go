@@ -46,7 +46,20 @@ func main() {
 	wvBin := flag.String("wasmvisor", "", "wasmvisor binary (default: built from the repository)")
 	opaBin := flag.String("opa", "", "opa binary (default: built from this module's OPA, v1.22.4)")
 	input := flag.String("input", defaultInput, "the request body (wasmvisor's; OPA gets {\"input\": body})")
+	client := flag.String("client", "go", "load generator: go (this program's, Go's HTTP client) or wrk (the wrk binary, on PATH)")
 	flag.Parse()
+	switch *client {
+	case "go":
+	case "wrk":
+		if _, err := exec.LookPath("wrk"); err != nil {
+			fmt.Fprintln(os.Stderr, "httpbench: -client wrk: wrk is not on PATH (Debian: apt-get install wrk)")
+			os.Exit(1)
+		}
+		useWrk = true
+	default:
+		fmt.Fprintf(os.Stderr, "httpbench: -client %q: want go or wrk\n", *client)
+		os.Exit(2)
+	}
 	if err := run(*rounds, *dur, *warm, *connList, *wvBin, *opaBin, *input); err != nil {
 		fmt.Fprintln(os.Stderr, "httpbench:", err)
 		os.Exit(1)
@@ -231,8 +244,14 @@ func sameDecision(sides []side) error {
 	return nil
 }
 
+// useWrk makes load drive the servers with wrk instead of Go's client.
+var useWrk bool
+
 // load runs c workers, each with a kept-alive connection, POSTing s.body for d.
 func load(s side, c int, d time.Duration) (result, error) {
+	if useWrk {
+		return loadWrk(s, c, d)
+	}
 	tr := &http.Transport{MaxIdleConns: c, MaxIdleConnsPerHost: c, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
@@ -373,4 +392,65 @@ func waitReady(url string, limit time.Duration) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("%s not ready after %v: %w", url, limit, last)
+}
+
+// loadWrk runs wrk with c connections on one thread (the other CPU is the server's, on a
+// two-CPU machine) for d, POSTing s.body, and
+// reads its requests per second and latency percentiles. A non-2xx answer or a socket error
+// fails the run.
+func loadWrk(s side, c int, d time.Duration) (result, error) {
+	script, err := os.CreateTemp("", "httpbench-*.lua")
+	if err != nil {
+		return result{}, err
+	}
+	defer os.Remove(script.Name())
+	fmt.Fprintf(script, "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [==[%s]==]\n", s.body)
+	if err := script.Close(); err != nil {
+		return result{}, err
+	}
+	secs := max(1, int(d.Round(time.Second)/time.Second))
+	out, err := exec.Command("wrk", "-t", "1", "-c", strconv.Itoa(c), "-d", strconv.Itoa(secs)+"s",
+		"--latency", "-s", script.Name(), s.url).CombinedOutput()
+	if err != nil {
+		return result{}, fmt.Errorf("wrk: %w: %s", err, out)
+	}
+	text := string(out)
+	if strings.Contains(text, "Non-2xx") || strings.Contains(text, "Socket errors") {
+		return result{}, fmt.Errorf("wrk reported failures:\n%s", text)
+	}
+	var r result
+	for line := range strings.SplitSeq(text, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 2 && f[0] == "Requests/sec:":
+			r.rps, err = strconv.ParseFloat(f[1], 64)
+		case len(f) == 2 && f[0] == "50%":
+			r.p50, err = wrkDuration(f[1])
+		case len(f) == 2 && f[0] == "99%":
+			r.p99, err = wrkDuration(f[1])
+		case len(f) >= 2 && f[1] == "requests":
+			r.n, err = strconv.Atoi(f[0])
+		}
+		if err != nil {
+			return result{}, fmt.Errorf("wrk output %q: %w", line, err)
+		}
+	}
+	if r.rps == 0 || r.p99 == 0 {
+		return result{}, fmt.Errorf("wrk output not understood:\n%s", text)
+	}
+	return r, nil
+}
+
+// wrkDuration reads a wrk latency: 123.45us, 1.20ms, 2.00s.
+func wrkDuration(s string) (time.Duration, error) {
+	for _, u := range []struct {
+		suffix string
+		unit   time.Duration
+	}{{"us", time.Microsecond}, {"ms", time.Millisecond}, {"s", time.Second}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return time.Duration(f * float64(u.unit)), err
+		}
+	}
+	return 0, fmt.Errorf("unknown unit in %q", s)
 }
