@@ -66,6 +66,15 @@ func Func(run func(ctx context.Context, ready func()) error) func(ctx context.Co
 			}
 			return c, nil // finished normally before it was ready
 		case <-ctx.Done():
+			// A child that was ready as the start was cancelled is started: select picks
+			// at random between ready channels, and aborting it here would stop it out of
+			// turn (before the children started after it: Example_oneForOne's "stop b"
+			// before "stop c", seen under load).
+			select {
+			case <-c.ready:
+				return c, nil
+			default:
+			}
 			cause := context.Cause(ctx)
 			c.stopped.Store(true)
 			cancel(cause)

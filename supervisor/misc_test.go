@@ -366,3 +366,43 @@ func TestTasks(t *testing.T) {
 		}
 	})
 }
+
+// A Func child that is ready when its start's context ends is started, not aborted: both are
+// ready for the start's select, which must take ready, or the child would be stopped out of
+// turn (Example_oneForOne once printed "stop b" before "stop c" under load). lateCtx's Done
+// waits until the child has called ready, so that the select finds both ready every time;
+// without the fix, select's random choice fails about half of the runs.
+func TestFuncReadyBeatsCancelledStart(t *testing.T) {
+	for i := range 100 {
+		readied := make(chan struct{})
+		ctx := lateCtx{Context: context.Background(), readied: readied, done: make(chan struct{})}
+		close(ctx.done)
+		start := supervisor.Func(func(cctx context.Context, ready func()) error {
+			ready()
+			close(readied)
+			<-cctx.Done()
+			return cctx.Err()
+		})
+		c, err := start(ctx)
+		if err != nil {
+			t.Fatalf("run %d: a ready child's start failed: %v", i, err)
+		}
+		select {
+		case <-c.Done():
+			t.Fatalf("run %d: the started child was stopped", i)
+		default:
+		}
+		c.Stop()
+		<-c.Done()
+	}
+}
+
+// lateCtx is a cancelled context whose Done blocks until readied is closed.
+type lateCtx struct {
+	context.Context
+	readied <-chan struct{}
+	done    chan struct{}
+}
+
+func (c lateCtx) Done() <-chan struct{} { <-c.readied; return c.done }
+func (c lateCtx) Err() error            { return context.Canceled }
