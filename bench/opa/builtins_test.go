@@ -30,7 +30,7 @@ var oracleTimes = []string{
 	`[1709164800000000000, "Asia/Kolkata"]`, `[1709164800000000000, "Australia/Lord_Howe"]`,
 	`[1711846800000000000, "Europe/Paris"]`, `[1709164800000000000, "Nowhere/Else"]`,
 	`[1709164800000000000, ""]`, `[1709164800000000000, "UTC", "2006-01-02 Mon"]`,
-	`[1709164800000000000, "UTC", "RFC1123"]`, `[1, 2]`, `9223372036854775808`,
+	`[1709164800000000000, "UTC", "RFC1123"]`, `[1, 2]`, `9223372036854775808`, `17091648e11`, `1.0`,
 }
 
 // oracleCases are the operand lists (JSON arrays) tried on each builtin, besides those

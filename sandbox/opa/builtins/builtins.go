@@ -7,6 +7,8 @@ import (
 	"math"
 	"math/big"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -134,8 +136,16 @@ func str(args []any, pos int) (string, error) {
 func number(v any) (*big.Rat, bool) {
 	switch n := v.(type) {
 	case json.Number:
+		// big.Rat expands an exponent: "1e999999999" would take a gigabyte. No integer
+		// operand needs more than 19 digits; an exponent beyond maxExponent is refused.
 		if len(n) > 400 {
 			return nil, false
+		}
+		if k := strings.IndexAny(string(n), "eE"); k >= 0 {
+			e, err := strconv.Atoi(string(n[k+1:]))
+			if err != nil || e > maxExponent || e < -maxExponent {
+				return nil, false
+			}
 		}
 		r, ok := new(big.Rat).SetString(string(n))
 		return r, ok
@@ -151,6 +161,9 @@ func number(v any) (*big.Rat, bool) {
 	}
 	return nil, false
 }
+
+// maxExponent bounds the exponent of a number operand read exactly.
+const maxExponent = 400
 
 // integer returns operand v as an int64: a number with no fraction that fits.
 func integer(v any, pos int) (int64, error) {

@@ -55,6 +55,8 @@ func TestBuiltins(t *testing.T) {
 		{"time.date", `[[1709164800000000000, "America/New_York"]]`, "[2024,2,28]", nil},
 		{"time.date", `[[1709164800000000000, "Nowhere/Else"]]`, "", errAny},
 		{"time.date", `[1.5]`, "", errAny},
+		{"time.date", `[1e999999999]`, "", builtins.ErrOperand}, // not expanded
+		{"time.date", `[17091648e11]`, "[2024,2,29]", nil},
 		{"time.date", `["x"]`, "", builtins.ErrOperand},
 		{"time.date", `[[1, "` + strings.Repeat("a", 100) + `"]]`, "", builtins.ErrLimit},
 		{"time.clock", `[[1709164800000000000, "Asia/Kolkata"]]`, "[5,30,0]", nil},
