@@ -178,3 +178,25 @@ func TestValidateAllocations(t *testing.T) {
 		}
 	}
 }
+
+// A request with many headers or a long method does not leave its memory to the next calls.
+func TestValidateDropsHugeBuffers(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"method":"` + strings.Repeat("a", 5000) + `","path":"/","headers":{`)
+	for i := range 2000 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`"h` + strings.Repeat("x", i%7) + `":"v"`)
+	}
+	b.WriteString(`}}`)
+	if _, err := validate([]byte(b.String())); err != nil {
+		t.Fatal(err)
+	}
+	if cap(req.Headers) != 0 || cap(req.upper) != 0 {
+		t.Fatalf("kept %d headers' and %d bytes' capacity", cap(req.Headers), cap(req.upper))
+	}
+	if _, err := validate([]byte(refInputs[2])); err != nil || len(req.Headers) != 2 {
+		t.Fatalf("next call: %v, %d headers", err, len(req.Headers))
+	}
+}

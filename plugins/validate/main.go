@@ -63,8 +63,8 @@ const outCap = 512
 
 func validate(input []byte) ([]byte, error) {
 	err := DecodeRequest(input, &req)
-	if cap(req.Headers) > 1024 {
-		defer func() { req.Headers = nil }() // a huge one is not held on to
+	if cap(req.Headers) > 1024 || cap(req.upper) > 4<<10 {
+		defer func() { req = Request{} }() // huge ones are not held on to
 	}
 	if err != nil {
 		invalids.Inc()
