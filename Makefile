@@ -143,6 +143,8 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzJSONReader -fuzztime=60s ./sdk/go/
 	$(GO) test -run='^$$' -fuzz=FuzzAppendJSONString -fuzztime=30s ./sdk/go/
 	$(GO) test -run='^$$' -fuzz=FuzzDecideMatchesReference -fuzztime=60s ./plugins/authz/
+	$(GO) test -run='^$$' -fuzz=FuzzValidateMatchesReference -fuzztime=60s ./plugins/validate/
+	$(GO) test -run='^$$' -fuzz=FuzzCheckMatchesReference -fuzztime=30s ./plugins/ratelimit/
 
 clean:
 	rm -rf bin

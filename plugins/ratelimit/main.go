@@ -5,8 +5,6 @@
 package main
 
 import (
-	"encoding/json"
-	"fmt"
 	"time"
 
 	sdk "github.com/wasmvisor/wasmvisor/sdk/go"
@@ -54,21 +52,25 @@ func applyConfig(_, cfg sdk.ConfigView) error {
 	return nil
 }
 
-// decisionEvent is the payload of a "decision" event.
-type decisionEvent struct {
-	Key       string `json:"key"`
-	Allow     bool   `json:"allow"`
-	Remaining int64  `json:"remaining"`
-}
+// The guest runs one call at a time: the request, the scratch memory, the output and the
+// event's buffer are reused from call to call.
+var (
+	req     Request
+	scratch Scratch
+	event   []byte
+	out     = make([]byte, 0, outCap)
+)
+
+// outCap is the output buffer's first capacity: most decisions fit.
+const outCap = 320
 
 func check(input []byte) ([]byte, error) {
-	req, err := DecodeRequest(input)
-	if err != nil {
+	if err := DecodeRequest(input, &req); err != nil {
 		invalids.Inc()
 		return nil, sdk.InvalidInput(err)
 	}
 	before := limiter.Evicted
-	d := limiter.Check(policy, req, now(req, clock))
+	d := limiter.Check(policy, &req, now(&req, clock))
 	evictions.Add(limiter.Evicted - before)
 	keys.Set(float64(limiter.Len()))
 	decisions.Inc()
@@ -77,11 +79,16 @@ func check(input []byte) ([]byte, error) {
 	} else {
 		denies.Inc()
 	}
-	out, err := json.Marshal(d)
-	if err != nil {
-		return nil, fmt.Errorf("encoding decision: %w", err)
+	// The output is built in the same buffer every call: the host has copied the previous
+	// one by the time the next call starts (sdk.Handle).
+	o := d.AppendJSON(out[:0], &scratch)
+	if cap(o) <= 4<<10 {
+		out = o // a huge one is not held on to
 	}
-	ev, _ := json.Marshal(decisionEvent{Key: req.Key, Allow: d.Allow, Remaining: d.Remaining})
-	sdk.Emit("decision", ev)
-	return out, nil
+	ev := appendEvent(event[:0], &d)
+	sdk.Emit("decision", ev) // copied
+	if cap(ev) <= 4<<10 {
+		event = ev // kept for the next call; a huge one is not held on to
+	}
+	return o, nil
 }

@@ -1,49 +1,61 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	sdk "github.com/wasmvisor/wasmvisor/sdk/go"
 )
 
-// Request is the input of the check handler.
+// Request is the input of the check handler, as DecodeRequest reads it.
 type Request struct {
-	// Key identifies the client whose budget is spent: an API key, a user, an IP address.
-	Key string `json:"key"`
-	// Cost is the number of tokens the request takes; absent means 1, 0 only looks.
-	Cost *float64 `json:"cost"`
-	// NowMS is the time of the request in Unix milliseconds; absent means the guest's clock.
-	NowMS *int64 `json:"now_ms"`
+	// Key identifies the client whose budget is spent: an API key, a user, an IP address. It is
+	// a view of the input, valid as long as the input is.
+	Key []byte
+	// Cost is the number of tokens the request takes: 1 when absent, 0 only looks.
+	Cost float64
+	// NowMS is the time of the request in Unix milliseconds when HasNow; else the guest's clock
+	// gives it.
+	NowMS  int64
+	HasNow bool
 }
 
-// Decision is the output of the check handler. Reasons is never empty.
+// verdict is which of a decision's three reasons applies.
+type verdict uint8
+
+const (
+	verdictWithin   verdict = iota // allowed
+	verdictExceeded                // denied, retry later
+	verdictNever                   // denied, the cost is above the burst
+)
+
+// Decision is the answer of Check; AppendJSON writes it as the check handler's output:
+// {"allow":…,"status":429 (when denied),"reasons":[…],"limit":…,"remaining":…,
+// "retry_after_ms":…,"reset_ms":…,"mutations":{"headers":{…}}}.
 type Decision struct {
-	Allow bool `json:"allow"`
-	// Status is 429 when denied, omitted when allowed.
-	Status  int      `json:"status,omitempty"`
-	Reasons []string `json:"reasons"`
+	Allow bool
+	// Status is 429 when denied, 0 when allowed.
+	Status int
 	// Limit is the bucket's capacity (the burst), Remaining the whole tokens left after this
-	// request, RetryAfterMS how long until the request would be allowed (0 when allowed).
-	Limit        float64 `json:"limit"`
-	Remaining    int64   `json:"remaining"`
-	RetryAfterMS int64   `json:"retry_after_ms"`
+	// request, RetryAfterMS how long until the request would be allowed (0 when allowed, -1
+	// for never).
+	Limit        float64
+	Remaining    int64
+	RetryAfterMS int64
 	// ResetMS is how long until the bucket is full again.
-	ResetMS   int64     `json:"reset_ms"`
-	Mutations Mutations `json:"mutations"`
-}
+	ResetMS int64
 
-// Mutations are headers to set on the response to the client (names in lower case).
-type Mutations struct {
-	Headers map[string]string `json:"headers"`
+	verdict verdict
+	cost    float64
+	key     []byte // the request's
+	lim     limit
+	headers bool // the policy's headers
 }
 
 // Config keys. Every key not set in the plugin's config takes its value from defaultConfig.
@@ -68,6 +80,9 @@ type limit struct {
 	perMS float64
 	burst float64
 	text  string // as configured, for reasons
+	// burstText is burst as the reasons and the ratelimit-limit header write it, formatted
+	// once when the config is applied.
+	burstText string
 }
 
 // Policy is a parsed config. It is immutable.
@@ -128,6 +143,7 @@ func ParsePolicy(cfg sdk.ConfigView) (*Policy, error) {
 				l.burst, err = parseBurst(fs[1])
 			}
 			l.text = fmt.Sprintf("%s, burst %s", fs[0], fs[1])
+			l.burstText = fmtNum(l.burst)
 			p.overrides[strings.TrimPrefix(k, prefixOverride)] = l
 		default:
 			return nil, fmt.Errorf("unknown config key %q", k)
@@ -136,7 +152,8 @@ func ParsePolicy(cfg sdk.ConfigView) (*Policy, error) {
 			return nil, fmt.Errorf("config key %q: %w", k, err)
 		}
 	}
-	p.def.text = fmt.Sprintf("%s, burst %s", rate, fmtNum(p.def.burst))
+	p.def.burstText = fmtNum(p.def.burst)
+	p.def.text = fmt.Sprintf("%s, burst %s", rate, p.def.burstText)
 	return p, nil
 }
 
@@ -181,38 +198,37 @@ func NewLimiter() *Limiter { return &Limiter{buckets: map[string]*bucket{}} }
 // Len returns the number of buckets held.
 func (l *Limiter) Len() int { return len(l.buckets) }
 
-// Check spends req's cost from its key's bucket at time now (Unix ms) under policy p.
+// Check spends req's cost from its key's bucket at time now (Unix ms) under policy p. It
+// allocates only for a key without a bucket (the bucket, and the key copied: req's aliases the
+// input).
 func (l *Limiter) Check(p *Policy, req *Request, now int64) Decision {
-	lim, ok := p.overrides[req.Key]
+	lim, ok := p.overrides[string(req.Key)]
 	if !ok {
 		lim = p.def
 	}
-	cost := 1.0
-	if req.Cost != nil {
-		cost = *req.Cost
-	}
-	b, ok := l.buckets[req.Key]
+	cost := req.Cost
+	b, ok := l.buckets[string(req.Key)]
 	if !ok {
 		l.evict(p.maxKeys-1, now, p)
 		b = &bucket{tokens: lim.burst, last: now}
-		l.buckets[req.Key] = b
+		l.buckets[string(req.Key)] = b
 	}
 	if elapsed := now - b.last; elapsed > 0 { // a clock that goes back refills nothing
 		b.tokens += float64(elapsed) * lim.perMS
 		b.last = now
 	}
 	b.tokens = math.Min(b.tokens, lim.burst) // also after a config change lowered the burst
-	d := Decision{Limit: lim.burst}
+	d := Decision{Limit: lim.burst, cost: cost, key: req.Key, lim: lim, headers: p.headers}
 	switch {
 	case cost > lim.burst:
-		d.Reasons = []string{fmt.Sprintf("cost %s exceeds the burst %s of key %q: never allowed", fmtNum(cost), fmtNum(lim.burst), req.Key)}
+		d.verdict = verdictNever
 		d.RetryAfterMS = -1
 	case b.tokens >= cost:
 		b.tokens -= cost
 		d.Allow = true
-		d.Reasons = []string{fmt.Sprintf("key %q is within %s", req.Key, lim.text)}
+		d.verdict = verdictWithin
 	default:
-		d.Reasons = []string{fmt.Sprintf("key %q exceeded %s", req.Key, lim.text)}
+		d.verdict = verdictExceeded
 		d.RetryAfterMS = msUntil(cost-b.tokens, lim.perMS)
 	}
 	d.Remaining = int64(math.Floor(b.tokens + 1e-9))
@@ -220,17 +236,88 @@ func (l *Limiter) Check(p *Policy, req *Request, now int64) Decision {
 	if !d.Allow {
 		d.Status = 429
 	}
-	d.Mutations.Headers = map[string]string{}
-	if p.headers {
-		h := d.Mutations.Headers
-		h["ratelimit-limit"] = fmtNum(lim.burst)
-		h["ratelimit-remaining"] = strconv.FormatInt(d.Remaining, 10)
-		h["ratelimit-reset"] = strconv.FormatInt(ceilDiv(d.ResetMS, 1000), 10)
+	return d
+}
+
+// Scratch is the reusable memory of AppendJSON: with one per goroutine (the guest has one),
+// writing a decision allocates nothing once the buffers have grown. The zero value is ready.
+type Scratch struct {
+	text []byte // the reason being formatted
+}
+
+// AppendJSON appends d as the check handler's output, byte for byte as encoding/json marshalled
+// it (the reference in reference_test.go): the reason formatted into sc, the headers (names in
+// lower case, in sorted order) when the policy returns them.
+func (d *Decision) AppendJSON(dst []byte, sc *Scratch) []byte {
+	dst = strconv.AppendBool(append(dst, `{"allow":`...), d.Allow)
+	if d.Status != 0 {
+		dst = strconv.AppendInt(append(dst, `,"status":`...), int64(d.Status), 10)
+	}
+	t := sc.text[:0]
+	switch d.verdict {
+	case verdictWithin:
+		t = append(quote(append(t, "key "...), d.key), " is within "...)
+		t = append(t, d.lim.text...)
+	case verdictExceeded:
+		t = append(quote(append(t, "key "...), d.key), " exceeded "...)
+		t = append(t, d.lim.text...)
+	case verdictNever:
+		t = strconv.AppendFloat(append(t, "cost "...), d.cost, 'g', -1, 64)
+		t = append(append(t, " exceeds the burst "...), d.lim.burstText...)
+		t = append(quote(append(t, " of key "...), d.key), ": never allowed"...)
+	}
+	if cap(t) <= 4<<10 {
+		sc.text = t // kept for the next decision; a huge one is not held on to
+	}
+	dst = append(sdk.AppendJSONBytes(append(dst, `,"reasons":[`...), t), ']')
+	dst = appendJSONFloat(append(dst, `,"limit":`...), d.Limit)
+	dst = strconv.AppendInt(append(dst, `,"remaining":`...), d.Remaining, 10)
+	dst = strconv.AppendInt(append(dst, `,"retry_after_ms":`...), d.RetryAfterMS, 10)
+	dst = strconv.AppendInt(append(dst, `,"reset_ms":`...), d.ResetMS, 10)
+	dst = append(dst, `,"mutations":{"headers":{`...)
+	if d.headers {
+		dst = append(append(append(dst, `"ratelimit-limit":"`...), d.lim.burstText...), '"')
+		dst = strconv.AppendInt(append(dst, `,"ratelimit-remaining":"`...), d.Remaining, 10)
+		dst = strconv.AppendInt(append(dst, `","ratelimit-reset":"`...), ceilDiv(d.ResetMS, 1000), 10)
+		dst = append(dst, '"')
 		if !d.Allow && d.RetryAfterMS >= 0 {
-			h["retry-after"] = strconv.FormatInt(ceilDiv(d.RetryAfterMS, 1000), 10)
+			dst = strconv.AppendInt(append(dst, `,"retry-after":"`...), ceilDiv(d.RetryAfterMS, 1000), 10)
+			dst = append(dst, '"')
 		}
 	}
-	return d
+	return append(dst, "}}}"...)
+}
+
+// appendEvent appends the payload of a "decision" event: {"key":…,"allow":…,"remaining":…}.
+func appendEvent(dst []byte, d *Decision) []byte {
+	dst = sdk.AppendJSONBytes(append(dst, `{"key":`...), d.key)
+	dst = strconv.AppendBool(append(dst, `,"allow":`...), d.Allow)
+	dst = strconv.AppendInt(append(dst, `,"remaining":`...), d.Remaining, 10)
+	return append(dst, '}')
+}
+
+// quote appends s quoted as Go's %q does.
+func quote(t, s []byte) []byte {
+	return strconv.AppendQuote(t, unsafe.String(unsafe.SliceData(s), len(s))) // read only
+}
+
+// appendJSONFloat appends f as encoding/json writes a float64: the shortest decimal that
+// reads back as f, in exponent form below 1e-6 and from 1e21, the exponent without a leading
+// zero. f is finite (a burst is).
+func appendJSONFloat(dst []byte, f float64) []byte {
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	dst = strconv.AppendFloat(dst, f, format, -1, 64)
+	if format == 'e' {
+		// clean up e-09 to e-9
+		if n := len(dst); n >= 4 && dst[n-4] == 'e' && dst[n-3] == '-' && dst[n-2] == '0' {
+			dst[n-2] = dst[n-1]
+			dst = dst[:n-1]
+		}
+	}
+	return dst
 }
 
 // msUntil is how many whole milliseconds it takes to refill missing tokens; -1 for never.
@@ -279,35 +366,60 @@ func (l *Limiter) evict(n int, now int64, p *Policy) {
 	}
 }
 
-// DecodeRequest parses the check input strictly: one JSON object, no unknown fields, a
-// non-empty key, a non-negative cost and a non-negative now_ms. Its errors are for
-// sdk.InvalidInput.
-func DecodeRequest(input []byte) (*Request, error) {
-	dec := json.NewDecoder(bytes.NewReader(input))
-	dec.DisallowUnknownFields()
-	var req Request
-	if err := dec.Decode(&req); err != nil {
-		return nil, fmt.Errorf("malformed request: %w", err)
+// DecodeRequest reads the check input into req strictly: one JSON object, no unknown fields
+// (keys match exactly), a non-empty key, a non-negative cost and a non-negative integer now_ms;
+// null stands for absent (a null key leaves the key as it was, as encoding/json did). req.Key
+// aliases input. Its errors are for sdk.InvalidInput.
+func DecodeRequest(input []byte, req *Request) error {
+	*req = Request{Cost: 1}
+	r := sdk.NewJSONReader(input)
+	if r.Kind() == sdk.JSONNull {
+		r.Null()
+	} else if r.Object() {
+		for k, ok := r.NextKey(); ok; k, ok = r.NextKey() {
+			null := r.Kind() == sdk.JSONNull
+			if null {
+				r.Null()
+			}
+			switch string(k) {
+			case "key":
+				if !null {
+					req.Key = r.Str()
+				}
+			case "cost":
+				req.Cost = 1
+				if !null {
+					req.Cost = r.Float64()
+				}
+			case "now_ms":
+				req.NowMS, req.HasNow = 0, !null
+				if !null {
+					req.NowMS = r.Int64()
+				}
+			default:
+				r.Fail(fmt.Sprintf("unknown field %q", k))
+			}
+		}
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("malformed request: data after the JSON object")
+	if err := r.End(); err != nil {
+		return fmt.Errorf("malformed request: %w", err)
 	}
-	if req.Key == "" {
-		return nil, errors.New(`malformed request: "key" is missing or empty`)
+	if len(req.Key) == 0 {
+		return errors.New(`malformed request: "key" is missing or empty`)
 	}
-	if req.Cost != nil && (*req.Cost < 0 || math.IsInf(*req.Cost, 0)) {
-		return nil, errors.New(`malformed request: "cost" is negative`)
+	if req.Cost < 0 {
+		return errors.New(`malformed request: "cost" is negative`)
 	}
-	if req.NowMS != nil && *req.NowMS < 0 {
-		return nil, errors.New(`malformed request: "now_ms" is negative`)
+	if req.HasNow && req.NowMS < 0 {
+		return errors.New(`malformed request: "now_ms" is negative`)
 	}
-	return &req, nil
+	return nil
 }
 
 // now is the time of req in Unix ms: its now_ms, or the clock's.
 func now(req *Request, clock func() time.Time) int64 {
-	if req.NowMS != nil {
-		return *req.NowMS
+	if req.HasNow {
+		return req.NowMS
 	}
 	return clock().UnixMilli()
 }

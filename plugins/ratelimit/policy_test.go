@@ -11,12 +11,24 @@ import (
 	sdk "github.com/wasmvisor/wasmvisor/sdk/go"
 )
 
-func at(key string, ms int64) *Request { return &Request{Key: key, NowMS: &ms} }
+func at(key string, ms int64) *Request {
+	return &Request{Key: []byte(key), Cost: 1, NowMS: ms, HasNow: true}
+}
 
 func costAt(key string, cost float64, ms int64) *Request {
 	r := at(key, ms)
-	r.Cost = &cost
+	r.Cost = cost
 	return r
+}
+
+// written is d as the handler writes it, read back.
+func written(t *testing.T, d Decision) refDecision {
+	t.Helper()
+	var out refDecision
+	if err := json.Unmarshal(d.AppendJSON(nil, &Scratch{}), &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func TestBucket(t *testing.T) {
@@ -42,10 +54,10 @@ func TestBucket(t *testing.T) {
 		{costAt("a", 2.5, 60000), false, 2, 250},
 		{costAt("a", 4, 60000), false, 2, -1}, // more than the burst: never
 	} {
-		d := l.Check(p, s.req, *s.req.NowMS)
+		d := written(t, l.Check(p, s.req, s.req.NowMS))
 		if d.Allow != s.allow || d.Remaining != s.remaining || d.RetryAfterMS != s.retry {
 			t.Fatalf("step %d (%s at %d): got allow=%v remaining=%d retry=%d %q, want %v %d %d",
-				i, s.req.Key, *s.req.NowMS, d.Allow, d.Remaining, d.RetryAfterMS, d.Reasons, s.allow, s.remaining, s.retry)
+				i, s.req.Key, s.req.NowMS, d.Allow, d.Remaining, d.RetryAfterMS, d.Reasons, s.allow, s.remaining, s.retry)
 		}
 		if !d.Allow && d.Status != 429 || d.Allow && d.Status != 0 {
 			t.Fatalf("step %d: status %d", i, d.Status)
@@ -56,14 +68,14 @@ func TestBucket(t *testing.T) {
 func TestHeadersAndReasons(t *testing.T) {
 	p := mustPolicy(sdk.NewConfigView(map[string]string{"rate": "60/m", "burst": "1"}))
 	l := NewLimiter()
-	d := l.Check(p, at("k", 0), 0)
+	d := written(t, l.Check(p, at("k", 0), 0))
 	if got := fmt.Sprint(d.Mutations.Headers); got != "map[ratelimit-limit:1 ratelimit-remaining:0 ratelimit-reset:1]" {
 		t.Errorf("allow headers %s", got)
 	}
 	if d.Reasons[0] != `key "k" is within 60/m, burst 1` {
 		t.Errorf("reasons %q", d.Reasons)
 	}
-	d = l.Check(p, at("k", 1), 1)
+	d = written(t, l.Check(p, at("k", 1), 1))
 	if got := fmt.Sprint(d.Mutations.Headers); got != "map[ratelimit-limit:1 ratelimit-remaining:0 ratelimit-reset:1 retry-after:1]" {
 		t.Errorf("deny headers %s", got)
 	}
@@ -71,7 +83,7 @@ func TestHeadersAndReasons(t *testing.T) {
 		t.Errorf("deny %+v", d)
 	}
 	off := mustPolicy(sdk.NewConfigView(map[string]string{"headers": "false"}))
-	if d := l.Check(off, at("z", 0), 0); len(d.Mutations.Headers) != 0 {
+	if d := written(t, l.Check(off, at("z", 0), 0)); len(d.Mutations.Headers) != 0 {
 		t.Errorf("headers off: %v", d.Mutations.Headers)
 	}
 }
@@ -84,7 +96,7 @@ func TestOverrideAndZeroRate(t *testing.T) {
 			t.Fatalf("vip %d: %+v", i, d)
 		}
 	}
-	if d := l.Check(p, at("vip", 10), 10); !d.Allow || d.Reasons[0] != `key "vip" is within 100/s, burst 5` {
+	if d := written(t, l.Check(p, at("vip", 10), 10)); !d.Allow || d.Reasons[0] != `key "vip" is within 100/s, burst 5` {
 		t.Fatalf("vip refill: %+v", d)
 	}
 	l.Check(p, at("blocked", 0), 0)
@@ -150,17 +162,17 @@ func TestCheckHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, _ = check([]byte(`{"key":"alice","now_ms":5000}`))
-	var dec Decision
+	var dec refDecision
 	if err := json.Unmarshal(out, &dec); err != nil || dec.Allow || dec.Status != 429 || dec.RetryAfterMS != 100 {
 		t.Fatalf("after the burst: %s", out)
 	}
 	for _, tc := range []struct{ in, invalid string }{
-		{`{"key":`, "malformed request: unexpected EOF"},
+		{`{"key":`, "malformed request: json: "},
 		{`{"key":"a","tokens":1}`, `unknown field "tokens"`},
 		{`{"key":""}`, `"key" is missing or empty`},
 		{`{"key":"a","cost":-1}`, `"cost" is negative`},
 		{`{"key":"a","now_ms":-5}`, `"now_ms" is negative`},
-		{`{"key":"a"} {}`, "data after the JSON object"},
+		{`{"key":"a"} {}`, "data after the JSON value"},
 		{`{"key":"a","now_ms":1.5}`, "malformed request"},
 	} {
 		_, err := check([]byte(tc.in))

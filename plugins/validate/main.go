@@ -5,8 +5,7 @@
 package main
 
 import (
-	"encoding/json"
-	"fmt"
+	"strconv"
 
 	sdk "github.com/wasmvisor/wasmvisor/sdk/go"
 )
@@ -50,34 +49,58 @@ func applyConfig(_, cfg sdk.ConfigView) error {
 	return nil
 }
 
-// decisionEvent is the payload of a "decision" event.
-type decisionEvent struct {
-	Method  string   `json:"method"`
-	Path    string   `json:"path"`
-	Allow   bool     `json:"allow"`
-	Status  int      `json:"status,omitempty"`
-	Reasons []string `json:"reasons"`
-}
+// The guest runs one call at a time: the request, the scratch memory, the output and the
+// event's buffer are reused from call to call.
+var (
+	req     Request
+	scratch Scratch
+	event   []byte
+	out     = make([]byte, 0, outCap)
+)
+
+// outCap is the output buffer's first capacity: most decisions fit.
+const outCap = 512
 
 func validate(input []byte) ([]byte, error) {
-	req, err := DecodeRequest(input)
+	err := DecodeRequest(input, &req)
+	if cap(req.Headers) > 1024 || cap(req.upper) > 4<<10 {
+		defer func() { req = Request{} }() // huge ones are not held on to
+	}
 	if err != nil {
 		invalids.Inc()
 		return nil, sdk.InvalidInput(err)
 	}
 	bodyBytes.Observe(float64(req.size()))
-	d := policy.Evaluate(req)
+	// The output is built in the same buffer every call: the host has copied the previous
+	// one by the time the next call starts (sdk.Handle).
+	o, d := policy.Evaluate(out[:0], &req, &scratch)
+	if cap(o) <= 4<<10 {
+		out = o // a huge one is not held on to
+	}
 	decisions.Inc()
 	if d.Allow {
 		allows.Inc()
 	} else {
 		denies.Inc()
 	}
-	out, err := json.Marshal(d)
-	if err != nil {
-		return nil, fmt.Errorf("encoding decision: %w", err)
+	ev := appendEvent(event[:0], &req, d, o[d.reasonsStart:d.reasonsEnd])
+	sdk.Emit("decision", ev) // copied
+	if cap(ev) <= 4<<10 {
+		event = ev // kept for the next call; a huge one is not held on to
 	}
-	ev, _ := json.Marshal(decisionEvent{Method: req.Method, Path: req.Path, Allow: d.Allow, Status: d.Status, Reasons: d.Reasons})
-	sdk.Emit("decision", ev)
-	return out, nil
+	return o, nil
+}
+
+// appendEvent appends the payload of a "decision" event:
+// {"method":…,"path":…,"allow":…,"status":… (when denied),"reasons":[…]}, the reasons those
+// of the output (reasons, a JSON array's elements).
+func appendEvent(dst []byte, req *Request, d Decision, reasons []byte) []byte {
+	dst = sdk.AppendJSONBytes(append(dst, `{"method":`...), req.Method)
+	dst = sdk.AppendJSONBytes(append(dst, `,"path":`...), req.Path)
+	dst = strconv.AppendBool(append(dst, `,"allow":`...), d.Allow)
+	if d.Status != 0 {
+		dst = strconv.AppendInt(append(dst, `,"status":`...), int64(d.Status), 10)
+	}
+	dst = append(append(dst, `,"reasons":[`...), reasons...)
+	return append(dst, "]}"...)
 }

@@ -12,34 +12,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
+	"unsafe"
 
 	sdk "github.com/wasmvisor/wasmvisor/sdk/go"
 )
-
-// Request is the input of the validate handler: a description of an HTTP request.
-type Request struct {
-	Method   string            `json:"method"`
-	Path     string            `json:"path"`
-	Headers  map[string]string `json:"headers"`
-	Body     string            `json:"body"`
-	BodyJSON json.RawMessage   `json:"body_json"`
-	BodySize *int64            `json:"body_size"`
-}
-
-// Decision is the output of the validate handler. Reasons is never empty. Status is the HTTP
-// status a proxy should answer a denied request with (0, omitted, when allowed).
-type Decision struct {
-	Allow     bool      `json:"allow"`
-	Status    int       `json:"status,omitempty"`
-	Reasons   []string  `json:"reasons"`
-	Mutations Mutations `json:"mutations"`
-}
-
-// Mutations are changes the caller should apply to the request before forwarding it.
-type Mutations struct {
-	// Headers to set on the request (names in lower case).
-	Headers map[string]string `json:"headers"`
-}
 
 // Config keys. Every key not set in the plugin's config takes its value from defaultConfig.
 const (
@@ -79,6 +56,12 @@ type Policy struct {
 	fields          []*fieldRule // sorted by field path
 	decisionHeader  string
 	monitor         bool
+
+	// Compiled when the config is applied, for Evaluate.
+	headerReasons []string   // the reason for each required header missing
+	root          *fieldNode // the field rules by path, a tree of the paths' parts
+	// mutations for an allow, a denial in monitor mode and a denial, as JSON.
+	mutAllow, mutMonitor, mutDeny []byte
 }
 
 // route is one METHOD PATH pattern. method "*" matches any method. A path ending in "*"
@@ -88,22 +71,23 @@ type route struct {
 	text   string
 	method string
 	path   string
+
+	// Compiled by parseRoutes.
+	star   bool   // path ends in "*"
+	prefix string // path without its "*"
+	bare   string // for a prefix ending in "/", the prefix without it ("/api/*" matches "/api")
+	allows string // the reason of an allow: route "<text>" allows
 }
 
-func (r route) matchesPath(p string) bool {
-	if strings.HasSuffix(r.path, "*") {
-		prefix := strings.TrimSuffix(r.path, "*")
-		if strings.HasPrefix(p, prefix) {
-			return true
-		}
-		// "/api/*" also matches "/api" itself.
-		return strings.HasSuffix(prefix, "/") && p == strings.TrimSuffix(prefix, "/") && p != ""
+func (r *route) matchesPath(p string) bool {
+	if r.star {
+		return strings.HasPrefix(p, r.prefix) || r.bare != "" && p == r.bare
 	}
 	ok, _ := path.Match(r.path, p)
 	return ok
 }
 
-func (r route) matchesMethod(m string) bool { return r.method == "*" || r.method == m }
+func (r *route) matchesMethod(m string) bool { return r.method == "*" || r.method == m }
 
 // fieldRule is every check on one field of the JSON body.
 type fieldRule struct {
@@ -114,6 +98,19 @@ type fieldRule struct {
 	min, max *float64 // bounds: value of a number, length of a string or array
 	enum     []string
 	pattern  *regexp.Regexp
+
+	// The texts of the reasons, compiled when the config is applied.
+	quoted                                  string // field as %q writes it
+	minText, maxText, enumText, patternText string
+}
+
+// fieldNode is a node of the tree of field paths: the rule whose path ends here (-1 for
+// none), the nodes of the next part, and the rules at or below it (which a repeated key
+// clears: the last of a JSON object's duplicate keys wins).
+type fieldNode struct {
+	rule     int
+	children map[string]*fieldNode
+	subtree  []int
 }
 
 // ParsePolicy builds a policy from cfg over defaultConfig. It returns an error naming the key for
@@ -247,7 +244,55 @@ func ParsePolicy(cfg sdk.ConfigView) (*Policy, error) {
 		p.fields = append(p.fields, f)
 	}
 	slices.SortFunc(p.fields, func(a, b *fieldRule) int { return strings.Compare(a.field, b.field) })
+	p.compile()
 	return p, nil
+}
+
+// compile builds what Evaluate looks up from the parsed config: the texts of the reasons, the
+// tree of field paths and the mutations, so that a decision formats only what the request
+// brings.
+func (p *Policy) compile() {
+	for _, h := range p.requiredHeaders {
+		p.headerReasons = append(p.headerReasons, fmt.Sprintf("required header %q is missing", h))
+	}
+	p.root = &fieldNode{rule: -1}
+	for i, f := range p.fields {
+		f.quoted = strconv.Quote(f.field)
+		if f.min != nil {
+			f.minText = fmtNum(*f.min)
+		}
+		if f.max != nil {
+			f.maxText = fmtNum(*f.max)
+		}
+		f.enumText = strings.Join(f.enum, ", ")
+		if f.pattern != nil {
+			f.patternText = f.pattern.String()
+		}
+		n := p.root
+		for _, part := range f.parts {
+			n.subtree = append(n.subtree, i)
+			c := n.children[part]
+			if c == nil {
+				if n.children == nil {
+					n.children = make(map[string]*fieldNode)
+				}
+				c = &fieldNode{rule: -1}
+				n.children[part] = c
+			}
+			n = c
+		}
+		n.subtree = append(n.subtree, i)
+		n.rule = i
+	}
+	mutation := func(value string) []byte {
+		b := []byte(`{"headers":{`)
+		if p.decisionHeader != "" {
+			b = append(sdk.AppendJSONString(b, p.decisionHeader), ':')
+			b = sdk.AppendJSONString(b, value)
+		}
+		return append(b, "}}"...)
+	}
+	p.mutAllow, p.mutMonitor, p.mutDeny = mutation("allow"), mutation("monitor-deny"), mutation("deny")
 }
 
 // parseRoutes parses "METHOD PATH" items; "PATH" alone or "*" alone stand for any method.
@@ -280,6 +325,13 @@ func parseRoutes(v string) ([]route, error) {
 		if _, err := path.Match(r.path, ""); err != nil {
 			return nil, fmt.Errorf("bad route %q: %w", item, err)
 		}
+		if r.star = strings.HasSuffix(r.path, "*"); r.star {
+			r.prefix = strings.TrimSuffix(r.path, "*")
+			if strings.HasSuffix(r.prefix, "/") {
+				r.bare = strings.TrimSuffix(r.prefix, "/")
+			}
+		}
+		r.allows = fmt.Sprintf("route %q allows ", r.text)
 		routes = append(routes, r)
 	}
 	return routes, nil
@@ -324,236 +376,576 @@ const (
 	statusTooLarge         = 413
 )
 
-// Evaluate decides req. Every check runs and every violation is a reason; the status is that
-// of the first violation (route, headers, body size, body content, in that order). In monitor
-// mode the decision is allow whatever the violations, which stay in the reasons.
-func (p *Policy) Evaluate(req *Request) Decision {
-	var (
-		status  int
-		reasons []string
-	)
-	deny := func(st int, format string, args ...any) {
-		if status == 0 {
-			status = st
-		}
-		reasons = append(reasons, fmt.Sprintf(format, args...))
-	}
-	method, reqPath := req.Method, req.Path
-	if i := strings.IndexByte(reqPath, '?'); i >= 0 {
-		reqPath = reqPath[:i]
-	}
-	var matched *route
-	pathKnown := false
-	for i := range p.routes {
-		if p.routes[i].matchesPath(reqPath) {
-			pathKnown = true
-			if p.routes[i].matchesMethod(method) {
-				matched = &p.routes[i]
-				break
-			}
-		}
-	}
-	switch {
-	case matched != nil:
-	case pathKnown:
-		deny(statusMethodNotAllowed, "method %s is not allowed on %s", method, reqPath)
-	default:
-		deny(statusForbidden, "no route allows %s %s", method, reqPath)
-	}
-	for _, h := range p.requiredHeaders {
-		if strings.TrimSpace(req.Headers[h]) == "" {
-			deny(statusBadRequest, "required header %q is missing", h)
-		}
-	}
-	size := req.size()
-	if size > p.maxBodyBytes {
-		deny(statusTooLarge, "body of %d bytes exceeds the maximum of %d", size, p.maxBodyBytes)
-	}
-	if len(p.fields) > 0 && slices.ContainsFunc(p.bodyRoutes, func(r route) bool { return r.matchesMethod(method) && r.matchesPath(reqPath) }) {
-		for _, r := range p.checkBody(req) {
-			deny(statusBadRequest, "%s", r)
-		}
-	}
-	d := Decision{Allow: status == 0, Status: status, Reasons: reasons}
-	if d.Allow {
-		d.Reasons = []string{fmt.Sprintf("route %q allows %s %s", matched.text, method, reqPath)}
-	} else if p.monitor {
-		d.Allow, d.Status = true, 0
-		d.Reasons = append(d.Reasons, `allowed by config "mode" = "monitor"`)
-	}
-	d.Mutations.Headers = map[string]string{}
-	if p.decisionHeader != "" {
-		switch {
-		case status == 0:
-			d.Mutations.Headers[p.decisionHeader] = "allow"
-		case p.monitor:
-			d.Mutations.Headers[p.decisionHeader] = "monitor-deny"
-		default:
-			d.Mutations.Headers[p.decisionHeader] = "deny"
-		}
-	}
-	return d
+func fmtNum(n float64) string { return strconv.FormatFloat(n, 'g', -1, 64) }
+
+// Request is the input of the validate handler, as DecodeRequest reads it: a description of an
+// HTTP request. Its slices are views of the input bytes (or of its own memory), valid as long
+// as the input is.
+type Request struct {
+	Method   []byte   // in upper case
+	Path     []byte   // with its query, if any
+	Headers  []Header // as given, in input order: names not folded, duplicates kept
+	Body     []byte   // body: the body as a string
+	BodyJSON []byte   // body_json: the body as a JSON value, as written; nil for absent or null
+	// BodySize is body_size when HasBodySize; otherwise the size is the length of Body or of
+	// BodyJSON.
+	BodySize    int64
+	HasBodySize bool
+
+	upper []byte // Method's memory when it had lower-case letters, reused
+}
+
+// Header is a request header as given: its name in any case.
+type Header struct {
+	Name, Value []byte
 }
 
 // size is the body's size: body_size if given, else the length of body or body_json.
 func (r *Request) size() int64 {
 	switch {
-	case r.BodySize != nil:
-		return *r.BodySize
-	case r.Body != "":
+	case r.HasBodySize:
+		return r.BodySize
+	case len(r.Body) != 0:
 		return int64(len(r.Body))
 	}
 	return int64(len(r.BodyJSON))
 }
 
-// checkBody runs the field checks on the JSON body and returns the violations.
-func (p *Policy) checkBody(req *Request) []string {
-	raw := []byte(req.BodyJSON)
-	if len(raw) == 0 {
-		raw = []byte(req.Body)
+// header reports whether the request has header h (in lower case) with a non-blank value. A
+// name matches when it folds to h as strings.ToLower folds it; of several, the last counts.
+func (r *Request) header(h string) bool {
+	found := false
+	var value []byte
+	for _, hd := range r.Headers {
+		if foldsTo(hd.Name, h) {
+			found, value = true, hd.Value
+		}
 	}
+	return found && len(bytes.TrimSpace(value)) > 0
+}
+
+// foldsTo reports whether strings.ToLower(name) == h, without allocating for ASCII names.
+func foldsTo(name []byte, h string) bool {
+	for _, c := range name {
+		if c >= utf8.RuneSelf {
+			return strings.ToLower(string(name)) == h // "\u212a" (Kelvin) folds to "k"
+		}
+	}
+	if len(name) != len(h) {
+		return false
+	}
+	for i, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != h[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// nullJSON is body_json's value when it is null, until DecodeRequest drops it.
+var nullJSON = []byte("null")
+
+// DecodeRequest reads the validate input into req strictly: one JSON object, no unknown fields
+// (keys match exactly), strings where strings are due (null counts as absent), a method and a
+// path starting with "/", at most one of body and body_json, and a non-negative integer
+// body_size. The method is put in upper case. req's slices alias input; its Headers' backing
+// array is reused. Its errors are for sdk.InvalidInput.
+func DecodeRequest(input []byte, req *Request) error {
+	*req = Request{Headers: req.Headers[:0], upper: req.upper[:0]}
+	r := sdk.NewJSONReader(input)
+	// Loops, not a callback per member: in the guest every call counts.
+	if r.Kind() == sdk.JSONNull {
+		r.Null()
+	} else if r.Object() {
+		for k, ok := r.NextKey(); ok; k, ok = r.NextKey() {
+			null := r.Kind() == sdk.JSONNull
+			if null {
+				r.Null()
+			}
+			switch string(k) {
+			case "method": // a null string changes nothing, as with encoding/json
+				if !null {
+					req.Method = r.Str()
+				}
+			case "path":
+				if !null {
+					req.Path = r.Str()
+				}
+			case "body":
+				if !null {
+					req.Body = r.Str()
+				}
+			case "body_json":
+				if null {
+					req.BodyJSON = nullJSON
+					continue
+				}
+				r.Kind() // past the spaces before the value
+				start := r.Offset()
+				r.Skip()
+				req.BodyJSON = input[start:r.Offset()]
+			case "body_size":
+				req.BodySize, req.HasBodySize = 0, !null
+				if !null {
+					req.BodySize = r.Int64()
+				}
+			case "headers":
+				if null {
+					req.Headers = req.Headers[:0]
+					continue
+				}
+				if !r.Object() {
+					continue
+				}
+				for name, ok := r.NextKey(); ok; name, ok = r.NextKey() {
+					h := Header{Name: name}
+					if r.Kind() == sdk.JSONNull {
+						r.Null()
+					} else {
+						h.Value = r.Str()
+					}
+					req.Headers = append(req.Headers, h)
+				}
+			default:
+				r.Fail(fmt.Sprintf("unknown field %q", k))
+			}
+		}
+	}
+	if err := r.End(); err != nil {
+		return fmt.Errorf("malformed request: %w", err)
+	}
+	if len(req.Method) == 0 {
+		return errors.New(`malformed request: "method" is missing or empty`)
+	}
+	req.Method, req.upper = toUpper(req.Method, req.upper)
+	if len(req.Path) == 0 || req.Path[0] != '/' {
+		return errors.New(`malformed request: "path" must start with /`)
+	}
+	if len(req.Body) != 0 && len(req.BodyJSON) > 0 {
+		return errors.New(`malformed request: give "body" or "body_json", not both`)
+	}
+	if len(req.BodyJSON) == len(nullJSON) && string(req.BodyJSON) == "null" {
+		req.BodyJSON = nil
+	}
+	if req.HasBodySize && req.BodySize < 0 {
+		return errors.New(`malformed request: "body_size" is negative`)
+	}
+	return nil
+}
+
+// toUpper returns s as strings.ToUpper does: s itself when it has no lower-case letter, an
+// ASCII s folded into buf (returned for reuse), anything else in new memory.
+func toUpper(s, buf []byte) (upper, bufOut []byte) {
+	lower := false
+	for _, c := range s {
+		if c >= utf8.RuneSelf {
+			return []byte(strings.ToUpper(string(s))), buf
+		}
+		lower = lower || 'a' <= c && c <= 'z'
+	}
+	if !lower {
+		return s, buf
+	}
+	buf = buf[:0]
+	for _, c := range s {
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		buf = append(buf, c)
+	}
+	return buf, buf
+}
+
+// Scratch is the reusable memory of decisions: with one per goroutine (the guest has one), a
+// decision on a request with a valid JSON body allocates nothing once the buffers have grown.
+// The zero value is ready.
+type Scratch struct {
+	status  int          // of the first violation
+	reasons []byte       // the violations, JSON strings separated by commas
+	text    []byte       // the reason being formatted
+	values  []fieldValue // the body's values, by field rule
+}
+
+// deny records a violation: status st, if it is the first, and reason t.
+func (sc *Scratch) deny(st int, t []byte) {
+	if sc.status == 0 {
+		sc.status = st
+	}
+	if len(sc.reasons) > 0 {
+		sc.reasons = append(sc.reasons, ',')
+	}
+	sc.reasons = sdk.AppendJSONBytes(sc.reasons, t)
+}
+
+// Decision is what Evaluate decided; the output is in the bytes it returned.
+type Decision struct {
+	Allow bool
+	// Status is the HTTP status a proxy should answer a denied request with, 0 when allowed.
+	Status int
+	// reasons is where the output's reasons are, as a JSON array's elements.
+	reasonsStart, reasonsEnd int
+}
+
+// monitorReason is the last reason of a denial that monitor mode allows, as JSON.
+var monitorReason = sdk.AppendJSONString(nil, `allowed by config "mode" = "monitor"`)
+
+// Evaluate decides req and appends the decision to dst as the validate handler's output:
+// {"allow":…,"status":… (when denied),"reasons":[…],"mutations":{"headers":{…}}}. Every check
+// runs and every violation is a reason; the status is that of the first violation (route,
+// headers, body size, body content, in that order). In monitor mode the decision is allow
+// whatever the violations, which stay in the reasons.
+func (p *Policy) Evaluate(dst []byte, req *Request, sc *Scratch) ([]byte, Decision) {
+	sc.status, sc.reasons = 0, sc.reasons[:0]
+	method, reqPath := req.Method, req.Path
+	if i := bytes.IndexByte(reqPath, '?'); i >= 0 {
+		reqPath = reqPath[:i]
+	}
+	ms, ps := view(method), view(reqPath)
+	var matched *route
+	pathKnown := false
+	for i := range p.routes {
+		if p.routes[i].matchesPath(ps) {
+			pathKnown = true
+			if p.routes[i].matchesMethod(ms) {
+				matched = &p.routes[i]
+				break
+			}
+		}
+	}
+	t := sc.text[:0]
+	switch {
+	case matched != nil:
+	case pathKnown:
+		t = append(append(append(append(t, "method "...), method...), " is not allowed on "...), reqPath...)
+		sc.deny(statusMethodNotAllowed, t)
+	default:
+		t = append(append(append(append(t, "no route allows "...), method...), ' '), reqPath...)
+		sc.deny(statusForbidden, t)
+	}
+	for i, h := range p.requiredHeaders {
+		if !req.header(h) {
+			sc.deny(statusBadRequest, view2(p.headerReasons[i]))
+		}
+	}
+	if size := req.size(); size > p.maxBodyBytes {
+		t = strconv.AppendInt(append(t[:0], "body of "...), size, 10)
+		t = strconv.AppendInt(append(t, " bytes exceeds the maximum of "...), p.maxBodyBytes, 10)
+		sc.deny(statusTooLarge, t)
+	}
+	if len(p.fields) > 0 && p.bodyRoute(ms, ps) {
+		raw := req.BodyJSON
+		if len(raw) == 0 {
+			raw = req.Body
+		}
+		t = p.checkBody(raw, sc, t)
+	}
+	d := Decision{Allow: sc.status == 0, Status: sc.status}
+	if !d.Allow && p.monitor {
+		d.Allow, d.Status = true, 0
+	}
+	dst = strconv.AppendBool(append(dst, `{"allow":`...), d.Allow)
+	if d.Status != 0 {
+		dst = strconv.AppendInt(append(dst, `,"status":`...), int64(d.Status), 10)
+	}
+	dst = append(dst, `,"reasons":[`...)
+	d.reasonsStart = len(dst)
+	mutations := p.mutAllow
+	if sc.status == 0 {
+		t = append(append(append(append(t[:0], matched.allows...), method...), ' '), reqPath...)
+		dst = sdk.AppendJSONBytes(dst, t)
+	} else {
+		dst = append(dst, sc.reasons...)
+		mutations = p.mutDeny
+		if p.monitor {
+			dst = append(append(dst, ','), monitorReason...)
+			mutations = p.mutMonitor
+		}
+	}
+	d.reasonsEnd = len(dst)
+	dst = append(append(append(dst, `],"mutations":`...), mutations...), '}')
+	if cap(t) <= 4<<10 {
+		sc.text = t // kept for the next decision; a huge one is not held on to
+	}
+	if cap(sc.reasons) > 16<<10 {
+		sc.reasons = nil
+	}
+	return dst, d
+}
+
+func (p *Policy) bodyRoute(method, reqPath string) bool {
+	for i := range p.bodyRoutes {
+		if p.bodyRoutes[i].matchesMethod(method) && p.bodyRoutes[i].matchesPath(reqPath) {
+			return true
+		}
+	}
+	return false
+}
+
+// view is b as a string, for reading only while b is.
+func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// view2 is s as bytes, for reading only.
+func view2(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// fieldValue is what the body holds at a field rule's path.
+type fieldValue struct {
+	present bool
+	kind    sdk.JSONKind
+	lit     []byte // a number's literal, a string's decoded bytes
+	n       int    // an array's length
+}
+
+// checkBody runs the field checks on the JSON body raw and records the violations in sc. It
+// reads raw with the SDK's scanner, taking from the body only the values of the rules' paths;
+// a body the scanner refuses (malformed, where encoding/json's message is the reason, or
+// nested deeper than sdk.MaxJSONDepth) goes the way of encoding/json (checkBodySlow). t is
+// scratch memory, returned for reuse.
+func (p *Policy) checkBody(raw []byte, sc *Scratch, t []byte) []byte {
 	if len(bytes.TrimSpace(raw)) == 0 {
-		return []string{"body is empty, want a JSON object"}
+		sc.deny(statusBadRequest, append(t[:0], "body is empty, want a JSON object"...))
+		return t
 	}
+	values := sc.values[:0]
+	for range p.fields {
+		values = append(values, fieldValue{})
+	}
+	sc.values = values
+	r := sdk.NewJSONReader(raw)
+	top := fieldValue{kind: r.Kind()}
+	switch top.kind {
+	case sdk.JSONObject:
+		walkObject(&r, p.root, values)
+	case sdk.JSONNumber:
+		top.lit = r.Number()
+	default:
+		r.Skip()
+	}
+	if r.End() != nil {
+		return p.checkBodySlow(raw, sc, t)
+	}
+	if top.kind != sdk.JSONObject {
+		t = append(append(append(t[:0], "body is "...), typeName(&top)...), ", want a JSON object"...)
+		sc.deny(statusBadRequest, t)
+		return t
+	}
+	return p.checkFields(values, sc, t)
+}
+
+// walkObject reads the object at r (whose '{' is next) and records in values the values of the
+// rules at node's children, walking on into the objects below them that have rules.
+func walkObject(r *sdk.JSONReader, node *fieldNode, values []fieldValue) {
+	if !r.Object() {
+		return
+	}
+	for k, ok := r.NextKey(); ok; k, ok = r.NextKey() {
+		c := node.children[string(k)]
+		if c == nil {
+			r.Skip()
+			continue
+		}
+		for _, i := range c.subtree { // a repeated key: its last value replaces the whole subtree
+			values[i] = fieldValue{}
+		}
+		kind := r.Kind()
+		if c.rule >= 0 {
+			v := &values[c.rule]
+			v.present, v.kind = true, kind
+			switch kind {
+			case sdk.JSONNumber:
+				v.lit = r.Number()
+				continue
+			case sdk.JSONString:
+				v.lit = r.Str()
+				continue
+			case sdk.JSONArray:
+				if r.Array() {
+					for r.NextElem() {
+						r.Skip()
+						v.n++
+					}
+				}
+				continue
+			}
+		}
+		if kind == sdk.JSONObject && len(c.children) > 0 {
+			walkObject(r, c, values)
+		} else {
+			r.Skip()
+		}
+	}
+}
+
+// checkBodySlow is checkBody by encoding/json, for the bodies the scanner refuses: the body
+// decoded into maps, then the values of the rules' paths taken from them.
+func (p *Policy) checkBodySlow(raw []byte, sc *Scratch, t []byte) []byte {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var body any
 	if err := dec.Decode(&body); err != nil {
-		return []string{"body is not valid JSON: " + err.Error()}
+		sc.deny(statusBadRequest, append(append(t[:0], "body is not valid JSON: "...), err.Error()...))
+		return t
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return []string{"body is not valid JSON: data after the JSON value"}
+		sc.deny(statusBadRequest, append(t[:0], "body is not valid JSON: data after the JSON value"...))
+		return t
 	}
 	obj, ok := body.(map[string]any)
 	if !ok {
-		return []string{fmt.Sprintf("body is %s, want a JSON object", typeOf(body))}
+		top := valueOf(body)
+		t = append(append(append(t[:0], "body is "...), typeName(&top)...), ", want a JSON object"...)
+		sc.deny(statusBadRequest, t)
+		return t
 	}
-	var out []string
+	values := sc.values[:0]
 	for _, f := range p.fields {
-		v, present := lookup(obj, f.parts)
-		if !present {
-			if f.required {
-				out = append(out, fmt.Sprintf("body field %q is required", f.field))
+		var v any = obj
+		present := true
+		for _, part := range f.parts {
+			m, ok := v.(map[string]any)
+			if !ok {
+				present = false
+				break
 			}
-			continue
+			if v, present = m[part]; !present {
+				break
+			}
 		}
-		out = append(out, f.check(v)...)
+		fv := fieldValue{}
+		if present {
+			fv = valueOf(v)
+		}
+		values = append(values, fv)
 	}
-	return out
+	sc.values = values
+	return p.checkFields(values, sc, t)
 }
 
-// lookup finds the dotted path parts in obj.
-func lookup(obj map[string]any, parts []string) (any, bool) {
-	var v any = obj
-	for _, part := range parts {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		if v, ok = m[part]; !ok {
-			return nil, false
-		}
-	}
-	return v, true
-}
-
-func typeOf(v any) string {
+// valueOf is a value decoded by encoding/json (with UseNumber) as a fieldValue.
+func valueOf(v any) fieldValue {
+	fv := fieldValue{present: true}
 	switch v := v.(type) {
 	case nil:
-		return "null"
+		fv.kind = sdk.JSONNull
 	case bool:
-		return "boolean"
+		fv.kind = sdk.JSONBool
 	case json.Number:
-		if _, err := strconv.ParseInt(v.String(), 10, 64); err == nil {
+		fv.kind, fv.lit = sdk.JSONNumber, []byte(v)
+	case string:
+		fv.kind, fv.lit = sdk.JSONString, []byte(v)
+	case []any:
+		fv.kind, fv.n = sdk.JSONArray, len(v)
+	case map[string]any:
+		fv.kind = sdk.JSONObject
+	}
+	return fv
+}
+
+// typeName is the JSON type of v as body.type.<field> names it; a number is an integer when
+// its literal is one in int64's range.
+func typeName(v *fieldValue) string {
+	switch v.kind {
+	case sdk.JSONNull:
+		return "null"
+	case sdk.JSONBool:
+		return "boolean"
+	case sdk.JSONNumber:
+		if isInt64(v.lit) {
 			return "integer"
 		}
 		return "number"
-	case string:
+	case sdk.JSONString:
 		return "string"
-	case []any:
+	case sdk.JSONArray:
 		return "array"
-	case map[string]any:
-		return "object"
 	}
-	return fmt.Sprintf("%T", v)
+	return "object"
 }
 
-func (f *fieldRule) check(v any) []string {
-	got := typeOf(v)
-	if f.typ != "" && got != f.typ && !(f.typ == "number" && got == "integer") {
-		return []string{fmt.Sprintf("body field %q is %s, want %s", f.field, got, f.typ)}
+// isInt64 reports whether strconv.ParseInt(lit, 10, 64) succeeds, without its error's
+// allocation.
+func isInt64(lit []byte) bool {
+	neg := len(lit) > 0 && lit[0] == '-'
+	if neg || len(lit) > 0 && lit[0] == '+' {
+		lit = lit[1:]
 	}
-	var out []string
+	if len(lit) == 0 {
+		return false
+	}
+	var u uint64
+	for _, c := range lit {
+		if c < '0' || c > '9' || u > (1<<63)/10 {
+			return false
+		}
+		if u = u*10 + uint64(c-'0'); u > 1<<63 {
+			return false
+		}
+	}
+	return neg || u < 1<<63
+}
+
+// checkFields records the violations of the field rules by the body's values.
+func (p *Policy) checkFields(values []fieldValue, sc *Scratch, t []byte) []byte {
+	for i, f := range p.fields {
+		v := &values[i]
+		if !v.present {
+			if f.required {
+				t = append(append(append(t[:0], "body field "...), f.quoted...), " is required"...)
+				sc.deny(statusBadRequest, t)
+			}
+			continue
+		}
+		t = f.check(v, sc, t)
+	}
+	return t
+}
+
+// check records the violations of f by v.
+func (f *fieldRule) check(v *fieldValue, sc *Scratch, t []byte) []byte {
+	field := func() []byte { return append(append(t[:0], "body field "...), f.quoted...) }
+	got := typeName(v)
+	if f.typ != "" && got != f.typ && !(f.typ == "number" && got == "integer") {
+		t = append(append(append(append(field(), " is "...), got...), ", want "...), f.typ...)
+		sc.deny(statusBadRequest, t)
+		return t
+	}
 	// The bounds apply to the value of a number and the length of a string or array.
 	var (
 		n    float64
 		what string
 		ok   = true
 	)
-	switch v := v.(type) {
-	case json.Number:
-		n, _ = v.Float64()
-		what = "is"
-	case string:
-		n, what = float64(len([]rune(v))), "has length"
-	case []any:
-		n, what = float64(len(v)), "has length"
+	switch v.kind {
+	case sdk.JSONNumber:
+		n, _ = strconv.ParseFloat(view(v.lit), 64) // ±Inf beyond float64's range
+		what = " is "
+	case sdk.JSONString:
+		n, what = float64(utf8.RuneCount(v.lit)), " has length "
+	case sdk.JSONArray:
+		n, what = float64(v.n), " has length "
 	default:
 		ok = false
 	}
 	if ok && f.min != nil && n < *f.min {
-		out = append(out, fmt.Sprintf("body field %q %s %s, below the minimum %s", f.field, what, fmtNum(n), fmtNum(*f.min)))
+		t = strconv.AppendFloat(append(field(), what...), n, 'g', -1, 64)
+		t = append(append(t, ", below the minimum "...), f.minText...)
+		sc.deny(statusBadRequest, t)
 	}
 	if ok && f.max != nil && n > *f.max {
-		out = append(out, fmt.Sprintf("body field %q %s %s, above the maximum %s", f.field, what, fmtNum(n), fmtNum(*f.max)))
+		t = strconv.AppendFloat(append(field(), what...), n, 'g', -1, 64)
+		t = append(append(t, ", above the maximum "...), f.maxText...)
+		sc.deny(statusBadRequest, t)
 	}
-	s, isString := v.(string)
-	if len(f.enum) > 0 && (!isString || !slices.Contains(f.enum, s)) {
-		out = append(out, fmt.Sprintf("body field %q must be one of %s", f.field, strings.Join(f.enum, ", ")))
+	isString := v.kind == sdk.JSONString
+	if len(f.enum) > 0 && (!isString || !slices.Contains(f.enum, view(v.lit))) {
+		t = append(append(field(), " must be one of "...), f.enumText...)
+		sc.deny(statusBadRequest, t)
 	}
-	if f.pattern != nil && (!isString || !f.pattern.MatchString(s)) {
-		out = append(out, fmt.Sprintf("body field %q does not match %s", f.field, f.pattern))
+	if f.pattern != nil && (!isString || !f.pattern.Match(v.lit)) {
+		t = append(append(field(), " does not match "...), f.patternText...)
+		sc.deny(statusBadRequest, t)
 	}
-	return out
-}
-
-func fmtNum(n float64) string { return strconv.FormatFloat(n, 'g', -1, 64) }
-
-// DecodeRequest parses the validate input strictly: one JSON object, no unknown fields, a
-// method and a path starting with "/", at most one of body and body_json, and a non-negative
-// body_size. Header names are folded to lower case. Its errors are for sdk.InvalidInput.
-func DecodeRequest(input []byte) (*Request, error) {
-	dec := json.NewDecoder(bytes.NewReader(input))
-	dec.DisallowUnknownFields()
-	var req Request
-	if err := dec.Decode(&req); err != nil {
-		return nil, fmt.Errorf("malformed request: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("malformed request: data after the JSON object")
-	}
-	if req.Method == "" {
-		return nil, errors.New(`malformed request: "method" is missing or empty`)
-	}
-	req.Method = strings.ToUpper(req.Method)
-	if !strings.HasPrefix(req.Path, "/") {
-		return nil, errors.New(`malformed request: "path" must start with /`)
-	}
-	if req.Body != "" && len(req.BodyJSON) > 0 {
-		return nil, errors.New(`malformed request: give "body" or "body_json", not both`)
-	}
-	if bytes.Equal(bytes.TrimSpace(req.BodyJSON), []byte("null")) {
-		req.BodyJSON = nil
-	}
-	if req.BodySize != nil && *req.BodySize < 0 {
-		return nil, errors.New(`malformed request: "body_size" is negative`)
-	}
-	if len(req.Headers) > 0 {
-		h := make(map[string]string, len(req.Headers))
-		for k, v := range req.Headers {
-			h[strings.ToLower(k)] = v
-		}
-		req.Headers = h
-	}
-	return &req, nil
+	return t
 }
