@@ -114,7 +114,7 @@ func wasmvisorDecider(t testing.TB, wasm []byte, cfg map[string]string) *host.Ho
 // opaDecider is OPA's prepared query of authz.rego's decision under cfg.
 func opaDecider(t testing.TB, cfg map[string]string) rego.PreparedEvalQuery {
 	t.Helper()
-	src, err := os.ReadFile("authz.rego")
+	src, err := os.ReadFile(AuthzRego)
 	if err != nil {
 		t.Fatal(err)
 	}
