@@ -70,3 +70,16 @@ func TestNATSIsCLIOnly(t *testing.T) {
 		t.Error("cmd/wasmvisor does not link NATS")
 	}
 }
+
+// The OPA format is opt-in too: neither host, nor a program embedding it, nor the CLI (which
+// does not register it yet) links sandbox/opa, and nothing links OPA itself.
+func TestOPAIsOptIn(t *testing.T) {
+	t.Parallel()
+	for _, pkg := range []string{".", "../examples/embed", "../cmd/wasmvisor"} {
+		for _, p := range deps(t, pkg) {
+			if p == "github.com/wasmvisor/wasmvisor/sandbox/opa" || strings.HasPrefix(p, "github.com/open-policy-agent/") {
+				t.Errorf("%s links %s", pkg, p)
+			}
+		}
+	}
+}
