@@ -25,9 +25,13 @@
 //     pointer is saved then and restored before each call, so nothing a call allocates
 //     outlives it (RATIONALE.md, "OPA policies in pure Go").
 //   - Builtins: a compiled policy lists, in its builtins export, the builtins it leaves to
-//     the host. This package implements none of them yet: Compile refuses a policy that
-//     needs any with a *BuiltinError naming them (http.send included: it is a network
-//     capability and would stay refused unless granted).
+//     the host. The host provides sprintf (Provided; builtins.go says how its values are
+//     formatted and bounded); Compile refuses a policy that needs any other with a
+//     *BuiltinError naming them, so that no call fails for a missing builtin. http.send is
+//     among the refused: it is a network capability and would stay refused unless granted.
+//     A builtin's arguments are read through the guest's opa_json_dump and its result
+//     written through opa_malloc and opa_json_parse, so they are bounded by the memory limit;
+//     a builtin that fails ends the call as opa_abort does.
 //   - Capabilities do not apply: an OPA module imports no WASI. Host functions are not
 //     offered to it.
 //
@@ -41,8 +45,9 @@
 //   - Imports other than OPA's (env.memory, env.opa_abort, env.opa_println,
 //     env.opa_builtin0…4), or a module without OPA's exports: a *sandbox.ModuleError.
 //
-// Not yet: the builtins OPA leaves to the host, a default handler, bundles
-// (bundle.tar.gz), per-entrypoint telemetry.
+// Not yet: the builtins OPA leaves to the host other than sprintf (time, crypto, encoding,
+// JWT, regex, …), a default handler, bundles (bundle.tar.gz), per-entrypoint telemetry, and
+// the CLI (inspect, call, test, serve do not register the format).
 package opa
 
 import (
@@ -150,6 +155,7 @@ type Module struct {
 	cfg         sandbox.Config
 	logger      *zap.Logger
 	entrypoints map[string]int32
+	builtinByID map[uint32]hostBuiltin // the builtins the policy needs from the host
 	handlers    []string
 	fastEval    bool // the module exports opa_eval (ABI 1.2 and later)
 	wd          *watchdog.Watchdog
@@ -230,10 +236,10 @@ func compile(ctx context.Context, wasm []byte, cfg sandbox.Config, wd *watchdog.
 		}
 		return fail(err)
 	}
-	eps, builtins, err := probe.discover(ctx)
+	eps, needs, err := probe.discover(ctx)
 	_ = probe.Close(ctx)
-	if err == nil && len(builtins) > 0 {
-		err = &BuiltinError{Names: builtins}
+	if err == nil {
+		err = m.bindBuiltins(needs)
 	}
 	if err != nil {
 		if m.ownWD {
@@ -247,6 +253,26 @@ func compile(ctx context.Context, wasm []byte, cfg sandbox.Config, wd *watchdog.
 	}
 	sort.Strings(m.handlers)
 	return m, nil
+}
+
+// bindBuiltins maps the ids of the builtins the policy needs to the host's implementations,
+// or returns a *BuiltinError naming those the host does not provide.
+func (m *Module) bindBuiltins(needs map[string]int32) error {
+	m.builtinByID = map[uint32]hostBuiltin{}
+	var missing []string
+	for name, id := range needs {
+		fn, ok := builtins[name]
+		if !ok {
+			missing = append(missing, name)
+			continue
+		}
+		m.builtinByID[uint32(id)] = hostBuiltin{name: name, fn: fn}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return &BuiltinError{Names: missing}
+	}
+	return nil
 }
 
 // checkImports refuses imports OPA's ABI does not have.
@@ -273,9 +299,9 @@ func checkImports(pm *wasmbin.Module) error {
 	return nil
 }
 
-// discover reads the entrypoints (name -> id) and the builtins the module needs from the
-// host (sorted names) from a fresh instance.
-func (i *Instance) discover(ctx context.Context) (map[string]int32, []string, error) {
+// discover reads the entrypoints and the builtins the module needs from the host (name ->
+// id, both) from a fresh instance.
+func (i *Instance) discover(ctx context.Context) (map[string]int32, map[string]int32, error) {
 	read := func(export string) (map[string]int32, error) {
 		addr, err := i.call(ctx, export)
 		if err != nil {
@@ -302,12 +328,7 @@ func (i *Instance) discover(ctx context.Context) (map[string]int32, []string, er
 	if err != nil {
 		return nil, nil, err
 	}
-	names := make([]string, 0, len(bs))
-	for n := range bs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return eps, names, nil
+	return eps, bs, nil
 }
 
 // Digest is the hex SHA-256 of the module's bytes, as sandbox.Digest.
