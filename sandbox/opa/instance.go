@@ -62,6 +62,7 @@ type Instance struct {
 	stopWhy   atomic.Uint32
 	wde       watchdog.Entry
 	abortMsg  atomic.Pointer[string] // the guest's opa_abort message, during a call
+	pages     atomic.Uint32          // the memory's size after the last operation
 
 	cfgMu  sync.Mutex
 	config map[string]string // the last config accepted
@@ -141,6 +142,7 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 		return fail(err)
 	}
 	i.starting = false
+	i.notePages()
 	m.wd.Add(&i.wde, (*watched)(i))
 	return i, nil
 }
@@ -291,13 +293,11 @@ func (i *Instance) cstring(addr uint32, max int) ([]byte, error) {
 // Handlers lists the policy's entrypoints.
 func (i *Instance) Handlers() []string { return i.mod.Handlers() }
 
-// MemoryPages is the current size of the instance's memory in 64 KiB pages.
-func (i *Instance) MemoryPages() uint32 {
-	if lifecycle.State(i.state.Load()) == lifecycle.Closed {
-		return 0
-	}
-	return i.g.Memory().Size() / 65536
-}
+// MemoryPages is the size of the instance's memory in 64 KiB pages, as the last operation
+// left it (it is read from any goroutine, and the memory is only touched by its operation's).
+func (i *Instance) MemoryPages() uint32 { return i.pages.Load() }
+
+func (i *Instance) notePages() { i.pages.Store(i.g.Memory().Size() / 65536) }
 
 // Call evaluates entrypoint handler with input (the Rego input, JSON) and returns a copy of
 // the result set (JSON).
@@ -337,6 +337,7 @@ func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []
 	if done != nil {
 		i.op.Disarm()
 	}
+	i.notePages()
 	if err != nil {
 		return dst, i.callError(ctx, id, timeout, handler, err)
 	}
@@ -492,6 +493,7 @@ func (i *Instance) Configure(ctx context.Context, config map[string]string) erro
 	}
 	defer i.leave(id)
 	cctx := context.WithValue(ctx, instKey{}, i)
+	defer i.notePages()
 	old := i.data
 	if err := i.loadData(cctx, data); err != nil {
 		if i.failure.Load() != nil {
@@ -646,6 +648,7 @@ func (i *Instance) Close(ctx context.Context) error {
 		i.mod.wd.Remove(&i.wde)
 	}
 	err := i.g.Close(context.Background())
+	i.pages.Store(0)
 	i.mod.unref(ctx)
 	return err
 }
