@@ -21,6 +21,6 @@ done <<LIST
 authz authz/decision
 example example/allow example/reasons
 strings strings/result
-spin spin/never spin/big
+spin spin/never spin/big spin/conflict
 httpsend httpsend/status
 LIST

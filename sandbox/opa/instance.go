@@ -178,7 +178,10 @@ func (i *Instance) lookup() error {
 			return err
 		}
 	}
-	if i.fn.eval, _ = get("opa_eval", false); i.fn.eval != nil {
+	if i.fn.eval == nil && i.starting {
+		i.fn.eval, _ = get("opa_eval", false)
+	}
+	if i.fn.eval != nil {
 		return nil
 	}
 	for _, e := range []struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,7 +71,21 @@ func TestEvaluate(t *testing.T) {
 	if got, want := m.Handlers(), []string{"example/allow", "example/reasons"}; !equal(got, want) {
 		t.Fatalf("handlers %q, want %q", got, want)
 	}
-	i := instance(t, m, map[string]string{opa.ConfigData: exampleData})
+	for _, path := range []string{"opa_eval", "eval context"} {
+		t.Run(path, func(t *testing.T) {
+			i := instance(t, m, map[string]string{opa.ConfigData: exampleData})
+			if path == "eval context" {
+				if err := i.UseEvalContext(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			evaluate(t, i)
+		})
+	}
+}
+
+func evaluate(t *testing.T, i *opa.Instance) {
+	t.Helper()
 	for _, c := range []struct{ handler, input, want string }{
 		{"example/allow", `{"user":"alice","action":"read"}`, `[{"result":true}]`},
 		{"example/allow", `{"user":"alice","action":"write"}`, `[{"result":false}]`},
@@ -245,5 +260,21 @@ func TestEngineLoad(t *testing.T) {
 	out, err := r.CallAppend(context.Background(), "example/allow", []byte(`{"user":"bob","action":"write"}`), nil)
 	if err != nil || string(out) != `[{"result":true}]` {
 		t.Fatalf("%s %v", out, err)
+	}
+}
+
+func TestAbort(t *testing.T) {
+	i := instance(t, compile(t, "spin", sandbox.Limits{}), nil)
+	if out, err := i.Call(context.Background(), "spin/conflict", []byte(`{"a":true}`)); err != nil || string(out) != `[{"result":1}]` {
+		t.Fatalf("no conflict: %s %v", out, err)
+	}
+	_, err := i.Call(context.Background(), "spin/conflict", []byte(`{"a":true,"b":true}`))
+	var te *sandbox.TrapError
+	if !errors.As(err, &te) || !strings.Contains(te.Message, "opa_abort") {
+		t.Fatalf("got %v, want a trap from opa_abort", err)
+	}
+	t.Log(err)
+	if !sandbox.Fatal(err) || !errors.Is(i.Err(), sandbox.ErrTrap) {
+		t.Fatalf("the instance should have ended: %v", i.Err())
 	}
 }
