@@ -2,7 +2,8 @@
 # Builds each Rego policy of this directory into policy.wasm beside its source, with OPA's
 # compiler (`opa build -t wasm`): OPA is a tool of the bench/opa module (its `tool` line), built
 # here into a temporary directory, never a dependency of wasmvisor. Each line of the list is
-# a directory and the entrypoints it is built with.
+# a directory and the entrypoints it is built with (a word starting with -- is a flag of opa
+# build).
 set -eu
 cd "$(dirname "$0")"
 tmp=$(mktemp -d)
@@ -10,7 +11,12 @@ trap 'rm -rf "$tmp"' EXIT
 (cd ../../bench/opa && ${GO:-go} build -o "$tmp/opa" github.com/open-policy-agent/opa)
 while read -r dir entrypoints; do
 	args=""
-	for e in $entrypoints; do args="$args -e $e"; done
+	for e in $entrypoints; do
+		case $e in
+		--*) args="$args $e" ;;
+		*) args="$args -e $e" ;;
+		esac
+	done
 	echo "opa build -t wasm$args $dir/$dir.rego"
 	# shellcheck disable=SC2086
 	"$tmp/opa" build -t wasm $args -o "$tmp/$dir.tar.gz" "$dir/$dir.rego"
@@ -23,4 +29,5 @@ example example/allow example/reasons
 strings strings/result
 spin spin/never spin/big spin/conflict
 httpsend httpsend/status
+print print/loud print/quiet --wasm-include-print
 LIST

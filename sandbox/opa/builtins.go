@@ -13,13 +13,82 @@ import (
 )
 
 // builtin is a builtin that OPA leaves to the host, implemented here: its arguments as the
-// guest dumped them (JSON), its result as JSON for the guest to parse.
-type builtin func(args []json.RawMessage) ([]byte, error)
+// guest dumped them (JSON), its result as JSON for the guest to parse, nil for none
+// (undefined). An *undefinedError makes the result undefined, as OPA's evaluator does with a
+// builtin's errors outside strict mode; any other error ends the call (the host cannot
+// answer as OPA would).
+type builtin func(i *Instance, args []json.RawMessage) ([]byte, error)
+
+// undefinedError is a builtin's error that OPA's evaluator turns into an undefined result.
+type undefinedError struct{ msg string }
+
+func (e *undefinedError) Error() string { return e.msg }
 
 // builtins are the builtins the host provides. A policy that needs any other is refused at
 // Compile (*BuiltinError).
 var builtins = map[string]builtin{
-	"sprintf": sprintf,
+	"sprintf":        func(_ *Instance, args []json.RawMessage) ([]byte, error) { return sprintf(args) },
+	"internal.print": printBuiltin,
+}
+
+// maxPrintLines bounds the lines one print call makes (the cross product of its operands'
+// values).
+const maxPrintLines = 1024
+
+// printBuiltin is Rego's print (internal.print, in a module built with
+// --wasm-include-print): one operand, the array of print's arguments, each a set of values
+// (dumped as an array; empty: "<undefined>") or a primitive; a line per combination of their
+// values, joined by spaces, to the instance's metered log. Strings are written as they are,
+// other values as JSON (OPA's evaluator writes composite values in Rego's syntax instead).
+func printBuiltin(i *Instance, args []json.RawMessage) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("print: %d operands, want 1", len(args))
+	}
+	var operands []json.RawMessage
+	if err := json.Unmarshal(args[0], &operands); err != nil {
+		return nil, &undefinedError{"print: operand 1 must be an array"}
+	}
+	text := func(v json.RawMessage) string {
+		var s string
+		if json.Unmarshal(v, &s) == nil {
+			return s
+		}
+		return string(bytes.TrimSpace(v))
+	}
+	choices := make([][]string, len(operands))
+	for k, op := range operands {
+		var set []json.RawMessage
+		if json.Unmarshal(op, &set) != nil {
+			choices[k] = []string{text(op)}
+			continue
+		}
+		if len(set) == 0 {
+			choices[k] = []string{"<undefined>"}
+			continue
+		}
+		for _, v := range set {
+			choices[k] = append(choices[k], text(v))
+		}
+	}
+	line := make([]string, len(choices))
+	lines := 0
+	var emit func(k int)
+	emit = func(k int) {
+		if lines >= maxPrintLines {
+			return
+		}
+		if k == len(choices) {
+			lines++
+			i.logLine(strings.Join(line, " "))
+			return
+		}
+		for _, c := range choices[k] {
+			line[k] = c
+			emit(k + 1)
+		}
+	}
+	emit(0)
+	return nil, nil
 }
 
 // Provided lists the builtins the host provides to OPA policies, sorted.
@@ -47,14 +116,14 @@ func sprintf(args []json.RawMessage) ([]byte, error) {
 	}
 	var format string
 	if err := json.Unmarshal(args[0], &format); err != nil {
-		return nil, fmt.Errorf("sprintf: operand 1 must be a string")
+		return nil, &undefinedError{"sprintf: operand 1 must be a string"}
 	}
 	if err := checkFormat(format); err != nil {
 		return nil, err
 	}
 	var values []json.RawMessage
 	if err := json.Unmarshal(args[1], &values); err != nil {
-		return nil, fmt.Errorf("sprintf: operand 2 must be an array")
+		return nil, &undefinedError{"sprintf: operand 2 must be an array"}
 	}
 	vs := make([]any, len(values))
 	for k, raw := range values {
@@ -143,9 +212,15 @@ func (i *Instance) callBuiltin(ctx context.Context, id uint32, args []uint64) ui
 		}
 		in[k] = s
 	}
-	out, err := b.fn(in)
-	if err != nil {
+	out, err := b.fn(i, in)
+	var undefined *undefinedError
+	switch {
+	case errors.As(err, &undefined):
+		return 0
+	case err != nil:
 		return fail(err.Error())
+	case out == nil:
+		return 0
 	}
 	v, err := i.parse(ctx, out)
 	if err != nil || v == 0 {

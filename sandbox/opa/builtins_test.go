@@ -2,6 +2,7 @@ package opa
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -32,7 +33,8 @@ func TestSprintf(t *testing.T) {
 			t.Errorf("%s %s: %s %v, want %q", c.format, c.values, out, err, c.want)
 		}
 	}
-	if _, err := sprintf([]json.RawMessage{json.RawMessage(`1`), json.RawMessage(`[]`)}); err == nil {
-		t.Error("a number as the format: no error")
+	var undefined *undefinedError
+	if _, err := sprintf([]json.RawMessage{json.RawMessage(`1`), json.RawMessage(`[]`)}); !errors.As(err, &undefined) {
+		t.Errorf("a number as the format: %v, want undefined (as OPA's evaluator)", err)
 	}
 }

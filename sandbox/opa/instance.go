@@ -14,7 +14,6 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/sys"
-	"go.uber.org/zap"
 
 	"github.com/wasmvisor/wasmvisor/abi"
 	"github.com/wasmvisor/wasmvisor/sandbox"
@@ -63,6 +62,7 @@ type Instance struct {
 	wde       watchdog.Entry
 	abortMsg  atomic.Pointer[string] // the guest's opa_abort message, during a call
 	pages     atomic.Uint32          // the memory's size after the last operation
+	out       *output                // opa_println, metered
 
 	cfgMu  sync.Mutex
 	config map[string]string // the last config accepted
@@ -104,6 +104,7 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	m.refs++
 	m.mu.Unlock()
 	i := &Instance{mod: m, starting: true, config: maps.Clone(config)}
+	i.out = i.newOutput()
 	sctx := ctx
 	if m.cfg.Limits.StartTimeout != sandbox.NoTimeout {
 		var cancel context.CancelFunc
@@ -341,6 +342,7 @@ func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []
 		i.op.Disarm()
 	}
 	i.notePages()
+	i.out.endCall()
 	if err != nil {
 		return dst, i.callError(ctx, id, timeout, handler, err)
 	}
@@ -536,10 +538,6 @@ func (i *Instance) AppliedConfigWithin(*sandbox.Budget) (map[string]string, erro
 	return maps.Clone(i.config), nil
 }
 
-// Stats returns zero counters: a policy has no output streams; opa_println lines go to the
-// logger, at most maxMessage bytes each.
-func (i *Instance) Stats() sandbox.Stats { return sandbox.Stats{} }
-
 // Calls is the number of calls that have entered the instance, including one in progress.
 func (i *Instance) Calls() uint64 { return i.calls.Load() }
 
@@ -707,8 +705,10 @@ func (m *Module) hostFunctions(ctx context.Context) error {
 		}
 		panic(errors.New("opa_abort: " + msg))
 	}), []api.ValueType{i32}, nil).Export("opa_abort")
-	b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(func(_ context.Context, g api.Module, st []uint64) {
-		m.logger.Info("guest log", zap.String("message", message(g, uint32(st[0]))))
+	b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, g api.Module, st []uint64) {
+		if i, ok := ctx.Value(instKey{}).(*Instance); ok {
+			i.println(g, uint32(st[0]))
+		}
 	}), []api.ValueType{i32}, nil).Export("opa_println")
 	for n := range 5 {
 		params := make([]api.ValueType, 2+n)

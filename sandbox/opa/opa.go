@@ -25,13 +25,18 @@
 //     pointer is saved then and restored before each call, so nothing a call allocates
 //     outlives it (RATIONALE.md, "OPA policies in pure Go").
 //   - Builtins: a compiled policy lists, in its builtins export, the builtins it leaves to
-//     the host. The host provides sprintf (Provided; builtins.go says how its values are
-//     formatted and bounded); Compile refuses a policy that needs any other with a
+//     the host. The host provides sprintf and print (internal.print, in a module built with
+//     --wasm-include-print) (Provided; builtins.go says how values are formatted and
+//     bounded); Compile refuses a policy that needs any other with a
 //     *BuiltinError naming them, so that no call fails for a missing builtin. http.send is
 //     among the refused: it is a network capability and would stay refused unless granted.
 //     A builtin's arguments are read through the guest's opa_json_dump and its result
 //     written through opa_malloc and opa_json_parse, so they are bounded by the memory limit;
-//     a builtin that fails ends the call as opa_abort does.
+//     a builtin's type error makes its result undefined, as in OPA's evaluator, and a
+//     limit of the host's (a sprintf width above 4096, a composite sprintf value) ends the
+//     call as opa_abort does.
+//   - Output: Rego's print lines and opa_println go to Config.Logger ("guest log") within
+//     Limits.Output, as the sandbox's log stream (Stats, Config.OnDrop), each cut at 4 KiB.
 //   - Capabilities do not apply: an OPA module imports no WASI. Host functions are not
 //     offered to it.
 //
@@ -45,7 +50,7 @@
 //   - Imports other than OPA's (env.memory, env.opa_abort, env.opa_println,
 //     env.opa_builtin0…4), or a module without OPA's exports: a *sandbox.ModuleError.
 //
-// Not yet: the builtins OPA leaves to the host other than sprintf (time, crypto, encoding,
+// Not yet: the builtins OPA leaves to the host other than sprintf and print (time, crypto, encoding,
 // JWT, regex, …), a default handler, bundles (bundle.tar.gz), per-entrypoint telemetry, and
 // the CLI (inspect, call, test, serve do not register the format).
 package opa

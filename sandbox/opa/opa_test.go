@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/wasmvisor/wasmvisor/sandbox"
 	"github.com/wasmvisor/wasmvisor/sandbox/opa"
@@ -276,5 +278,36 @@ func TestAbort(t *testing.T) {
 	t.Log(err)
 	if !sandbox.Fatal(err) || !errors.Is(i.Err(), sandbox.ErrTrap) {
 		t.Fatalf("the instance should have ended: %v", i.Err())
+	}
+}
+
+func TestPrintMetered(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	var drops []sandbox.DropReport
+	m, err := opa.Compile(context.Background(), policy(t, "print"), sandbox.Config{
+		Logger: zap.New(core),
+		Limits: sandbox.Limits{Output: sandbox.OutputLimits{CallLines: 10}},
+		OnDrop: func(d sandbox.DropReport) { drops = append(drops, d) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	i := instance(t, m, nil)
+	out, err := i.Call(context.Background(), "print/loud", []byte(`{"lines":100}`))
+	if err != nil || string(out) != `[]` {
+		t.Fatalf("%s %v", out, err)
+	}
+	if n := logs.FilterMessage("guest log").Len(); n != 10 {
+		t.Fatalf("%d lines logged, want 10 (CallLines)", n)
+	}
+	if got := logs.FilterMessage("guest log").All()[0].ContextMap()["message"]; got != "line 1" {
+		t.Fatalf("first line %q", got)
+	}
+	if st := i.Stats(); st.Log.DroppedRecords != 90 {
+		t.Fatalf("stats %+v, want 90 of the 100 lines dropped", st)
+	}
+	if len(drops) != 1 || drops[0].Records != 90 || !drops[0].CallLimit {
+		t.Fatalf("drop reports %+v", drops)
 	}
 }
