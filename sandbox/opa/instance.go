@@ -485,12 +485,13 @@ func (i *Instance) growFailed() bool {
 }
 
 // Configure replaces the data document with config's (ConfigData). A document that is not
-// valid JSON, or that the policy cannot parse, is refused with sandbox.ErrInvalidConfig and
-// the last good one stays.
+// valid JSON, or that the policy cannot parse, is refused as a native plugin refuses a
+// config, with a *sandbox.GuestError of status abi.StatusConfigRejected, and the last good
+// one stays.
 func (i *Instance) Configure(ctx context.Context, config map[string]string) error {
 	data, err := dataOf(config)
 	if err != nil {
-		return err
+		return &sandbox.GuestError{Status: abi.StatusConfigRejected, Message: err.Error()}
 	}
 	id, err := i.enter(ctx, opConfigure)
 	if err != nil {
@@ -507,7 +508,7 @@ func (i *Instance) Configure(ctx context.Context, config map[string]string) erro
 		if rerr := i.loadData(cctx, old); rerr != nil {
 			return errors.Join(err, rerr)
 		}
-		return err
+		return &sandbox.GuestError{Status: abi.StatusConfigRejected, Message: err.Error()}
 	}
 	i.cfgMu.Lock()
 	i.config = maps.Clone(config)

@@ -7,8 +7,10 @@
 // "example/allow"). A call's input is the Rego input document as JSON; its output is the
 // result set as OPA's opa_eval returns it, e.g. [{"result":true}]. The data document is the
 // instance config's key "data" (JSON; none means {}), given at Instantiate and replaceable
-// by Configure: a document that is not valid JSON is refused with sandbox.ErrInvalidConfig,
-// as is one the guest cannot parse, and the last good one stays.
+// by Configure: a document that is not valid JSON, or that the guest cannot parse, is
+// refused (at Instantiate with sandbox.ErrInvalidConfig; by Configure as a native plugin
+// refuses a config, a *sandbox.GuestError with abi.StatusConfigRejected), and the last good
+// one stays.
 //
 // # Mapping of the sandbox's contract
 //
@@ -52,7 +54,7 @@
 //
 // Not yet: the builtins OPA leaves to the host other than sprintf and print (time, crypto, encoding,
 // JWT, regex, …), a default handler, bundles (bundle.tar.gz), per-entrypoint telemetry, and
-// the CLI (inspect, call, test, serve do not register the format).
+// a listing of the builtins a policy needs in `wasmvisor inspect`.
 package opa
 
 import (

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/wasmvisor/wasmvisor/abi"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 	"github.com/wasmvisor/wasmvisor/sandbox/opa"
 )
@@ -167,7 +168,8 @@ func TestConfigureData(t *testing.T) {
 		t.Fatalf("after: %s", got)
 	}
 	err := i.Configure(context.Background(), map[string]string{opa.ConfigData: `{"roles":`})
-	if !errors.Is(err, sandbox.ErrInvalidConfig) {
+	var ge *sandbox.GuestError
+	if !errors.As(err, &ge) || ge.Status != abi.StatusConfigRejected || sandbox.Fatal(err) {
 		t.Fatalf("bad data: %v", err)
 	}
 	if got := allow(); got != `[{"result":true}]` {
