@@ -111,6 +111,34 @@ func TestAuthzRegoSameAsGoPlugin(t *testing.T) {
 	}
 }
 
+// regoDecider is a host serving plugins/rego/authz/policy.wasm (authz.rego compiled to Wasm)
+// as plugin "authz" with the OPA format, its data document from cfg (RegoData).
+func regoDecider(t testing.TB, cfg map[string]string) *host.Host {
+	t.Helper()
+	ctx := context.Background()
+	data, err := json.Marshal(RegoData(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wasm, err := os.ReadFile(filepath.Join("..", "..", "plugins", "rego", "authz", "policy.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := host.New(ctx, host.WithCacheDir(hosttest.CacheDir()), host.WithFormats(wopa.Format()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := h.Close(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := h.Load(ctx, host.Plugin{Name: "authz", Wasm: wasm, Config: map[string]string{wopa.ConfigData: string(data)}, Instances: 1}); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
 // wasmvisorResult loads plugins/rego/<policy>/policy.wasm in a host with the OPA format and
 // calls c's entrypoint: the result set, normalised (normal).
 func wasmvisorResult(t *testing.T, policy string, c corpusCase) []byte {
