@@ -15,7 +15,7 @@ GO_PLUGINS := \
 WAT_PLUGINS := plugins/reference/reference sandbox/testdata/mini sandbox/testdata/noabi sandbox/testdata/hang sandbox/testdata/spin sandbox/testdata/hostcall sandbox/testdata/snapenv sandbox/testdata/snaptable sandbox/internal/wasmbin/testdata/bulk sandbox/internal/wasmbin/testdata/fuel sandbox/internal/wasmbin/testdata/snap sandbox/internal/wasmbin/testdata/snaptable \
 	$(basename $(wildcard internal/faults/testdata/*.wat sandbox/testdata/hostile/*.wat))
 
-.PHONY: all build test run loadtest plugins plugins-go plugins-wat plugins-rust plugins-c plugins-extism plugins-assemblyscript \
+.PHONY: all build test run loadtest plugins plugins-go plugins-wat plugins-rust plugins-c plugins-extism plugins-assemblyscript plugins-rego \
 	plugins-check check lint fmt tidy bench bench-opa bench-http test-opa fuzz toolchains clean
 
 all: build
@@ -42,7 +42,7 @@ loadtest: build
 	$(GO) run ./cmd/loadgen -ready http://$(LOADTEST_ADDR)/readyz -url http://$(LOADTEST_ADDR)/v1/plugins/authz/call/evaluate $(LOADTEST_ARGS); rc=$$?; \
 	kill -TERM $$pid; wait $$pid; exit $$rc
 
-plugins: plugins-wat plugins-go plugins-rust plugins-c plugins-extism plugins-assemblyscript
+plugins: plugins-wat plugins-go plugins-rust plugins-c plugins-extism plugins-assemblyscript plugins-rego
 
 plugins-wat:
 	@for p in $(WAT_PLUGINS); do echo "wat2wasm $$p.wat"; wat2wasm $$p.wat -o $$p.wasm || exit 1; done
@@ -61,6 +61,10 @@ plugins-extism:
 
 plugins-assemblyscript:
 	sh plugins/conformance/assemblyscript/build.sh
+
+# Rego policies compiled by OPA (built from bench/opa's tool line): plugins/rego/README.md.
+plugins-rego:
+	GO=$(GO) sh plugins/rego/build.sh
 
 # Rebuild every committed .wasm and fail if any differs from the committed bytes.
 plugins-check: plugins

@@ -70,3 +70,22 @@ func TestNATSIsCLIOnly(t *testing.T) {
 		t.Error("cmd/wasmvisor does not link NATS")
 	}
 }
+
+// The OPA format is opt-in too: neither host nor a program embedding it links sandbox/opa;
+// the CLI, which registers it, does; and nothing links OPA itself.
+func TestOPAIsOptIn(t *testing.T) {
+	t.Parallel()
+	const format = "github.com/wasmvisor/wasmvisor/sandbox/opa"
+	for _, pkg := range []string{".", "../examples/embed", "../casetest", "../cmd/wasmvisor"} {
+		linked := false
+		for _, p := range deps(t, pkg) {
+			linked = linked || p == format
+			if strings.HasPrefix(p, "github.com/open-policy-agent/") {
+				t.Errorf("%s links %s", pkg, p)
+			}
+		}
+		if want := pkg == "../cmd/wasmvisor"; linked != want {
+			t.Errorf("%s links %s: %v, want %v", pkg, format, linked, want)
+		}
+	}
+}

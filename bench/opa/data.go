@@ -58,3 +58,7 @@ func RegoData(cfg map[string]string) map[string]any {
 		"default_allow": merged["default"] == "allow",
 	}}
 }
+
+// AuthzRego is the path of authz.rego from this directory: it lives with the Rego corpus, in
+// plugins/rego/authz, beside its policy.wasm (`opa build -t wasm -e authz/decision`).
+const AuthzRego = "../../plugins/rego/authz/authz.rego"

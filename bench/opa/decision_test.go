@@ -114,7 +114,7 @@ func wasmvisorDecider(t testing.TB, wasm []byte, cfg map[string]string) *host.Ho
 // opaDecider is OPA's prepared query of authz.rego's decision under cfg.
 func opaDecider(t testing.TB, cfg map[string]string) rego.PreparedEvalQuery {
 	t.Helper()
-	src, err := os.ReadFile("authz.rego")
+	src, err := os.ReadFile(AuthzRego)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,14 +183,16 @@ func TestSameDecisions(t *testing.T) {
 // Host.CallAppend of the authz plugin's evaluate (JSON in, JSON out, into a reused buffer);
 // "opa" is OPA's prepared query given the same JSON bytes (parsed into its input value each
 // time, as a server does with a request body); "opa-parsed" is the query given an input value
-// parsed once beforehand, OPA's least work. With AUTHZ_BEFORE set to the path of another
+// parsed once beforehand, OPA's least work; "wasmvisor-rego" is authz.rego compiled by opa
+// build -t wasm, run by wasmvisor's OPA format (Host.CallAppend of authz/decision, the result
+// set out). With AUTHZ_BEFORE set to the path of another
 // authz.wasm, "wasmvisor-before" calls that one (the figures before a change).
 func BenchmarkDecision(b *testing.B) {
 	ctx := context.Background()
 	wasm := authzWasm(b, "")
 	for _, c := range authzCases(b) {
 		b.Run(c.name, func(b *testing.B) {
-			variants := []string{"wasmvisor", "opa", "opa-parsed"}
+			variants := []string{"wasmvisor", "wasmvisor-rego", "opa", "opa-parsed"}
 			if os.Getenv("AUTHZ_BEFORE") != "" {
 				variants = append(variants, "wasmvisor-before")
 			}
@@ -210,6 +212,18 @@ func BenchmarkDecision(b *testing.B) {
 						b.ReportAllocs()
 						for b.Loop() {
 							if dst, err = h.CallAppend(ctx, "authz", "evaluate", c.input, dst[:0]); err != nil {
+								b.Fatal(err)
+							}
+						}
+					case "wasmvisor-rego":
+						h := regoDecider(b, c.config)
+						dst, err := h.CallAppend(ctx, "authz", "authz/decision", c.input, nil)
+						if err != nil {
+							b.Fatal(err)
+						}
+						b.ReportAllocs()
+						for b.Loop() {
+							if dst, err = h.CallAppend(ctx, "authz", "authz/decision", c.input, dst[:0]); err != nil {
 								b.Fatal(err)
 							}
 						}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/wasmvisor/wasmvisor/sandbox"
 	"github.com/wasmvisor/wasmvisor/sandbox/extism"
+	"github.com/wasmvisor/wasmvisor/sandbox/opa"
 )
 
 type callFlags struct {
@@ -49,6 +50,9 @@ guest recorded (the ABI's event import), one line each after the call, as
 A plugin built with an Extism PDK (one that imports "extism:host/env") is run through the
 Extism Go SDK under the same limits: --config fills Extism's config map, and a command-style
 Extism plugin is called with the handler _start.
+A Rego policy compiled by opa build -t wasm is run by wasmvisor's OPA format: the handler is
+an entrypoint (example/allow), the input the Rego input (JSON), --config data=JSON the data
+document, and the output the result set.
 
 Exit codes: 0 ok, 1 failure, 2 usage, 3 the guest returned an error,
 4 the instance ended (trap, deadline, memory limit, exit, ABI violation).`,
@@ -170,7 +174,9 @@ func printEvents(w io.Writer, inst sandbox.Runner) {
 	}
 }
 
-func formats() []sandbox.Format { return []sandbox.Format{extism.Format()} }
+// formats are the plugin formats besides the native ABI that the command loads: Extism's and
+// OPA's (Rego policies compiled by opa build -t wasm).
+func formats() []sandbox.Format { return []sandbox.Format{extism.Format(), opa.Format()} }
 
 // newEngine is the engine of a one-shot command (call, inspect): every format the command
 // ships, compiling with the cache in dir ("" for none).

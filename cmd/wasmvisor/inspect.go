@@ -45,7 +45,9 @@ func newInspectCmd(stdout io.Writer) *cobra.Command {
 requirements and every way it breaks the wasmvisor ABI. It reads any module, valid or
 not; a valid plugin is also started once in a sandbox to list its handlers.
 A plugin built with an Extism PDK (it imports "extism:host/env") is reported as "abi: extism",
-checked against what wasmvisor's Extism support runs, and started once.
+checked against what wasmvisor's Extism support runs, and started once. A Rego policy
+compiled by opa build -t wasm is reported as "abi: opa", with its entrypoints as handlers; one
+that needs a builtin the host does not provide is reported with a problem naming it.
 
 Exits 1 when the module has problems, so that it can gate a build.`,
 		Args: args(cobra.ExactArgs(1)),

@@ -151,7 +151,7 @@ plugins:
 		return err
 	}
 	op := exec.CommandContext(ctx, opaBin, "run", "--server", "--addr", opaAddr, "--log-level", "error",
-		"authz.rego", dataFile)
+		filepath.Join("..", "..", "plugins", "rego", "authz", "authz.rego"), dataFile)
 	op.Stderr = os.Stderr
 	if err := op.Start(); err != nil {
 		return err

@@ -36,6 +36,7 @@ import (
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 	"github.com/wasmvisor/wasmvisor/sandbox/extism"
+	"github.com/wasmvisor/wasmvisor/sandbox/opa"
 	"github.com/wasmvisor/wasmvisor/supervisor"
 )
 
@@ -195,7 +196,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 // never accepts connections it does not answer.
 func Open(ctx context.Context, o Options) (*Server, error) {
 	c := o.Config
-	hopts := []host.Option{host.WithLogger(o.Logger), host.WithFormats(extism.Format()),
+	hopts := []host.Option{host.WithLogger(o.Logger), host.WithFormats(extism.Format(), opa.Format()),
 		host.WithRestartIntensity(c.Supervisor.MaxRestarts, c.Supervisor.Period, c.Supervisor.MinUptime),
 		host.WithQuarantineBackoff(c.Supervisor.QuarantineBase, c.Supervisor.QuarantineMax, 0),
 		host.WithPoisonInput(c.Supervisor.PoisonLimit, c.Supervisor.PoisonWindow, 0),

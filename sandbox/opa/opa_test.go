@@ -1,0 +1,315 @@
+package opa_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/wasmvisor/wasmvisor/abi"
+	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/opa"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// policy reads the corpus policy name (plugins/rego/<name>/policy.wasm).
+func policy(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "plugins", "rego", name, "policy.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func compile(t testing.TB, name string, limits sandbox.Limits) *opa.Module {
+	t.Helper()
+	m, err := opa.Compile(context.Background(), policy(t, name), sandbox.Config{Limits: limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	return m
+}
+
+func instance(t testing.TB, m *opa.Module, config map[string]string) *opa.Instance {
+	t.Helper()
+	i, err := m.Instantiate(context.Background(), config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = i.Close(context.Background()) })
+	return i
+}
+
+const exampleData = `{"roles":{"alice":["reader"],"bob":["writer","reader"]},"grants":{"reader":["read"],"writer":["write"]}}`
+
+func TestDetect(t *testing.T) {
+	for _, name := range []string{"authz", "example", "strings", "spin", "httpsend"} {
+		if !opa.IsPolicy(policy(t, name)) {
+			t.Errorf("%s: not detected", name)
+		}
+	}
+	native, err := os.ReadFile(filepath.Join("..", "..", "plugins", "authz", "authz.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"native": native, "empty": nil, "garbage": []byte("\x00asm\x01\x00\x00\x00\x02\xff")} {
+		if opa.IsPolicy(b) {
+			t.Errorf("%s: detected as a policy", name)
+		}
+	}
+}
+
+func TestEvaluate(t *testing.T) {
+	m := compile(t, "example", sandbox.Limits{})
+	if got, want := m.Handlers(), []string{"example/allow", "example/reasons"}; !equal(got, want) {
+		t.Fatalf("handlers %q, want %q", got, want)
+	}
+	for _, path := range []string{"opa_eval", "eval context"} {
+		t.Run(path, func(t *testing.T) {
+			i := instance(t, m, map[string]string{opa.ConfigData: exampleData})
+			if path == "eval context" {
+				if err := i.UseEvalContext(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			evaluate(t, i)
+		})
+	}
+}
+
+func evaluate(t *testing.T, i *opa.Instance) {
+	t.Helper()
+	for _, c := range []struct{ handler, input, want string }{
+		{"example/allow", `{"user":"alice","action":"read"}`, `[{"result":true}]`},
+		{"example/allow", `{"user":"alice","action":"write"}`, `[{"result":false}]`},
+		{"example/allow", `{"user":"bob","action":"write"}`, `[{"result":true}]`},
+		{"example/allow", `{"user":"root","action":"anything"}`, `[{"result":true}]`},
+		{"example/reasons", `{"user":"carol"}`, `[{"result":["user carol has no role"]}]`},
+		{"example/reasons", `{"user":"alice"}`, `[{"result":[]}]`},
+	} {
+		for range 3 { // the heap is reset between evaluations: same answer each time
+			out, err := i.Call(context.Background(), c.handler, []byte(c.input))
+			if err != nil {
+				t.Fatalf("%s %s: %v", c.handler, c.input, err)
+			}
+			if string(out) != c.want {
+				t.Fatalf("%s %s: %s, want %s", c.handler, c.input, out, c.want)
+			}
+		}
+	}
+	if _, err := i.Call(context.Background(), "example/nope", []byte(`{}`)); !errors.Is(err, sandbox.ErrUnknownHandler) {
+		t.Fatalf("unknown handler: %v", err)
+	}
+	var ge *sandbox.GuestError
+	if _, err := i.Call(context.Background(), "example/allow", []byte(`{"user":`)); !errors.As(err, &ge) {
+		t.Fatalf("bad input: %v", err)
+	}
+	if i.Err() != nil {
+		t.Fatalf("instance ended: %v", i.Err())
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if a[k] != b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestHeapDoesNotGrow(t *testing.T) {
+	i := instance(t, compile(t, "example", sandbox.Limits{}), map[string]string{opa.ConfigData: exampleData})
+	call := func() {
+		if _, err := i.Call(context.Background(), "example/reasons", []byte(`{"user":"carol"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	call()
+	pages := i.MemoryPages()
+	for range 2000 {
+		call()
+	}
+	if got := i.MemoryPages(); got != pages {
+		t.Fatalf("memory grew from %d to %d pages over 2000 calls: the heap is not reset", pages, got)
+	}
+}
+
+func TestConfigureData(t *testing.T) {
+	i := instance(t, compile(t, "example", sandbox.Limits{}), map[string]string{opa.ConfigData: exampleData})
+	allow := func() string {
+		t.Helper()
+		out, err := i.Call(context.Background(), "example/allow", []byte(`{"user":"carol","action":"read"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+	if got := allow(); got != `[{"result":false}]` {
+		t.Fatalf("before: %s", got)
+	}
+	if err := i.Configure(context.Background(), map[string]string{opa.ConfigData: `{"roles":{"carol":["reader"]},"grants":{"reader":["read"]}}`}); err != nil {
+		t.Fatal(err)
+	}
+	if got := allow(); got != `[{"result":true}]` {
+		t.Fatalf("after: %s", got)
+	}
+	err := i.Configure(context.Background(), map[string]string{opa.ConfigData: `{"roles":`})
+	var ge *sandbox.GuestError
+	if !errors.As(err, &ge) || ge.Status != abi.StatusConfigRejected || sandbox.Fatal(err) {
+		t.Fatalf("bad data: %v", err)
+	}
+	if got := allow(); got != `[{"result":true}]` {
+		t.Fatalf("after a refused document: %s, the last good one should stay", got)
+	}
+	if _, err := compile(t, "example", sandbox.Limits{}).Instantiate(context.Background(), map[string]string{opa.ConfigData: "nope"}); !errors.Is(err, sandbox.ErrInvalidConfig) {
+		t.Fatalf("bad data at start: %v", err)
+	}
+}
+
+func TestBuiltinRefused(t *testing.T) {
+	_, err := opa.Compile(context.Background(), policy(t, "httpsend"), sandbox.Config{})
+	var be *opa.BuiltinError
+	if !errors.As(err, &be) || !errors.Is(err, opa.ErrBuiltin) || !errors.Is(err, sandbox.ErrInvalidModule) {
+		t.Fatalf("got %v, want a *BuiltinError", err)
+	}
+	if !equal(be.Names, []string{"http.send"}) {
+		t.Fatalf("names %q", be.Names)
+	}
+}
+
+func TestDeadline(t *testing.T) {
+	i := instance(t, compile(t, "spin", sandbox.Limits{CallTimeout: 50 * time.Millisecond}), nil)
+	t0 := time.Now()
+	_, err := i.Call(context.Background(), "spin/never", []byte(`{}`))
+	var de *sandbox.DeadlineError
+	if !errors.As(err, &de) || de.Caller {
+		t.Fatalf("got %v, want the call's deadline", err)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("stopped after %v", d)
+	}
+	if !sandbox.Fatal(err) || i.Err() == nil {
+		t.Fatalf("the instance should have ended: %v", i.Err())
+	}
+}
+
+func TestCallerContext(t *testing.T) {
+	i := instance(t, compile(t, "spin", sandbox.Limits{CallTimeout: sandbox.NoTimeout}), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	_, err := i.Call(ctx, "spin/never", []byte(`{}`))
+	var de *sandbox.DeadlineError
+	if !errors.As(err, &de) || !de.Caller {
+		t.Fatalf("got %v, want the caller's deadline", err)
+	}
+}
+
+func TestMemoryLimit(t *testing.T) {
+	m := compile(t, "spin", sandbox.Limits{MemoryPages: 64})
+	i := instance(t, m, nil)
+	_, err := i.Call(context.Background(), "spin/big", []byte(`{}`))
+	var me *sandbox.MemoryLimitError
+	if !errors.As(err, &me) || me.LimitPages != 64 {
+		t.Fatalf("got %v, want a *MemoryLimitError", err)
+	}
+	if i.MemoryPages() > 64 {
+		t.Fatalf("memory at %d pages", i.MemoryPages())
+	}
+	// An input that does not fit is the same error.
+	j := instance(t, m, nil)
+	big := make([]byte, 0, 5<<20)
+	big = append(big, '"')
+	for len(big) < 5<<20 {
+		big = append(big, 'x')
+	}
+	big = append(big, '"')
+	if _, err := j.Call(context.Background(), "spin/never", big); !errors.As(err, &me) {
+		t.Fatalf("big input: %v", err)
+	}
+}
+
+func TestEngineLoad(t *testing.T) {
+	e, err := sandbox.NewEngine(context.Background(), sandbox.WithFormats(opa.Format()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close(context.Background())
+	c, err := e.Load(context.Background(), policy(t, "example"), sandbox.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	if c.Format() != opa.Name {
+		t.Fatalf("format %q", c.Format())
+	}
+	r, err := c.Instantiate(context.Background(), map[string]string{opa.ConfigData: exampleData})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(context.Background())
+	out, err := r.CallAppend(context.Background(), "example/allow", []byte(`{"user":"bob","action":"write"}`), nil)
+	if err != nil || string(out) != `[{"result":true}]` {
+		t.Fatalf("%s %v", out, err)
+	}
+}
+
+func TestAbort(t *testing.T) {
+	i := instance(t, compile(t, "spin", sandbox.Limits{}), nil)
+	if out, err := i.Call(context.Background(), "spin/conflict", []byte(`{"a":true}`)); err != nil || string(out) != `[{"result":1}]` {
+		t.Fatalf("no conflict: %s %v", out, err)
+	}
+	_, err := i.Call(context.Background(), "spin/conflict", []byte(`{"a":true,"b":true}`))
+	var te *sandbox.TrapError
+	if !errors.As(err, &te) || !strings.Contains(te.Message, "opa_abort") {
+		t.Fatalf("got %v, want a trap from opa_abort", err)
+	}
+	t.Log(err)
+	if !sandbox.Fatal(err) || !errors.Is(i.Err(), sandbox.ErrTrap) {
+		t.Fatalf("the instance should have ended: %v", i.Err())
+	}
+}
+
+func TestPrintMetered(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	var drops []sandbox.DropReport
+	m, err := opa.Compile(context.Background(), policy(t, "print"), sandbox.Config{
+		Logger: zap.New(core),
+		Limits: sandbox.Limits{Output: sandbox.OutputLimits{CallLines: 10}},
+		OnDrop: func(d sandbox.DropReport) { drops = append(drops, d) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	i := instance(t, m, nil)
+	out, err := i.Call(context.Background(), "print/loud", []byte(`{"lines":100}`))
+	if err != nil || string(out) != `[]` {
+		t.Fatalf("%s %v", out, err)
+	}
+	if n := logs.FilterMessage("guest log").Len(); n != 10 {
+		t.Fatalf("%d lines logged, want 10 (CallLines)", n)
+	}
+	if got := logs.FilterMessage("guest log").All()[0].ContextMap()["message"]; got != "line 1" {
+		t.Fatalf("first line %q", got)
+	}
+	if st := i.Stats(); st.Log.DroppedRecords != 90 {
+		t.Fatalf("stats %+v, want 90 of the 100 lines dropped", st)
+	}
+	if len(drops) != 1 || drops[0].Records != 90 || !drops[0].CallLimit {
+		t.Fatalf("drop reports %+v", drops)
+	}
+}

@@ -1,0 +1,93 @@
+package opa
+
+import (
+	"bytes"
+	"sync/atomic"
+
+	"github.com/tetratelabs/wazero/api"
+	"go.uber.org/zap"
+
+	"github.com/wasmvisor/wasmvisor/internal/guestio"
+	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/lifecycle"
+)
+
+// output meters an instance's opa_println lines (Rego's print, in a module built with it)
+// as the sandbox's log stream: within Limits.Output, the excess dropped, counted in Stats and
+// reported through Config.OnDrop; each line cut at maxMessage bytes.
+type output struct {
+	scope     *guestio.Scope
+	log       *guestio.Meter
+	truncated atomic.Uint64
+}
+
+func (i *Instance) newOutput() *output {
+	m := i.mod
+	report := m.cfg.OnDrop
+	if report == nil {
+		report = func(d sandbox.DropReport) {
+			m.logger.Warn("guest output dropped", zap.String("stream", d.Stream), zap.Uint64("bytes", d.Bytes),
+				zap.Uint64("records", d.Records), zap.Bool("call_limit", d.CallLimit),
+				zap.Bool("second_limit", d.SecondLimit), zap.Bool("stopped", d.Stopped))
+		}
+	}
+	o := &output{scope: guestio.NewScope(guestio.ScopeConfig{
+		Op: i.calls.Load,
+		Stopped: func() bool {
+			s := i.state.Load()
+			return lifecycle.State(s) == lifecycle.Busy && i.stoppedID.Load() == lifecycle.ID(s)
+		},
+		Report: func(d guestio.Drop) {
+			report(sandbox.DropReport{Stream: d.Stream, Bytes: d.Bytes, Records: d.Records,
+				CallLimit: d.Op, SecondLimit: d.Window, Stopped: d.Stopped})
+		},
+	})}
+	ol := m.cfg.Limits.Output
+	o.log = o.scope.Meter(sandbox.StreamLog, guestio.Limits{OpBytes: ol.CallBytes, OpRecords: ol.CallLines,
+		WindowBytes: ol.SecondBytes, WindowRecords: ol.SecondLines})
+	return o
+}
+
+// endCall reports what the call dropped.
+func (o *output) endCall() {
+	if o.scope.Pending() {
+		o.scope.End()
+	}
+}
+
+// println serves opa_println: the guest's NUL-terminated line at addr.
+func (i *Instance) println(g api.Module, addr uint32) {
+	mem := g.Memory()
+	if mem == nil || addr >= mem.Size() {
+		return
+	}
+	b, _ := mem.Read(addr, mem.Size()-addr) // bounded by the memory limit
+	if n := bytes.IndexByte(b, 0); n >= 0 {
+		b = b[:n]
+	}
+	i.logLine(string(b[:min(len(b), maxMessage)]), len(b))
+}
+
+// logLine logs a line of the guest's (opa_println, print) within Limits.Output, cut at
+// maxMessage bytes; size is its length before any cut.
+func (i *Instance) logLine(line string, size ...int) {
+	n := len(line)
+	if len(size) > 0 {
+		n = size[0]
+	}
+	keep := min(len(line), maxMessage)
+	if !i.out.log.Take(int64(keep), int64(n)) {
+		return
+	}
+	if keep < n {
+		i.out.truncated.Add(1)
+	}
+	i.mod.logger.Info("guest log", zap.String("message", line[:keep]))
+}
+
+// Stats returns what Limits.Output dropped of the instance's opa_println lines, and how many
+// were cut at 4 KiB. It may be called from any goroutine, also after Close.
+func (i *Instance) Stats() sandbox.Stats {
+	d, r := i.out.log.Dropped()
+	return sandbox.Stats{LogTruncated: i.out.truncated.Load(), Log: sandbox.StreamStats{DroppedBytes: d, DroppedRecords: r}}
+}
