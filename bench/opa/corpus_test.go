@@ -42,6 +42,12 @@ var corpus = map[string][]corpusCase{
 		{"reasons-known", "example/reasons", `{"user":"bob"}`, exampleData},
 		{"reasons-undefined-user", "example/reasons", `{}`, exampleData},
 	},
+	"hostbuiltins": {
+		{"ascii", "hostbuiltins/result", `{"text":"hello","token":"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImFkbWluIjp0cnVlLCJuIjoxMjM0NTY3ODkwMX0.RlYGBtqtEFcRWyISrPDV8W4n78NWDRxPJe9BvXW_Hyw","list":"a1, b22;c333","when":"2024-02-29T23:30:00Z"}`, `{}`},
+		{"unicode", "hostbuiltins/result", `{"text":"héllo wörld & <x>","token":"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImFkbWluIjp0cnVlLCJuIjoxMjM0NTY3ODkwMX0.RlYGBtqtEFcRWyISrPDV8W4n78NWDRxPJe9BvXW_Hyw","list":"9;;8, 7","when":"2021-12-31T23:59:59.5+02:00"}`, `{}`},
+		{"bad-token", "hostbuiltins/result", `{"text":"x","token":"not.a.jwt","list":"","when":"2020-01-01T00:00:00Z"}`, `{}`},
+		{"bad-time", "hostbuiltins/result", `{"text":"x","token":"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImFkbWluIjp0cnVlLCJuIjoxMjM0NTY3ODkwMX0.RlYGBtqtEFcRWyISrPDV8W4n78NWDRxPJe9BvXW_Hyw","list":"1","when":"yesterday"}`, `{}`},
+	},
 	"strings": {
 		{"plain", "strings/result", `{"name":"banana","path":"/api/v1/x","tags":["one","two","zoo","one"],"padded":"  x y  ","numbers":[3,1.5,-2,10],"attrs":{"b":1,"a":[true,null]},"count":"42"}`, `{}`},
 		{"unicode", "strings/result", `{"name":"ça va","path":"rel/été","tags":["ö","o"],"padded":"\t\u00e9\n","numbers":[0],"attrs":{},"count":"-1.25e2"}`, `{}`},

@@ -30,4 +30,6 @@ strings strings/result
 spin spin/never spin/big spin/conflict
 httpsend httpsend/status
 print print/loud print/quiet --wasm-include-print
+hostbuiltins hostbuiltins/result
+clock clock/result
 LIST

@@ -10,6 +10,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/wasmvisor/wasmvisor/sandbox"
+	hostbi "github.com/wasmvisor/wasmvisor/sandbox/opa/builtins"
 )
 
 // builtin is a builtin that OPA leaves to the host, implemented here: its arguments as the
@@ -24,8 +28,9 @@ type undefinedError struct{ msg string }
 
 func (e *undefinedError) Error() string { return e.msg }
 
-// builtins are the builtins the host provides. A policy that needs any other is refused at
-// Compile (*BuiltinError).
+// builtins are the builtins the host provides here; package sandbox/opa/builtins provides
+// the others (hostBuiltin). A policy that needs one neither has is refused at Compile
+// (*BuiltinError).
 var builtins = map[string]builtin{
 	"sprintf":        func(_ *Instance, args []json.RawMessage) ([]byte, error) { return sprintf(args) },
 	"internal.print": printBuiltin,
@@ -93,12 +98,69 @@ func printBuiltin(i *Instance, args []json.RawMessage) ([]byte, error) {
 
 // Provided lists the builtins the host provides to OPA policies, sorted.
 func Provided() []string {
-	names := make([]string, 0, len(builtins))
+	names := hostbi.Provided()
 	for n := range builtins {
-		names = append(names, n)
+		if _, ok := hostbi.Lookup(n); !ok {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	return names
+}
+
+// lookupBuiltin finds name among this file's builtins, then package builtins'.
+func lookupBuiltin(name string) (builtin, bool) {
+	if fn, ok := builtins[name]; ok {
+		return fn, true
+	}
+	f, ok := hostbi.Lookup(name)
+	if !ok {
+		return nil, false
+	}
+	return hostBuiltinFunc(name, f), true
+}
+
+// hostBuiltinFunc adapts a builtin of package sandbox/opa/builtins: the operands decoded
+// from the guest's JSON with their numbers' text kept (json.Number), the result encoded back.
+// The builtin's error makes the expression undefined, as OPA's evaluator does outside strict
+// mode.
+func hostBuiltinFunc(name string, f hostbi.Func) builtin {
+	return func(i *Instance, args []json.RawMessage) ([]byte, error) {
+		vals := make([]any, len(args))
+		for k, a := range args {
+			d := json.NewDecoder(bytes.NewReader(a))
+			d.UseNumber()
+			if err := d.Decode(&vals[k]); err != nil {
+				return nil, fmt.Errorf("%s: operand %d: %w", name, k+1, err)
+			}
+		}
+		v, err := f(i.builtinContext(), vals)
+		if err != nil {
+			return nil, &undefinedError{err.Error()}
+		}
+		return json.Marshal(v)
+	}
+}
+
+// builtinContext is the evaluation's context for package builtins: its instant, read once
+// when the call started (every time.now_ns of one evaluation answers the same), and the
+// module's cache of compiled regular expressions.
+func (i *Instance) builtinContext() hostbi.Context {
+	return hostbi.Context{Now: i.evalNow, Regexps: i.mod.regexps}
+}
+
+// deterministicEpoch is the instant time.now_ns answers under sandbox.ClockDeterministic:
+// where wazero's fake wall clock starts (2022-01-01T00:00:00Z), the clock a WASI guest of the
+// same sandbox reads.
+var deterministicEpoch = time.Unix(1640995200, 0).UTC()
+
+// now is an evaluation's instant: the host's clock with sandbox.ClockReal, a fixed one
+// otherwise, so that a policy's tests are reproducible.
+func (m *Module) now() time.Time {
+	if m.cfg.Capabilities.Clock == sandbox.ClockReal {
+		return time.Now()
+	}
+	return deterministicEpoch
 }
 
 // maxWidth bounds a width or precision in a sprintf format, so that a policy cannot make the

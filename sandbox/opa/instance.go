@@ -45,6 +45,8 @@ type Instance struct {
 	g   api.Module
 	fn  exports
 
+	evalNow time.Time // the evaluation's instant, for the host builtins (builtinContext)
+
 	data     []byte // the data document in force, as JSON
 	dataAddr uint32 // its parsed value in the guest
 	base     uint32 // the heap pointer before the data was parsed
@@ -337,6 +339,7 @@ func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []
 		i.mod.wd.Entered(&i.wde)
 	}
 	i.abortMsg.Store(nil)
+	i.evalNow = i.mod.now()
 	out, err := i.eval(context.WithValue(ctx, instKey{}, i), ep, input)
 	if done != nil {
 		i.op.Disarm()

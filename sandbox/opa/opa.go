@@ -28,8 +28,13 @@
 //     outlives it (RATIONALE.md, "OPA policies in pure Go").
 //   - Builtins: a compiled policy lists, in its builtins export, the builtins it leaves to
 //     the host. The host provides sprintf and print (internal.print, in a module built with
-//     --wasm-include-print) (Provided; builtins.go says how values are formatted and
-//     bounded); Compile refuses a policy that needs any other with a
+//     --wasm-include-print) here (builtins.go says how values are formatted and bounded),
+//     and 33 more from package sandbox/opa/builtins (time, crypto and HMAC, hex, base64url,
+//     urlquery, io.jwt.decode, regex.find_n/split/replace, string helpers: its doc lists
+//     them and those OPA leaves out); Provided lists them all. Each evaluation reads its
+//     instant once: time.now_ns answers the same within it, the host's clock under
+//     sandbox.ClockReal and a fixed instant (2022-01-01T00:00:00Z, where wazero's fake wall
+//     clock starts) under the default deterministic clock. Compile refuses a policy that needs any other with a
 //     *BuiltinError naming them, so that no call fails for a missing builtin. http.send is
 //     among the refused: it is a network capability and would stay refused unless granted.
 //     A builtin's arguments are read through the guest's opa_json_dump and its result
@@ -52,9 +57,10 @@
 //   - Imports other than OPA's (env.memory, env.opa_abort, env.opa_println,
 //     env.opa_builtin0…4), or a module without OPA's exports: a *sandbox.ModuleError.
 //
-// Not yet: the builtins OPA leaves to the host other than sprintf and print (time, crypto, encoding,
-// JWT, regex, …), a default handler, bundles (bundle.tar.gz), per-entrypoint telemetry, and
-// a listing of the builtins a policy needs in `wasmvisor inspect`.
+// Not yet: the rest of the builtins OPA leaves to the host (JWT verification, X.509, YAML,
+// JSON schema, semver, units, uuid, net.cidr_*: sandbox/opa/builtins's doc), a default
+// handler, bundles (bundle.tar.gz), per-entrypoint telemetry, and a listing of the builtins a
+// policy needs in `wasmvisor inspect`.
 package opa
 
 import (
@@ -74,6 +80,7 @@ import (
 	"github.com/wasmvisor/wasmvisor/sandbox"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/wasmbin"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/watchdog"
+	hostbi "github.com/wasmvisor/wasmvisor/sandbox/opa/builtins"
 )
 
 // Name is the format's name: sandbox.Code.Format of an OPA policy.
@@ -163,6 +170,7 @@ type Module struct {
 	logger      *zap.Logger
 	entrypoints map[string]int32
 	builtinByID map[uint32]hostBuiltin // the builtins the policy needs from the host
+	regexps     *hostbi.RegexpCache    // compiled regular expressions of the builtins, bounded
 	handlers    []string
 	fastEval    bool // the module exports opa_eval (ABI 1.2 and later)
 	wd          *watchdog.Watchdog
@@ -206,7 +214,7 @@ func compile(ctx context.Context, wasm []byte, cfg sandbox.Config, wd *watchdog.
 		}
 		return nil, &sandbox.ModuleError{Reason: "instrument: " + err.Error(), Err: err}
 	}
-	m := &Module{digest: info.Digest, cfg: cfg, logger: cfg.Logger, wd: wd}
+	m := &Module{digest: info.Digest, cfg: cfg, logger: cfg.Logger, wd: wd, regexps: hostbi.NewRegexpCache(0, 0)}
 	if m.logger == nil {
 		m.logger = zap.NewNop()
 	}
@@ -268,7 +276,7 @@ func (m *Module) bindBuiltins(needs map[string]int32) error {
 	m.builtinByID = map[uint32]hostBuiltin{}
 	var missing []string
 	for name, id := range needs {
-		fn, ok := builtins[name]
+		fn, ok := lookupBuiltin(name)
 		if !ok {
 			missing = append(missing, name)
 			continue

@@ -2,6 +2,7 @@ package opa_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -311,5 +312,54 @@ func TestPrintMetered(t *testing.T) {
 	}
 	if len(drops) != 1 || drops[0].Records != 90 || !drops[0].CallLimit {
 		t.Fatalf("drop reports %+v", drops)
+	}
+}
+
+// time.now_ns answers the evaluation's instant, the same for every call in one evaluation:
+// under the default deterministic clock the fixed instant where wazero's fake wall clock
+// starts (2022-01-01T00:00:00Z), so that a policy's tests are reproducible; with ClockReal
+// the host's time when the call started.
+func TestClock(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name  string
+		clock sandbox.Clock
+	}{{"deterministic", sandbox.ClockDeterministic}, {"real", sandbox.ClockReal}} {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := opa.Compile(ctx, policy(t, "clock"), sandbox.Config{Capabilities: sandbox.Capabilities{Clock: c.clock}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = m.Close(ctx) })
+			i := instance(t, m, nil)
+			before := time.Now()
+			out, err := i.Call(ctx, "clock/result", []byte(`{}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rs []struct {
+				Result struct {
+					Now  int64 `json:"now"`
+					Same bool  `json:"same"`
+				} `json:"result"`
+			}
+			if err := json.Unmarshal(out, &rs); err != nil || len(rs) != 1 {
+				t.Fatalf("result %s: %v", out, err)
+			}
+			r := rs[0].Result
+			if !r.Same {
+				t.Errorf("two time.now_ns of one evaluation differ: %s", out)
+			}
+			switch c.clock {
+			case sandbox.ClockDeterministic:
+				if want := time.Date(2022, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano(); r.Now != want {
+					t.Errorf("now %d, want the fixed %d", r.Now, want)
+				}
+			case sandbox.ClockReal:
+				if now := time.Unix(0, r.Now); now.Before(before.Add(-time.Second)) || now.After(time.Now()) {
+					t.Errorf("now %v, want the call's time (%v)", now, before)
+				}
+			}
+		})
 	}
 }
