@@ -135,10 +135,12 @@ bench-opa:
 # on loopback, 1 and 8 connections, $(BENCH_COUNT) alternating rounds of 5 s each side, driven
 # by wrk (Debian's wrk package; HTTP_CLIENT=go uses httpbench's own Go client instead)
 # (bench/opa/cmd/httpbench builds both binaries; the table goes to $(BENCH_OUT)/bench-http.md).
+# HTTP_POLICY=rego serves, on wasmvisor's side, authz.rego compiled to Wasm (plugins/rego/authz).
 HTTP_CLIENT ?= wrk
+HTTP_POLICY ?= go
 bench-http:
 	@mkdir -p $(BENCH_OUT)
-	cd bench/opa && $(GO) run ./cmd/httpbench -rounds $(BENCH_COUNT) -d 5s -client $(HTTP_CLIENT) > ../../$(BENCH_OUT)/bench-http.md
+	cd bench/opa && $(GO) run ./cmd/httpbench -rounds $(BENCH_COUNT) -d 5s -client $(HTTP_CLIENT) -policy $(HTTP_POLICY) > ../../$(BENCH_OUT)/bench-http.md
 	@cat $(BENCH_OUT)/bench-http.md
 
 fuzz:

@@ -1,6 +1,7 @@
 // Command httpbench compares `wasmvisor serve` with `opa run --server` over HTTP on the same
-// policy: the built-in authz plugin against authz.rego, its port to Rego (package opa checks
-// that both decide alike), each a process of its own on loopback, driven by the same load
+// policy: the built-in authz plugin (or, with -policy rego, authz.rego itself compiled by
+// `opa build -t wasm` and run by wasmvisor's OPA format) against authz.rego, its port to Rego
+// (package opa checks that all decide alike), each a process of its own on loopback, driven by the same load
 // generator with the same request body (OPA's wrapped in {"input": …}), for 1 and 8 kept-alive
 // connections. The sides alternate within each round and their order flips from one round to
 // the next, so that a machine's drift falls on both; the report gives per-side medians of the
@@ -47,7 +48,16 @@ func main() {
 	opaBin := flag.String("opa", "", "opa binary (default: built from this module's OPA, v1.22.4)")
 	input := flag.String("input", defaultInput, "the request body (wasmvisor's; OPA gets {\"input\": body})")
 	client := flag.String("client", "go", "load generator: go (this program's, Go's HTTP client) or wrk (the wrk binary, on PATH)")
+	policy := flag.String("policy", "go", "wasmvisor's side: go (the built-in authz plugin) or rego (authz.rego compiled by opa build -t wasm, plugins/rego/authz, run by the OPA format)")
 	flag.Parse()
+	switch *policy {
+	case "go":
+	case "rego":
+		useRego = true
+	default:
+		fmt.Fprintf(os.Stderr, "httpbench: -policy %q: want go or rego\n", *policy)
+		os.Exit(2)
+	}
 	switch *client {
 	case "go":
 	case "wrk":
@@ -116,14 +126,26 @@ func run(rounds int, dur, warm time.Duration, connList, wvBin, opaBin, input str
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	// wasmvisor: the default config's authz, without the per-decision log line.
+	// OPA's data: the authz config compiled into data.config.
+	data, err := json.Marshal(opa.RegoData(map[string]string{"default": "deny"}))
+	if err != nil {
+		return err
+	}
+	// wasmvisor: the default config's authz, without the per-decision log line; or, with
+	// -policy rego, the same Rego policy OPA runs, compiled to Wasm, with the same data.
+	plugin := `    wasm: builtin:authz
+    config: {default: deny}`
+	handler := "evaluate"
+	if useRego {
+		plugin = fmt.Sprintf("    wasm: %q\n    config: {data: '%s'}", filepath.Join(root, "plugins/rego/authz/policy.wasm"), data)
+		handler = "authz%2Fdecision"
+	}
 	cfg := filepath.Join(tmp, "wasmvisor.yaml")
 	if err := os.WriteFile(cfg, []byte(`listen: 127.0.0.1:0
 log: {level: warn, decisions: false}
 plugins:
   - name: authz
-    wasm: builtin:authz
-    config: {default: deny}
+`+plugin+`
     limits: {memory_pages: 256, call_timeout: 100ms}
     instances: 4
 `), 0o644); err != nil {
@@ -137,11 +159,7 @@ plugins:
 	}
 	defer func() { cancel(); _ = wv.Wait() }()
 
-	// OPA: the same policy and config, compiled into data.config.
-	data, err := json.Marshal(opa.RegoData(map[string]string{"default": "deny"}))
-	if err != nil {
-		return err
-	}
+	// OPA: the same policy and config.
 	dataFile := filepath.Join(tmp, "data.json")
 	if err := os.WriteFile(dataFile, data, 0o644); err != nil {
 		return err
@@ -163,7 +181,7 @@ plugins:
 		return err
 	}
 	sides := []side{
-		{"wasmvisor", "http://" + wvAddr + "/v1/plugins/authz/call/evaluate", []byte(input)},
+		{"wasmvisor", "http://" + wvAddr + "/v1/plugins/authz/call/" + handler, []byte(input)},
 		{"opa", "http://" + opaAddr + "/v1/data/authz/decision", []byte(`{"input":` + input + `}`)},
 	}
 	if err := waitReady("http://"+wvAddr+"/readyz", time.Minute); err != nil {
@@ -235,6 +253,15 @@ func sameDecision(sides []side) error {
 	if !ok {
 		return fmt.Errorf("opa answered %v", got[1])
 	}
+	if useRego { // the OPA format answers the result set: [{"result": …}]
+		set, ok := got[0].([]any)
+		if !ok || len(set) != 1 {
+			return fmt.Errorf("wasmvisor answered %v, want one result", got[0])
+		}
+		if got[0] = set[0].(map[string]any)["result"]; got[0] == nil {
+			return fmt.Errorf("wasmvisor answered %v", set)
+		}
+	}
 	a, _ := json.Marshal(got[0])
 	b, _ := json.Marshal(wrapped["result"])
 	if !bytes.Equal(a, b) {
@@ -246,6 +273,9 @@ func sameDecision(sides []side) error {
 
 // useWrk makes load drive the servers with wrk instead of Go's client.
 var useWrk bool
+
+// useRego serves, on wasmvisor's side, the Rego policy OPA serves, compiled to Wasm.
+var useRego bool
 
 // load runs c workers, each with a kept-alive connection, POSTing s.body for d.
 func load(s side, c int, d time.Duration) (result, error) {
