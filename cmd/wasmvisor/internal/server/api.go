@@ -39,11 +39,13 @@ func (s *Server) routes() *http.ServeMux {
 		if admin {
 			f = s.admin(f)
 		}
-		mux.Handle(pattern, s.instrument(pattern, f))
+		// The route label is the pattern without a trailing wildcard's "...": the call
+		// route's label stayed the same when its handler began to take slashes.
+		mux.Handle(pattern, s.instrument(strings.Replace(pattern, "...}", "}", 1), f))
 	}
 	handle("GET /v1/plugins", false, s.listPlugins)
 	handle("GET /v1/plugins/{name}", false, s.getPlugin)
-	handle("POST /v1/plugins/{name}/call/{handler}", false, s.call)
+	handle("POST /v1/plugins/{name}/call/{handler...}", false, s.call) // a handler may hold slashes: a Rego entrypoint
 	handle("GET /v1/plugins/{name}/events", false, s.guestEvents)
 	handle("POST /v1/plugins/{name}/restart", true, s.restart)
 	handle("POST /v1/plugins/{name}/reset", true, s.reset)

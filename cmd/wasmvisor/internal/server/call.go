@@ -52,7 +52,7 @@ func setRetryAfter(w http.ResponseWriter, d time.Duration) {
 	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(d.Seconds())))))
 }
 
-// call is POST /v1/plugins/{name}/call/{handler}. Its whole life, reading the body included,
+// call is POST /v1/plugins/{name}/call/{handler...} (the handler is the rest of the path). Its whole life, reading the body included,
 // is bounded by http.request_timeout; every path writes an answer (never an empty 200).
 func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 	name, handler := r.PathValue("name"), r.PathValue("handler")

@@ -7,8 +7,8 @@ import (
 )
 
 // A Rego policy compiled by opa build -t wasm is served like any plugin: its entrypoint is
-// the handler, its slash escaped in the path ("example%2Fallow": the route's {handler} is one
-// segment), its data the config's data key.
+// the handler, the rest of the path, slashes included ("example/allow", or escaped,
+// "example%2Fallow"), its data the config's data key.
 func TestServeOPAPolicy(t *testing.T) {
 	wasm, err := os.ReadFile("../../../../plugins/rego/example/policy.wasm")
 	if err != nil {
@@ -30,7 +30,7 @@ plugins:
 	if res.StatusCode != 200 || string(body) != `[{"result":true}]` {
 		t.Errorf("allowed: %d %s", res.StatusCode, body)
 	}
-	res, body = post(t, base+"/v1/plugins/example/call/example%2Fallow", []byte(`{"user":"ann","action":"write"}`))
+	res, body = post(t, base+"/v1/plugins/example/call/example/allow", []byte(`{"user":"ann","action":"write"}`))
 	if res.StatusCode != 200 || string(body) != `[{"result":false}]` {
 		t.Errorf("denied: %d %s", res.StatusCode, body)
 	}
