@@ -15,6 +15,7 @@ import (
 
 	"github.com/wasmvisor/wasmvisor/abi"
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/opa"
 )
 
 // inspectStartTimeout bounds the one start inspect makes.
@@ -34,12 +35,21 @@ type report struct {
 	Exports        []sandbox.Symbol `json:"exports"`
 	Imports        []sandbox.Symbol `json:"imports"`
 	Problems       []string         `json:"problems"`
+	// Bundle describes an OPA bundle (bundle.tar.gz): the module reported is its
+	// /policy.wasm; File, Digest and Size are the bundle's.
+	Bundle *bundleReport `json:"bundle,omitempty"`
+}
+
+// bundleReport is what an OPA bundle adds to the module it holds.
+type bundleReport struct {
+	Module    string `json:"module"`     // the entry the module is read from
+	DataBytes int    `json:"data_bytes"` // the size of its data document as the policy gets it (0: none)
 }
 
 func newInspectCmd(stdout io.Writer) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "inspect <plugin.wasm>",
+		Use:   "inspect <plugin.wasm|bundle.tar.gz>",
 		Short: "Print a module's ABI version, handlers, imports, exports, memory and every problem",
 		Long: `Print what a module is: its ABI version, handlers, imports, exports, memory
 requirements and every way it breaks the wasmvisor ABI. It reads any module, valid or
@@ -47,7 +57,9 @@ not; a valid plugin is also started once in a sandbox to list its handlers.
 A plugin built with an Extism PDK (it imports "extism:host/env") is reported as "abi: extism",
 checked against what wasmvisor's Extism support runs, and started once. A Rego policy
 compiled by opa build -t wasm is reported as "abi: opa", with its entrypoints as handlers; one
-that needs a builtin the host does not provide is reported with a problem naming it.
+that needs a builtin the host does not provide is reported with a problem naming it. The
+bundle.tar.gz opa build writes is read as is: the module reported is its /policy.wasm, the
+file, digest and size are the bundle's.
 
 Exits 1 when the module has problems, so that it can gate a build.`,
 		Args: args(cobra.ExactArgs(1)),
@@ -81,11 +93,20 @@ Exits 1 when the module has problems, so that it can gate a build.`,
 }
 
 func inspect(cmd *cobra.Command, path string, wasm []byte) (*report, error) {
-	info, err := sandbox.Inspect(wasm)
+	mod := wasm
+	var br *bundleReport
+	if opa.IsBundle(wasm) {
+		w, data, err := opa.ReadBundle(wasm)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		mod, br = w, &bundleReport{Module: "/policy.wasm", DataBytes: len(data)}
+	}
+	info, err := sandbox.Inspect(mod)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	r := &report{File: path, Digest: "sha256:" + info.Digest, Size: info.Size,
+	r := &report{File: path, Digest: "sha256:" + sandbox.Digest(wasm), Size: len(wasm), Bundle: br,
 		Exports: nonNil(info.Exports), Imports: nonNil(info.Imports),
 		MemoryMinPages: info.MemoryMinPages, MemoryMaxPages: info.MemoryMaxPages, ABI: "none", Handlers: []string{}, Problems: []string{}}
 	ctx := cmd.Context()
@@ -147,6 +168,9 @@ func printReport(w io.Writer, r *report) {
 	fmt.Fprintf(w, "digest:    %s\n", r.Digest)
 	fmt.Fprintf(w, "size:      %d bytes\n", r.Size)
 	fmt.Fprintf(w, "abi:       %s\n", r.ABI)
+	if r.Bundle != nil {
+		fmt.Fprintf(w, "bundle:    module %s, data document %d bytes\n", r.Bundle.Module, r.Bundle.DataBytes)
+	}
 	mem := fmt.Sprintf("%d pages at least", r.MemoryMinPages)
 	if r.MemoryMaxPages > 0 {
 		mem += fmt.Sprintf(", %d at most", r.MemoryMaxPages)

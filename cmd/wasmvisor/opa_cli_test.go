@@ -1,6 +1,11 @@
 package main
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -10,6 +15,7 @@ import (
 func TestOPACall(t *testing.T) {
 	p := func(name string) string { return "../../plugins/rego/" + name + "/policy.wasm" }
 	data := `data={"roles":{"bob":["w"]},"grants":{"w":["write"]}}`
+	b := "../../plugins/rego/example/bundle.tar.gz"
 	for _, c := range []struct {
 		name       string
 		args       []string
@@ -23,6 +29,8 @@ func TestOPACall(t *testing.T) {
 		{"unknown entrypoint", []string{"call", p("example"), "example/nope", "--input", `{}`}, 1, "", "unknown handler"},
 		{"deadline", []string{"call", p("spin"), "spin/never", "--input", `{}`, "--timeout", "30ms"}, 4, "", "call deadline exceeded (30ms)"},
 		{"abort", []string{"call", p("spin"), "spin/conflict", "--input", `{"a":1,"b":1}`}, 4, "", "var assignment conflict"},
+		{"bundle, its data", []string{"call", b, "example/allow", "--input", `{"user":"bob","action":"write"}`}, 0, `[{"result":true}]`, ""},
+		{"bundle, the config's data", []string{"call", b, "example/allow", "--input", `{"user":"bob","action":"write"}`, "--config", `data={"roles":{}}`}, 0, `[{"result":false}]`, ""},
 		{"builtin refused", []string{"call", p("httpsend"), "httpsend/status", "--input", `{}`}, 1, "", "builtins the host does not provide: http.send"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -42,6 +50,15 @@ func TestOPAInspect(t *testing.T) {
 	for _, want := range []string{"abi:       opa", "handlers:  example/allow, example/reasons", "env.opa_abort function", "problems:  none"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	code, out, errOut = cli(t, "", "inspect", "../../plugins/rego/example/bundle.tar.gz")
+	if code != 0 {
+		t.Fatalf("bundle: code %d: %s%s", code, out, errOut)
+	}
+	for _, want := range []string{"file:      ../../plugins/rego/example/bundle.tar.gz", "abi:       opa", "bundle:    module /policy.wasm, data document 73 bytes", "handlers:  example/allow, example/reasons", "problems:  none"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("bundle: missing %q in:\n%s", want, out)
 		}
 	}
 	code, out, _ = cli(t, "", "inspect", "../../plugins/rego/httpsend/policy.wasm")
@@ -65,8 +82,39 @@ cases:
       - {configure: {data: '{"roles":'}, error: {kind: guest, status: config_rejected}}
       - {handler: example/allow, input: '{"user":"ann","action":"write"}', output_json: [{result: true}]}
 `)
-	code, out, errOut := runTestCmd(t, "../../plugins/rego/example/policy.wasm", cases)
-	if code != 0 || !strings.Contains(out, "3 passed, 0 failed") {
-		t.Fatalf("code %d\n%s%s", code, out, errOut)
+	for _, p := range []string{"../../plugins/rego/example/policy.wasm", "../../plugins/rego/example/bundle.tar.gz"} {
+		code, out, errOut := runTestCmd(t, p, cases)
+		if code != 0 || !strings.Contains(out, "3 passed, 0 failed") {
+			t.Fatalf("%s: code %d\n%s%s", p, code, out, errOut)
+		}
+	}
+}
+
+// A gzip'd file that is no OPA bundle is refused by name, by call and by inspect.
+func TestOPABadBundle(t *testing.T) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	if err := tw.WriteHeader(&tar.Header{Name: "../data.json", Typeflag: tar.TypeReg, Mode: 0o600, Size: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write([]byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "bundle.tar.gz")
+	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"call", p, "example/allow"}, {"inspect", p}} {
+		code, out, errOut := cli(t, "", args...)
+		if code != 1 || !strings.Contains(errOut, `opa: bundle: "../data.json": a path outside the bundle`) {
+			t.Errorf("%s: code %d, stdout %q, stderr %q", args[0], code, out, errOut)
+		}
 	}
 }

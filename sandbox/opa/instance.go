@@ -94,7 +94,7 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	if err := ctx.Err(); err != nil {
 		return nil, &sandbox.NotEnteredError{Op: "start", Err: err}
 	}
-	data, err := dataOf(config)
+	data, err := m.dataOf(config)
 	if err != nil {
 		return nil, err
 	}
@@ -150,11 +150,14 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	return i, nil
 }
 
-// dataOf returns the data document of config, {} without one; invalid JSON is
-// sandbox.ErrInvalidConfig.
-func dataOf(config map[string]string) ([]byte, error) {
+// dataOf returns the data document of config; without one, the bundle's, or {}. Invalid JSON
+// is sandbox.ErrInvalidConfig.
+func (m *Module) dataOf(config map[string]string) ([]byte, error) {
 	d, ok := config[ConfigData]
 	if !ok || d == "" {
+		if m.bundleData != nil {
+			return m.bundleData, nil
+		}
 		return []byte("{}"), nil
 	}
 	if !json.Valid([]byte(d)) {
@@ -492,7 +495,7 @@ func (i *Instance) growFailed() bool {
 // config, with a *sandbox.GuestError of status abi.StatusConfigRejected, and the last good
 // one stays.
 func (i *Instance) Configure(ctx context.Context, config map[string]string) error {
-	data, err := dataOf(config)
+	data, err := i.mod.dataOf(config)
 	if err != nil {
 		return &sandbox.GuestError{Status: abi.StatusConfigRejected, Message: err.Error()}
 	}

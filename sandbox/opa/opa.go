@@ -12,6 +12,13 @@
 // refuses a config, a *sandbox.GuestError with abi.StatusConfigRejected), and the last good
 // one stays.
 //
+// A bundle as `opa build -t wasm` writes it (bundle.tar.gz: policy.wasm, data.json,
+// .manifest) is taken as is wherever a policy is: Format claims it (IsBundle), Compile reads
+// it with ReadBundle (bounded: MaxBundleBytes, MaxBundleEntries, no path out of the bundle,
+// no links; a *BundleError otherwise), compiles its /policy.wasm, and gives its data.json as
+// the data document of an instance whose config has no "data". The code's digest is the
+// bundle's. The manifest (roots, revision) and signatures are not checked.
+//
 // # Mapping of the sandbox's contract
 //
 //   - OPA modules import their memory (env.memory). Compile turns that import into a memory
@@ -59,8 +66,8 @@
 //
 // Not yet: the rest of the builtins OPA leaves to the host (JWT verification, X.509, YAML,
 // JSON schema, semver, units, uuid, net.cidr_*: sandbox/opa/builtins's doc), a default
-// handler, bundles (bundle.tar.gz), per-entrypoint telemetry, and a listing of the builtins a
-// policy needs in `wasmvisor inspect`.
+// handler, per-entrypoint telemetry, and a listing of the builtins a policy needs in
+// `wasmvisor inspect`; a bundle's YAML data, its signatures and its manifest's roots.
 package opa
 
 import (
@@ -116,7 +123,10 @@ type format struct{}
 
 func (format) Name() string { return Name }
 
-func (format) Detect(wasm []byte) bool { return IsPolicy(wasm) }
+// Detect claims OPA policies (IsPolicy) and bundles (IsBundle: any gzip stream, which no
+// other format takes; one that is not an OPA bundle is refused by Compile with a
+// *BundleError).
+func (format) Detect(wasm []byte) bool { return IsBundle(wasm) || IsPolicy(wasm) }
 
 func (format) Compile(ctx context.Context, e *sandbox.Engine, wasm []byte, cfg sandbox.Config) (sandbox.Code, error) {
 	m, err := compile(ctx, wasm, cfg, watchdog.OfEngine(e), e.CompilationCache())
@@ -154,7 +164,8 @@ func isPolicy(pm *wasmbin.Module) bool {
 	return false
 }
 
-// Compile compiles an OPA policy once; Instantiate then makes fresh instances of it. With a
+// Compile compiles an OPA policy, or a bundle of one (IsBundle, ReadBundle: its data
+// document is the instances' when their config gives none), once; Instantiate then makes fresh instances of it. With a
 // nil wd the module runs a watchdog of its own, closed with it. The zero Limits mean the
 // sandbox's defaults.
 func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config) (*Module, error) {
@@ -166,6 +177,7 @@ type Module struct {
 	rt          wazero.Runtime
 	cm          wazero.CompiledModule
 	digest      string
+	bundleData  []byte // the data document of a bundle, used when the config has none
 	cfg         sandbox.Config
 	logger      *zap.Logger
 	entrypoints map[string]int32
@@ -183,6 +195,15 @@ type Module struct {
 }
 
 func compile(ctx context.Context, wasm []byte, cfg sandbox.Config, wd *watchdog.Watchdog, cache wazero.CompilationCache) (*Module, error) {
+	var bundleData []byte
+	digest := ""
+	if IsBundle(wasm) {
+		digest = sandbox.Digest(wasm) // the bundle's: its data is part of what was loaded
+		var err error
+		if wasm, bundleData, err = ReadBundle(wasm); err != nil {
+			return nil, err
+		}
+	}
 	cfg.Limits = cfg.Limits.WithDefaults()
 	if err := cfg.Limits.Validate(); err != nil {
 		return nil, err
@@ -214,7 +235,10 @@ func compile(ctx context.Context, wasm []byte, cfg sandbox.Config, wd *watchdog.
 		}
 		return nil, &sandbox.ModuleError{Reason: "instrument: " + err.Error(), Err: err}
 	}
-	m := &Module{digest: info.Digest, cfg: cfg, logger: cfg.Logger, wd: wd, regexps: hostbi.NewRegexpCache(0, 0)}
+	if digest == "" {
+		digest = info.Digest
+	}
+	m := &Module{digest: digest, bundleData: bundleData, cfg: cfg, logger: cfg.Logger, wd: wd, regexps: hostbi.NewRegexpCache(0, 0)}
 	if m.logger == nil {
 		m.logger = zap.NewNop()
 	}
@@ -346,7 +370,8 @@ func (i *Instance) discover(ctx context.Context) (map[string]int32, map[string]i
 	return eps, bs, nil
 }
 
-// Digest is the hex SHA-256 of the module's bytes, as sandbox.Digest.
+// Digest is the hex SHA-256 of the module's bytes, as sandbox.Digest: a bundle's, for one
+// compiled from a bundle.
 func (m *Module) Digest() string { return m.digest }
 
 // Format is Name.
