@@ -51,8 +51,8 @@ A plugin built with an Extism PDK (one that imports "extism:host/env") is run th
 Extism Go SDK under the same limits: --config fills Extism's config map, and a command-style
 Extism plugin is called with the handler _start.
 A Rego policy compiled by opa build -t wasm is run by wasmvisor's OPA format: the handler is
-an entrypoint (example/allow), the input the Rego input (JSON), --config data=JSON the data
-document, and the output the result set. The bundle.tar.gz of opa build -t wasm is taken as
+an entrypoint (example/allow), or default for entrypoint 0 (the first -e); the input is the
+Rego input (JSON), --config data=JSON the data document, and the output the result set. The bundle.tar.gz of opa build -t wasm is taken as
 is: its /policy.wasm is run, its data.json is the data document unless --config gives one.
 
 Exit codes: 0 ok, 1 failure, 2 usage, 3 the guest returned an error,

@@ -23,6 +23,7 @@ func TestOPACall(t *testing.T) {
 		out, inErr string
 	}{
 		{"allowed by data", []string{"call", p("example"), "example/allow", "--input", `{"user":"bob","action":"write"}`, "--config", data}, 0, `[{"result":true}]`, ""},
+		{"default handler: entrypoint 0", []string{"call", p("example"), "default", "--input", `{"user":"bob","action":"write"}`, "--config", data}, 0, `[{"result":true}]`, ""},
 		{"no data", []string{"call", p("example"), "example/allow", "--input", `{"user":"bob","action":"write"}`}, 0, `[{"result":false}]`, ""},
 		{"bad data", []string{"call", p("example"), "example/allow", "--input", `{}`, "--config", "data={"}, 1, "", "not valid JSON"},
 		{"bad input", []string{"call", p("example"), "example/allow", "--input", `{"user":`}, 3, "", "not valid JSON"},
@@ -47,7 +48,7 @@ func TestOPAInspect(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("code %d: %s%s", code, out, errOut)
 	}
-	for _, want := range []string{"abi:       opa", "handlers:  example/allow, example/reasons", "env.opa_abort function", "problems:  none"} {
+	for _, want := range []string{"abi:       opa", "handlers:  default, example/allow, example/reasons", "env.opa_abort function", "problems:  none"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}
@@ -56,7 +57,7 @@ func TestOPAInspect(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("bundle: code %d: %s%s", code, out, errOut)
 	}
-	for _, want := range []string{"file:      ../../plugins/rego/example/bundle.tar.gz", "abi:       opa", "bundle:    module /policy.wasm, data document 73 bytes", "handlers:  example/allow, example/reasons", "problems:  none"} {
+	for _, want := range []string{"file:      ../../plugins/rego/example/bundle.tar.gz", "abi:       opa", "bundle:    module /policy.wasm, data document 73 bytes", "handlers:  default, example/allow, example/reasons", "problems:  none"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("bundle: missing %q in:\n%s", want, out)
 		}

@@ -4,7 +4,8 @@
 // links no OPA code: it serves OPA's documented Wasm ABI itself, in pure Go on wazero.
 //
 // A policy's handlers are its entrypoints (`opa build -e example/allow` gives the handler
-// "example/allow"). A call's input is the Rego input document as JSON; its output is the
+// "example/allow") and DefaultHandler, "default", which evaluates entrypoint 0 (the first
+// -e). A call's input is the Rego input document as JSON; its output is the
 // result set as OPA's opa_eval returns it, e.g. [{"result":true}]. The data document is the
 // instance config's key "data" (JSON; none means {}), given at Instantiate and replaceable
 // by Configure: a document that is not valid JSON, or that the guest cannot parse, is
@@ -64,10 +65,18 @@
 //   - Imports other than OPA's (env.memory, env.opa_abort, env.opa_println,
 //     env.opa_builtin0…4), or a module without OPA's exports: a *sandbox.ModuleError.
 //
+// # Telemetry
+//
+// An instance counts its decisions per entrypoint, and reports them as the counters of
+// TelemetryWithin (DecisionsMetric): a host sums them over a plugin's instances, ended ones
+// included, as it does a native guest's own counters (host.GuestTotals,
+// wasmvisor_guest_metric_total{metric="opa_decisions_example_allow"}). Calls, errors and
+// latency are the host's usual per-plugin metrics.
+//
 // Not yet: the rest of the builtins OPA leaves to the host (JWT verification, X.509, YAML,
-// JSON schema, semver, units, uuid, net.cidr_*: sandbox/opa/builtins's doc), a default
-// handler, per-entrypoint telemetry, and a listing of the builtins a policy needs in
-// `wasmvisor inspect`; a bundle's YAML data, its signatures and its manifest's roots.
+// JSON schema, semver, units, uuid, net.cidr_*: sandbox/opa/builtins's doc), a listing of the
+// builtins a policy needs in `wasmvisor inspect`; a bundle's YAML data, its signatures and
+// its manifest's roots.
 package opa
 
 import (
@@ -84,6 +93,7 @@ import (
 	"github.com/tetratelabs/wazero/experimental"
 	"go.uber.org/zap"
 
+	"github.com/wasmvisor/wasmvisor/abi"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/wasmbin"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/watchdog"
@@ -95,6 +105,19 @@ const Name = "opa"
 
 // ConfigData is the key of the instance config that holds the data document (JSON).
 const ConfigData = "data"
+
+// DefaultHandler is the handler that evaluates the policy's entrypoint 0: the first -e of
+// opa build, the one OPA's own SDKs evaluate when no entrypoint is named. A policy with an
+// entrypoint of that name (Rego's default keyword makes it unlikely) keeps its own.
+const DefaultHandler = "default"
+
+// DecisionsMetric prefixes the names of the counters an instance keeps per entrypoint
+// (TelemetryWithin): opa_decisions_example_allow counts the evaluations of example/allow,
+// through its name or DefaultHandler, that returned a result set. The entrypoint's
+// characters outside [A-Za-z0-9_] become _; when that makes two names the same, or one
+// longer than abi.MaxMetricName, the entrypoint's number is used instead
+// (opa_decisions_0).
+const DecisionsMetric = "opa_decisions_"
 
 // ErrBuiltin is matched by the *BuiltinError Compile returns for a policy that needs a
 // builtin the host does not implement.
@@ -180,7 +203,9 @@ type Module struct {
 	bundleData  []byte // the data document of a bundle, used when the config has none
 	cfg         sandbox.Config
 	logger      *zap.Logger
-	entrypoints map[string]int32
+	entrypoints map[string]int32       // the handlers: the entrypoints, and DefaultHandler
+	epSlot      map[int32]int          // an entrypoint's index in metricNames and an instance's decisions
+	metricNames []string               // the decision counters' names, by slot
 	builtinByID map[uint32]hostBuiltin // the builtins the policy needs from the host
 	regexps     *hostbi.RegexpCache    // compiled regular expressions of the builtins, bounded
 	handlers    []string
@@ -287,11 +312,53 @@ func compile(ctx context.Context, wasm []byte, cfg sandbox.Config, wd *watchdog.
 		return fail(err)
 	}
 	m.entrypoints = eps
+	m.metricNames, m.epSlot = decisionMetrics(eps)
+	if _, ok := eps[DefaultHandler]; !ok {
+		if _, ok := m.epSlot[0]; ok {
+			eps[DefaultHandler] = 0
+		}
+	}
 	for name := range eps {
 		m.handlers = append(m.handlers, name)
 	}
 	sort.Strings(m.handlers)
 	return m, nil
+}
+
+// decisionMetrics names the decision counter of each entrypoint (DecisionsMetric), and gives
+// each entrypoint id its slot, in the order of the ids.
+func decisionMetrics(eps map[string]int32) ([]string, map[int32]int) {
+	ids := make([]int32, 0, len(eps))
+	byID := make(map[int32]string, len(eps))
+	for name, id := range eps {
+		old, ok := byID[id]
+		if !ok {
+			ids = append(ids, id)
+		}
+		if !ok || name < old { // two names of one id (not from opa build): the first, sorted
+			byID[id] = name
+		}
+	}
+	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
+	names := make([]string, len(ids))
+	slots := make(map[int32]int, len(ids))
+	used := map[string]int{}
+	for k, id := range ids {
+		slots[id] = k
+		names[k] = DecisionsMetric + strings.Map(func(r rune) rune {
+			if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' {
+				return r
+			}
+			return '_'
+		}, byID[id])
+		used[names[k]]++
+	}
+	for k, id := range ids {
+		if used[names[k]] > 1 || !abi.ValidMetricName(names[k]) {
+			names[k] = fmt.Sprintf("%s%d", DecisionsMetric, id)
+		}
+	}
+	return names, slots
 }
 
 // bindBuiltins maps the ids of the builtins the policy needs to the host's implementations,
@@ -377,7 +444,7 @@ func (m *Module) Digest() string { return m.digest }
 // Format is Name.
 func (m *Module) Format() string { return Name }
 
-// Handlers lists the policy's entrypoints, sorted.
+// Handlers lists the policy's entrypoints and DefaultHandler, sorted.
 func (m *Module) Handlers() []string { return append([]string(nil), m.handlers...) }
 
 // Close releases the module. Instances already made keep running until closed; the

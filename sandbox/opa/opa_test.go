@@ -72,7 +72,7 @@ func TestDetect(t *testing.T) {
 
 func TestEvaluate(t *testing.T) {
 	m := compile(t, "example", sandbox.Limits{})
-	if got, want := m.Handlers(), []string{"example/allow", "example/reasons"}; !equal(got, want) {
+	if got, want := m.Handlers(), []string{"default", "example/allow", "example/reasons"}; !equal(got, want) {
 		t.Fatalf("handlers %q, want %q", got, want)
 	}
 	for _, path := range []string{"opa_eval", "eval context"} {
@@ -97,6 +97,8 @@ func evaluate(t *testing.T, i *opa.Instance) {
 		{"example/allow", `{"user":"root","action":"anything"}`, `[{"result":true}]`},
 		{"example/reasons", `{"user":"carol"}`, `[{"result":["user carol has no role"]}]`},
 		{"example/reasons", `{"user":"alice"}`, `[{"result":[]}]`},
+		{"default", `{"user":"alice","action":"write"}`, `[{"result":false}]`}, // entrypoint 0, the first -e: example/allow
+		{"default", `{"user":"alice","action":"read"}`, `[{"result":true}]`},
 	} {
 		for range 3 { // the heap is reset between evaluations: same answer each time
 			out, err := i.Call(context.Background(), c.handler, []byte(c.input))

@@ -70,3 +70,31 @@ func TestServeOPABundle(t *testing.T) {
 		t.Fatalf("PUT of a cut bundle: %d %s", a.status, a.body)
 	}
 }
+
+// TestServeOPADecisions: the decisions of an OPA plugin are counted per entrypoint, the
+// default handler's under entrypoint 0's, in the host's sums of guest counters.
+func TestServeOPADecisions(t *testing.T) {
+	b, err := os.ReadFile("../../../../plugins/rego/example/bundle.tar.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "bundle.tar.gz")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts := openServer(t, "plugins:\n  - {name: example, wasm: "+p+"}\n", true)
+	for _, h := range []string{"example%2Fallow", "default", "example%2Freasons", "example%2Fallow"} {
+		if a := ts.do(t, "POST", "/v1/plugins/example/call/"+h, "", "", []byte(`{"user":"bob","action":"write"}`)); a.status != 200 {
+			t.Fatalf("%s: %d %s", h, a.status, a.body)
+		}
+	}
+	body := string(ts.do(t, "GET", "/metrics", "", "", nil).body)
+	for _, want := range []string{
+		`wasmvisor_guest_metric_total{metric="opa_decisions_example_allow",plugin="example"} 3`,
+		`wasmvisor_guest_metric_total{metric="opa_decisions_example_reasons",plugin="example"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("missing %s in:\n%s", want, grepLines([]byte(body), "opa_decisions"))
+		}
+	}
+}
