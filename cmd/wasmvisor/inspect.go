@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,9 +36,30 @@ type report struct {
 	Exports        []sandbox.Symbol `json:"exports"`
 	Imports        []sandbox.Symbol `json:"imports"`
 	Problems       []string         `json:"problems"`
+	// Builtins are the builtins an OPA policy needs from the host, sorted, each with whether
+	// the host provides it (opa.Provided); absent for a policy that needs none, and for
+	// another format.
+	Builtins []builtinReport `json:"builtins,omitempty"`
 	// Bundle describes an OPA bundle (bundle.tar.gz): the module reported is its
 	// /policy.wasm; File, Digest and Size are the bundle's.
 	Bundle *bundleReport `json:"bundle,omitempty"`
+}
+
+// builtinReport is one builtin an OPA policy needs from the host.
+type builtinReport struct {
+	Name     string `json:"name"`
+	Provided bool   `json:"provided"`
+}
+
+// builtinsOf reports names against opa.Provided.
+func builtinsOf(names []string) []builtinReport {
+	provided := opa.Provided()
+	out := make([]builtinReport, len(names))
+	for k, n := range names {
+		_, ok := slices.BinarySearch(provided, n)
+		out[k] = builtinReport{Name: n, Provided: ok}
+	}
+	return out
 }
 
 // bundleReport is what an OPA bundle adds to the module it holds.
@@ -56,8 +78,9 @@ requirements and every way it breaks the wasmvisor ABI. It reads any module, val
 not; a valid plugin is also started once in a sandbox to list its handlers.
 A plugin built with an Extism PDK (it imports "extism:host/env") is reported as "abi: extism",
 checked against what wasmvisor's Extism support runs, and started once. A Rego policy
-compiled by opa build -t wasm is reported as "abi: opa", with its entrypoints as handlers; one
-that needs a builtin the host does not provide is reported with a problem naming it. The
+compiled by opa build -t wasm is reported as "abi: opa", with its entrypoints (and default)
+as handlers and the builtins it needs from the host, each marked provided or not; one that
+needs a builtin the host does not provide is reported with a problem naming it. The
 bundle.tar.gz opa build writes is read as is: the module reported is its /policy.wasm, the
 file, digest and size are the bundle's.
 
@@ -137,10 +160,16 @@ func inspect(cmd *cobra.Command, path string, wasm []byte) (*report, error) {
 	// block at start).
 	code, err := eng.Load(ctx, wasm, sandbox.Config{Limits: sandbox.Limits{StartTimeout: inspectStartTimeout}})
 	if err != nil {
+		if be := (*opa.BuiltinError)(nil); errors.As(err, &be) {
+			r.Builtins = builtinsOf(be.Needs)
+		}
 		r.Problems = append(r.Problems, "compile: "+oneLine(err.Error()))
 		return r, nil
 	}
 	defer code.Close(ctx)
+	if b, ok := code.(interface{ Builtins() []string }); ok { // an OPA policy's
+		r.Builtins = builtinsOf(b.Builtins())
+	}
 	r.Handlers = nonNil(code.Handlers())
 	inst, err := code.Instantiate(ctx, nil)
 	if err != nil {
@@ -180,6 +209,19 @@ func printReport(w io.Writer, r *report) {
 	}
 	fmt.Fprintf(w, "memory:    %s (64 KiB pages)\n", mem)
 	fmt.Fprintf(w, "handlers:  %s\n", orNone(strings.Join(r.Handlers, ", ")))
+	switch {
+	case len(r.Builtins) > 0:
+		fmt.Fprintf(w, "builtins:\n")
+		for _, b := range r.Builtins {
+			p := "provided by the host"
+			if !b.Provided {
+				p = "NOT provided by the host"
+			}
+			fmt.Fprintf(w, "  %s %s\n", b.Name, p)
+		}
+	case r.ABI == opa.Name:
+		fmt.Fprintf(w, "builtins:  none\n")
+	}
 	fmt.Fprintf(w, "imports:\n")
 	for _, s := range r.Imports {
 		fmt.Fprintf(w, "  %s.%s %s %s\n", s.Module, s.Name, s.Kind, s.Type)

@@ -4,8 +4,10 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -48,7 +50,7 @@ func TestOPAInspect(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("code %d: %s%s", code, out, errOut)
 	}
-	for _, want := range []string{"abi:       opa", "handlers:  default, example/allow, example/reasons", "env.opa_abort function", "problems:  none"} {
+	for _, want := range []string{"abi:       opa", "handlers:  default, example/allow, example/reasons", "builtins:  none", "env.opa_abort function", "problems:  none"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}
@@ -63,8 +65,51 @@ func TestOPAInspect(t *testing.T) {
 		}
 	}
 	code, out, _ = cli(t, "", "inspect", "../../plugins/rego/httpsend/policy.wasm")
-	if code != 1 || !strings.Contains(out, "http.send") || !strings.Contains(out, "abi:       opa") {
+	if code != 1 || !strings.Contains(out, "builtins:\n  http.send NOT provided by the host\nimports:") || !strings.Contains(out, "abi:       opa") ||
+		!strings.Contains(out, "compile: opa: the policy needs builtins the host does not provide: http.send") {
 		t.Fatalf("httpsend: code %d:\n%s", code, out)
+	}
+}
+
+// TestOPAInspectBuiltins: inspect lists the builtins a policy needs from the host (those
+// hostbuiltins.rego and httpsend.rego call that OPA does not compile into the module), each
+// with whether the host provides it.
+func TestOPAInspectBuiltins(t *testing.T) {
+	type builtin struct {
+		Name     string `json:"name"`
+		Provided bool   `json:"provided"`
+	}
+	for _, c := range []struct {
+		policy string
+		code   int
+		want   []builtin
+	}{
+		{"hostbuiltins", 0, func() []builtin {
+			var bs []builtin
+			for _, n := range []string{"base64url.encode_no_pad", "crypto.hmac.sha256", "crypto.md5", "crypto.sha256", "hex.decode",
+				"hex.encode", "indexof_n", "io.jwt.decode", "regex.find_n", "regex.replace", "regex.split", "strings.any_prefix_match",
+				"strings.count", "time.add_date", "time.date", "time.parse_rfc3339_ns", "time.weekday", "urlquery.decode",
+				"urlquery.encode", "urlquery.encode_object"} {
+				bs = append(bs, builtin{n, true})
+			}
+			return bs
+		}()},
+		{"httpsend", 1, []builtin{{"http.send", false}}},
+		{"example", 0, nil},
+	} {
+		t.Run(c.policy, func(t *testing.T) {
+			code, out, errOut := cli(t, "", "inspect", "--json", "../../plugins/rego/"+c.policy+"/policy.wasm")
+			var r struct {
+				ABI      string    `json:"abi"`
+				Builtins []builtin `json:"builtins"`
+			}
+			if err := json.Unmarshal([]byte(out), &r); err != nil || code != c.code || r.ABI != "opa" {
+				t.Fatalf("code %d, %v:\n%s%s", code, err, out, errOut)
+			}
+			if !slices.Equal(r.Builtins, c.want) {
+				t.Fatalf("builtins %v, want %v", r.Builtins, c.want)
+			}
+		})
 	}
 }
 

@@ -42,8 +42,9 @@
 //     them and those OPA leaves out); Provided lists them all. Each evaluation reads its
 //     instant once: time.now_ns answers the same within it, the host's clock under
 //     sandbox.ClockReal and a fixed instant (2022-01-01T00:00:00Z, where wazero's fake wall
-//     clock starts) under the default deterministic clock. Compile refuses a policy that needs any other with a
-//     *BuiltinError naming them, so that no call fails for a missing builtin. http.send is
+//     clock starts) under the default deterministic clock. Compile refuses a policy that
+//     needs any other with a *BuiltinError naming them (and listing all it needs), so that no
+//     call fails for a missing builtin; Module.Builtins lists those of a policy compiled. http.send is
 //     among the refused: it is a network capability and would stay refused unless granted.
 //     A builtin's arguments are read through the guest's opa_json_dump and its result
 //     written through opa_malloc and opa_json_parse, so they are bounded by the memory limit;
@@ -74,9 +75,8 @@
 // latency are the host's usual per-plugin metrics.
 //
 // Not yet: the rest of the builtins OPA leaves to the host (JWT verification, X.509, YAML,
-// JSON schema, semver, units, uuid, net.cidr_*: sandbox/opa/builtins's doc), a listing of the
-// builtins a policy needs in `wasmvisor inspect`; a bundle's YAML data, its signatures and
-// its manifest's roots.
+// JSON schema, semver, units, uuid, net.cidr_*: sandbox/opa/builtins's doc); a bundle's YAML
+// data, its signatures and its manifest's roots.
 package opa
 
 import (
@@ -84,6 +84,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -125,7 +126,10 @@ var ErrBuiltin = errors.New("opa: builtin not provided by the host")
 
 // BuiltinError names the builtins a policy needs from the host that it does not have. It
 // matches ErrBuiltin and sandbox.ErrInvalidModule.
-type BuiltinError struct{ Names []string }
+type BuiltinError struct {
+	Names []string // the builtins the host does not provide, sorted
+	Needs []string // every builtin the policy needs from the host, sorted (Names among them)
+}
 
 func (e *BuiltinError) Error() string {
 	return fmt.Sprintf("opa: the policy needs builtins the host does not provide: %s", strings.Join(e.Names, ", "))
@@ -207,6 +211,7 @@ type Module struct {
 	epSlot      map[int32]int          // an entrypoint's index in metricNames and an instance's decisions
 	metricNames []string               // the decision counters' names, by slot
 	builtinByID map[uint32]hostBuiltin // the builtins the policy needs from the host
+	builtins    []string               // their names, sorted
 	regexps     *hostbi.RegexpCache    // compiled regular expressions of the builtins, bounded
 	handlers    []string
 	fastEval    bool // the module exports opa_eval (ABI 1.2 and later)
@@ -366,6 +371,10 @@ func decisionMetrics(eps map[string]int32) ([]string, map[int32]int) {
 func (m *Module) bindBuiltins(needs map[string]int32) error {
 	m.builtinByID = map[uint32]hostBuiltin{}
 	var missing []string
+	for name := range needs {
+		m.builtins = append(m.builtins, name)
+	}
+	sort.Strings(m.builtins)
 	for name, id := range needs {
 		fn, ok := lookupBuiltin(name)
 		if !ok {
@@ -376,7 +385,7 @@ func (m *Module) bindBuiltins(needs map[string]int32) error {
 	}
 	if len(missing) > 0 {
 		sort.Strings(missing)
-		return &BuiltinError{Names: missing}
+		return &BuiltinError{Names: missing, Needs: slices.Clone(m.builtins)}
 	}
 	return nil
 }
@@ -443,6 +452,10 @@ func (m *Module) Digest() string { return m.digest }
 
 // Format is Name.
 func (m *Module) Format() string { return Name }
+
+// Builtins lists the builtins the policy needs from the host, sorted: all of them provided
+// (Provided), or Compile would have refused it with a *BuiltinError, whose Needs lists them.
+func (m *Module) Builtins() []string { return slices.Clone(m.builtins) }
 
 // Handlers lists the policy's entrypoints and DefaultHandler, sorted.
 func (m *Module) Handlers() []string { return append([]string(nil), m.handlers...) }
