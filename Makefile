@@ -68,7 +68,7 @@ plugins-rego:
 
 # Rebuild every committed .wasm and fail if any differs from the committed bytes.
 plugins-check: plugins
-	@git diff --stat --exit-code -- '*.wasm' || { echo "rebuilt .wasm files differ from the committed ones" >&2; exit 1; }
+	@git diff --stat --exit-code -- '*.wasm' 'plugins/rego/*/bundle.tar.gz' || { echo "rebuilt .wasm files or OPA bundles differ from the committed ones" >&2; exit 1; }
 	@test -z "$$(git status --porcelain -- '*.wasm')" || { git status --porcelain -- '*.wasm'; echo "untracked .wasm files" >&2; exit 1; }
 
 # Debian packages and npm modules for `make plugins`.

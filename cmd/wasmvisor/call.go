@@ -37,7 +37,7 @@ type callFlags struct {
 func newCallCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	var f callFlags
 	cmd := &cobra.Command{
-		Use:   "call <plugin.wasm> <handler>",
+		Use:   "call <plugin.wasm|bundle.tar.gz> <handler>",
 		Short: "Run one handler in a fresh sandbox and write its raw output to stdout",
 		Long: `Run one handler of a plugin in a fresh sandbox and write its raw output to stdout.
 
@@ -51,8 +51,9 @@ A plugin built with an Extism PDK (one that imports "extism:host/env") is run th
 Extism Go SDK under the same limits: --config fills Extism's config map, and a command-style
 Extism plugin is called with the handler _start.
 A Rego policy compiled by opa build -t wasm is run by wasmvisor's OPA format: the handler is
-an entrypoint (example/allow), the input the Rego input (JSON), --config data=JSON the data
-document, and the output the result set.
+an entrypoint (example/allow), or default for entrypoint 0 (the first -e); the input is the
+Rego input (JSON), --config data=JSON the data document, and the output the result set. The bundle.tar.gz of opa build -t wasm is taken as
+is: its /policy.wasm is run, its data.json is the data document unless --config gives one.
 
 Exit codes: 0 ok, 1 failure, 2 usage, 3 the guest returned an error,
 4 the instance ended (trap, deadline, memory limit, exit, ABI violation).`,

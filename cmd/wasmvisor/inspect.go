@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/wasmvisor/wasmvisor/abi"
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/opa"
 )
 
 // inspectStartTimeout bounds the one start inspect makes.
@@ -34,20 +36,53 @@ type report struct {
 	Exports        []sandbox.Symbol `json:"exports"`
 	Imports        []sandbox.Symbol `json:"imports"`
 	Problems       []string         `json:"problems"`
+	// Builtins are the builtins an OPA policy needs from the host, sorted, each with whether
+	// the host provides it (opa.Provided); absent for a policy that needs none, and for
+	// another format.
+	Builtins []builtinReport `json:"builtins,omitempty"`
+	// Bundle describes an OPA bundle (bundle.tar.gz): the module reported is its
+	// /policy.wasm; File, Digest and Size are the bundle's.
+	Bundle *bundleReport `json:"bundle,omitempty"`
+}
+
+// builtinReport is one builtin an OPA policy needs from the host.
+type builtinReport struct {
+	Name     string `json:"name"`
+	Provided bool   `json:"provided"`
+}
+
+// builtinsOf reports names against opa.Provided.
+func builtinsOf(names []string) []builtinReport {
+	provided := opa.Provided()
+	out := make([]builtinReport, len(names))
+	for k, n := range names {
+		_, ok := slices.BinarySearch(provided, n)
+		out[k] = builtinReport{Name: n, Provided: ok}
+	}
+	return out
+}
+
+// bundleReport is what an OPA bundle adds to the module it holds.
+type bundleReport struct {
+	Module    string `json:"module"`     // the entry the module is read from
+	DataBytes int    `json:"data_bytes"` // the size of its data document as the policy gets it (0: none)
 }
 
 func newInspectCmd(stdout io.Writer) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "inspect <plugin.wasm>",
+		Use:   "inspect <plugin.wasm|bundle.tar.gz>",
 		Short: "Print a module's ABI version, handlers, imports, exports, memory and every problem",
 		Long: `Print what a module is: its ABI version, handlers, imports, exports, memory
 requirements and every way it breaks the wasmvisor ABI. It reads any module, valid or
 not; a valid plugin is also started once in a sandbox to list its handlers.
 A plugin built with an Extism PDK (it imports "extism:host/env") is reported as "abi: extism",
 checked against what wasmvisor's Extism support runs, and started once. A Rego policy
-compiled by opa build -t wasm is reported as "abi: opa", with its entrypoints as handlers; one
-that needs a builtin the host does not provide is reported with a problem naming it.
+compiled by opa build -t wasm is reported as "abi: opa", with its entrypoints (and default)
+as handlers and the builtins it needs from the host, each marked provided or not; one that
+needs a builtin the host does not provide is reported with a problem naming it. The
+bundle.tar.gz opa build writes is read as is: the module reported is its /policy.wasm, the
+file, digest and size are the bundle's.
 
 Exits 1 when the module has problems, so that it can gate a build.`,
 		Args: args(cobra.ExactArgs(1)),
@@ -81,11 +116,20 @@ Exits 1 when the module has problems, so that it can gate a build.`,
 }
 
 func inspect(cmd *cobra.Command, path string, wasm []byte) (*report, error) {
-	info, err := sandbox.Inspect(wasm)
+	mod := wasm
+	var br *bundleReport
+	if opa.IsBundle(wasm) {
+		w, data, err := opa.ReadBundle(wasm)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		mod, br = w, &bundleReport{Module: "/policy.wasm", DataBytes: len(data)}
+	}
+	info, err := sandbox.Inspect(mod)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	r := &report{File: path, Digest: "sha256:" + info.Digest, Size: info.Size,
+	r := &report{File: path, Digest: "sha256:" + sandbox.Digest(wasm), Size: len(wasm), Bundle: br,
 		Exports: nonNil(info.Exports), Imports: nonNil(info.Imports),
 		MemoryMinPages: info.MemoryMinPages, MemoryMaxPages: info.MemoryMaxPages, ABI: "none", Handlers: []string{}, Problems: []string{}}
 	ctx := cmd.Context()
@@ -116,10 +160,16 @@ func inspect(cmd *cobra.Command, path string, wasm []byte) (*report, error) {
 	// block at start).
 	code, err := eng.Load(ctx, wasm, sandbox.Config{Limits: sandbox.Limits{StartTimeout: inspectStartTimeout}})
 	if err != nil {
+		if be := (*opa.BuiltinError)(nil); errors.As(err, &be) {
+			r.Builtins = builtinsOf(be.Needs)
+		}
 		r.Problems = append(r.Problems, "compile: "+oneLine(err.Error()))
 		return r, nil
 	}
 	defer code.Close(ctx)
+	if b, ok := code.(interface{ Builtins() []string }); ok { // an OPA policy's
+		r.Builtins = builtinsOf(b.Builtins())
+	}
 	r.Handlers = nonNil(code.Handlers())
 	inst, err := code.Instantiate(ctx, nil)
 	if err != nil {
@@ -147,6 +197,9 @@ func printReport(w io.Writer, r *report) {
 	fmt.Fprintf(w, "digest:    %s\n", r.Digest)
 	fmt.Fprintf(w, "size:      %d bytes\n", r.Size)
 	fmt.Fprintf(w, "abi:       %s\n", r.ABI)
+	if r.Bundle != nil {
+		fmt.Fprintf(w, "bundle:    module %s, data document %d bytes\n", r.Bundle.Module, r.Bundle.DataBytes)
+	}
 	mem := fmt.Sprintf("%d pages at least", r.MemoryMinPages)
 	if r.MemoryMaxPages > 0 {
 		mem += fmt.Sprintf(", %d at most", r.MemoryMaxPages)
@@ -156,6 +209,19 @@ func printReport(w io.Writer, r *report) {
 	}
 	fmt.Fprintf(w, "memory:    %s (64 KiB pages)\n", mem)
 	fmt.Fprintf(w, "handlers:  %s\n", orNone(strings.Join(r.Handlers, ", ")))
+	switch {
+	case len(r.Builtins) > 0:
+		fmt.Fprintf(w, "builtins:\n")
+		for _, b := range r.Builtins {
+			p := "provided by the host"
+			if !b.Provided {
+				p = "NOT provided by the host"
+			}
+			fmt.Fprintf(w, "  %s %s\n", b.Name, p)
+		}
+	case r.ABI == opa.Name:
+		fmt.Fprintf(w, "builtins:  none\n")
+	}
 	fmt.Fprintf(w, "imports:\n")
 	for _, s := range r.Imports {
 		fmt.Fprintf(w, "  %s.%s %s %s\n", s.Module, s.Name, s.Kind, s.Type)

@@ -33,3 +33,9 @@ print print/loud print/quiet --wasm-include-print
 hostbuiltins hostbuiltins/result
 clock clock/result
 LIST
+# example's bundle, as opa build writes it (policy.wasm, data.json, .manifest): wasmvisor
+# takes it as is (sandbox/opa.ReadBundle).
+echo "opa build -t wasm -e example/allow -e example/reasons -o example/bundle.tar.gz example/example.rego example/data.json"
+"$tmp/opa" build -t wasm -e example/allow -e example/reasons -o "$tmp/bundle.tar.gz" example/example.rego example/data.json
+cp "$tmp/bundle.tar.gz" example/bundle.tar.gz
+chmod 644 example/bundle.tar.gz

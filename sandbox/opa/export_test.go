@@ -6,3 +6,13 @@ func (i *Instance) UseEvalContext() error {
 	i.fn.eval = nil
 	return i.lookup()
 }
+
+// DecisionMetrics is decisionMetrics: the counters' names by entrypoint id.
+func DecisionMetrics(eps map[string]int32) map[int32]string {
+	names, slots := decisionMetrics(eps)
+	out := map[int32]string{}
+	for id, k := range slots {
+		out[id] = names[k]
+	}
+	return out
+}

@@ -56,7 +56,8 @@ type Instance struct {
 	failure   atomic.Pointer[failure]
 	killed    atomic.Bool
 	calls     atomic.Uint64
-	starting  bool // Instantiate runs: safe points watch its context
+	decisions []atomic.Uint64 // per entrypoint, by Module.epSlot
+	starting  bool            // Instantiate runs: safe points watch its context
 	op        watchdog.Op
 	stopMu    sync.Mutex
 	stoppedID atomic.Uint64
@@ -94,7 +95,7 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	if err := ctx.Err(); err != nil {
 		return nil, &sandbox.NotEnteredError{Op: "start", Err: err}
 	}
-	data, err := dataOf(config)
+	data, err := m.dataOf(config)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +106,7 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	}
 	m.refs++
 	m.mu.Unlock()
-	i := &Instance{mod: m, starting: true, config: maps.Clone(config)}
+	i := &Instance{mod: m, starting: true, config: maps.Clone(config), decisions: make([]atomic.Uint64, len(m.metricNames))}
 	i.out = i.newOutput()
 	sctx := ctx
 	if m.cfg.Limits.StartTimeout != sandbox.NoTimeout {
@@ -150,11 +151,14 @@ func (m *Module) Instantiate(ctx context.Context, config map[string]string) (*In
 	return i, nil
 }
 
-// dataOf returns the data document of config, {} without one; invalid JSON is
-// sandbox.ErrInvalidConfig.
-func dataOf(config map[string]string) ([]byte, error) {
+// dataOf returns the data document of config; without one, the bundle's, or {}. Invalid JSON
+// is sandbox.ErrInvalidConfig.
+func (m *Module) dataOf(config map[string]string) ([]byte, error) {
 	d, ok := config[ConfigData]
 	if !ok || d == "" {
+		if m.bundleData != nil {
+			return m.bundleData, nil
+		}
 		return []byte("{}"), nil
 	}
 	if !json.Valid([]byte(d)) {
@@ -349,6 +353,7 @@ func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []
 	if err != nil {
 		return dst, i.callError(ctx, id, timeout, handler, err)
 	}
+	i.decisions[i.mod.epSlot[ep]].Add(1)
 	return append(dst, out...), nil
 }
 
@@ -492,7 +497,7 @@ func (i *Instance) growFailed() bool {
 // config, with a *sandbox.GuestError of status abi.StatusConfigRejected, and the last good
 // one stays.
 func (i *Instance) Configure(ctx context.Context, config map[string]string) error {
-	data, err := dataOf(config)
+	data, err := i.mod.dataOf(config)
 	if err != nil {
 		return &sandbox.GuestError{Status: abi.StatusConfigRejected, Message: err.Error()}
 	}
@@ -529,8 +534,16 @@ func (i *Instance) EventsWithin(uint64, *sandbox.Budget) (sandbox.EventLog, erro
 	return sandbox.EventLog{}, nil
 }
 
-// TelemetryWithin returns no metrics: a policy keeps none.
-func (i *Instance) TelemetryWithin(*sandbox.Budget) ([]sandbox.Metric, error) { return nil, nil }
+// TelemetryWithin returns the instance's decision counters, one per entrypoint in the order
+// of their numbers (DecisionsMetric). Nothing is read from the guest: the budget does not
+// apply. It may be called from any goroutine, also after Close.
+func (i *Instance) TelemetryWithin(*sandbox.Budget) ([]sandbox.Metric, error) {
+	out := make([]sandbox.Metric, len(i.decisions))
+	for k := range i.decisions {
+		out[k] = sandbox.Metric{Name: i.mod.metricNames[k], Kind: abi.Counter, Value: float64(i.decisions[k].Load())}
+	}
+	return out, nil
+}
 
 // AppliedConfigWithin returns the last config accepted; nothing is read from the guest.
 func (i *Instance) AppliedConfigWithin(*sandbox.Budget) (map[string]string, error) {

@@ -4,13 +4,21 @@
 // links no OPA code: it serves OPA's documented Wasm ABI itself, in pure Go on wazero.
 //
 // A policy's handlers are its entrypoints (`opa build -e example/allow` gives the handler
-// "example/allow"). A call's input is the Rego input document as JSON; its output is the
+// "example/allow") and DefaultHandler, "default", which evaluates entrypoint 0 (the first
+// -e). A call's input is the Rego input document as JSON; its output is the
 // result set as OPA's opa_eval returns it, e.g. [{"result":true}]. The data document is the
 // instance config's key "data" (JSON; none means {}), given at Instantiate and replaceable
 // by Configure: a document that is not valid JSON, or that the guest cannot parse, is
 // refused (at Instantiate with sandbox.ErrInvalidConfig; by Configure as a native plugin
 // refuses a config, a *sandbox.GuestError with abi.StatusConfigRejected), and the last good
 // one stays.
+//
+// A bundle as `opa build -t wasm` writes it (bundle.tar.gz: policy.wasm, data.json,
+// .manifest) is taken as is wherever a policy is: Format claims it (IsBundle), Compile reads
+// it with ReadBundle (bounded: MaxBundleBytes, MaxBundleEntries, no path out of the bundle,
+// no links; a *BundleError otherwise), compiles its /policy.wasm, and gives its data.json as
+// the data document of an instance whose config has no "data". The code's digest is the
+// bundle's. The manifest (roots, revision) and signatures are not checked.
 //
 // # Mapping of the sandbox's contract
 //
@@ -34,8 +42,9 @@
 //     them and those OPA leaves out); Provided lists them all. Each evaluation reads its
 //     instant once: time.now_ns answers the same within it, the host's clock under
 //     sandbox.ClockReal and a fixed instant (2022-01-01T00:00:00Z, where wazero's fake wall
-//     clock starts) under the default deterministic clock. Compile refuses a policy that needs any other with a
-//     *BuiltinError naming them, so that no call fails for a missing builtin. http.send is
+//     clock starts) under the default deterministic clock. Compile refuses a policy that
+//     needs any other with a *BuiltinError naming them (and listing all it needs), so that no
+//     call fails for a missing builtin; Module.Builtins lists those of a policy compiled. http.send is
 //     among the refused: it is a network capability and would stay refused unless granted.
 //     A builtin's arguments are read through the guest's opa_json_dump and its result
 //     written through opa_malloc and opa_json_parse, so they are bounded by the memory limit;
@@ -57,10 +66,17 @@
 //   - Imports other than OPA's (env.memory, env.opa_abort, env.opa_println,
 //     env.opa_builtin0…4), or a module without OPA's exports: a *sandbox.ModuleError.
 //
+// # Telemetry
+//
+// An instance counts its decisions per entrypoint, and reports them as the counters of
+// TelemetryWithin (DecisionsMetric): a host sums them over a plugin's instances, ended ones
+// included, as it does a native guest's own counters (host.GuestTotals,
+// wasmvisor_guest_metric_total{metric="opa_decisions_example_allow"}). Calls, errors and
+// latency are the host's usual per-plugin metrics.
+//
 // Not yet: the rest of the builtins OPA leaves to the host (JWT verification, X.509, YAML,
-// JSON schema, semver, units, uuid, net.cidr_*: sandbox/opa/builtins's doc), a default
-// handler, bundles (bundle.tar.gz), per-entrypoint telemetry, and a listing of the builtins a
-// policy needs in `wasmvisor inspect`.
+// JSON schema, semver, units, uuid, net.cidr_*: sandbox/opa/builtins's doc); a bundle's YAML
+// data, its signatures and its manifest's roots.
 package opa
 
 import (
@@ -68,6 +84,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -77,6 +94,7 @@ import (
 	"github.com/tetratelabs/wazero/experimental"
 	"go.uber.org/zap"
 
+	"github.com/wasmvisor/wasmvisor/abi"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/wasmbin"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/watchdog"
@@ -89,13 +107,29 @@ const Name = "opa"
 // ConfigData is the key of the instance config that holds the data document (JSON).
 const ConfigData = "data"
 
+// DefaultHandler is the handler that evaluates the policy's entrypoint 0: the first -e of
+// opa build, the one OPA's own SDKs evaluate when no entrypoint is named. A policy with an
+// entrypoint of that name (Rego's default keyword makes it unlikely) keeps its own.
+const DefaultHandler = "default"
+
+// DecisionsMetric prefixes the names of the counters an instance keeps per entrypoint
+// (TelemetryWithin): opa_decisions_example_allow counts the evaluations of example/allow,
+// through its name or DefaultHandler, that returned a result set. The entrypoint's
+// characters outside [A-Za-z0-9_] become _; when that makes two names the same, or one
+// longer than abi.MaxMetricName, the entrypoint's number is used instead
+// (opa_decisions_0).
+const DecisionsMetric = "opa_decisions_"
+
 // ErrBuiltin is matched by the *BuiltinError Compile returns for a policy that needs a
 // builtin the host does not implement.
 var ErrBuiltin = errors.New("opa: builtin not provided by the host")
 
 // BuiltinError names the builtins a policy needs from the host that it does not have. It
 // matches ErrBuiltin and sandbox.ErrInvalidModule.
-type BuiltinError struct{ Names []string }
+type BuiltinError struct {
+	Names []string // the builtins the host does not provide, sorted
+	Needs []string // every builtin the policy needs from the host, sorted (Names among them)
+}
 
 func (e *BuiltinError) Error() string {
 	return fmt.Sprintf("opa: the policy needs builtins the host does not provide: %s", strings.Join(e.Names, ", "))
@@ -116,7 +150,10 @@ type format struct{}
 
 func (format) Name() string { return Name }
 
-func (format) Detect(wasm []byte) bool { return IsPolicy(wasm) }
+// Detect claims OPA policies (IsPolicy) and bundles (IsBundle: any gzip stream, which no
+// other format takes; one that is not an OPA bundle is refused by Compile with a
+// *BundleError).
+func (format) Detect(wasm []byte) bool { return IsBundle(wasm) || IsPolicy(wasm) }
 
 func (format) Compile(ctx context.Context, e *sandbox.Engine, wasm []byte, cfg sandbox.Config) (sandbox.Code, error) {
 	m, err := compile(ctx, wasm, cfg, watchdog.OfEngine(e), e.CompilationCache())
@@ -154,7 +191,8 @@ func isPolicy(pm *wasmbin.Module) bool {
 	return false
 }
 
-// Compile compiles an OPA policy once; Instantiate then makes fresh instances of it. With a
+// Compile compiles an OPA policy, or a bundle of one (IsBundle, ReadBundle: its data
+// document is the instances' when their config gives none), once; Instantiate then makes fresh instances of it. With a
 // nil wd the module runs a watchdog of its own, closed with it. The zero Limits mean the
 // sandbox's defaults.
 func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config) (*Module, error) {
@@ -166,10 +204,14 @@ type Module struct {
 	rt          wazero.Runtime
 	cm          wazero.CompiledModule
 	digest      string
+	bundleData  []byte // the data document of a bundle, used when the config has none
 	cfg         sandbox.Config
 	logger      *zap.Logger
-	entrypoints map[string]int32
+	entrypoints map[string]int32       // the handlers: the entrypoints, and DefaultHandler
+	epSlot      map[int32]int          // an entrypoint's index in metricNames and an instance's decisions
+	metricNames []string               // the decision counters' names, by slot
 	builtinByID map[uint32]hostBuiltin // the builtins the policy needs from the host
+	builtins    []string               // their names, sorted
 	regexps     *hostbi.RegexpCache    // compiled regular expressions of the builtins, bounded
 	handlers    []string
 	fastEval    bool // the module exports opa_eval (ABI 1.2 and later)
@@ -183,6 +225,15 @@ type Module struct {
 }
 
 func compile(ctx context.Context, wasm []byte, cfg sandbox.Config, wd *watchdog.Watchdog, cache wazero.CompilationCache) (*Module, error) {
+	var bundleData []byte
+	digest := ""
+	if IsBundle(wasm) {
+		digest = sandbox.Digest(wasm) // the bundle's: its data is part of what was loaded
+		var err error
+		if wasm, bundleData, err = ReadBundle(wasm); err != nil {
+			return nil, err
+		}
+	}
 	cfg.Limits = cfg.Limits.WithDefaults()
 	if err := cfg.Limits.Validate(); err != nil {
 		return nil, err
@@ -214,7 +265,10 @@ func compile(ctx context.Context, wasm []byte, cfg sandbox.Config, wd *watchdog.
 		}
 		return nil, &sandbox.ModuleError{Reason: "instrument: " + err.Error(), Err: err}
 	}
-	m := &Module{digest: info.Digest, cfg: cfg, logger: cfg.Logger, wd: wd, regexps: hostbi.NewRegexpCache(0, 0)}
+	if digest == "" {
+		digest = info.Digest
+	}
+	m := &Module{digest: digest, bundleData: bundleData, cfg: cfg, logger: cfg.Logger, wd: wd, regexps: hostbi.NewRegexpCache(0, 0)}
 	if m.logger == nil {
 		m.logger = zap.NewNop()
 	}
@@ -263,6 +317,12 @@ func compile(ctx context.Context, wasm []byte, cfg sandbox.Config, wd *watchdog.
 		return fail(err)
 	}
 	m.entrypoints = eps
+	m.metricNames, m.epSlot = decisionMetrics(eps)
+	if _, ok := eps[DefaultHandler]; !ok {
+		if _, ok := m.epSlot[0]; ok {
+			eps[DefaultHandler] = 0
+		}
+	}
 	for name := range eps {
 		m.handlers = append(m.handlers, name)
 	}
@@ -270,11 +330,51 @@ func compile(ctx context.Context, wasm []byte, cfg sandbox.Config, wd *watchdog.
 	return m, nil
 }
 
+// decisionMetrics names the decision counter of each entrypoint (DecisionsMetric), and gives
+// each entrypoint id its slot, in the order of the ids.
+func decisionMetrics(eps map[string]int32) ([]string, map[int32]int) {
+	ids := make([]int32, 0, len(eps))
+	byID := make(map[int32]string, len(eps))
+	for name, id := range eps {
+		old, ok := byID[id]
+		if !ok {
+			ids = append(ids, id)
+		}
+		if !ok || name < old { // two names of one id (not from opa build): the first, sorted
+			byID[id] = name
+		}
+	}
+	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
+	names := make([]string, len(ids))
+	slots := make(map[int32]int, len(ids))
+	used := map[string]int{}
+	for k, id := range ids {
+		slots[id] = k
+		names[k] = DecisionsMetric + strings.Map(func(r rune) rune {
+			if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' {
+				return r
+			}
+			return '_'
+		}, byID[id])
+		used[names[k]]++
+	}
+	for k, id := range ids {
+		if used[names[k]] > 1 || !abi.ValidMetricName(names[k]) {
+			names[k] = fmt.Sprintf("%s%d", DecisionsMetric, id)
+		}
+	}
+	return names, slots
+}
+
 // bindBuiltins maps the ids of the builtins the policy needs to the host's implementations,
 // or returns a *BuiltinError naming those the host does not provide.
 func (m *Module) bindBuiltins(needs map[string]int32) error {
 	m.builtinByID = map[uint32]hostBuiltin{}
 	var missing []string
+	for name := range needs {
+		m.builtins = append(m.builtins, name)
+	}
+	sort.Strings(m.builtins)
 	for name, id := range needs {
 		fn, ok := lookupBuiltin(name)
 		if !ok {
@@ -285,7 +385,7 @@ func (m *Module) bindBuiltins(needs map[string]int32) error {
 	}
 	if len(missing) > 0 {
 		sort.Strings(missing)
-		return &BuiltinError{Names: missing}
+		return &BuiltinError{Names: missing, Needs: slices.Clone(m.builtins)}
 	}
 	return nil
 }
@@ -346,13 +446,18 @@ func (i *Instance) discover(ctx context.Context) (map[string]int32, map[string]i
 	return eps, bs, nil
 }
 
-// Digest is the hex SHA-256 of the module's bytes, as sandbox.Digest.
+// Digest is the hex SHA-256 of the module's bytes, as sandbox.Digest: a bundle's, for one
+// compiled from a bundle.
 func (m *Module) Digest() string { return m.digest }
 
 // Format is Name.
 func (m *Module) Format() string { return Name }
 
-// Handlers lists the policy's entrypoints, sorted.
+// Builtins lists the builtins the policy needs from the host, sorted: all of them provided
+// (Provided), or Compile would have refused it with a *BuiltinError, whose Needs lists them.
+func (m *Module) Builtins() []string { return slices.Clone(m.builtins) }
+
+// Handlers lists the policy's entrypoints and DefaultHandler, sorted.
 func (m *Module) Handlers() []string { return append([]string(nil), m.handlers...) }
 
 // Close releases the module. Instances already made keep running until closed; the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,7 +73,7 @@ func TestDetect(t *testing.T) {
 
 func TestEvaluate(t *testing.T) {
 	m := compile(t, "example", sandbox.Limits{})
-	if got, want := m.Handlers(), []string{"example/allow", "example/reasons"}; !equal(got, want) {
+	if got, want := m.Handlers(), []string{"default", "example/allow", "example/reasons"}; !equal(got, want) {
 		t.Fatalf("handlers %q, want %q", got, want)
 	}
 	for _, path := range []string{"opa_eval", "eval context"} {
@@ -97,6 +98,8 @@ func evaluate(t *testing.T, i *opa.Instance) {
 		{"example/allow", `{"user":"root","action":"anything"}`, `[{"result":true}]`},
 		{"example/reasons", `{"user":"carol"}`, `[{"result":["user carol has no role"]}]`},
 		{"example/reasons", `{"user":"alice"}`, `[{"result":[]}]`},
+		{"default", `{"user":"alice","action":"write"}`, `[{"result":false}]`}, // entrypoint 0, the first -e: example/allow
+		{"default", `{"user":"alice","action":"read"}`, `[{"result":true}]`},
 	} {
 		for range 3 { // the heap is reset between evaluations: same answer each time
 			out, err := i.Call(context.Background(), c.handler, []byte(c.input))
@@ -187,8 +190,29 @@ func TestBuiltinRefused(t *testing.T) {
 	if !errors.As(err, &be) || !errors.Is(err, opa.ErrBuiltin) || !errors.Is(err, sandbox.ErrInvalidModule) {
 		t.Fatalf("got %v, want a *BuiltinError", err)
 	}
-	if !equal(be.Names, []string{"http.send"}) {
-		t.Fatalf("names %q", be.Names)
+	if !equal(be.Names, []string{"http.send"}) || !equal(be.Needs, []string{"http.send"}) {
+		t.Fatalf("names %q, needs %q", be.Names, be.Needs)
+	}
+}
+
+// TestBuiltinsListed: a compiled policy lists the builtins it needs from the host, all
+// provided; one that needs none lists none.
+func TestBuiltinsListed(t *testing.T) {
+	got := compile(t, "hostbuiltins", sandbox.Limits{}).Builtins()
+	if len(got) != 20 || !slices.IsSorted(got) {
+		t.Fatalf("builtins %q: want the 20 that hostbuiltins.rego calls, sorted", got)
+	}
+	provided := opa.Provided()
+	for _, n := range got {
+		if _, ok := slices.BinarySearch(provided, n); !ok {
+			t.Errorf("%s needed and not in Provided", n)
+		}
+	}
+	if got := compile(t, "authz", sandbox.Limits{}).Builtins(); !slices.Contains(got, "sprintf") {
+		t.Fatalf("authz: %q, want sprintf among them (served by this package, not sandbox/opa/builtins)", got)
+	}
+	if got := compile(t, "example", sandbox.Limits{}).Builtins(); len(got) != 0 {
+		t.Fatalf("example: %q", got)
 	}
 }
 
