@@ -35,6 +35,9 @@ import (
 // pluginName is the name of the plugin in each case's host.
 const pluginName = "case"
 
+// storesWait bounds how long a step's store read waits for a busy instance to be free.
+const storesWait = 5 * time.Second
+
 // Options configure a run. The zero value works.
 type Options struct {
 	// HostOptions are passed to host.New for each case's host. Empty: the cases' hosts share
@@ -176,14 +179,24 @@ func (env *env) runCase(ctx context.Context, wasm []byte, c *fileCase) ([]string
 	return runSteps(c, startErr, func(s *step) ([]byte, error) { return runStep(ctx, h, s, rec) },
 		func() []host.Message { got, _ := rec.take(); return got },
 		func() (stores, error) {
-			pi, err := h.Plugin(pluginName)
-			if err != nil {
-				return stores{}, err
+			// A step's operation may leave the instance busy a moment after it returned
+			// (after a rejected configure the host puts the last good config back): a
+			// read that finds it busy is tried again, within storesWait.
+			var ii host.InstanceInfo
+			for deadline := time.Now().Add(storesWait); ; {
+				pi, err := h.Plugin(pluginName)
+				if err != nil {
+					return stores{}, err
+				}
+				if len(pi.Instances) == 0 || !pi.Instances[0].Up {
+					return stores{}, errors.New("no instance up")
+				}
+				ii = pi.Instances[0]
+				if ii.Read || !errors.Is(ii.ReadErr, sandbox.ErrBusy) || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(time.Millisecond) // wallclock: nothing signals that the instance is free
 			}
-			if len(pi.Instances) == 0 || !pi.Instances[0].Up {
-				return stores{}, errors.New("no instance up")
-			}
-			ii := pi.Instances[0]
 			if !ii.Read {
 				return stores{}, ii.ReadErr
 			}
