@@ -142,6 +142,50 @@ func hostBuiltinFunc(name string, f hostbi.Func) builtin {
 	}
 }
 
+// grantedBuiltin serves builtin name with the host function of that name, when the plugin's
+// capabilities grant one (sandbox.Capabilities.HostFunctions; an embedder offers it in
+// sandbox.Config.HostFuncs): the way a policy gets http.send, which the host never provides
+// itself, or any builtin the host lacks. The function gets the operands as a JSON array and
+// answers the result as JSON, both within its MaxInput and MaxOutput; it runs with the call's
+// context, ended by the call's timeout. Its error, or an answer that is not JSON, makes the
+// expression undefined, as a builtin's error does in OPA's evaluator.
+func (m *Module) grantedBuiltin(name string) (builtin, bool) {
+	for _, f := range m.granted {
+		if f.Name != name {
+			continue
+		}
+		return func(i *Instance, args []json.RawMessage) ([]byte, error) {
+			in, err := json.Marshal(args)
+			if err != nil {
+				return nil, err
+			}
+			if max := f.MaxInput; max == 0 && len(in) > sandbox.DefaultHostFuncInput || max > 0 && len(in) > max {
+				return nil, &undefinedError{fmt.Sprintf("%s: operands of %d bytes, above the function's input limit", name, len(in))}
+			}
+			ctx := i.callCtx
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			if d := m.cfg.Limits.CallTimeout; d != sandbox.NoTimeout {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, d)
+				defer cancel()
+			}
+			out, err := f.Func(ctx, in)
+			switch {
+			case err != nil:
+				return nil, &undefinedError{fmt.Sprintf("%s: %v", name, err)}
+			case len(out) > f.MaxOutput && f.MaxOutput > 0:
+				return nil, &undefinedError{fmt.Sprintf("%s: an answer of %d bytes, above the function's output limit", name, len(out))}
+			case !json.Valid(out):
+				return nil, &undefinedError{name + ": the answer is not JSON"}
+			}
+			return out, nil
+		}, true
+	}
+	return nil, false
+}
+
 // builtinContext is the evaluation's context for package builtins: its instant, read once
 // when the call started (every time.now_ns of one evaluation answers the same), and the
 // module's cache of compiled regular expressions.

@@ -45,7 +45,8 @@ type Instance struct {
 	g   api.Module
 	fn  exports
 
-	evalNow time.Time // the evaluation's instant, for the host builtins (builtinContext)
+	evalNow time.Time       // the evaluation's instant, for the host builtins (builtinContext)
+	callCtx context.Context // the call's context, for granted host functions (grantedBuiltin)
 
 	data     []byte // the data document in force, as JSON
 	dataAddr uint32 // its parsed value in the guest
@@ -343,8 +344,9 @@ func (i *Instance) CallAppend(ctx context.Context, handler string, input, dst []
 		i.mod.wd.Entered(&i.wde)
 	}
 	i.abortMsg.Store(nil)
-	i.evalNow = i.mod.now()
+	i.evalNow, i.callCtx = i.mod.now(), ctx
 	out, err := i.eval(context.WithValue(ctx, instKey{}, i), ep, input)
+	i.callCtx = nil
 	if done != nil {
 		i.op.Disarm()
 	}

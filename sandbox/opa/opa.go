@@ -44,8 +44,13 @@
 //     sandbox.ClockReal and a fixed instant (2022-01-01T00:00:00Z, where wazero's fake wall
 //     clock starts) under the default deterministic clock. Compile refuses a policy that
 //     needs any other with a *BuiltinError naming them (and listing all it needs), so that no
-//     call fails for a missing builtin; Module.Builtins lists those of a policy compiled. http.send is
-//     among the refused: it is a network capability and would stay refused unless granted.
+//     call fails for a missing builtin; Module.Builtins lists those of a policy compiled.
+//     The host never provides http.send itself: it is a network capability, refused unless
+//     granted, as every capability is. A host function named after a builtin (http.send, or
+//     any the host lacks), offered in Config.HostFuncs and granted in
+//     Capabilities.HostFunctions, serves it: it gets the operands as a JSON array and answers
+//     the result as JSON, within its input and output limits and the call's timeout; its
+//     error makes the expression undefined (grantedBuiltin).
 //     A builtin's arguments are read through the guest's opa_json_dump and its result
 //     written through opa_malloc and opa_json_parse, so they are bounded by the memory limit;
 //     a builtin's type error makes its result undefined, as in OPA's evaluator, and a
@@ -213,6 +218,7 @@ type Module struct {
 	builtinByID map[uint32]hostBuiltin // the builtins the policy needs from the host
 	builtins    []string               // their names, sorted
 	regexps     *hostbi.RegexpCache    // compiled regular expressions of the builtins, bounded
+	granted     []sandbox.HostFunc     // host functions granted: they serve the builtins of their names
 	handlers    []string
 	fastEval    bool // the module exports opa_eval (ABI 1.2 and later)
 	wd          *watchdog.Watchdog
@@ -239,6 +245,10 @@ func compile(ctx context.Context, wasm []byte, cfg sandbox.Config, wd *watchdog.
 		return nil, err
 	}
 	if err := cfg.Capabilities.Validate(); err != nil {
+		return nil, err
+	}
+	granted, err := cfg.GrantedHostFuncs()
+	if err != nil {
 		return nil, err
 	}
 	info, err := sandbox.Inspect(wasm)
@@ -268,7 +278,7 @@ func compile(ctx context.Context, wasm []byte, cfg sandbox.Config, wd *watchdog.
 	if digest == "" {
 		digest = info.Digest
 	}
-	m := &Module{digest: digest, bundleData: bundleData, cfg: cfg, logger: cfg.Logger, wd: wd, regexps: hostbi.NewRegexpCache(0, 0)}
+	m := &Module{digest: digest, bundleData: bundleData, cfg: cfg, logger: cfg.Logger, wd: wd, regexps: hostbi.NewRegexpCache(0, 0), granted: granted}
 	if m.logger == nil {
 		m.logger = zap.NewNop()
 	}
@@ -377,6 +387,9 @@ func (m *Module) bindBuiltins(needs map[string]int32) error {
 	sort.Strings(m.builtins)
 	for name, id := range needs {
 		fn, ok := lookupBuiltin(name)
+		if !ok {
+			fn, ok = m.grantedBuiltin(name)
+		}
 		if !ok {
 			missing = append(missing, name)
 			continue

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -192,6 +193,49 @@ func TestBuiltinRefused(t *testing.T) {
 	}
 	if !equal(be.Names, []string{"http.send"}) || !equal(be.Needs, []string{"http.send"}) {
 		t.Fatalf("names %q, needs %q", be.Names, be.Needs)
+	}
+}
+
+// http.send is refused unless granted, like every capability: a host function named
+// http.send, offered by the embedder (Config.HostFuncs) and granted to the plugin
+// (Capabilities.HostFunctions), serves the builtin. It gets the operands as a JSON array and
+// answers the result; its error makes the expression undefined (an empty result set).
+func TestBuiltinGranted(t *testing.T) {
+	ctx := context.Background()
+	var got []string
+	send := sandbox.HostFunc{Name: "http.send", Func: func(ctx context.Context, in []byte) ([]byte, error) {
+		got = append(got, string(in))
+		var ops []map[string]any
+		if err := json.Unmarshal(in, &ops); err != nil || len(ops) != 1 {
+			return nil, fmt.Errorf("operands %s", in)
+		}
+		if ops[0]["url"] == "http://fail" {
+			return nil, errors.New("unreachable")
+		}
+		return []byte(`{"status_code":204,"body":null}`), nil
+	}}
+	// Offered but not granted: still refused.
+	if _, err := opa.Compile(ctx, policy(t, "httpsend"), sandbox.Config{HostFuncs: []sandbox.HostFunc{send}}); !errors.Is(err, opa.ErrBuiltin) {
+		t.Fatalf("offered, not granted: %v, want a *BuiltinError", err)
+	}
+	m, err := opa.Compile(ctx, policy(t, "httpsend"), sandbox.Config{HostFuncs: []sandbox.HostFunc{send},
+		Capabilities: sandbox.Capabilities{HostFunctions: []string{"http.send"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close(ctx) })
+	i := instance(t, m, nil)
+	out, err := i.Call(ctx, "httpsend/status", []byte(`{"url":"http://example.internal/x"}`))
+	if err != nil || string(out) != `[{"result":204}]` {
+		t.Fatalf("granted: %s, %v", out, err)
+	}
+	var ops []map[string]string
+	if len(got) != 1 || json.Unmarshal([]byte(got[0]), &ops) != nil || len(ops) != 1 ||
+		ops[0]["method"] != "GET" || ops[0]["url"] != "http://example.internal/x" || len(ops[0]) != 2 {
+		t.Fatalf("the function got %q", got)
+	}
+	if out, err := i.Call(ctx, "httpsend/status", []byte(`{"url":"http://fail"}`)); err != nil || string(out) != `[]` {
+		t.Fatalf("a failing function: %s, %v; want an undefined result", out, err)
 	}
 }
 
