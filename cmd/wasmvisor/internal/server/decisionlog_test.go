@@ -360,7 +360,11 @@ func TestDecisionLogJetStream(t *testing.T) {
 	if res.StatusCode != 200 || id == "" {
 		t.Fatalf("call: %d, decision ID %q", res.StatusCode, id)
 	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	// A context of its own: the load above (a cold compilation cache under -race takes its
+	// time) must not eat the consumer's.
+	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer ccancel()
+	cons, err := st.OrderedConsumer(cctx, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
