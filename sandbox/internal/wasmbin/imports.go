@@ -18,24 +18,8 @@ func (m *Module) RenameImports(rename func(module, name string) (string, bool)) 
 		for i := uint32(0); i < n && r.err == nil; i++ {
 			mod, name := r.name(), r.name()
 			descStart := r.off
-			switch kind := r.byte(); kind {
-			case KindFunc:
-				r.u32()
-			case KindTable:
-				r.byte()
-				r.limits()
-			case KindMemory:
-				r.limits()
-			case KindGlobal:
-				r.byte()
-				r.byte()
-			case KindTag:
-				r.byte()
-				r.u32()
-			default:
-				if r.err == nil {
-					return 0, fmt.Errorf("%w: import %q.%q has unknown kind %d", ErrMalformed, mod, name, kind)
-				}
+			if kind, ok := r.skipImportDesc(); !ok && r.err == nil {
+				return 0, fmt.Errorf("%w: import %q.%q has unknown kind %d", ErrMalformed, mod, name, kind)
 			}
 			if r.err != nil {
 				break
@@ -91,24 +75,8 @@ func (m *Module) DefineImportedMemory() (bool, error) {
 			start := r.off
 			r.name()
 			r.name()
-			switch kind := r.byte(); kind {
-			case KindFunc:
-				r.u32()
-			case KindTable:
-				r.byte()
-				r.limits()
-			case KindMemory:
-				r.limits()
-			case KindGlobal:
-				r.byte()
-				r.byte()
-			case KindTag:
-				r.byte()
-				r.u32()
-			default:
-				if r.err == nil {
-					return false, fmt.Errorf("%w: import %d has unknown kind %d", ErrMalformed, i, kind)
-				}
+			if kind, ok := r.skipImportDesc(); !ok && r.err == nil {
+				return false, fmt.Errorf("%w: import %d has unknown kind %d", ErrMalformed, i, kind)
 			}
 			if r.err != nil {
 				return false, r.err
@@ -139,4 +107,27 @@ func (m *Module) DefineImportedMemory() (bool, error) {
 	}
 	m.sections = append(m.sections[:pos:pos], append([]section{mem}, m.sections[pos:]...)...)
 	return true, nil
+}
+
+// skipImportDesc reads an import's kind and skips its description; ok is false for an
+// unknown kind.
+func (r *reader) skipImportDesc() (kind byte, ok bool) {
+	switch kind = r.byte(); kind {
+	case KindFunc:
+		r.u32()
+	case KindTable:
+		r.byte()
+		r.limits()
+	case KindMemory:
+		r.limits()
+	case KindGlobal:
+		r.byte()
+		r.byte()
+	case KindTag:
+		r.byte()
+		r.u32()
+	default:
+		return kind, false
+	}
+	return kind, true
 }
