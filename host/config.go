@@ -72,6 +72,7 @@ func (p *plugin) push(ctx context.Context, m *member, d *desiredConfig) error {
 	err := r.Configure(ctx, d.cfg)
 	switch {
 	case err == nil:
+		p.checkpoint(r.instance) // a pristine instance's state now holds the new config
 		m.applied.Store(d.version)
 		p.accepted(d)
 		p.h.emit(Event{Kind: EventConfigApplied, Plugin: p.name, Instance: m.idx, Incarnation: m.inc, Version: d.version})

@@ -118,6 +118,12 @@ func (g *guestState) observe(in instance, tel []sandbox.Metric) {
 func (g *guestState) fold(in instance) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.foldLocked(in)
+}
+
+// foldLocked is fold for a caller that holds mu; also for an instance rewound in place (see
+// plugin.rewind), which is a new instance as far as its stores go.
+func (g *guestState) foldLocked(in instance) {
 	for _, t := range g.last[in] {
 		g.add(g.foldedMap(), &t)
 	}

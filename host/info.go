@@ -21,8 +21,11 @@ type PluginInfo struct {
 	ConfigVersion uint64            // desired
 	Restarts      uint64            // instances started after the first, over all slots
 	// Resets counts the instances replaced after serving their one operation, under
-	// InstancePerCall: not restarts, not failures.
+	// InstancePerCall: not restarts, not failures. Rewinds counts those of them made in place
+	// (sandbox.Rewinder: the instance set back to the state it had fresh) rather than by a
+	// new instance.
 	Resets    uint64
+	Rewinds   uint64
 	Isolation Isolation
 	DependsOn []string
 	Subscribe []string
@@ -98,7 +101,7 @@ func (p *plugin) info(rb *readBudget) PluginInfo {
 	d := p.desired.Load()
 	mod := p.mod()
 	pi := PluginInfo{Name: p.name, Digest: mod.Digest(), Format: Format(mod.Format()), Handlers: mod.Handlers(), Config: maps.Clone(d.cfg), ConfigVersion: d.version,
-		Restarts: p.restarts.Load(), Resets: p.resets.Load(), Isolation: p.isolation, DependsOn: p.spec.DependsOn, Subscribe: p.spec.Subscribe, OnFailure: p.spec.OnFailure}
+		Restarts: p.restarts.Load(), Resets: p.resets.Load(), Rewinds: p.rewinds.Load(), Isolation: p.isolation, DependsOn: p.spec.DependsOn, Subscribe: p.spec.Subscribe, OnFailure: p.spec.OnFailure}
 	// Snapshots are the native format's; a Code that has them says so (an optional method,
 	// as io.WriterTo is to io.Writer).
 	if sc, ok := mod.(interface{ Snapshots() (bool, string) }); ok {

@@ -118,6 +118,7 @@ var (
 	descErrors        = prometheus.NewDesc("wasmvisor_call_errors_total", "Failed calls, by kind.", []string{"plugin", "kind"}, nil)
 	descLatency       = prometheus.NewDesc("wasmvisor_call_duration_seconds", "Call latency (one call in 2^N: see WithLatencySampling; every call in wasmvisor serve by default).", []string{"plugin"}, nil)
 	descResets        = prometheus.NewDesc("wasmvisor_instance_resets_total", "Instances replaced by a fresh one after serving their one operation (instance-per-call isolation), per plugin; not restarts.", []string{"plugin"}, nil)
+	descRewinds       = prometheus.NewDesc("wasmvisor_instance_rewinds_total", "Of the instance-per-call resets, those made by setting the instance back in place to its fresh state rather than by a new instance, per plugin.", []string{"plugin"}, nil)
 	descRestarts      = prometheus.NewDesc("wasmvisor_restarts_total", "Instances started after the first, per plugin.", []string{"plugin"}, nil)
 	descLive          = prometheus.NewDesc("wasmvisor_instances", "Live instances.", []string{"plugin"}, nil)
 	descPages         = prometheus.NewDesc("wasmvisor_memory_pages", "Linear memory of an instance, in 64 KiB pages, by pool slot.", []string{"plugin", "slot"}, nil)
@@ -142,7 +143,7 @@ var (
 type collector struct{ h *Host }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCalls, descErrors, descLatency, descRestarts, descResets, descLive,
+	for _, d := range []*prometheus.Desc{descCalls, descErrors, descLatency, descRestarts, descResets, descRewinds, descLive,
 		descPages, descPending, descBus, descGuest, descGuestG, descGuestHist, descGuestSlot, descGuestSlotHist, descState, descTransitions,
 		descCallerEnded, descBudgetEnded, descPoisonRef, descPoisonIn, descPoisonEvict, descPoisonLen,
 		descStoreViolations, descSeriesDropped, descSumsDropped, descRecordsSkipped, descOutBytes, descOutRecords, descHostPanics} {
@@ -194,6 +195,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstHistogram(descLatency, n, time.Duration(s.sumNanos.Load()).Seconds(), cum, p.name)
 		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(p.restarts.Load()), p.name)
 		ch <- prometheus.MustNewConstMetric(descResets, prometheus.CounterValue, float64(p.resets.Load()), p.name)
+		ch <- prometheus.MustNewConstMetric(descRewinds, prometheus.CounterValue, float64(p.rewinds.Load()), p.name)
 		ch <- prometheus.MustNewConstMetric(descLive, prometheus.GaugeValue, float64(p.live.Load()), p.name)
 		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(p.pending.Load()), p.name)
 		collectOutput(ch, p)

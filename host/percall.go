@@ -4,6 +4,8 @@ import (
 	"context"
 	"strconv"
 	"sync/atomic"
+
+	"github.com/wasmvisor/wasmvisor/sandbox"
 )
 
 // Isolation says what a call shares with the calls before it (Plugin.Isolation).
@@ -114,6 +116,20 @@ func (p *plugin) resetInstance(ctx context.Context, m *member, old *instRef) {
 	if f := p.h.opts.resetHook; f != nil {
 		f(ctx)
 	}
+	// The instance is rewound to the state it had fresh, with the config it held then: when
+	// another is desired now, a new instance starts with that instead.
+	if m.applied.Load() == p.version.Load() && p.rewind(m, old.instance) {
+		m.rmu.Lock()
+		if !m.ended {
+			p.resets.Add(1) // before the instance can serve, as below
+			p.rewinds.Add(1)
+			m.cur.Store(&instRef{instance: old.instance})
+		}
+		m.rmu.Unlock()
+		p.afterReset(m.applied.Load())
+		m.resets.Done()
+		return
+	}
 	inst, d, err := p.instantiate(ctx, p.mod())
 	m.rmu.Lock()
 	ended := m.ended
@@ -136,18 +152,7 @@ func (p *plugin) resetInstance(ctx context.Context, m *member, old *instRef) {
 		if stale {
 			p.notify() // a Configure may wait for this slot to hold its version
 		}
-		if p.waiters.Load() > 0 {
-			p.signal()
-		}
-		if d.version != p.version.Load() {
-			p.h.kick(p.h.cfgKick)
-		}
-		if p.pending.Load() > 0 {
-			p.h.kick(p.h.bus.kick)
-		}
-		if f := p.h.opts.resetDone; f != nil {
-			f()
-		}
+		p.afterReset(d.version)
 	case err == nil: // the member ended while its instance was made
 		_ = inst.Close(context.Background())
 	}
@@ -159,6 +164,59 @@ func (p *plugin) resetInstance(ctx context.Context, m *member, old *instRef) {
 		}
 		m.end(err)
 	}
+}
+
+// afterReset hands on what waited for a member's reset, whose instance holds config version.
+func (p *plugin) afterReset(version uint64) {
+	if p.waiters.Load() > 0 {
+		p.signal()
+	}
+	if version != p.version.Load() {
+		p.h.kick(p.h.cfgKick)
+	}
+	if p.pending.Load() > 0 {
+		p.h.kick(p.h.bus.kick)
+	}
+	if f := p.h.opts.resetDone; f != nil {
+		f()
+	}
+}
+
+// checkpoint records a fresh instance's state (InstancePerCall) for its resets to rewind to
+// (see rewind). An instance that cannot take one is replaced by a new one at every reset.
+func (p *plugin) checkpoint(in instance) {
+	if p.isolation != InstancePerCall {
+		return
+	}
+	if rw, ok := in.(sandbox.Rewinder); ok {
+		_ = rw.Checkpoint() // refused: Rewind refuses too, and the reset instantiates
+	}
+}
+
+// rewind resets in, m's instance that served its one operation, in place: back to the state
+// it had fresh (with the config it holds), carrying over what it leaves as closeInstance does
+// (its events and telemetry, read and folded). It holds the guest state's lock from the read
+// to the fold, so no listing reads the instance in between. It reports false, leaving in as it
+// was, when in cannot be rewound: then the reset makes a new instance.
+func (p *plugin) rewind(m *member, in instance) bool {
+	rw, ok := in.(sandbox.Rewinder)
+	if !ok {
+		return false
+	}
+	g := &p.guest
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if log, err := in.EventsWithin(g.cursor[in], nil); err == nil {
+		g.appendEvents(m, in, log)
+	}
+	if tel, err := in.TelemetryWithin(nil); err == nil {
+		g.observe(in, tel)
+	}
+	if rw.Rewind() != nil {
+		return false
+	}
+	g.foldLocked(in)
+	return true
 }
 
 // stopReset stops m's resets in flight and waits for them: once it returns, no reset

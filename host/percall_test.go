@@ -261,3 +261,53 @@ func TestInstancePerCallConfigureDuringReset(t *testing.T) {
 		t.Fatalf("config = %q, want v2", got)
 	}
 }
+
+// Under InstancePerCall a reference instance is rewound in place, not replaced: every reset
+// is a rewind, and what each call leaves (a counter, an event) is carried over exactly once,
+// as for instances that end.
+func TestInstancePerCallRewinds(t *testing.T) {
+	t.Parallel()
+	h := hosttest.New(t)
+	hosttest.LoadPlugin(t, h, perCall("p", 1))
+	const n = 20
+	for i := range n {
+		call(t, h, "p", "count", "")
+		call(t, h, "p", "emit", fmt.Sprintf("t\n%d", i))
+	}
+	call(t, h, "p", "echo", "") // the last reset before it is done
+	pi, err := h.Plugin("p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pi.Rewinds < 2*n || pi.Rewinds != pi.Resets || pi.Restarts != 0 {
+		t.Fatalf("resets %d, rewinds %d, restarts %d", pi.Resets, pi.Rewinds, pi.Restarts)
+	}
+	if got := metric(t, h, "wasmvisor_instance_rewinds_total", "p"); got < float64(pi.Rewinds) { // the echo's reset may be done by now
+		t.Fatalf("wasmvisor_instance_rewinds_total = %v, rewinds %d", got, pi.Rewinds)
+	}
+	totals, err := h.GuestTotals("p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var counted float64
+	for _, m := range totals {
+		if m.Name == "requests_total" {
+			counted = float64(m.Value)
+		}
+	}
+	if counted != n {
+		t.Fatalf("requests_total summed %v, want %d (%+v)", counted, n, totals)
+	}
+	log, err := h.GuestEvents("p", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(log.Events) != n {
+		t.Fatalf("%d events, want %d: %+v", len(log.Events), n, log.Events)
+	}
+	for i, ev := range log.Events {
+		if string(ev.Data) != fmt.Sprint(i) && string(ev.Data) != fmt.Sprintf("%q", fmt.Sprint(i)) {
+			t.Fatalf("event %d: %q", i, ev.Data)
+		}
+	}
+}

@@ -153,6 +153,7 @@ type plugin struct {
 	tree     atomic.Pointer[supervisor.Supervisor] // the pool's supervisor; nil while down
 	restarts atomic.Uint64
 	resets   atomic.Uint64 // instances replaced after serving their call (InstancePerCall)
+	rewinds  atomic.Uint64 // of them, rewound in place
 
 	isolation Isolation // spec.Isolation, read on every call
 	stats     stats

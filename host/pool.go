@@ -363,5 +363,8 @@ func (p *plugin) instantiate(ctx context.Context, mod sandbox.Code) (instance, *
 		d = p.desired.Load()
 		inst, err = mod.Instantiate(ctx, d.cfg)
 	}
+	if err == nil {
+		p.checkpoint(inst)
+	}
 	return inst, d, err
 }

@@ -7,8 +7,11 @@ import (
 	mathrand "math/rand/v2"
 	"os"
 	"path"
+	"sync/atomic"
+	"time"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/sys"
 )
 
 // Clock selects the clocks a guest sees through WASI.
@@ -106,6 +109,29 @@ func (c Capabilities) baseConfig() wazero.ModuleConfig {
 	return mc
 }
 
+// fakeClock is an instance's pair of ClockDeterministic clocks, as wazero's defaults: the
+// wall clock reads midnight UTC 2022-01-01 first, the monotonic clock 0, and each reading is
+// 1 ms later than the one before. They are the sandbox's rather than wazero's so that
+// Instance.Rewind can set them back (wazero keeps its own in the instance, out of reach).
+type fakeClock struct {
+	wall, nano atomic.Int64 // the last readings
+}
+
+// fakeEpoch is the wall clock's first reading, in nanoseconds since 1970.
+const fakeEpoch = 1640995200 * int64(time.Second)
+
+func (c *fakeClock) reset() {
+	c.wall.Store(fakeEpoch - int64(time.Millisecond))
+	c.nano.Store(-int64(time.Millisecond))
+}
+
+func (c *fakeClock) walltime() (sec int64, nsec int32) {
+	t := c.wall.Add(int64(time.Millisecond))
+	return t / 1e9, int32(t % 1e9)
+}
+
+func (c *fakeClock) nanotime() int64 { return c.nano.Add(int64(time.Millisecond)) }
+
 // randSource is an instance's own random source: the host's, or the seeded sequence every
 // instance starts again (wazero's default, seed 42).
 func (c Capabilities) randSource() io.Reader {
@@ -122,9 +148,13 @@ func (c Capabilities) randSource() io.Reader {
 var deterministicSeed = [32]byte{42}
 
 // withInstance adds an instance's stdout, stderr, random source, directories (the roots it
-// opened, which the instance closes) and, with ClockReal, its interruptible sleep.
-func (c Capabilities) withInstance(base wazero.ModuleConfig, stdout, stderr io.Writer, random io.Reader, sleep func(ns int64), roots []*os.Root) wazero.ModuleConfig {
+// opened, which the instance closes), with ClockReal its interruptible sleep, and otherwise
+// its fake clocks (clk; nil: wazero's, which behave the same).
+func (c Capabilities) withInstance(base wazero.ModuleConfig, stdout, stderr io.Writer, random io.Reader, sleep func(ns int64), roots []*os.Root, clk *fakeClock) wazero.ModuleConfig {
 	mc := base.WithStdout(stdout).WithStderr(stderr).WithRandSource(random)
+	if c.Clock == ClockDeterministic && clk != nil { // nil: wazero's, the same (formats)
+		mc = mc.WithWalltime(clk.walltime, sys.ClockResolution(1000)).WithNanotime(clk.nanotime, 1)
+	}
 	if len(roots) > 0 {
 		fsc := wazero.NewFSConfig()
 		for n, r := range roots {

@@ -49,7 +49,7 @@ func (c Capabilities) InstanceConfig(base wazero.ModuleConfig, stdout, stderr io
 	if sleep == nil {
 		sleep = func(ns int64) { time.Sleep(time.Duration(ns)) }
 	}
-	mc := c.withInstance(base, stdout, stderr, c.randSource(), sleep, roots)
+	mc := c.withInstance(base, stdout, stderr, c.randSource(), sleep, roots, nil)
 	return mc, rootsCloser(roots), nil
 }
 

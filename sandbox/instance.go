@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"strings"
@@ -67,6 +68,10 @@ type Instance struct {
 	handlers   []string
 	handlerIdx map[string]uint32
 	taken      *snapshot // the snapshot this instance took, until Module.capture has it
+
+	rand  io.Reader   // the random source: crypto/rand's, or a *mathrand.ChaCha8
+	clock fakeClock   // the clocks under ClockDeterministic
+	cp    *checkpoint // what Rewind returns to: see Checkpoint
 
 	state atomic.Uint64
 	wd    *watchdog.Watchdog
@@ -187,8 +192,10 @@ func (m *Module) instantiate(ctx context.Context, config map[string]string, snap
 	if i.roots, err = caps.openDirs(); err != nil {
 		return nil, err
 	}
+	i.rand = caps.randSource()
+	i.clock.reset()
 	mc := caps.withInstance(m.base, stoppingWriter{i.logger.stdoutW}, stoppingWriter{i.logger.stderrW},
-		stoppableReader{i, caps.randSource()}, i.sleep, i.roots)
+		stoppableReader{i, i.rand}, i.sleep, i.roots, &i.clock)
 	wm, err := m.eng.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &i.lm), m.code.code, mc)
 	if err != nil {
 		closeRoots(i.roots)

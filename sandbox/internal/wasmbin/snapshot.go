@@ -38,6 +38,9 @@ type Snapshot struct {
 	// Globals are the indices of the mutable defined globals, exported as
 	// ExportGlobalPrefix followed by the index.
 	Globals []uint32
+	// UsesData: the module's own code names data segments (memory.init, data.drop), so that
+	// which of its passive segments are dropped is state beyond memory and globals.
+	UsesData bool
 }
 
 // GlobalExport names the export of mutable global idx.
@@ -205,6 +208,7 @@ func (in *instrumenter) planSnapshot(snap *Snapshot) (data dataPlan, why string,
 			payload = s.payload
 		}
 	}
+	snap.UsesData = in.usesData
 	data, why, err = planData(payload, in.usesData)
 	if err != nil {
 		return data, "", fmt.Errorf("data section: %w", err)

@@ -218,6 +218,7 @@ type pluginView struct {
 	Restarts      uint64            `json:"restarts"`
 	Isolation     string            `json:"isolation"` // shared, per_call
 	Resets        uint64            `json:"resets"`    // instances replaced after their call (per_call)
+	Rewinds       uint64            `json:"rewinds"`   // of them, rewound in place
 	Snapshot      bool              `json:"snapshot"`  // instances start from a snapshot
 	SnapshotOff   string            `json:"snapshot_off,omitempty"`
 	DependsOn     []string          `json:"depends_on,omitempty"`
@@ -240,7 +241,7 @@ type instanceView struct {
 // view is a plugin as the API shows it; admin sees its config values, others only its keys.
 func (s *Server) view(pi host.PluginInfo, admin bool) pluginView {
 	v := pluginView{Name: pi.Name, Digest: "sha256:" + pi.Digest, Config: pi.Config, ConfigVersion: pi.ConfigVersion,
-		Restarts: pi.Restarts, Isolation: config.IsolationShared, Resets: pi.Resets, DependsOn: pi.DependsOn, Subscribe: pi.Subscribe, FailurePolicy: config.FailDeny,
+		Restarts: pi.Restarts, Isolation: config.IsolationShared, Resets: pi.Resets, Rewinds: pi.Rewinds, DependsOn: pi.DependsOn, Subscribe: pi.Subscribe, FailurePolicy: config.FailDeny,
 		Instances: []instanceView{}, Format: string(pi.Format), Handlers: pi.Handlers,
 		Snapshot: pi.Snapshot, SnapshotOff: pi.SnapshotOff}
 	if v.Handlers == nil {
