@@ -2,6 +2,7 @@ package host_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -225,13 +226,8 @@ func BenchmarkInstancePerCall(b *testing.B) {
 			}
 			caughtUp := mode == "per-call-caught-up"
 			b.Run(c.name+"-"+mode, func(b *testing.B) {
-				resets := make(chan struct{}, 1)
-				h := benchHost(b, host.WithResetDoneHook(func() {
-					select {
-					case resets <- struct{}{}:
-					default:
-					}
-				}))
+				var resets atomic.Uint64
+				h := benchHost(b, host.WithResetDoneHook(func() { resets.Add(1) }))
 				if err := h.Load(ctx, host.Plugin{Name: "p", Wasm: c.wasm, Instances: 2, Isolation: iso}); err != nil {
 					b.Fatal(err)
 				}
@@ -239,20 +235,26 @@ func BenchmarkInstancePerCall(b *testing.B) {
 				if err != nil || len(dst) == 0 {
 					b.Fatalf("%s: %q, %v", c.handler, dst, err)
 				}
-				b.ReportAllocs()
+				calls := uint64(1) // each call is followed by one reset
+				if !caughtUp {
+					b.ReportAllocs() // caught-up: StopTimer would then read the memory statistics, stopping the world
+				}
 				for b.Loop() {
 					if caughtUp {
+						// The previous call's reset is done: spun for, not waited on, so that the
+						// call does not pay for waking an idle CPU.
 						b.StopTimer()
-						select {
-						case <-resets:
-						case <-time.After(10 * time.Second): // a failure limit, not a wait
-							b.Fatal("no reset")
+						for deadline := time.Now().Add(10 * time.Second); resets.Load() < calls; {
+							if time.Now().After(deadline) { // a failure limit, not a wait
+								b.Fatal("no reset")
+							}
 						}
 						b.StartTimer()
 					}
 					if dst, err = h.CallAppend(ctx, "p", c.handler, c.input, dst[:0]); err != nil {
 						b.Fatal(err)
 					}
+					calls++
 				}
 				if pi, _ := h.Plugin("p"); (iso == host.InstancePerCall) != (pi.Resets > 0) || pi.Restarts != 0 {
 					b.Fatalf("resets %d, restarts %d", pi.Resets, pi.Restarts)

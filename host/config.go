@@ -64,10 +64,15 @@ func (p *plugin) push(ctx context.Context, m *member, d *desiredConfig) error {
 		return nil
 	}
 	r := m.cur.Load()
-	if r.used.Load() {
-		// Serving its one call, or served it (InstancePerCall): not entered, as if busy;
-		// its reset starts with the desired config, and kicks the config task if stale.
-		return sandbox.ErrBusy
+	if m.p.isolation == InstancePerCall {
+		// Serving its one call, or served it: not entered, as if busy; its reset starts with
+		// the desired config, and kicks the config task if stale. Else the instance is taken
+		// while it is configured and its checkpoint taken again, so that no call enters it
+		// in between, to be recorded as its pristine state.
+		if !r.used.CompareAndSwap(false, true) {
+			return sandbox.ErrBusy
+		}
+		defer r.used.Store(false)
 	}
 	err := r.Configure(ctx, d.cfg)
 	switch {

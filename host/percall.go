@@ -126,8 +126,14 @@ func (p *plugin) resetInstance(ctx context.Context, m *member, old *instRef) {
 			m.cur.Store(&instRef{instance: old.instance})
 		}
 		m.rmu.Unlock()
-		p.afterReset(m.applied.Load())
 		m.resets.Done()
+		// The rewind was an operation on the member's instance: a stop or kill that came
+		// meanwhile found it busy and left the member's end to the operation's end, as for
+		// a call (see drain). after ends it then, or hands the slot on.
+		p.after(m, nil)
+		if f := p.h.opts.resetDone; f != nil {
+			f()
+		}
 		return
 	}
 	inst, d, err := p.instantiate(ctx, p.mod())

@@ -3,6 +3,10 @@
 package sandbox
 
 import (
+	"encoding/binary"
+	"os"
+	"slices"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -84,3 +88,53 @@ func unmapImage(dst []byte) error {
 // revertImage drops the pages of a mapped image that an instance wrote: dst reads the file
 // again.
 func revertImage(dst []byte) error { return unix.Madvise(dst, unix.MADV_DONTNEED) }
+
+// pagemap is the kernel's page map of this process, opened once (nil if it cannot be).
+var pagemap = sync.OnceValue(func() *os.File {
+	f, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		return nil
+	}
+	return f
+})
+
+// Page map entry bits (the kernel's Documentation/admin-guide/mm/pagemap.rst).
+const (
+	pmPresent = 1 << 63
+	pmSwapped = 1 << 62
+	pmFile    = 1 << 61 // a file page or shared anonymous memory
+)
+
+// writtenPages reads the page map entries of b, part of a region, into buf (8 bytes a host
+// page) and reports whether it could. Where b maps an image file, a page the instance wrote
+// since the mapping is its own anonymous copy (see pageWritten); any other is the file's, or
+// not there yet, and reads the image. Elsewhere a page never touched is not present (see
+// pagePresent), and reads zero.
+func writtenPages(b []byte, buf []byte) ([]byte, bool) {
+	f := pagemap()
+	if f == nil || len(b) == 0 {
+		return buf, false
+	}
+	ps := uintptr(os.Getpagesize())
+	addr := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	if addr%ps != 0 || uintptr(len(b))%ps != 0 {
+		return buf, false
+	}
+	n := uintptr(len(b)) / ps
+	buf = slices.Grow(buf[:0], int(n*8))[:n*8]
+	if k, err := f.ReadAt(buf, int64(addr/ps*8)); err != nil || uintptr(k) != n*8 {
+		return buf, false
+	}
+	return buf, true
+}
+
+// pageWritten reports whether page k of a writtenPages answer was written.
+func pageWritten(entries []byte, k int) bool {
+	e := binary.LittleEndian.Uint64(entries[k*8:])
+	return e&pmSwapped != 0 || e&pmPresent != 0 && e&pmFile == 0
+}
+
+// pagePresent reports whether page k of a writtenPages answer is in memory or swapped out.
+func pagePresent(entries []byte, k int) bool {
+	return binary.LittleEndian.Uint64(entries[k*8:])&(pmPresent|pmSwapped) != 0
+}

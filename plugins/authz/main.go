@@ -21,6 +21,27 @@ var (
 func init() {
 	sdk.Handle("evaluate", evaluate)
 	sdk.OnConfigChange(applyConfig)
+	warm()
+}
+
+// warmRequest is a typical request, decided once at init by warm.
+const warmRequest = `{"subject":{"id":"warm-up-subject","roles":["admin","editor","viewer","auditor"]},` +
+	`"action":"delete","resource":{"type":"document","id":"warm-up-document","owner":"warm-up-owner"}}`
+
+// warm decides warmRequest once at init, without counting it or emitting its event, so that
+// the buffers a decision reuses (the request's roles, the scratch space, the output and the
+// event) exist in the state every instance starts from: the snapshot an instance is restored
+// from, and the checkpoint an instance-per-call reset rewinds to. A fresh instance then
+// decides without allocating, as a warm one does (BENCHMARKS.md, "host: instance per call").
+func warm() {
+	if DecodeRequest([]byte(warmRequest), &req) != nil {
+		panic("authz: the warm-up request does not decode")
+	}
+	w := sdk.JSONWriter{Buf: out[:0]}
+	allow := policy.Decide(&w, &req, &scratch)
+	out = w.Buf
+	event = appendEvent(event[:0], &req, allow)
+	req = Request{Roles: req.Roles[:0]}
 }
 
 func main() {} // a reactor: never called
