@@ -109,6 +109,12 @@ func (c Capabilities) baseConfig() wazero.ModuleConfig {
 	return mc
 }
 
+// clocks are the fake clocks an instance's WASI reads.
+type clocks interface {
+	walltime() (sec int64, nsec int32)
+	nanotime() int64
+}
+
 // fakeClock is an instance's pair of ClockDeterministic clocks, as wazero's defaults: the
 // wall clock reads midnight UTC 2022-01-01 first, the monotonic clock 0, and each reading is
 // 1 ms later than the one before. They are the sandbox's rather than wazero's so that
@@ -150,7 +156,7 @@ var deterministicSeed = [32]byte{42}
 // withInstance adds an instance's stdout, stderr, random source, directories (the roots it
 // opened, which the instance closes), with ClockReal its interruptible sleep, and otherwise
 // its fake clocks (clk; nil: wazero's, which behave the same).
-func (c Capabilities) withInstance(base wazero.ModuleConfig, stdout, stderr io.Writer, random io.Reader, sleep func(ns int64), roots []*os.Root, clk *fakeClock) wazero.ModuleConfig {
+func (c Capabilities) withInstance(base wazero.ModuleConfig, stdout, stderr io.Writer, random io.Reader, sleep func(ns int64), roots []*os.Root, clk clocks) wazero.ModuleConfig {
 	mc := base.WithStdout(stdout).WithStderr(stderr).WithRandSource(random)
 	if c.Clock == ClockDeterministic && clk != nil { // nil: wazero's, the same (formats)
 		mc = mc.WithWalltime(clk.walltime, sys.ClockResolution(1000)).WithNanotime(clk.nanotime, 1)

@@ -78,6 +78,7 @@ type engineConfig struct {
 	resolution time.Duration
 	formats    []Format
 	noSnaps    bool
+	noRecycle  bool
 	copyImages bool   // tests only: snapshots are copied, never mapped, as where mapping fails
 	mapImages  bool   // tests only: snapshots are mapped whatever their size (see copyImagesUpTo)
 	onPark     func() // tests only: see watchdog.New
@@ -115,6 +116,15 @@ func WithSnapshots(on bool) Option {
 	return optionFunc(func(c *engineConfig) { c.noSnaps = !on })
 }
 
+// WithRecycling turns the recycling of closed instances on or off (default on). With it, a
+// closed instance of a module with snapshots gives its wazero module instance back to the
+// Module, its memory set back to the snapshot's image, and a later Instantiate of that Module
+// adopts it rather than having wazero make a new one: the guest cannot tell the difference,
+// and a fresh instance costs a fraction (RATIONALE.md, "Recycled instances").
+func WithRecycling(on bool) Option {
+	return optionFunc(func(c *engineConfig) { c.noRecycle = !on })
+}
+
 // Engine compiles and runs plugins. It is safe for concurrent use. Close it when done: it
 // closes every module and instance it made.
 type Engine struct {
@@ -128,6 +138,7 @@ type Engine struct {
 	snapshots  bool
 	copyImages bool // see engineConfig
 	mapImages  bool // see engineConfig
+	noRecycle  bool // see engineConfig
 
 	// insts maps each live instance's wazero module to it, for the host functions.
 	insts sync.Map // api.Module -> *Instance
@@ -183,7 +194,7 @@ func NewEngine(ctx context.Context, opts ...Option) (*Engine, error) {
 		cfg.logger = zap.NewNop()
 	}
 	e := &Engine{logger: cfg.logger, compiled: make(map[compileKey]*compiled), formats: cfg.formats, snapshots: !cfg.noSnaps,
-		copyImages: cfg.copyImages, mapImages: cfg.mapImages}
+		copyImages: cfg.copyImages, mapImages: cfg.mapImages, noRecycle: cfg.noRecycle}
 	rc := wazero.NewRuntimeConfigCompiler().
 		WithCloseOnContextDone(false). // deadlines are ours: see RATIONALE.md
 		WithMemoryLimitPages(65536)    // per plugin limits are clamped into each module

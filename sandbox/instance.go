@@ -53,13 +53,14 @@ type Instance struct {
 	mod    *Module
 	wm     api.Module
 	mem    api.Memory
-	lm     linearMemory // holds mem's buffer, for the call path; see span
-	roots  []*os.Root   // the granted directories, closed with the instance
-	logger *output      // the logger; stdout, stderr, log and publish, metered
+	lm     *linearMemory // holds mem's buffer, for the call path; see span
+	io     *instanceIO   // what wazero calls for WASI: this instance's streams, random source, clocks
+	roots  []*os.Root    // the granted directories, closed with the instance
+	logger *output       // the logger; stdout, stderr, log and publish, metered
 
 	fns     [numFns]api.Function // looked up on first use: each costs wazero a 10 KiB stack
 	intrG   api.MutableGlobal
-	growG   api.Global
+	growG   api.MutableGlobal
 	ctrl    uint32
 	stack   [2]uint64
 	lastH   string // the handler name of the last call, and its index: a one-entry cache
@@ -184,19 +185,21 @@ func (m *Module) instantiate(ctx context.Context, config map[string]string, snap
 		return nil, fmt.Errorf("sandbox: module: %w", ErrClosed)
 	}
 	i := &Instance{mod: m, wd: m.eng.wd, wake: make(chan struct{}, 1)}
-	i.lm.pool = &m.mems
-	i.lm.want = snap
 	i.logger = i.newOutput(m.cfg.Limits, m.logger)
-	var err error
 	caps := m.cfg.Capabilities
+	i.rand = caps.randSource()
+	i.clock.reset()
+	if sp := m.takeSpare(snap); sp != nil {
+		return i.adopt(ctx, sp, config, snap)
+	}
+	i.lm = &linearMemory{pool: &m.mems, want: snap}
+	i.io = &instanceIO{i: i}
+	var err error
 	if i.roots, err = caps.openDirs(); err != nil {
 		return nil, err
 	}
-	i.rand = caps.randSource()
-	i.clock.reset()
-	mc := caps.withInstance(m.base, stoppingWriter{i.logger.stdoutW}, stoppingWriter{i.logger.stderrW},
-		stoppableReader{i, i.rand}, i.sleep, i.roots, &i.clock)
-	wm, err := m.eng.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &i.lm), m.code.code, mc)
+	mc := caps.withInstance(m.base, ioStdout{i.io}, ioStderr{i.io}, ioRand{i.io}, i.io.sleep, i.roots, i.io)
+	wm, err := m.eng.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, i.lm), m.code.code, mc)
 	if err != nil {
 		closeRoots(i.roots)
 		i.lm.release()
@@ -205,7 +208,7 @@ func (m *Module) instantiate(ctx context.Context, config map[string]string, snap
 	i.wm = wm
 	i.mem = wm.Memory()
 	i.intrG = wm.ExportedGlobal(wasmbin.ExportInterrupt).(api.MutableGlobal)
-	i.growG = wm.ExportedGlobal(wasmbin.ExportGrowFailed)
+	i.growG = wm.ExportedGlobal(wasmbin.ExportGrowFailed).(api.MutableGlobal)
 	m.eng.register(i)
 
 	if snap != nil {
@@ -479,6 +482,9 @@ func (i *Instance) Close(ctx context.Context) error {
 	}
 	i.mod.eng.unregister(i)
 	i.logger.flush()
+	if i.recycle() {
+		return nil
+	}
 	err := i.wm.Close(context.Background())
 	i.lm.release()
 	closeRoots(i.roots)

@@ -130,6 +130,7 @@ type Module struct {
 	snapOff     string   // why instances do not start from a snapshot; "" when they do
 	globalNames []string // the exports of the mutable globals, for snapshots
 	snap        atomic.Pointer[snapshot]
+	spares      []*spare // recycled module instances, under mu: see recycle
 
 	mu        sync.Mutex
 	closed    bool
@@ -217,6 +218,7 @@ func (m *Module) Close(ctx context.Context) error {
 		return nil
 	}
 	m.closed = true
+	m.closeSpares() // before the code they run is released
 	m.eng.release(ctx, m.code)
 	m.mems.close()
 	if s := m.snap.Load(); s != nil {

@@ -70,7 +70,7 @@ func TestForeignImageIsUnmapped(t *testing.T) {
 		t.Skip("images are copied on this platform")
 	}
 	ctx := context.Background()
-	m := snapModule(t, withMappedImages())
+	m := snapModule(t, withMappedImages(), WithRecycling(false)) // the region goes back to the pool
 	a, err := m.Instantiate(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
