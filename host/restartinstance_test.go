@@ -1,0 +1,59 @@
+package host_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/wasmvisor/wasmvisor/host"
+	"github.com/wasmvisor/wasmvisor/host/hosttest"
+)
+
+// RestartInstance replaces one slot's instance: a new incarnation there, the other slots
+// untouched, the event says which slot ended and why (a shutdown, not a crash).
+func TestRestartInstance(t *testing.T) {
+	t.Parallel()
+	ended := make(chan host.Event, 16)
+	h := hosttest.New(t, host.WithEventHook(func(e host.Event) {
+		if e.Kind == host.EventInstanceEnded {
+			select {
+			case ended <- e:
+			default:
+			}
+		}
+	}))
+	hosttest.LoadPlugin(t, h, host.Plugin{Name: "p", Wasm: reference, Instances: 2})
+	before, _ := h.Plugin("p")
+	if err := h.RestartInstance(ctxT(t), "p", 1); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := h.Plugin("p")
+	if after.Instances[0].Incarnation != before.Instances[0].Incarnation {
+		t.Fatalf("slot 0 changed: %d → %d", before.Instances[0].Incarnation, after.Instances[0].Incarnation)
+	}
+	if !after.Instances[1].Up || after.Instances[1].Incarnation <= before.Instances[1].Incarnation {
+		t.Fatalf("slot 1 not restarted: %+v → %+v", before.Instances[1], after.Instances[1])
+	}
+	if after.Restarts != before.Restarts+1 || after.State != host.PluginRunning {
+		t.Fatalf("restarts %d → %d, state %v", before.Restarts, after.Restarts, after.State)
+	}
+	select {
+	case e := <-ended:
+		if e.Plugin != "p" || e.Instance != 1 || e.Incarnation != before.Instances[1].Incarnation {
+			t.Fatalf("ended event %+v", e)
+		}
+		if host.Kind(e.Err) == "trap" {
+			t.Fatalf("a restart reported as a trap: %v", e.Err)
+		}
+	default:
+		t.Fatal("no instance ended event")
+	}
+	for _, tc := range []struct {
+		name string
+		slot int
+		want error
+	}{{"p", 2, host.ErrNotFound}, {"p", -1, host.ErrNotFound}, {"nope", 0, host.ErrNotFound}} {
+		if err := h.RestartInstance(ctxT(t), tc.name, tc.slot); !errors.Is(err, tc.want) {
+			t.Errorf("RestartInstance(%q, %d) = %v, want %v", tc.name, tc.slot, err, tc.want)
+		}
+	}
+}
