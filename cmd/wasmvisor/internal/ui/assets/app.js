@@ -187,6 +187,9 @@ function applyLifecycle(ev) {
       }
       p.restarts = [...p.slots.values()].reduce((n, s) => n + s.restarts, 0);
     }
+    if (p.state !== "running") { // quarantined or probing: the slots that are down wait for it
+      for (const s of p.slots.values()) if (s.state !== "running" && s.state !== "busy") s.state = p.state;
+    }
     if (ev.kind === "quarantined" && ev.reason) p.failed = ev.reason.error;
     if (ev.kind === "recovered") p.failed = "";
     if (ev.kind === "config applied" && ev.config_version > p.config_version) p.config_version = ev.config_version;
@@ -247,11 +250,13 @@ function plot(series, colors, label) {
   let maxV = 0;
   for (const ys of series) for (const y of ys) if (y !== null && y > maxV) maxV = y;
   if (maxV <= 0) maxV = 1;
+  // The x axis spans the frames kept, at least a minute's: a young page's plot fills it.
+  const span = Math.max(60, ...series.map((ys) => ys.length));
   series.forEach((ys, i) => {
     const pts = [];
     ys.forEach((y, x) => {
       if (y === null || y === undefined) return;
-      pts.push(((x + RING - ys.length) * w / (RING - 1)).toFixed(1) + "," + (h - 2 - y * (h - 4) / maxV).toFixed(1));
+      pts.push(((x + span - ys.length) * w / (span - 1)).toFixed(1) + "," + (h - 2 - y * (h - 4) / maxV).toFixed(1));
     });
     if (pts.length) s.append(svg("polyline", { points: pts.join(" "), stroke: colors[i % colors.length] }));
   });
