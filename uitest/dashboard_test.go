@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -47,12 +48,17 @@ func browser(t *testing.T) string {
 	return ""
 }
 
-// artifacts is the directory the screenshots go to.
+// artifacts is the directory the screenshots go to: $WASMVISOR_ARTIFACTS, or a new temporary
+// directory that outlives the test.
 func artifacts(t *testing.T) string {
 	t.Helper()
 	dir := os.Getenv(envArtifacts)
-	if dir == "" {
-		return t.TempDir()
+	if dir == "" { // kept after the test (t.TempDir would remove it): the log names it
+		d, err := os.MkdirTemp("", "wasmvisor-ui-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -174,6 +180,9 @@ func eval[T any](t *testing.T, ctx context.Context, expr string) T {
 	return v
 }
 
+// runs numbers the screenshots of each run (go test -count=N).
+var runs atomic.Int32
+
 func screenshot(t *testing.T, ctx context.Context, path string) {
 	t.Helper()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG
@@ -203,6 +212,8 @@ plugins:
   - {name: crashy, wasm: %[1]s, failure_policy: deny, restart_policy: {max_restarts: 1, period: 1h}}
 `, ref))
 	out := artifacts(t)
+	run := runs.Add(1)
+	shot := func(name string) string { return filepath.Join(out, fmt.Sprintf("dashboard-%d-%s.png", run, name)) }
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome),
 		chromedp.WindowSize(1280, 1000), chromedp.Flag("disable-gpu", true))
@@ -228,7 +239,7 @@ plugins:
 	if n := eval[int](t, ctx, `document.querySelectorAll('button.admin').length`); n != 0 {
 		t.Fatalf("%d admin buttons without the token", n)
 	}
-	screenshot(t, ctx, filepath.Join(out, "dashboard-readonly.png"))
+	screenshot(t, ctx, shot("readonly"))
 
 	// A trap: on screen within a second of the call's answer.
 	restarts := `[...document.querySelectorAll('.slot[data-plugin="ref"]')].reduce((n, s) => n + Number(s.dataset.restarts), 0)`
@@ -243,7 +254,7 @@ plugins:
 		t.Fatalf("the trap not on screen within 1 s of the call's answer: %v", err)
 	}
 	t.Logf("the trap was on screen %v after the call returned", time.Since(returned).Round(time.Millisecond))
-	screenshot(t, ctx, filepath.Join(out, "dashboard-trap.png"))
+	screenshot(t, ctx, shot("trap"))
 
 	// A crash loop past crashy's intensity (1 restart an hour): quarantined.
 	for i := range 2 {
@@ -287,7 +298,7 @@ plugins:
 		`document.querySelector('`+slot0+`').dataset.state === "running"`); err != nil {
 		t.Fatalf("the restart click did not change slot 0's incarnation (%s): %v", inc, err)
 	}
-	screenshot(t, ctx, filepath.Join(out, "dashboard-admin.png"))
+	screenshot(t, ctx, shot("admin"))
 
 	if path := os.Getenv(envScreenshot); path != "" {
 		docsScreenshot(t, ctx, base, path)
