@@ -3,6 +3,7 @@ package host_test
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/host/hosttest"
@@ -46,6 +47,17 @@ func TestRestartInstance(t *testing.T) {
 		}
 	default:
 		t.Fatal("no instance ended event")
+	}
+	// Not a crash: more restarts than the intensity allows leave the plugin running.
+	h2 := hosttest.New(t, host.WithRestartIntensity(1, time.Hour, -1))
+	hosttest.Load(t, h2, "q", reference)
+	for range 3 {
+		if err := h2.RestartInstance(ctxT(t), "q", 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pi, _ := h2.Plugin("q"); pi.State != host.PluginRunning || pi.Restarts != 3 || !pi.Instances[0].Up {
+		t.Fatalf("after 3 restarts with an intensity of 1: %v, restarts %d, %+v", pi.State, pi.Restarts, pi.Instances[0])
 	}
 	for _, tc := range []struct {
 		name string

@@ -246,6 +246,9 @@ func TestDashboardAuthAndPage(t *testing.T) {
 			t.Fatalf("%s holds the token", path)
 		}
 	}
+	if a := ts.do(t, "GET", "/ui", "", "", nil); a.status != http.StatusOK || !strings.HasPrefix(a.header.Get("Content-Type"), "text/html") {
+		t.Fatalf("/ui (redirected to /ui/): %d %v", a.status, a.header)
+	}
 	page := ts.do(t, "GET", "/ui/", "", "", nil)
 	if strings.Contains(string(page.body), `class="admin"`) || strings.Contains(string(page.body), "<script>") {
 		t.Fatal("the page has admin controls or an inline script before any token")
