@@ -16,7 +16,7 @@ WAT_PLUGINS := plugins/reference/reference sandbox/testdata/mini sandbox/testdat
 	$(basename $(wildcard internal/faults/testdata/*.wat sandbox/testdata/hostile/*.wat))
 
 .PHONY: all build test run loadtest plugins plugins-go plugins-wat plugins-rust plugins-c plugins-extism plugins-assemblyscript plugins-rego \
-	plugins-check check lint fmt tidy bench bench-opa bench-http test-opa fuzz toolchains clean
+	plugins-check check lint fmt tidy bench bench-opa bench-http test-opa test-ui docs-screenshot fuzz toolchains clean
 
 all: build
 
@@ -95,7 +95,8 @@ check:
 	$(GO) tool golangci-lint run ./...
 	$(GO) mod tidy
 	cd bench/opa && $(GO) vet ./... && $(GO) mod tidy
-	git diff --exit-code -- go.mod go.sum bench/opa/go.mod bench/opa/go.sum
+	cd uitest && $(GO) vet ./... && $(GO) mod tidy
+	git diff --exit-code -- go.mod go.sum bench/opa/go.mod bench/opa/go.sum uitest/go.mod uitest/go.sum
 
 # The figures of BENCHMARKS.md: every package's benchmarks in $(BENCH_COUNT) rounds (go test
 # -count=1, $(BENCH_COUNT) times, so that run i of every benchmark comes from the same round
@@ -121,6 +122,17 @@ bench:
 # AUTHZ_BEFORE=path/to/an/older/authz.wasm adds that plugin as wasmvisor-before, and its ratio.
 test-opa:
 	cd bench/opa && $(GO) test -count=1 ./...
+
+# The dashboard (/ui) in headless Chromium against a real `wasmvisor serve` (uitest, its own
+# module: the main one does not need chromedp). Without Chromium the test skips, unless
+# WASMVISOR_REQUIRE_BROWSER=1 (.ci/run); screenshots go to $$WASMVISOR_ARTIFACTS (default a temp
+# dir, the test logs the paths). `make docs-screenshot` rewrites docs/dashboard.png.
+UI_COUNT ?= 1
+test-ui:
+	cd uitest && $(GO) test -count=$(UI_COUNT) -v ./...
+
+docs-screenshot:
+	cd uitest && WASMVISOR_DOCS_SCREENSHOT=$(CURDIR)/docs/dashboard.png $(GO) test -count=1 -run TestDashboard ./...
 
 bench-opa:
 	@mkdir -p $(BENCH_OUT); rm -f $(BENCH_OUT)/bench-opa.txt

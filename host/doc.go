@@ -52,11 +52,11 @@
 // with the same crashing request; the table of such inputs is bounded per host, and a
 // healthy call pays one atomic load for it.
 //
-// Reset, Unload and Close go through the supervisor (terminate, restart, delete child). The
-// background tasks (config retry, bus delivery, and each plugin's watcher and prober) are
-// supervised children of the root; the host starts no other goroutine, except one per
-// instance reset in flight under InstancePerCall, which its member's end cancels and waits
-// for.
+// Reset, RestartInstance (one pool slot), Unload and Close go through the supervisor
+// (terminate, restart, delete child). The background tasks (config retry, bus delivery, and
+// each plugin's watcher and prober) are supervised children of the root; the host starts no
+// other goroutine, except one per instance reset in flight under InstancePerCall, which its
+// member's end cancels and waits for.
 //
 // # Registry and pool
 //

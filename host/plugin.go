@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -336,6 +337,37 @@ func (h *Host) Reset(ctx context.Context, name string) error {
 		if _, err := h.root.RestartChild(ctx, q.id); err != nil && !errors.Is(err, supervisor.ErrRunning) {
 			return pluginErr(name, "reset", err)
 		}
+	}
+	return nil
+}
+
+// RestartInstance replaces the instance in pool slot i of the plugin with a fresh one holding
+// the desired config, and leaves the other slots alone. Like Reset it goes through the
+// plugin's pool supervisor (terminate the slot's child, then restart it), so it does not
+// count as a crash; the new instance has a new incarnation and counts in PluginInfo.Restarts.
+// A slot index out of range gives ErrNotFound; a plugin that is quarantined, or restarting as
+// a whole, gives ErrNoInstance. A call in progress on the instance runs to its end (or its
+// deadline) before the slot restarts.
+func (h *Host) RestartInstance(ctx context.Context, name string, i int) error {
+	h.life.Lock()
+	defer h.life.Unlock()
+	p, err := h.lookup(name)
+	if err != nil {
+		return err
+	}
+	if i < 0 || i >= len(p.slots) {
+		return pluginErr(name, "restart instance", fmt.Errorf("%w: no instance %d", ErrNotFound, i))
+	}
+	tree := p.tree.Load()
+	if tree == nil {
+		return pluginErr(name, "restart instance", fmt.Errorf("%w: the plugin is quarantined or restarting", ErrNoInstance))
+	}
+	id := strconv.Itoa(i)
+	if err := tree.TerminateChild(ctx, id); err != nil {
+		return pluginErr(name, "restart instance", err)
+	}
+	if _, err := tree.RestartChild(ctx, id); err != nil {
+		return pluginErr(name, "restart instance", err)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
+	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/ui"
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 )
@@ -55,6 +56,12 @@ func (s *Server) routes() *http.ServeMux {
 	handle("GET /v1/status", false, s.getStatus)
 	handle("GET /v1/cluster", false, s.getCluster)
 	handle("GET /v1/events", false, s.events)
+	handle("GET /v1/dashboard/stream", false, s.dashboardStream)
+	handle("GET /v1/auth", true, s.authCheck)
+	// The dashboard's page and files (package ui): open like the read-only routes; the page
+	// asks for the admin token before it shows any admin control.
+	mux.Handle("GET /ui", s.instrument("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently)))
+	mux.Handle("GET /ui/", s.instrument("GET /ui/", http.StripPrefix("/ui", ui.Handler())))
 	handle("GET /healthz", false, s.healthz)
 	handle("GET /readyz", false, s.readyz)
 	mux.Handle("GET /metrics", s.instrument("GET /metrics",
@@ -349,19 +356,71 @@ func (s *Server) opContext(r *http.Request) (context.Context, context.CancelFunc
 	return context.WithTimeout(r.Context(), s.opTimeout())
 }
 
+// restart restarts the plugin's instances (host Reset), or with ?slot=N the instance in pool
+// slot N only (host RestartInstance): 400 bad_slot for a slot that is not a number, 404
+// instance_not_found for one the pool does not have.
 func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	slot := -1
+	if q := r.URL.Query(); q.Has("slot") {
+		n, err := strconv.Atoi(q.Get("slot"))
+		if err != nil || n < 0 || n > maxSlot {
+			writeError(w, http.StatusBadRequest, "bad_slot", fmt.Sprintf("slot %q: want a pool slot index, 0 to %d", q.Get("slot"), maxSlot))
+			return
+		}
+		slot = n
+	}
 	ctx, cancel := s.opContext(r)
 	defer cancel()
 	s.mu.Lock()
-	err := s.h.Reset(ctx, name)
+	var err error
+	if slot < 0 {
+		err = s.h.Reset(ctx, name)
+	} else {
+		err = s.restartSlot(ctx, name, slot)
+	}
 	s.mu.Unlock()
-	if err != nil {
+	var nf *slotNotFound
+	switch {
+	case errors.As(err, &nf):
+		writeError(w, http.StatusNotFound, "instance_not_found", err.Error())
+		return
+	case err != nil:
 		s.hostError(w, err)
 		return
 	}
-	s.log.Info("restarted", zap.String("plugin", name))
+	if slot < 0 {
+		s.log.Info("restarted", zap.String("plugin", name))
+	} else {
+		s.log.Info("restarted instance", zap.String("plugin", name), zap.Int("slot", slot))
+	}
 	s.getPlugin(w, r)
+}
+
+// maxSlot bounds ?slot=: no pool is larger (config's instances bound).
+const maxSlot = 1 << 16
+
+// slotNotFound is restartSlot's error for a slot the plugin's pool does not have.
+type slotNotFound struct {
+	plugin string
+	slot   int
+	size   int
+}
+
+func (e *slotNotFound) Error() string {
+	return fmt.Sprintf("plugin %q: no instance %d (the pool has %d)", e.plugin, e.slot, e.size)
+}
+
+// restartSlot restarts one instance of a plugin. Under s.mu.
+func (s *Server) restartSlot(ctx context.Context, name string, slot int) error {
+	pi, err := s.h.Plugin(name)
+	if err != nil {
+		return err
+	}
+	if slot >= len(pi.Instances) {
+		return &slotNotFound{plugin: name, slot: slot, size: len(pi.Instances)}
+	}
+	return s.h.RestartInstance(ctx, name, slot)
 }
 
 // reset drops a config override set through the API (the declared config becomes desired

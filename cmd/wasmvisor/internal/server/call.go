@@ -169,6 +169,8 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		outcome, httpStatus, result = s.failed(w, e, name, handler, policy, kind, timedOut, err)
 	}
 	s.m.decisions.WithLabelValues(name, outcome).Inc()
+	s.dash.decision(dashDecision{Time: t0, Plugin: name, Handler: truncate(handler, 128), Outcome: outcome,
+		ErrorKind: kind, Status: httpStatus, DurationUs: float64(dur.Nanoseconds()) / 1e3})
 	rec := &decisionlog.Record{DecisionID: id, Timestamp: t0, Path: name + "/" + handler, Plugin: name,
 		Digest: e.digest, Handler: handler, Input: input, Result: result, Outcome: outcome, ErrorKind: kind,
 		FailurePolicy: policy, FailurePolicyApplied: strings.HasPrefix(outcome, "failure_"), Status: httpStatus,

@@ -117,6 +117,7 @@ type Server struct {
 	m       *metrics
 	bundles *bundleState        // signed bundles and persisted PUTs (bundles.go, state.go)
 	dlog    *decisionlog.Logger // the decision_log section as it was at Open
+	dash    *dashboard          // the dashboards' model and streams (dashboard.go)
 	mux     *http.ServeMux
 	srvMu   sync.Mutex // srv, set by Serve unless Shutdown began
 	srv     *http.Server
@@ -207,15 +208,20 @@ func Open(ctx context.Context, o Options) (*Server, error) {
 	if c.Events.BusBuffer > 0 {
 		hopts = append(hopts, host.WithBusBuffer(c.Events.BusBuffer))
 	}
+	dash := newDashboard()
+	hopts = append(hopts, host.WithEventHook(dash.hook))
 	h, err := host.New(ctx, hopts...)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{h: h, log: o.Logger, opts: o, stopping: make(chan struct{}), hostClosed: make(chan struct{})}
+	s := &Server{h: h, log: o.Logger, opts: o, dash: dash, stopping: make(chan struct{}), hostClosed: make(chan struct{})}
 	s.closeHost = h.Close
 	s.entries.Store(&map[string]*entry{})
 	s.cfg.Store(c)
 	s.m = newMetrics(h.Metrics())
+	dash.mu.Lock()
+	dash.dropped = s.m.dropped.Inc
+	dash.mu.Unlock()
 	s.bundles = newBundleState(h.Metrics(), c)
 	if s.dlog, err = newDecisionLog(c.DecisionLog, h, o.Logger, o.NATS); err != nil {
 		_ = h.Close(context.WithoutCancel(ctx))
