@@ -18,11 +18,14 @@ const (
 	SharedInstance Isolation = iota
 	// InstancePerCall: every call, bus delivery and Handle.Call runs in an instance that has
 	// served nothing before, started from the module with the plugin's desired config as a
-	// restart's would be. After the operation the instance is retired, and a fresh one is
-	// made in the background before the slot takes another operation; a call that finds
-	// every slot resetting waits within its context, as for a busy pool. The price is one
-	// instantiation per call, paid off the caller's time but not off the pool's: the pool
-	// serves at most Instances calls per instantiation time.
+	// restart's would be. After the operation the instance is reset in the background
+	// before the slot takes another operation: rewound in place to the state it had fresh
+	// with its config (sandbox.Rewinder: memory, globals, random source and clocks; counted
+	// in PluginInfo.Rewinds), or, where it cannot be (another format, a module that cannot
+	// be snapshotted, a memory that grew, a config that changed), replaced by a new one. A
+	// call that finds every slot resetting waits within its context, as for a busy pool. The
+	// price is one reset per call, paid off the caller's time but not off the pool's: the
+	// pool serves at most Instances calls per reset time.
 	//
 	// A reset is not a failure: it is not a restart (PluginInfo.Restarts, the restart
 	// intensity), keeps the member's incarnation and emits no event; it is counted in
