@@ -30,7 +30,7 @@ func TestJSONStyle(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertKeys(t, "plugin", v, "name", "digest", "format", "handlers", "source", "wasm", "status", "state", "required",
-		"failure_policy", "config", "config_version", "config_overridden", "restarts", "isolation", "resets", "snapshot", "loaded_at", "instances")
+		"failure_policy", "config", "config_version", "config_overridden", "restarts", "isolation", "resets", "rewinds", "snapshot", "loaded_at", "instances")
 	if d, _ := v["digest"].(string); !strings.HasPrefix(d, "sha256:") {
 		t.Errorf("digest %q lacks its algorithm", d)
 	}
