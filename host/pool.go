@@ -46,6 +46,7 @@ type member struct {
 	applied atomic.Uint64 // the config version the instance holds
 	badMem  atomic.Uint32 // the stores found malformed and reported: see readStore
 	done    chan struct{}
+	onDone  atomic.Pointer[func()] // the supervisor's notice of the end: see OnDone
 	err     error
 	once    sync.Once
 
@@ -62,6 +63,19 @@ func (m *member) in() instance { return m.cur.Load().instance }
 
 // Done, Err, Stop and Kill make a member a supervisor.Child.
 func (m *member) Done() <-chan struct{} { return m.done }
+
+// OnDone makes a member a supervisor.Notifier: end calls f after closing done, so the
+// supervisor learns of the end from the goroutine that ended the member, with no watcher.
+func (m *member) OnDone(f func()) {
+	m.onDone.Store(&f)
+	select {
+	case <-m.done: // ended already: whichever of end and OnDone takes f calls it
+		if m.onDone.CompareAndSwap(&f, nil) {
+			f()
+		}
+	default:
+	}
+}
 
 func (m *member) Err() error { return m.err }
 
@@ -122,6 +136,9 @@ func (m *member) end(reason error) {
 		p.h.emit(Event{Kind: EventInstanceEnded, Plugin: p.name, Instance: m.idx, Incarnation: m.inc, Err: reason})
 		p.notify()
 		close(m.done)
+		if f := m.onDone.Swap(nil); f != nil {
+			(*f)()
+		}
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 
@@ -29,10 +30,32 @@ type fakeChild struct {
 	err  error
 	// onStop decides what Stop does; nil exits with ErrShutdown.
 	onStop func(c *fakeChild)
+	onDone atomic.Pointer[func()] // see notifyingChild
 }
 
 func (c *fakeChild) exit(err error) {
-	c.once.Do(func() { c.err = err; close(c.done) })
+	c.once.Do(func() {
+		c.err = err
+		close(c.done)
+		if f := c.onDone.Swap(nil); f != nil {
+			(*f)()
+		}
+	})
+}
+
+// notifyingChild is a fakeChild that is a supervisor.Notifier (harness.notify): the
+// supervisor learns of its end from exit, with no watcher goroutine.
+type notifyingChild struct{ *fakeChild }
+
+func (c notifyingChild) OnDone(f func()) {
+	c.onDone.Store(&f)
+	select {
+	case <-c.done:
+		if c.onDone.CompareAndSwap(&f, nil) {
+			f()
+		}
+	default:
+	}
 }
 func (c *fakeChild) Done() <-chan struct{} { return c.done }
 func (c *fakeChild) Err() error            { return c.err }
@@ -60,6 +83,7 @@ type harness struct {
 	failNext map[string][]error          // errors returned by the next Starts
 	onStop   map[string]func(*fakeChild) // stop behaviour for new incarnations
 	startCtx map[string]func(ctx context.Context) error
+	notify   bool // children are supervisor.Notifiers
 }
 
 func newHarness(t *testing.T) *harness {
@@ -134,7 +158,11 @@ func (h *harness) spec(id string, mods ...func(*supervisor.Spec)) supervisor.Spe
 		h.mu.Lock()
 		h.cur[id] = c
 		h.log = append(h.log, "start "+id)
+		notify := h.notify
 		h.mu.Unlock()
+		if notify {
+			return notifyingChild{c}, nil
+		}
 		return c, nil
 	}}
 	for _, m := range mods {

@@ -23,45 +23,54 @@ var reasons = []struct {
 }
 
 // TestRestartMatrix is OTP's normal_, shutdown_ and abnormal_termination
-// groups: restart type × exit reason.
+// groups: restart type × exit reason; for children the supervisor watches with a
+// goroutine, and for Notifiers, which tell it themselves.
 func TestRestartMatrix(t *testing.T) {
 	types := []supervisor.RestartType{supervisor.Permanent, supervisor.Transient, supervisor.Temporary}
-	for _, rt := range types {
-		for _, rs := range reasons {
-			t.Run(rt.String()+"/"+rs.name, func(t *testing.T) {
-				bubble(t, func(t *testing.T, h *harness) {
-					h.start(supervisor.Config{}, h.spec("a", func(sp *supervisor.Spec) { sp.Restart = rt }))
-					h.takeLog()
-					h.crash("a", rs.err)
-					class := supervisor.Classify(rs.err)
-					restarted := rt == supervisor.Permanent || (rt == supervisor.Transient && class == supervisor.ExitAbnormal)
-					got := h.states()
-					switch {
-					case restarted:
-						wantLog(t, h.takeLog(), "start a")
-						wantLog(t, got, "a:running")
-					case rt == supervisor.Temporary:
-						wantLog(t, h.takeLog())
-						wantLog(t, got) // the spec is removed
-					default:
-						wantLog(t, h.takeLog())
-						wantLog(t, got, "a:stopped")
-					}
-					evs := h.takeEvents()
-					var exited *supervisor.Event
-					for i := range evs {
-						if evs[i].Kind == supervisor.EventExited {
-							exited = &evs[i]
-						}
-					}
-					if exited == nil || exited.Class != class || !errors.Is(exited.Err, rs.err) {
-						t.Fatalf("exited event %+v, want class %v", exited, class)
-					}
-					h.stop()
+	for _, notify := range []bool{false, true} {
+		for _, rt := range types {
+			for _, rs := range reasons {
+				t.Run(fmt.Sprintf("notify=%v/%s/%s", notify, rt, rs.name), func(t *testing.T) {
+					restartCase(t, notify, rt, rs.err)
 				})
-			})
+			}
 		}
 	}
+}
+
+func restartCase(t *testing.T, notify bool, rt supervisor.RestartType, reason error) {
+	rs := struct{ err error }{reason}
+	bubble(t, func(t *testing.T, h *harness) {
+		h.notify = notify
+		h.start(supervisor.Config{}, h.spec("a", func(sp *supervisor.Spec) { sp.Restart = rt }))
+		h.takeLog()
+		h.crash("a", rs.err)
+		class := supervisor.Classify(rs.err)
+		restarted := rt == supervisor.Permanent || (rt == supervisor.Transient && class == supervisor.ExitAbnormal)
+		got := h.states()
+		switch {
+		case restarted:
+			wantLog(t, h.takeLog(), "start a")
+			wantLog(t, got, "a:running")
+		case rt == supervisor.Temporary:
+			wantLog(t, h.takeLog())
+			wantLog(t, got) // the spec is removed
+		default:
+			wantLog(t, h.takeLog())
+			wantLog(t, got, "a:stopped")
+		}
+		evs := h.takeEvents()
+		var exited *supervisor.Event
+		for i := range evs {
+			if evs[i].Kind == supervisor.EventExited {
+				exited = &evs[i]
+			}
+		}
+		if exited == nil || exited.Class != class || !errors.Is(exited.Err, rs.err) {
+			t.Fatalf("exited event %+v, want class %v", exited, class)
+		}
+		h.stop()
+	})
 }
 
 func TestClassify(t *testing.T) {

@@ -731,15 +731,21 @@ func (s *Supervisor) startRec(ctx context.Context, r *childRec) (err error) {
 	r.cur = inc
 	r.state = StateRunning
 	r.incs++
-	s.watchers.Add(1)
-	go func() {
-		defer s.watchers.Done()
-		select {
-		case <-c.Done():
-			s.note(func() { s.onExit(inc) })
-		case <-inc.gone: // abandoned: the supervisor no longer waits for it
-		}
-	}()
+	if n, ok := c.(Notifier); ok {
+		// The child tells the loop itself: no watcher goroutine, and one hand-off less
+		// between the end and the restart. An abandoned incarnation's note finds it handled.
+		n.OnDone(func() { s.note(func() { s.onExit(inc) }) })
+	} else {
+		s.watchers.Add(1)
+		go func() {
+			defer s.watchers.Done()
+			select {
+			case <-c.Done():
+				s.note(func() { s.onExit(inc) })
+			case <-inc.gone: // abandoned: the supervisor no longer waits for it
+			}
+		}()
+	}
 	s.emit(Event{Kind: EventStarted, Child: r.spec.ID, Incarnation: inc.n, Restarts: r.incs - 1})
 	return nil
 }
