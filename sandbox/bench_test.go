@@ -357,12 +357,13 @@ func BenchmarkInstantiate(b *testing.B) {
 		// The measure: a fresh instance, one call (a 64-byte echo), closed. The first
 		// call of a restored instance pays for the pages it touches (copy-on-write faults
 		// when the image is mapped), which Instantiate alone does not show.
+		// -norecycle: instances not recycled (WithRecycling(false)), each made by wazero.
 		for _, v := range []struct {
-			name string
-			snap bool
-		}{{"/sandbox-snapshot+call", true}, {"/sandbox-nosnapshot+call", false}} {
+			name          string
+			snap, recycle bool
+		}{{"/sandbox-snapshot+call", true, true}, {"/sandbox-snapshot-norecycle+call", true, false}, {"/sandbox-nosnapshot+call", false, true}} {
 			b.Run(p.name+v.name, func(b *testing.B) {
-				m := compile(b, newEngine(b, sandbox.WithSnapshots(v.snap)), p.path, sandbox.Config{})
+				m := compile(b, newEngine(b, sandbox.WithSnapshots(v.snap), sandbox.WithRecycling(v.recycle)), p.path, sandbox.Config{})
 				for b.Loop() {
 					i, err := m.Instantiate(ctx, nil)
 					if err != nil {
