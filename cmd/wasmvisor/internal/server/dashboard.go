@@ -576,12 +576,7 @@ func quantile(bounds []float64, counts []uint64, q float64) *float64 {
 // write. It is read-only and open to the same clients as GET /v1/plugins: it carries no
 // config values.
 func (s *Server) dashboardStream(w http.ResponseWriter, r *http.Request) {
-	if limit := int64(s.cfg.Load().Events.MaxStreams); s.streams.Add(1) > limit {
-		s.streams.Add(-1)
-		s.m.refused.WithLabelValues("too_many_streams").Inc()
-		setRetryAfter(w, 5*time.Second)
-		writeError(w, http.StatusServiceUnavailable, "too_many_streams",
-			fmt.Sprintf("%d event streams are open (events.max_streams)", limit))
+	if !s.admitStream(w) {
 		return
 	}
 	defer s.streams.Add(-1)

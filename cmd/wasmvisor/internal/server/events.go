@@ -45,12 +45,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if limit := int64(s.cfg.Load().Events.MaxStreams); s.streams.Add(1) > limit {
-		s.streams.Add(-1)
-		s.m.refused.WithLabelValues("too_many_streams").Inc()
-		setRetryAfter(w, 5*time.Second)
-		writeError(w, http.StatusServiceUnavailable, "too_many_streams",
-			fmt.Sprintf("%d event streams are open (events.max_streams)", limit))
+	if !s.admitStream(w) {
 		return
 	}
 	defer s.streams.Add(-1)
@@ -116,4 +111,19 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// admitStream takes one of the events.max_streams places for a server-sent event stream, or
+// answers 503 too_many_streams (counted) and reports false. The caller gives the place back
+// with s.streams.Add(-1) when the stream ends.
+func (s *Server) admitStream(w http.ResponseWriter) bool {
+	if limit := int64(s.cfg.Load().Events.MaxStreams); s.streams.Add(1) > limit {
+		s.streams.Add(-1)
+		s.m.refused.WithLabelValues("too_many_streams").Inc()
+		setRetryAfter(w, 5*time.Second)
+		writeError(w, http.StatusServiceUnavailable, "too_many_streams",
+			fmt.Sprintf("%d event streams are open (events.max_streams)", limit))
+		return false
+	}
+	return true
 }
