@@ -50,6 +50,7 @@ type linearMemory struct {
 	pool  *memPool
 	want  *snapshot // the snapshot the instance is restored from, if any: see restore
 	fresh bool      // the region is new, not recycled: see restore
+	pm    []byte    // setBack's buffer for the page map (see writtenPages)
 }
 
 // Allocate implements experimental.MemoryAllocator; each instance has its own.

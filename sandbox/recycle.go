@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"os"
 
 	"github.com/tetratelabs/wazero/api"
 )
@@ -128,33 +127,15 @@ func (m *Module) closeSpares() {
 	m.spares = nil
 }
 
-// reset makes lm, the memory of an instance restored from s, hold s's image again: the pages
-// that can differ from it are compared and copied back (on a memory that maps the image, the
-// pages the instance wrote; see writtenPages), as Rewind does against a checkpoint. It
-// reports false when the image is gone (the Module closed).
+// reset makes lm, the memory of an instance restored from s, hold s's image again, as Rewind
+// does against a checkpoint (linearMemory.setBack). It reports false when the image is gone
+// (the Module closed).
 func (s *snapshot) reset(lm *linearMemory) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return false
 	}
-	mem, img := lm.buf, s.data
-	var pm []byte
-	ok := false
-	if r := lm.r; r != nil && r.img == s && len(mem) > rewindMapAbove {
-		pm, ok = writtenPages(mem, nil)
-	}
-	if !ok {
-		for off := 0; off < len(mem); off += rewindPage {
-			rewindSpan(mem, img, off, min(off+rewindPage, len(mem)))
-		}
-		return true
-	}
-	ps := os.Getpagesize()
-	for k := 0; k*ps < len(mem); k++ {
-		if pageWritten(pm, k) {
-			rewindSpan(mem, img, k*ps, min(k*ps+ps, len(mem)))
-		}
-	}
+	lm.setBack(s.data)
 	return true
 }

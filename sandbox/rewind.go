@@ -41,8 +41,7 @@ type checkpoint struct {
 	rand    []byte // the deterministic random source's state; empty for crypto/rand
 	wall    int64  // the fake clocks' last readings
 	nano    int64
-	pm      []byte // Rewind's buffer for the page map (see writtenPages)
-	valid   bool   // false while a Checkpoint is taken, and after one failed
+	valid   bool // false while a Checkpoint is taken, and after one failed
 }
 
 // rewindMapAbove is the smallest memory whose Rewind reads the page map first: reading it
@@ -119,31 +118,7 @@ func (i *Instance) Rewind() error {
 	if len(mem) != len(cp.mem) {
 		return &RewindError{Reason: fmt.Sprintf("the memory grew from %d to %d pages since the checkpoint", len(cp.mem)/65536, len(mem)/65536)}
 	}
-	// The kernel's page map tells which pages can differ from the checkpoint: of an image
-	// the memory maps (the module's snapshot), only those the instance wrote, its own
-	// copies, since a page it never wrote is the image's, and was at the checkpoint; above
-	// the image, only those present, since a page never touched is zero, and was. Without
-	// the page map, every page is compared.
-	img := 0
-	if r := i.lm.r; r != nil && r.img != nil {
-		img = int(min(r.img.size, uint64(len(mem))))
-	}
-	ok := false
-	if len(mem) > rewindMapAbove {
-		cp.pm, ok = writtenPages(mem, cp.pm)
-	}
-	if ok {
-		ps := os.Getpagesize()
-		for k := 0; k*ps < len(mem); k++ {
-			if off := k * ps; off < img && pageWritten(cp.pm, k) || off >= img && pagePresent(cp.pm, k) {
-				rewindSpan(mem, cp.mem, off, min(off+ps, len(mem)))
-			}
-		}
-	} else {
-		for off := 0; off < len(mem); off += rewindPage {
-			rewindSpan(mem, cp.mem, off, min(off+rewindPage, len(mem)))
-		}
-	}
+	i.lm.setBack(cp.mem)
 	for k, g := range cp.globals {
 		g.Set(cp.values[k])
 	}
@@ -161,6 +136,36 @@ func (i *Instance) Rewind() error {
 		i.storeErr[k].Store(nil)
 	}
 	return nil
+}
+
+// setBack copies back the pages of the memory that differ from src, what it held earlier (a
+// checkpoint's copy, or the snapshot's image it was restored from), of the same length. The
+// kernel's page map tells which pages can differ: of an image the memory maps, only those the
+// instance wrote, its own copies (a page it never wrote is the image's, and was then); above
+// the image, only those present (a page never touched is zero, and was). Without the page
+// map, or on a small memory (rewindMapAbove), every page is compared.
+func (m *linearMemory) setBack(src []byte) {
+	mem := m.buf
+	img := 0
+	if r := m.r; r != nil && r.img != nil {
+		img = int(min(r.img.size, uint64(len(mem))))
+	}
+	ok := false
+	if len(mem) > rewindMapAbove {
+		m.pm, ok = writtenPages(mem, m.pm)
+	}
+	if !ok {
+		for off := 0; off < len(mem); off += rewindPage {
+			rewindSpan(mem, src, off, min(off+rewindPage, len(mem)))
+		}
+		return
+	}
+	ps := os.Getpagesize()
+	for k := 0; k*ps < len(mem); k++ {
+		if off := k * ps; off < img && pageWritten(m.pm, k) || off >= img && pagePresent(m.pm, k) {
+			rewindSpan(mem, src, off, min(off+ps, len(mem)))
+		}
+	}
 }
 
 // rewindSpan copies cp[off:end] over mem[off:end] if they differ.
