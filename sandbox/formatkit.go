@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	"go.uber.org/zap"
+
+	"github.com/wasmvisor/wasmvisor/internal/guestio"
 )
 
 // What a Format (see Format) needs from the sandbox to honour a Config as the native ABI
@@ -64,3 +67,16 @@ func (r rootsCloser) Close() error {
 // *TrapError: its trap kind when wazero names one, the first line as the message otherwise,
 // and the guest's stack.
 func ParseTrap(msg string) *TrapError { return trapOf(msg) }
+
+// DropReporter is how a format's instances report the output they drop (internal/guestio),
+// as the native ABI's do: each drop to c.OnDrop, or, without one, as one warning on logger.
+func (c Config) DropReporter(logger *zap.Logger) func(guestio.Drop) {
+	report := c.OnDrop
+	if report == nil {
+		report = func(d DropReport) { logDrop(logger, d) }
+	}
+	return func(d guestio.Drop) { report(dropReport(d)) }
+}
+
+// Budget is l as internal/guestio meters a stream of guest output.
+func (l OutputLimits) Budget() guestio.Limits { return l.budget() }

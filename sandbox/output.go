@@ -155,14 +155,10 @@ func (s stoppingWriter) Write(b []byte) (int, error) {
 }
 
 func (i *Instance) newOutput(l Limits, logger *zap.Logger) *output {
-	report := i.mod.cfg.OnDrop
-	if report == nil {
-		report = func(d DropReport) { logDrop(logger, d) }
-	}
 	o := &output{base: logger, scope: guestio.NewScope(guestio.ScopeConfig{
 		Op:      func() uint64 { return i.state.Load() >> idShift },
 		Stopped: i.stopped,
-		Report:  func(d guestio.Drop) { report(dropReport(d)) },
+		Report:  i.mod.cfg.DropReporter(logger),
 	})}
 	o.stdout = o.scope.Meter(StreamStdout, l.Output.budget())
 	o.stderr = o.scope.Meter(StreamStderr, l.Output.budget())

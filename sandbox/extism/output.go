@@ -3,8 +3,6 @@ package extism
 import (
 	"sync/atomic"
 
-	"go.uber.org/zap"
-
 	"github.com/wasmvisor/wasmvisor/internal/guestio"
 	"github.com/wasmvisor/wasmvisor/sandbox"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/lifecycle"
@@ -22,24 +20,13 @@ type output struct {
 
 func (i *Instance) newOutput() *output {
 	m := i.mod
-	report := m.cfg.OnDrop
-	if report == nil {
-		report = func(d sandbox.DropReport) {
-			m.logger.Warn("guest output dropped", zap.String("stream", d.Stream), zap.Uint64("bytes", d.Bytes),
-				zap.Uint64("records", d.Records), zap.Bool("call_limit", d.CallLimit),
-				zap.Bool("second_limit", d.SecondLimit), zap.Bool("stopped", d.Stopped))
-		}
-	}
 	o := &output{scope: guestio.NewScope(guestio.ScopeConfig{
 		Op:      i.calls.Load,
 		Stopped: i.stopped,
-		Report: func(d guestio.Drop) {
-			report(sandbox.DropReport{Stream: d.Stream, Bytes: d.Bytes, Records: d.Records,
-				CallLimit: d.Op, SecondLimit: d.Window, Stopped: d.Stopped})
-		},
+		Report:  m.cfg.DropReporter(m.logger),
 	})}
 	ol := m.cfg.Limits.Output
-	l := guestio.Limits{OpBytes: ol.CallBytes, OpRecords: ol.CallLines, WindowBytes: ol.SecondBytes, WindowRecords: ol.SecondLines}
+	l := ol.Budget()
 	o.stdout = o.scope.Meter(sandbox.StreamStdout, l)
 	o.stderr = o.scope.Meter(sandbox.StreamStderr, l)
 	o.log = o.scope.Meter(sandbox.StreamLog, l)

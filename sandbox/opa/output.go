@@ -23,28 +23,16 @@ type output struct {
 
 func (i *Instance) newOutput() *output {
 	m := i.mod
-	report := m.cfg.OnDrop
-	if report == nil {
-		report = func(d sandbox.DropReport) {
-			m.logger.Warn("guest output dropped", zap.String("stream", d.Stream), zap.Uint64("bytes", d.Bytes),
-				zap.Uint64("records", d.Records), zap.Bool("call_limit", d.CallLimit),
-				zap.Bool("second_limit", d.SecondLimit), zap.Bool("stopped", d.Stopped))
-		}
-	}
 	o := &output{scope: guestio.NewScope(guestio.ScopeConfig{
 		Op: i.calls.Load,
 		Stopped: func() bool {
 			s := i.state.Load()
 			return lifecycle.State(s) == lifecycle.Busy && i.stoppedID.Load() == lifecycle.ID(s)
 		},
-		Report: func(d guestio.Drop) {
-			report(sandbox.DropReport{Stream: d.Stream, Bytes: d.Bytes, Records: d.Records,
-				CallLimit: d.Op, SecondLimit: d.Window, Stopped: d.Stopped})
-		},
+		Report: m.cfg.DropReporter(m.logger),
 	})}
 	ol := m.cfg.Limits.Output
-	o.log = o.scope.Meter(sandbox.StreamLog, guestio.Limits{OpBytes: ol.CallBytes, OpRecords: ol.CallLines,
-		WindowBytes: ol.SecondBytes, WindowRecords: ol.SecondLines})
+	o.log = o.scope.Meter(sandbox.StreamLog, ol.Budget())
 	return o
 }
 
