@@ -14,7 +14,7 @@ import (
 
 // What a Format (see Format) needs from the sandbox to honour a Config as the native ABI
 // does: the limits' and grants' validation, the grants as wazero module configs, and the
-// trap parser. Written once, here; package sandbox/extism uses them. (An internal package
+// trap parser. Written once, here; packages sandbox/extism and sandbox/opa use them. (An internal package
 // cannot hold them: they are methods of this package's public types, and a copy of those
 // types below the package would be the second copy this avoids.)
 

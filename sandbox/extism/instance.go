@@ -7,7 +7,6 @@ import (
 	"io"
 	"maps"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,11 +55,9 @@ type Instance struct {
 
 	op watchdog.Op // the call's published context and the watchdog's notes: see watch
 
-	stopMu     sync.Mutex     // serialises stop
-	stoppedID  atomic.Uint64  // the id of the call that was stopped
-	wde        watchdog.Entry // the instance's place in the watchdog's lists
-	stopReason atomic.Uint32
-	wake       chan struct{} // cuts a real sleep short when the call is stopped
+	stops lifecycle.Stop // which call was stopped, and why
+	wde   watchdog.Entry // the instance's place in the watchdog's lists
+	wake  chan struct{}  // cuts a real sleep short when the call is stopped
 
 	exited        atomic.Bool // a module of the instance was closed by the guest
 	exitCode      atomic.Uint32
@@ -223,7 +220,7 @@ func (i *Instance) classify(ctx context.Context, id uint64, timeout time.Duratio
 	switch {
 	case i.killed.Load():
 		return fatal(fmt.Errorf("extism: call %q: instance killed: %w", handler, sandbox.ErrCanceled))
-	case i.stoppedID.Load() == id: // the plugin was closed under the call: whatever the SDK says
+	case i.stops.Is(id): // the plugin was closed under the call: whatever the SDK says
 		return fatal(i.stopError(ctx, handler, timeout))
 	case err != nil && i.host.failed.Load() != nil:
 		return fatal(i.host.failed.Load())
@@ -248,7 +245,7 @@ func (i *Instance) classify(ctx context.Context, id uint64, timeout time.Duratio
 
 // stopError is the error of a call stopped by the watchdog.
 func (i *Instance) stopError(ctx context.Context, handler string, timeout time.Duration) error {
-	switch i.stopReason.Load() {
+	switch i.stops.Why() {
 	case stopCtxDeadline:
 		dl, _ := ctx.Deadline()
 		return &sandbox.DeadlineError{Op: "call", Timeout: "context deadline " + dl.Format(time.RFC3339Nano), Caller: true}
@@ -353,13 +350,9 @@ func (i *Instance) watch(now time.Duration) bool {
 // after stop recorded it reports the stop and ends the instance, even if no safe point cut it
 // (it ran past its deadline all the same); one that returned before keeps its result.
 func (i *Instance) stop(id uint64, reason uint32) {
-	i.stopMu.Lock()
-	defer i.stopMu.Unlock()
-	if i.stoppedID.Load() == id {
+	if !i.stops.Mark(id, reason) {
 		return
 	}
-	i.stopReason.Store(reason)
-	i.stoppedID.Store(id)
 	select {
 	case i.wake <- struct{}{}:
 	default:
@@ -369,8 +362,7 @@ func (i *Instance) stop(id uint64, reason uint32) {
 
 // callStopped reports whether the call in progress has been stopped.
 func (i *Instance) callStopped() bool {
-	s := i.state.Load()
-	return lifecycle.State(s) == lifecycle.Busy && i.stoppedID.Load() == lifecycle.ID(s)
+	return i.stops.Running(i.state.Load())
 }
 
 // stopFromContext stops the call in progress because ctx, the caller's, has ended, as the

@@ -5,7 +5,6 @@ import (
 
 	"github.com/wasmvisor/wasmvisor/internal/guestio"
 	"github.com/wasmvisor/wasmvisor/sandbox"
-	"github.com/wasmvisor/wasmvisor/sandbox/internal/lifecycle"
 )
 
 // output is an instance's metered streams: stdout, stderr and Extism's log calls, within
@@ -46,8 +45,7 @@ func (o *output) endCall() {
 
 // stopped reports whether the call in progress has been stopped (by the watchdog or Kill).
 func (i *Instance) stopped() bool {
-	s := i.state.Load()
-	return lifecycle.State(s) == lifecycle.Busy && i.stoppedID.Load() == lifecycle.ID(s)
+	return i.stops.Running(i.state.Load())
 }
 
 // Stats returns what the instance dropped under Limits.Output and how many of its host

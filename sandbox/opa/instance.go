@@ -60,9 +60,7 @@ type Instance struct {
 	decisions []atomic.Uint64 // per entrypoint, by Module.epSlot
 	starting  bool            // Instantiate runs: safe points watch its context
 	op        watchdog.Op
-	stopMu    sync.Mutex
-	stoppedID atomic.Uint64
-	stopWhy   atomic.Uint32
+	stops     lifecycle.Stop // which call was stopped, and why
 	wde       watchdog.Entry
 	abortMsg  atomic.Pointer[string] // the guest's opa_abort message, during a call
 	pages     atomic.Uint32          // the memory's size after the last operation
@@ -437,8 +435,8 @@ func (i *Instance) callError(ctx context.Context, id uint64, timeout time.Durati
 		return err
 	case i.killed.Load():
 		return i.fail(fmt.Errorf("opa: call %q: instance killed: %w", handler, sandbox.ErrCanceled))
-	case i.stoppedID.Load() == id:
-		switch i.stopWhy.Load() {
+	case i.stops.Is(id):
+		switch i.stops.Why() {
 		case watchdog.StopCtxDeadline:
 			dl, _ := ctx.Deadline()
 			return i.fail(&sandbox.DeadlineError{Op: "call", Timeout: "context deadline " + dl.Format(time.RFC3339Nano), Caller: true})
@@ -693,13 +691,7 @@ func (i *Instance) watch(now time.Duration) bool {
 }
 
 func (i *Instance) stop(id uint64, why uint32) {
-	i.stopMu.Lock()
-	defer i.stopMu.Unlock()
-	if i.stoppedID.Load() == id {
-		return
-	}
-	i.stopWhy.Store(why)
-	i.stoppedID.Store(id)
+	i.stops.Mark(id, why)
 }
 
 // stopped reports whether the operation running a safe point must stop: the start, when
@@ -708,8 +700,7 @@ func (i *Instance) stopped(ctx context.Context) bool {
 	if i.starting {
 		return ctx.Err() != nil
 	}
-	s := i.state.Load()
-	return lifecycle.State(s) == lifecycle.Busy && i.stoppedID.Load() == lifecycle.ID(s)
+	return i.stops.Running(i.state.Load())
 }
 
 // hostFunctions instantiates the module "env" of OPA's imports in the module's runtime.

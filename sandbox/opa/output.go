@@ -9,7 +9,6 @@ import (
 
 	"github.com/wasmvisor/wasmvisor/internal/guestio"
 	"github.com/wasmvisor/wasmvisor/sandbox"
-	"github.com/wasmvisor/wasmvisor/sandbox/internal/lifecycle"
 )
 
 // output meters an instance's opa_println lines (Rego's print, in a module built with it)
@@ -24,12 +23,9 @@ type output struct {
 func (i *Instance) newOutput() *output {
 	m := i.mod
 	o := &output{scope: guestio.NewScope(guestio.ScopeConfig{
-		Op: i.calls.Load,
-		Stopped: func() bool {
-			s := i.state.Load()
-			return lifecycle.State(s) == lifecycle.Busy && i.stoppedID.Load() == lifecycle.ID(s)
-		},
-		Report: m.cfg.DropReporter(m.logger),
+		Op:      i.calls.Load,
+		Stopped: func() bool { return i.stops.Running(i.state.Load()) },
+		Report:  m.cfg.DropReporter(m.logger),
 	})}
 	ol := m.cfg.Limits.Output
 	o.log = o.scope.Meter(sandbox.StreamLog, ol.Budget())
