@@ -49,10 +49,11 @@ type HTTPOptions struct {
 }
 
 type httpSink struct {
-	o   HTTPOptions
-	c   *http.Client
-	m   *metrics
-	buf bytes.Buffer
+	o     HTTPOptions
+	retry retryPolicy
+	c     *http.Client
+	m     *metrics
+	buf   bytes.Buffer
 }
 
 func newHTTP(o HTTPOptions, m *metrics) (*httpSink, error) {
@@ -66,18 +67,6 @@ func newHTTP(o HTTPOptions, m *metrics) (*httpSink, error) {
 	if o.FlushInterval <= 0 {
 		o.FlushInterval = DefaultFlushInterval
 	}
-	switch {
-	case o.MaxRetries == 0:
-		o.MaxRetries = DefaultMaxRetries
-	case o.MaxRetries < 0:
-		o.MaxRetries = 0
-	}
-	if o.RetryBackoff <= 0 {
-		o.RetryBackoff = DefaultRetryBackoff
-	}
-	if o.MaxBackoff <= 0 {
-		o.MaxBackoff = max(DefaultMaxBackoff, o.RetryBackoff)
-	}
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultHTTPTimeout
 	}
@@ -85,7 +74,7 @@ func newHTTP(o HTTPOptions, m *metrics) (*httpSink, error) {
 	if c == nil {
 		c = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute}}
 	}
-	return &httpSink{o: o, c: c, m: m}, nil
+	return &httpSink{o: o, c: c, m: m, retry: newRetryPolicy(o.MaxRetries, o.RetryBackoff, o.MaxBackoff)}, nil
 }
 
 // write POSTs lines as one JSON array, retrying as HTTPOptions says. ctx ends it (Close's
@@ -100,7 +89,6 @@ func (s *httpSink) write(ctx context.Context, lines [][]byte) (int, string) {
 		s.buf.Write(l)
 	}
 	s.buf.WriteByte(']')
-	backoff := s.o.RetryBackoff
 	for attempt := 0; ; attempt++ {
 		accepted, retry := s.post(ctx)
 		switch {
@@ -108,18 +96,9 @@ func (s *httpSink) write(ctx context.Context, lines [][]byte) (int, string) {
 			return len(lines), ""
 		case !retry:
 			return 0, "rejected"
-		case attempt >= s.o.MaxRetries || ctx.Err() != nil:
+		case !s.retry.wait(ctx, attempt, s.m):
 			return 0, "retries_exhausted"
 		}
-		s.m.retries.Inc()
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return 0, "retries_exhausted"
-		}
-		backoff = min(2*backoff, s.o.MaxBackoff)
 	}
 }
 

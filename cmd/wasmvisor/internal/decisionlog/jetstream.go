@@ -60,9 +60,10 @@ type JetStreamOptions struct {
 var ErrJetStreamOptions = errors.New("decisionlog: jetstream sink")
 
 type jsSink struct {
-	o  JetStreamOptions
-	js jetstream.JetStream
-	m  *metrics
+	o     JetStreamOptions
+	js    jetstream.JetStream
+	m     *metrics
+	retry retryPolicy
 }
 
 func newJetStream(o JetStreamOptions, m *metrics) (*jsSink, error) {
@@ -82,18 +83,6 @@ func newJetStream(o JetStreamOptions, m *metrics) (*jsSink, error) {
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = DefaultJetStreamMaxInFlight
 	}
-	switch {
-	case o.MaxRetries == 0:
-		o.MaxRetries = DefaultMaxRetries
-	case o.MaxRetries < 0:
-		o.MaxRetries = 0
-	}
-	if o.RetryBackoff <= 0 {
-		o.RetryBackoff = DefaultRetryBackoff
-	}
-	if o.MaxBackoff <= 0 {
-		o.MaxBackoff = max(DefaultMaxBackoff, o.RetryBackoff)
-	}
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultJetStreamTimeout
 	}
@@ -102,7 +91,7 @@ func newJetStream(o JetStreamOptions, m *metrics) (*jsSink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrJetStreamOptions, err)
 	}
-	return &jsSink{o: o, js: js, m: m}, nil
+	return &jsSink{o: o, js: js, m: m, retry: newRetryPolicy(o.MaxRetries, o.RetryBackoff, o.MaxBackoff)}, nil
 }
 
 // ValidSubject reports whether s is a NATS subject one can publish on: dot-separated
@@ -123,7 +112,6 @@ func ValidSubject(s string) bool {
 func (s *jsSink) write(ctx context.Context, lines [][]byte) (int, string) {
 	pending := lines
 	delivered, rejected := 0, 0
-	backoff := s.o.RetryBackoff
 	for attempt := 0; ; attempt++ {
 		ok, again, refused := s.attempt(ctx, pending)
 		delivered += ok
@@ -133,19 +121,10 @@ func (s *jsSink) write(ctx context.Context, lines [][]byte) (int, string) {
 			return delivered, "rejected" // n < len(lines): the rest were refused
 		case len(again) == 0:
 			return delivered, ""
-		case attempt >= s.o.MaxRetries || ctx.Err() != nil:
+		case !s.retry.wait(ctx, attempt, s.m):
 			return delivered, "retries_exhausted"
 		}
 		pending = again
-		s.m.retries.Inc()
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return delivered, "retries_exhausted"
-		}
-		backoff = min(2*backoff, s.o.MaxBackoff)
 	}
 }
 
