@@ -46,6 +46,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -136,9 +137,10 @@ type Engine struct {
 	formats  []Format
 	// snapshots: modules start their instances from snapshots, unless they say otherwise.
 	snapshots  bool
-	copyImages bool // see engineConfig
-	mapImages  bool // see engineConfig
-	noRecycle  bool // see engineConfig
+	copyImages bool     // see engineConfig
+	mapImages  bool     // see engineConfig
+	noRecycle  bool     // see engineConfig
+	pagemap    *os.File // the kernel's page map of this process, for Rewind and recycling; nil where there is none
 
 	// insts maps each live instance's wazero module to it, for the host functions.
 	insts sync.Map // api.Module -> *Instance
@@ -220,6 +222,7 @@ func NewEngine(ctx context.Context, opts ...Option) (*Engine, error) {
 		return nil, fmt.Errorf("sandbox: host module: %w", err)
 	}
 	e.wd = watchdog.New(cfg.resolution, cfg.onPark)
+	e.pagemap = openPagemap()
 	return e, nil
 }
 
@@ -239,6 +242,9 @@ func (e *Engine) Close(ctx context.Context) error {
 	}
 	e.wd.Close()
 	err := e.rt.Close(ctx)
+	if e.pagemap != nil {
+		_ = e.pagemap.Close() // an instance closed later compares every page instead
+	}
 	if e.ownCache != nil {
 		if cerr := e.ownCache.Close(ctx); err == nil {
 			err = cerr

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"os"
 	"slices"
-	"sync"
 	"syscall"
 	"unsafe"
 
@@ -89,14 +88,14 @@ func unmapImage(dst []byte) error {
 // again.
 func revertImage(dst []byte) error { return unix.Madvise(dst, unix.MADV_DONTNEED) }
 
-// pagemap is the kernel's page map of this process, opened once (nil if it cannot be).
-var pagemap = sync.OnceValue(func() *os.File {
+// openPagemap opens the kernel's page map of this process, or returns nil if it cannot.
+func openPagemap() *os.File {
 	f, err := os.Open("/proc/self/pagemap")
 	if err != nil {
 		return nil
 	}
 	return f
-})
+}
 
 // Page map entry bits (the kernel's Documentation/admin-guide/mm/pagemap.rst).
 const (
@@ -105,13 +104,12 @@ const (
 	pmFile    = 1 << 61 // a file page or shared anonymous memory
 )
 
-// writtenPages reads the page map entries of b, part of a region, into buf (8 bytes a host
+// writtenPages reads the page map entries (from f, openPagemap's) of b, part of a region, into buf (8 bytes a host
 // page) and reports whether it could. Where b maps an image file, a page the instance wrote
 // since the mapping is its own anonymous copy (see pageWritten); any other is the file's, or
 // not there yet, and reads the image. Elsewhere a page never touched is not present (see
 // pagePresent), and reads zero.
-func writtenPages(b []byte, buf []byte) ([]byte, bool) {
-	f := pagemap()
+func writtenPages(f *os.File, b []byte, buf []byte) ([]byte, bool) {
 	if f == nil || len(b) == 0 {
 		return buf, false
 	}

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"os"
 
 	"github.com/tetratelabs/wazero/api"
 )
@@ -97,7 +98,7 @@ func (i *Instance) recycle() bool {
 	if s == nil || m.eng.noRecycle || i.rewindable() != "" || i.wm.IsClosed() || uint64(len(i.lm.buf)) != s.size || !m.wantsSpare(s) {
 		return false
 	}
-	if !s.reset(i.lm) {
+	if !s.reset(i.lm, m.eng.pagemap) {
 		return false
 	}
 	sp := &spare{wm: i.wm, mem: i.mem, lm: i.lm, io: i.io, intrG: i.intrG, growG: i.growG, fns: i.fns}
@@ -130,12 +131,12 @@ func (m *Module) closeSpares() {
 // reset makes lm, the memory of an instance restored from s, hold s's image again, as Rewind
 // does against a checkpoint (linearMemory.setBack). It reports false when the image is gone
 // (the Module closed).
-func (s *snapshot) reset(lm *linearMemory) bool {
+func (s *snapshot) reset(lm *linearMemory, pagemap *os.File) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return false
 	}
-	lm.setBack(s.data)
+	lm.setBack(s.data, pagemap)
 	return true
 }

@@ -118,7 +118,7 @@ func (i *Instance) Rewind() error {
 	if len(mem) != len(cp.mem) {
 		return &RewindError{Reason: fmt.Sprintf("the memory grew from %d to %d pages since the checkpoint", len(cp.mem)/65536, len(mem)/65536)}
 	}
-	i.lm.setBack(cp.mem)
+	i.lm.setBack(cp.mem, i.mod.eng.pagemap)
 	for k, g := range cp.globals {
 		g.Set(cp.values[k])
 	}
@@ -143,8 +143,9 @@ func (i *Instance) Rewind() error {
 // kernel's page map tells which pages can differ: of an image the memory maps, only those the
 // instance wrote, its own copies (a page it never wrote is the image's, and was then); above
 // the image, only those present (a page never touched is zero, and was). Without the page
-// map, or on a small memory (rewindMapAbove), every page is compared.
-func (m *linearMemory) setBack(src []byte) {
+// map (f, the engine's; nil where there is none), or on a small memory (rewindMapAbove),
+// every page is compared.
+func (m *linearMemory) setBack(src []byte, f *os.File) {
 	mem := m.buf
 	img := 0
 	if r := m.r; r != nil && r.img != nil {
@@ -152,7 +153,7 @@ func (m *linearMemory) setBack(src []byte) {
 	}
 	ok := false
 	if len(mem) > rewindMapAbove {
-		m.pm, ok = writtenPages(mem, m.pm)
+		m.pm, ok = writtenPages(f, mem, m.pm)
 	}
 	if !ok {
 		for off := 0; off < len(mem); off += rewindPage {
