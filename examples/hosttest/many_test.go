@@ -12,6 +12,7 @@ import (
 
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/host/hosttest"
+	"github.com/wasmvisor/wasmvisor/sandbox"
 
 	policy "github.com/wasmvisor/wasmvisor/examples/hosttest"
 )
@@ -41,7 +42,12 @@ func TestManyHosts(t *testing.T) {
 				if i%2 == 1 {
 					cfg["role.viewer"] = "read,delete"
 				}
-				hosttest.LoadPlugin(t, h, host.Plugin{Name: "authz", Wasm: wasm, Config: cfg})
+				// The start budget is a minute, not sandbox.DefaultStartTimeout: 300 standard-Go
+				// inits at once, each host running its own, take longer than 10 s on a loaded
+				// 2-CPU machine under the race detector. The budget is not what this test is
+				// about (the sandbox's start-deadline tests are).
+				limits := sandbox.Limits{StartTimeout: time.Minute}
+				hosttest.LoadPlugin(t, h, host.Plugin{Name: "authz", Wasm: wasm, Config: cfg, Limits: limits})
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
 				got, err := policy.Checker{Host: h}.Allowed(ctx, "alice", []string{"viewer"}, "delete", owner)
