@@ -123,7 +123,9 @@ func (m *member) requested() error {
 // end releases the slot, closes the instance and reports the end to the supervisor. It runs
 // once, whoever calls it first: the caller that found the instance dead, or the stopper.
 func (m *member) end(reason error) {
+	ended := false
 	m.once.Do(func() {
+		ended = true
 		p := m.p
 		m.stopReset()                           // before the instance is closed: a reset in flight neither installs nor leaks one
 		p.slots[m.idx].m.CompareAndSwap(m, nil) // the name is free before anyone learns of the end
@@ -136,10 +138,15 @@ func (m *member) end(reason error) {
 		p.h.emit(Event{Kind: EventInstanceEnded, Plugin: p.name, Instance: m.idx, Incarnation: m.inc, Err: reason})
 		p.notify()
 		close(m.done)
-		if f := m.onDone.Swap(nil); f != nil {
-			(*f)()
-		}
 	})
+	// Outside the once, which would hold up a concurrent end: the supervisor may restart the
+	// slot in f, on this goroutine (supervisor.Notifier).
+	if !ended {
+		return
+	}
+	if f := m.onDone.Swap(nil); f != nil {
+		(*f)()
+	}
 }
 
 // slot is one pool position; m is its current member, nil while it is down.

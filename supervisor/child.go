@@ -34,10 +34,13 @@ type Child interface {
 
 // A Notifier is a Child that calls a function when it ends. The supervisor then registers
 // its notice of the end with OnDone instead of keeping a goroutine per incarnation that waits
-// on Done: a restart costs one goroutine hand-off less.
+// on Done, and, when it is idle, restarts the child in that function, on the goroutine that
+// ended it: the restart costs no goroutine hand-off at all (see Supervisor).
 type Notifier interface {
 	// OnDone arranges for f to be called once, after Done is closed (at once if it is
-	// already). f does not block.
+	// already). f may run the child's restart, the next incarnation's Start included, so
+	// it must be called holding no lock that Start takes; it does not wait for any other
+	// goroutine of the supervisor.
 	OnDone(f func())
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -61,11 +62,17 @@ type ChildInfo struct {
 // run it with [Supervisor.Start] and [Supervisor.Stop] or [Supervisor.Serve].
 // A supervisor can be the child of another, so trees nest (see [Subtree]).
 //
-// All state is owned by one goroutine, an event loop; every method is safe
-// for concurrent use and talks to it by message. Methods that can block take
-// a context. After Stop, every method returns ErrStopped and none blocks.
-// Child Start functions and hooks must not call their own supervisor's
-// blocking methods synchronously.
+// All state is owned by an event loop; every method is safe for concurrent
+// use and talks to it by message. Methods that can block take a context.
+// After Stop, every method returns ErrStopped and none blocks. Child Start
+// functions and hooks must not call their own supervisor's blocking methods
+// synchronously.
+//
+// The loop is a turn, not only a goroutine: the end of a Notifier child that
+// finds the loop idle, with nothing queued before it, is handled in the
+// goroutine that reports it, when the handling is that child's own restart
+// within the intensity (see endNotice). Every other event waits for the
+// loop's goroutine, in order.
 type Supervisor struct {
 	cfg    Config
 	lim    limits
@@ -96,7 +103,12 @@ type Supervisor struct {
 	events    *dispatcher
 	ownEvents bool
 
-	// Owned by the loop goroutine.
+	// turn is held by whoever runs the loop's work: the loop's goroutine, except while it
+	// waits for a message, or a child's end notice handled where it is reported
+	// (endNotice). The fields below are owned by its holder.
+	turn    sync.Mutex
+	looping bool // the loop's goroutine runs the loop: an end notice may take the turn
+
 	head, tail *childRec
 	byID       map[string]*childRec
 	count      int
@@ -504,10 +516,7 @@ func (s *Supervisor) note(f func()) {
 	}
 	s.notes = append(s.notes, f)
 	s.notesMu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	s.wakeLoop()
 }
 
 func (s *Supervisor) run(initCtx context.Context, result chan<- error) {
@@ -566,6 +575,12 @@ func (s *Supervisor) startStatic(ctx context.Context) error {
 }
 
 func (s *Supervisor) loop() {
+	s.turn.Lock()
+	s.looping = true
+	defer func() {
+		s.looping = false
+		s.turn.Unlock()
+	}()
 	for !s.exiting {
 		if len(s.selfq) > 0 {
 			select {
@@ -586,13 +601,19 @@ func (s *Supervisor) loop() {
 			f()
 			continue
 		}
+		// Waiting, the loop gives up its turn: an end notice may take it meanwhile
+		// (endNotice), and never leaves the loop exiting.
+		s.turn.Unlock()
 		select {
 		case <-s.stopReq:
+			s.turn.Lock()
 			s.shutdown()
 			return
 		case f := <-s.mbox:
+			s.turn.Lock()
 			f()
 		case <-s.wake:
+			s.turn.Lock()
 			s.runNotes()
 		}
 	}
@@ -734,7 +755,7 @@ func (s *Supervisor) startRec(ctx context.Context, r *childRec) (err error) {
 	if n, ok := c.(Notifier); ok {
 		// The child tells the loop itself: no watcher goroutine, and one hand-off less
 		// between the end and the restart. An abandoned incarnation's note finds it handled.
-		n.OnDone(func() { s.note(func() { s.onExit(inc) }) })
+		n.OnDone(func() { s.endNotice(inc) })
 	} else {
 		s.watchers.Add(1)
 		go func() {
@@ -760,6 +781,104 @@ func (s *Supervisor) callStart(ctx context.Context, r *childRec) (c Child, err e
 }
 
 // ---- exits and restarts ----
+
+// endNotice is a Notifier child's report of inc's end. When the loop is idle (its turn is
+// free), nothing is queued before this notice, and handling it is only restarting inc's
+// child within the intensity (restartsAlone), it is handled here, in the reporting
+// goroutine, as the loop would: the restart costs no hand-off to the loop's goroutine and
+// back, which on an idle machine is a thread wake-up each way, more than a snapshot-restored
+// instance costs to start (RATIONALE.md, "Restarts without hand-offs"). Anything else is
+// queued for the loop (note): the order of events, the strategies that stop other
+// children, giving up at the intensity and shutting down stay the loop's own.
+func (s *Supervisor) endNotice(inc *incarnation) {
+	if s.turn.TryLock() {
+		handled := s.restartsAlone(inc)
+		if handled {
+			s.onExit(inc)
+		}
+		queued := len(s.selfq) > 0 // a failed start's retry: the loop must come round for it
+		s.turn.Unlock()
+		if handled {
+			if queued {
+				s.wakeLoop()
+			}
+			return
+		}
+	}
+	s.note(func() { s.onExit(inc) })
+}
+
+// restartsAlone reports whether handling inc's end now, outside the loop's goroutine, is
+// only its child's restart (or the start of its backoff): the loop runs and is not
+// stopping, no exit or timer is queued before this one, inc is its child's current
+// incarnation, the child is restarted for this end, without stopping any other child (one
+// for one, or dynamic, and no dependents), and the restart stays within the intensity.
+// Called with the turn held.
+func (s *Supervisor) restartsAlone(inc *incarnation) bool {
+	if !s.looping || s.exiting || s.stopping || len(s.selfq) > 0 {
+		return false
+	}
+	select {
+	case <-s.stopReq:
+		return false
+	default:
+	}
+	s.notesMu.Lock()
+	queued := len(s.notes) > 0
+	s.notesMu.Unlock()
+	r := inc.rec
+	if queued || r.cur != inc || r.removed {
+		return false
+	}
+	switch s.cfg.Strategy {
+	case OneForOne:
+		for m := r.next; m != nil; m = m.next {
+			if slices.Contains(m.deps, r) {
+				return false
+			}
+		}
+	case Dynamic:
+	default:
+		return false
+	}
+	class := Classify(inc.child.Err())
+	switch {
+	case class == ExitReplaced:
+		return r.spec.Restart != Temporary
+	case r.spec.Restart == Permanent, r.spec.Restart == Transient && class == ExitAbnormal:
+		return s.restartFits(r, s.clock.Now().Sub(inc.readyAt))
+	}
+	return false
+}
+
+// restartFits reports whether one more restart of r, after an incarnation that was up for
+// uptime, stays within the intensity: whether addRestart, called later (a later now drops
+// restarts from the window and lengthens the uptime), will not give up.
+func (s *Supervisor) restartFits(r *childRec, uptime time.Duration) bool {
+	cut := s.clock.Now().Add(-s.lim.period)
+	old, _ := slices.BinarySearchFunc(s.restarts, cut, func(t, cut time.Time) int { // s.restarts is in time order
+		if t.Before(cut) {
+			return -1
+		}
+		return 1
+	})
+	if len(s.restarts)-old+1 > s.lim.intensity {
+		return false
+	}
+	threshold := s.lim.minUptime
+	if threshold <= 0 {
+		threshold = s.lim.period
+	}
+	return s.lim.minUptime <= 0 || uptime >= threshold || r.quick+1 <= s.lim.intensity
+}
+
+// wakeLoop makes the loop's goroutine come round, without blocking.
+func (s *Supervisor) wakeLoop() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
 
 func (s *Supervisor) onExit(inc *incarnation) {
 	r := inc.rec
