@@ -237,7 +237,20 @@ func (hd Handle) Kill() {
 	m.in().Kill()
 	if m.in().Retire() { // not busy: end it here
 		m.state.Store(stEnded)
-		m.end(fmt.Errorf("plugin %q: instance %d killed: %w", m.p.name, m.idx, sandbox.ErrCanceled))
+		m.end(&killedError{plugin: m.p.name, idx: m.idx})
 	}
 	// A busy member ends when the caller whose operation was interrupted sees the kill.
 }
+
+// killedError is the end of an idle instance killed through its Handle: formatted only when
+// it is read, since a kill on the way to a restart rarely is.
+type killedError struct {
+	plugin string
+	idx    int
+}
+
+func (e *killedError) Error() string {
+	return fmt.Sprintf("plugin %q: instance %d killed: %v", e.plugin, e.idx, sandbox.ErrCanceled)
+}
+
+func (e *killedError) Unwrap() error { return sandbox.ErrCanceled }

@@ -181,7 +181,7 @@ func (i *Instance) leave(id uint64) {
 // endReason is the failure of an instance ended by Kill or Retire.
 func (i *Instance) endReason() error {
 	if i.flags.Load()&flagKilled != 0 {
-		return fmt.Errorf("sandbox: instance killed: %w", ErrCanceled)
+		return errInstanceKilled
 	}
 	return fmt.Errorf("sandbox: instance: %w", ErrRetired)
 }

@@ -395,7 +395,7 @@ func (i *Instance) Kill() {
 	if i.flags.Or(flagKilled)&flagKilled != 0 {
 		return
 	}
-	i.failure.CompareAndSwap(nil, &failure{err: fmt.Errorf("sandbox: instance killed: %w", ErrCanceled)})
+	i.failure.CompareAndSwap(nil, &failure{err: errInstanceKilled})
 	for {
 		s := i.state.Load()
 		switch s & stMask {
@@ -490,6 +490,10 @@ func (i *Instance) Close(ctx context.Context) error {
 	closeRoots(i.roots)
 	return err
 }
+
+// errInstanceKilled is the fatal error of an instance ended by Kill: one value, made once,
+// since a restart kills an instance on its way.
+var errInstanceKilled = fmt.Errorf("sandbox: instance killed: %w", ErrCanceled)
 
 // errKilledBeforeEntry marks an operation that Kill prevented from entering the guest.
 var errKilledBeforeEntry = errors.New("killed before entry")
