@@ -150,6 +150,16 @@ func (c Capabilities) randSource() io.Reader {
 	return mathrand.NewChaCha8(deterministicSeed)
 }
 
+// instanceRand is randSource for a native instance: with RandomDeterministic, the instance's
+// own ChaCha8 cc, seeded.
+func (c Capabilities) instanceRand(cc *mathrand.ChaCha8) io.Reader {
+	if c.Random == RandomCrypto {
+		return rand.Reader
+	}
+	cc.Seed(deterministicSeed)
+	return cc
+}
+
 // deterministicSeed seeds RandomDeterministic.
 var deterministicSeed = [32]byte{42}
 

@@ -139,6 +139,12 @@ type output struct {
 	scope                        *guestio.Scope
 	stdout, stderr, log, publish *guestio.Meter
 	stdoutW, stderrW             *guestio.LineWriter
+
+	// What the fields above point to, made with the output in one allocation: an instance's
+	// start makes no other for its streams.
+	scopeV   guestio.Scope
+	meters   [4]guestio.Meter
+	writersV [2]guestio.LineWriter
 }
 
 // stoppingWriter is what the guest's WASI stdout or stderr writes to: a LineWriter that, once
@@ -155,17 +161,21 @@ func (s stoppingWriter) Write(b []byte) (int, error) {
 }
 
 func (i *Instance) newOutput(l Limits, logger *zap.Logger) *output {
-	o := &output{base: logger, scope: guestio.NewScope(guestio.ScopeConfig{
+	o := &output{base: logger}
+	o.scope = &o.scopeV
+	o.scope.Init(guestio.ScopeConfig{
 		Op:      func() uint64 { return i.state.Load() >> idShift },
 		Stopped: i.stopped,
 		Report:  i.mod.cfg.DropReporter(logger),
-	})}
-	o.stdout = o.scope.Meter(StreamStdout, l.Output.budget())
-	o.stderr = o.scope.Meter(StreamStderr, l.Output.budget())
-	o.log = o.scope.Meter(StreamLog, l.Output.budget())
-	o.publish = o.scope.Meter(StreamPublish, l.Publish.budget())
-	o.stdoutW = guestio.NewLineWriter(logger, o.stdout, &i.logTruncated)
-	o.stderrW = guestio.NewLineWriter(logger, o.stderr, &i.logTruncated)
+	})
+	o.stdout, o.stderr, o.log, o.publish = &o.meters[0], &o.meters[1], &o.meters[2], &o.meters[3]
+	o.scope.InitMeter(o.stdout, StreamStdout, l.Output.budget())
+	o.scope.InitMeter(o.stderr, StreamStderr, l.Output.budget())
+	o.scope.InitMeter(o.log, StreamLog, l.Output.budget())
+	o.scope.InitMeter(o.publish, StreamPublish, l.Publish.budget())
+	o.stdoutW, o.stderrW = &o.writersV[0], &o.writersV[1]
+	o.stdoutW.Init(logger, o.stdout, &i.logTruncated)
+	o.stderrW.Init(logger, o.stderr, &i.logTruncated)
 	return o
 }
 

@@ -49,7 +49,8 @@ func (d *Drop) empty() bool { return d.Bytes == 0 && d.Records == 0 }
 // the first end of an operation (or the first drop during a long operation) a Window after
 // that report, or at the latest by Flush.
 type Scope struct {
-	now     func() time.Duration
+	now     func() time.Duration // nil: the time since t0
+	t0      time.Time
 	op      func() uint64
 	stopped func() bool
 	report  func(Drop)
@@ -57,6 +58,7 @@ type Scope struct {
 	pending atomic.Bool // a meter holds drops not yet reported
 	mu      sync.Mutex
 	meters  []*Meter
+	first   [4]*Meter // meters' first array: an instance's streams need no other
 }
 
 // ScopeConfig configures NewScope.
@@ -77,24 +79,48 @@ type ScopeConfig struct {
 
 // NewScope returns a scope with c's clock, operation and report sink.
 func NewScope(c ScopeConfig) *Scope {
-	s := &Scope{now: c.Now, op: c.Op, stopped: c.Stopped, report: c.Report}
+	s := new(Scope)
+	s.Init(c)
+	return s
+}
+
+// Init makes s, a zero Scope that is part of a larger value (an instance's output, made in
+// one allocation), what NewScope(c) returns.
+func (s *Scope) Init(c ScopeConfig) {
+	s.now, s.op, s.stopped, s.report = c.Now, c.Op, c.Stopped, c.Report
 	if s.now == nil {
-		t0 := time.Now()
-		s.now = func() time.Duration { return time.Since(t0) }
+		s.t0 = time.Now()
 	}
 	if s.op == nil {
-		s.op = func() uint64 { return 0 }
+		s.op = noOp
 	}
-	return s
+	s.meters = s.first[:0]
+}
+
+func noOp() uint64 { return 0 }
+
+// clock is the scope's monotonic time.
+func (s *Scope) clock() time.Duration {
+	if s.now == nil {
+		return time.Since(s.t0)
+	}
+	return s.now()
 }
 
 // Meter returns a new meter for one stream of the scope.
 func (s *Scope) Meter(stream string, l Limits) *Meter {
-	m := &Meter{s: s, stream: stream, lim: l}
+	m := new(Meter)
+	s.InitMeter(m, stream, l)
+	return m
+}
+
+// InitMeter makes m, a zero Meter that is part of a larger value, what Meter(stream, l)
+// returns.
+func (s *Scope) InitMeter(m *Meter, stream string, l Limits) {
+	m.s, m.stream, m.lim = s, stream, l
 	s.mu.Lock()
 	s.meters = append(s.meters, m)
 	s.mu.Unlock()
-	return m
 }
 
 // Pending reports whether some meter holds drops not yet reported: the owner of the
@@ -113,7 +139,7 @@ func (s *Scope) sweep(force bool) {
 	s.mu.Lock()
 	ms := s.meters
 	s.mu.Unlock()
-	now := s.now()
+	now := s.clock()
 	left := false
 	for _, m := range ms {
 		m.mu.Lock()
@@ -183,7 +209,7 @@ func (m *Meter) Dropped() (bytes, records uint64) {
 func (m *Meter) Take(keep, size int64) bool {
 	stopped := m.s.stopped != nil && m.s.stopped()
 	m.mu.Lock()
-	now := m.s.now()
+	now := m.s.clock()
 	m.roll(now)
 	b, r, opLim := m.room()
 	if stopped || keep > b || r < 1 {

@@ -38,6 +38,12 @@ func NewLineWriter(log *zap.Logger, m *Meter, truncated *atomic.Uint64) *LineWri
 	return &LineWriter{log: log, m: m, truncated: truncated}
 }
 
+// Init makes w, a zero LineWriter that is part of a larger value, what NewLineWriter
+// returns.
+func (w *LineWriter) Init(log *zap.Logger, m *Meter, truncated *atomic.Uint64) {
+	w.log, w.m, w.truncated = log, m, truncated
+}
+
 // Write logs each complete line; a line longer than MaxLine is logged in pieces and counted.
 func (w *LineWriter) Write(b []byte) (int, error) {
 	n := len(b)
@@ -47,7 +53,7 @@ func (w *LineWriter) Write(b []byte) (int, error) {
 	m := w.m
 	if m.s.stopped != nil && m.s.stopped() {
 		m.mu.Lock()
-		rep, ok := m.drop(m.s.now(), Drop{Bytes: uint64(n), Records: 1, Stopped: true})
+		rep, ok := m.drop(m.s.clock(), Drop{Bytes: uint64(n), Records: 1, Stopped: true})
 		m.mu.Unlock()
 		if ok {
 			m.s.emit(rep)
@@ -55,7 +61,7 @@ func (w *LineWriter) Write(b []byte) (int, error) {
 		return 0, ErrStopped
 	}
 	m.mu.Lock()
-	now := m.s.now()
+	now := m.s.clock()
 	m.roll(now)
 	byteRoom, lineRoom, opLimited := m.room()
 	keep := b[:min(int64(n), byteRoom)]
@@ -164,7 +170,7 @@ func (w *LineWriter) Flush() {
 		m.mu.Unlock()
 		return
 	}
-	now := m.s.now()
+	now := m.s.clock()
 	m.roll(now)
 	var rep Drop
 	var report bool
