@@ -215,6 +215,10 @@ func (in *instrumenter) rewriteBody(d uint32, body []byte) ([]byte, error) {
 			out = appendU32(append(out, 0x10), in.helperIndex(k))
 			cur.w += helperWeight
 			return nil
+		case op == 0x23 || op == 0x24: // global.get global.set
+			if idx := r.u32(); r.err == nil && idx >= in.m.NumGlobals {
+				return globalRange(idx, in.m.NumGlobals)
+			}
 		case op == 0xfc:
 			r.skipMisc(sub)
 		default:

@@ -81,7 +81,9 @@ const (
 //   - DWARF custom sections dropped, since the code offsets they name have moved.
 //
 // Function and global indices of the original module do not move: the additions are
-// appended.
+// appended. A global.get or global.set of a global the module does not have, or an export of
+// one, is refused (ErrMalformed) rather than left to wazero: after the additions its index
+// would name one of them.
 func Instrument(m *Module, maxPages uint32) ([]byte, error) {
 	return instrument(m, maxPages, ChunkBytes, ChunkElements, nil)
 }
@@ -100,6 +102,9 @@ func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32, snap *Snap
 	}
 	if importedMems > 0 && maxPages > 0 {
 		return nil, fmt.Errorf("%w: an imported memory cannot be limited", ErrMalformed)
+	}
+	if err := checkGlobalExports(m); err != nil {
+		return nil, err
 	}
 
 	nTypes := uint32(len(m.Types))
