@@ -5,7 +5,9 @@ import "fmt"
 // instrumenter holds what Instrument learned of a module while it rewrites the bodies.
 type instrumenter struct {
 	m              *Module
-	fuel, intr     uint32 // global indices
+	fold           globalFold
+	sections       []section // m's, with the constant globals folded (globalFold.sections)
+	fuel, intr     uint32    // indices of the added globals, after the module's (less the folded)
 	oom            uint32
 	growFn, slowFn uint32
 	tables         []Table // the table index space: imports first
@@ -25,6 +27,8 @@ type instrumenter struct {
 	// ("" if none), and whether any code names a data segment (memory.init, data.drop).
 	tableWrite string
 	usesData   bool
+	// From analyse: the globals that a global.set names.
+	written []bool
 }
 
 // tableWriters names the instructions that can change a table: 0x26 is table.set, the rest
@@ -101,6 +105,7 @@ func (in *instrumenter) analyse() error {
 	n := len(in.m.bodies)
 	in.checked = make([]bool, n)
 	in.weight = make([]int64, n)
+	in.written = make([]bool, in.m.NumGlobals)
 	for i, body := range in.m.bodies {
 		depth, loops := 0, []int{} // loops: the depths of the open loops
 		var w int64
@@ -114,12 +119,17 @@ func (in *instrumenter) analyse() error {
 			case op == 0xfc && (sub == opMemoryInit || sub == 9):
 				in.usesData = true
 			}
-			if op == 0xfc {
+			switch op {
+			case 0xfc:
 				r.skipMisc(sub)
-			} else if op != 0x40 {
-				r.skipImmediates(op)
-			} else {
+			case 0x40:
 				r.u32()
+			case 0x24: // global.set
+				if idx := r.u32(); idx < uint32(len(in.written)) {
+					in.written[idx] = true
+				}
+			default:
+				r.skipImmediates(op)
 			}
 			if len(loops) == 0 {
 				switch {
@@ -214,6 +224,17 @@ func (in *instrumenter) rewriteBody(d uint32, body []byte) ([]byte, error) {
 			}
 			out = appendU32(append(out, 0x10), in.helperIndex(k))
 			cur.w += helperWeight
+			return nil
+		case op == 0x23 || op == 0x24: // global.get global.set
+			idx := r.u32()
+			if r.err != nil {
+				return r.err
+			}
+			if idx >= in.m.NumGlobals {
+				return globalRange(idx, in.m.NumGlobals)
+			}
+			out = in.fold.appendAccess(out, op, idx, body[start:r.off])
+			cur.w++
 			return nil
 		case op == 0xfc:
 			r.skipMisc(sub)

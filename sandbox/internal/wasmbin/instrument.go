@@ -78,10 +78,22 @@ const (
 //     from any other trap;
 //   - the memory's maximum clamped to maxPages when maxPages > 0, and the defined tables'
 //     maxima lowered so that together they hold at most MaxTableElements (clampTables);
+//   - the constant globals folded away: every defined global that is immutable, not
+//     exported and initialised by one i32, i64, f32, f64 or v128 .const is no longer defined,
+//     and every global.get of it in code is that constant, so that wazero does not allocate
+//     and initialise it for every instance (RATIONALE.md, "Constant globals folded at
+//     instrument time"). One that a global.set names (an invalid module) or a constant
+//     expression reads (which wazero allows only in element segments, with extended-const)
+//     stays, so that wazero judges the copy as it judges the original;
 //   - DWARF custom sections dropped, since the code offsets they name have moved.
 //
-// Function and global indices of the original module do not move: the additions are
-// appended.
+// Function indices of the original module do not move: the additions are appended. Imported
+// globals do not move; a defined global moves down by the number of folded globals before it
+// (in code, constant expressions and exports; the name section's global names are dropped),
+// and the three added globals follow the remaining ones. A module with nothing to fold comes
+// out as it would without folding, byte for byte. A global.get or global.set of a global the
+// module does not have, or an export of one, is refused (ErrMalformed) rather than left to
+// wazero: after the additions its index would name one of them.
 func Instrument(m *Module, maxPages uint32) ([]byte, error) {
 	return instrument(m, maxPages, ChunkBytes, ChunkElements, nil)
 }
@@ -100,6 +112,9 @@ func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32, snap *Snap
 	}
 	if importedMems > 0 && maxPages > 0 {
 		return nil, fmt.Errorf("%w: an imported memory cannot be limited", ErrMalformed)
+	}
+	if err := checkGlobalExports(m); err != nil {
+		return nil, err
 	}
 
 	nTypes := uint32(len(m.Types))
@@ -126,9 +141,6 @@ func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32, snap *Snap
 
 	in := &instrumenter{
 		m:      m,
-		fuel:   m.NumGlobals + 2,
-		intr:   m.NumGlobals,
-		oom:    m.NumGlobals + 1,
 		growFn: m.NumImportedFuncs + uint32(len(m.Funcs)),
 		helper: map[helperKey]uint32{},
 
@@ -143,6 +155,9 @@ func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32, snap *Snap
 	}
 	in.tables = append(in.tables, m.Tables...)
 	if err := in.analyse(); err != nil {
+		return nil, err
+	}
+	if err := in.foldGlobals(); err != nil {
 		return nil, err
 	}
 
@@ -271,7 +286,7 @@ func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32, snap *Snap
 			}
 		}
 	}
-	for _, s := range m.sections {
+	for _, s := range in.sections {
 		if s.id == secCustom {
 			r := reader{b: s.payload}
 			if strings.HasPrefix(r.name(), ".debug") {

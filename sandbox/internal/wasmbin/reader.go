@@ -144,7 +144,11 @@ func (r *reader) skipConstExpr() {
 }
 
 // skipElementSegment skips one element segment, in any of its eight encodings.
-func (r *reader) skipElementSegment() {
+func (r *reader) skipElementSegment() { r.elementSegment(r.skipConstExpr) }
+
+// elementSegment walks one element segment, in any of its eight encodings, calling expr at
+// each of its constant expressions, which expr must read.
+func (r *reader) elementSegment(expr func()) {
 	flags := r.u32()
 	if r.err != nil {
 		return
@@ -157,7 +161,7 @@ func (r *reader) skipElementSegment() {
 		r.u32()
 	}
 	if flags&0x01 == 0 { // active: an offset expression
-		r.skipConstExpr()
+		expr()
 	}
 	if flags&0x03 != 0 { // an element kind or reference type
 		r.byte()
@@ -165,11 +169,27 @@ func (r *reader) skipElementSegment() {
 	n := r.count()
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		if flags&0x04 != 0 {
-			r.skipConstExpr()
+			expr()
 		} else {
 			r.u32()
 		}
 	}
+}
+
+// dataSegment walks one data segment, calling expr at its offset expression, if it has
+// one, which expr must read.
+func (r *reader) dataSegment(expr func()) {
+	switch flags := r.u32(); flags {
+	case 0:
+		expr()
+	case 1:
+	case 2:
+		r.u32()
+		expr()
+	default:
+		r.fail("unknown data segment flags %d", flags)
+	}
+	r.bytes(r.u32())
 }
 
 // s32 reads a signed LEB128 of at most 32 bits.
@@ -196,6 +216,30 @@ func (r *reader) s32() int32 {
 		if shift >= 35 {
 			r.fail("integer too long")
 			return 0
+		}
+	}
+}
+
+// s64 reads a signed LEB128 of at most 64 bits.
+func (r *reader) s64() int64 {
+	var v int64
+	var shift uint
+	for {
+		c := r.byte()
+		if r.err != nil {
+			return 0
+		}
+		if shift == 63 && c != 0x00 && c != 0x7f { // the last byte holds bit 63 and its sign
+			r.fail("integer too large")
+			return 0
+		}
+		v |= int64(c&0x7f) << shift
+		shift += 7
+		if c&0x80 == 0 {
+			if shift < 64 && c&0x40 != 0 {
+				v |= -1 << shift
+			}
+			return v
 		}
 	}
 }

@@ -16,7 +16,9 @@ const (
 	// ExportStart is the module's start function, whose section InstrumentSnapshot removes.
 	ExportStart = "wasmvisor:start"
 	// ExportGlobalPrefix starts the name of each mutable defined global, exported so that
-	// the host can read and restore it; the rest of the name is the global's index.
+	// the host can read and restore it; the rest of the name is the global's index in the
+	// rewritten module (lower than in the original when constant globals before it were
+	// folded: see Instrument).
 	ExportGlobalPrefix = "wasmvisor:global:"
 )
 
@@ -35,15 +37,17 @@ type Snapshot struct {
 	InitData bool
 	// Start: the module exports ExportStart, which must run after ExportInitData.
 	Start bool
-	// Globals are the indices of the mutable defined globals, exported as
-	// ExportGlobalPrefix followed by the index.
+	// Globals are the indices, in the rewritten module, of the mutable defined globals,
+	// exported as ExportGlobalPrefix followed by the index. An index is the global's in the
+	// original module less the constant globals folded before it (see Instrument).
 	Globals []uint32
 	// UsesData: the module's own code names data segments (memory.init, data.drop), so that
 	// which of its passive segments are dropped is state beyond memory and globals.
 	UsesData bool
 }
 
-// GlobalExport names the export of mutable global idx.
+// GlobalExport names the export of mutable global idx, an index in the rewritten module (an
+// element of Snapshot.Globals).
 func GlobalExport(idx uint32) string { return ExportGlobalPrefix + strconv.FormatUint(uint64(idx), 10) }
 
 // InstrumentSnapshot is Instrument, plus what a host needs to initialize an instance once and
@@ -58,12 +62,14 @@ func GlobalExport(idx uint32) string { return ExportGlobalPrefix + strconv.Forma
 //     active ones become empty passive ones and the merged ones are appended. A segment
 //     whose offset is not an i32.const is left alone, and the module is not snapshottable;
 //   - the start section removed, its function exported as ExportStart;
-//   - every mutable defined global exported as GlobalExport(index).
+//   - every mutable defined global exported as GlobalExport(index), with its index in the
+//     rewritten module.
 //
 // A module whose state is more than its memory and globals is not snapshottable (Why says
 // so): one whose code can change a table (table.set, table.grow, table.fill, table.copy,
 // table.init, elem.drop), one that imports or exports a table, one with a mutable global of a
-// vector or reference type. Function and global indices do not move.
+// vector or reference type. Indices move as Instrument says: function indices do not, defined
+// global indices move down past the folded constant globals.
 func InstrumentSnapshot(m *Module, maxPages uint32) ([]byte, Snapshot, error) {
 	var s Snapshot
 	out, err := instrument(m, maxPages, ChunkBytes, ChunkElements, &s)
@@ -203,7 +209,7 @@ func planData(payload []byte, keepIndices bool) (plan dataPlan, why string, err 
 func (in *instrumenter) planSnapshot(snap *Snapshot) (data dataPlan, why string, err error) {
 	m := in.m
 	var payload []byte
-	for _, s := range m.sections {
+	for _, s := range in.sections {
 		if s.id == secData {
 			payload = s.payload
 		}
@@ -220,7 +226,7 @@ func (in *instrumenter) planSnapshot(snap *Snapshot) (data dataPlan, why string,
 		}
 		switch g.ValType {
 		case 0x7f, 0x7e, 0x7d, 0x7c: // i32, i64, f32, f64
-			snap.Globals = append(snap.Globals, imported+uint32(i))
+			snap.Globals = append(snap.Globals, in.fold.index(imported+uint32(i)))
 		default:
 			if why == "" {
 				why = fmt.Sprintf("mutable global %d has type 0x%02x, which the host cannot restore", imported+uint32(i), g.ValType)

@@ -1,6 +1,7 @@
 // Package wasmbin reads the parts of a WebAssembly binary that wasmvisor needs (types,
 // imports, exports, memories, function bodies) and rewrites a module so that the sandbox can
-// interrupt it and cap its memory without wazero's per-call goroutine (Instrument), and, for
+// interrupt it and cap its memory without wazero's per-call goroutine, with its constant
+// globals folded into its code so that instantiation does not make them (Instrument), and, for
 // snapshots, so that instantiation does nothing a snapshot makes redundant and the host can
 // read and restore the module's state (InstrumentSnapshot).
 //
@@ -322,17 +323,7 @@ func (m *Module) readSection(id byte, payload []byte) error {
 	case secData:
 		n := r.count()
 		for i := uint32(0); i < n && r.err == nil; i++ {
-			switch flags := r.u32(); flags {
-			case 0:
-				r.skipConstExpr()
-			case 1:
-			case 2:
-				r.u32()
-				r.skipConstExpr()
-			default:
-				r.fail("unknown data segment flags %d", flags)
-			}
-			r.bytes(r.u32())
+			r.dataSegment(r.skipConstExpr)
 		}
 	case secDataCount:
 		r.u32()
