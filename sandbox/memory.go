@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"fmt"
 	"runtime"
 	"slices"
 	"sync"
@@ -87,13 +88,25 @@ func (m *linearMemory) Reallocate(size uint64) []byte {
 		return nil
 	}
 	if size > uint64(len(m.buf)) {
-		b := m.r.grow(size)
-		if b == nil {
+		var b []byte
+		if m.imageWillCover(size) {
+			b = m.r.mem[:size:size] // left reserved: restore maps the image over it
+		} else if b = m.r.grow(size); b == nil {
 			return nil
 		}
 		m.buf = b
 	}
 	return m.buf
+}
+
+// imageWillCover reports whether the first size bytes of a new region need not be committed
+// because restore is to map the wanted snapshot's image over them before anything reads or
+// writes them (wazero writes nothing into a snapshot module's memory: its data segments are
+// passive). It saves a new instance a system call; restore commits them if it has to copy
+// the image instead, and a region released before restore has none of them committed
+// (r.committed), so nothing touches them.
+func (m *linearMemory) imageWillCover(size uint64) bool {
+	return m.fresh && m.want != nil && m.r.mapped && m.r.img == nil && size <= m.want.size
 }
 
 // Free implements experimental.LinearMemory. It does nothing: wazero also frees the memory
@@ -122,6 +135,9 @@ func (m *linearMemory) restore(s *snapshot) error {
 		r.img = s
 		r.committed = max(r.committed, s.size)
 		return nil
+	}
+	if r.mapped && r.committed < s.size && r.grow(s.size) == nil { // see imageWillCover
+		return fmt.Errorf("sandbox: snapshot: %d bytes of memory cannot be committed", s.size)
 	}
 	return s.copyInto(m.buf[:s.size])
 }

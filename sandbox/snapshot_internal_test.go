@@ -42,6 +42,21 @@ func TestSnapshotCopied(t *testing.T) {
 	if _, err := a.Call(ctx, "set", []byte("MARKER-a")); err != nil {
 		t.Fatal(err)
 	}
+	// A second live instance takes a new region, whose memory restore must commit before it
+	// copies the image (see imageWillCover).
+	c, err := m.Instantiate(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := m.snap.Load(); !c.lm.fresh || !bytes.Equal(c.lm.buf[:s.size], s.data) {
+		t.Fatalf("a new region (%v) does not hold the image", c.lm.fresh)
+	}
+	if out, err := c.Call(ctx, "get", nil); err != nil || len(out) != 0 {
+		t.Fatalf("marker in a live neighbour: %q, %v", out, err)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
 	used := a.lm.r
 	if err := a.Close(ctx); err != nil {
 		t.Fatal(err)
