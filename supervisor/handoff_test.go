@@ -6,9 +6,11 @@ import (
 	"errors"
 	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/wasmvisor/wasmvisor/supervisor"
 )
@@ -175,5 +177,81 @@ func drain(ch chan string) []string {
 		default:
 			return out
 		}
+	}
+}
+
+// TestEndNoticeRacesStop: a Notifier child that ignores Stop and Kill is abandoned by its
+// supervisor's stop, and ends from another goroutine while the stop finishes, again and
+// again: the end notice finds the loop gone or going, and neither it nor the stop touches
+// the supervisor's state without the turn (the race detector is the check).
+func TestEndNoticeRacesStop(t *testing.T) {
+	for range 300 {
+		var c atomic.Pointer[notifyingBench]
+		s, err := supervisor.New(supervisor.Config{Intensity: 1 << 20, KillTimeout: time.Microsecond},
+			supervisor.Spec{ID: "a", Shutdown: time.Microsecond, Start: func(context.Context) (supervisor.Child, error) {
+				n := &notifyingBench{done: make(chan struct{}), deaf: true}
+				c.Store(n)
+				return n, nil
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		ended := make(chan struct{})
+		go func() {
+			defer close(ended)
+			<-s.Done()
+			c.Load().end(errBoom)
+		}()
+		s.RequestStop()
+		go func() { c.Load().end(errBoom) }() // also while the stop runs
+		<-ended
+	}
+}
+
+// notifyingBench is a Notifier with no goroutine and no harness.
+type notifyingBench struct {
+	deaf   bool // Stop and Kill do nothing
+	done   chan struct{}
+	once   sync.Once
+	err    error
+	onDone atomic.Pointer[func()]
+}
+
+func (c *notifyingBench) Done() <-chan struct{} { return c.done }
+func (c *notifyingBench) Err() error            { return c.err }
+func (c *notifyingBench) Stop() {
+	if !c.deaf {
+		c.end(supervisor.ErrShutdown)
+	}
+}
+
+func (c *notifyingBench) Kill() {
+	if !c.deaf {
+		c.end(supervisor.ErrKilled)
+	}
+}
+func (c *notifyingBench) OnDone(f func()) {
+	c.onDone.Store(&f)
+	select {
+	case <-c.done:
+		if c.onDone.CompareAndSwap(&f, nil) {
+			f()
+		}
+	default:
+	}
+}
+
+func (c *notifyingBench) end(err error) {
+	ended := false
+	c.once.Do(func() {
+		c.err = err
+		close(c.done)
+		ended = true
+	})
+	if f := c.onDone.Swap(nil); ended && f != nil {
+		(*f)()
 	}
 }

@@ -537,7 +537,9 @@ func (s *Supervisor) finish() {
 	// whatever the children's Start functions hold (a plugin's compiled code, its memories)
 	// can be freed while the Supervisor itself stays reachable (a closed host, a test's
 	// cleanup).
+	s.turn.Lock() // an end notice may hold it, finding the loop gone (restartsAlone)
 	s.head, s.tail, s.byID, s.static, s.selfq = nil, nil, nil, nil, nil
+	s.turn.Unlock()
 	close(s.loopDone)
 	s.watchers.Wait()
 	s.notesMu.Lock()
@@ -792,18 +794,16 @@ func (s *Supervisor) callStart(ctx context.Context, r *childRec) (c Child, err e
 // children, giving up at the intensity and shutting down stay the loop's own.
 func (s *Supervisor) endNotice(inc *incarnation) {
 	if s.turn.TryLock() {
-		handled := s.restartsAlone(inc)
-		if handled {
+		if s.restartsAlone(inc) {
 			s.onExit(inc)
-		}
-		queued := len(s.selfq) > 0 // a failed start's retry: the loop must come round for it
-		s.turn.Unlock()
-		if handled {
+			queued := len(s.selfq) > 0 // a failed start's retry: the loop must come round for it
+			s.turn.Unlock()
 			if queued {
 				s.wakeLoop()
 			}
 			return
 		}
+		s.turn.Unlock()
 	}
 	s.note(func() { s.onExit(inc) })
 }
