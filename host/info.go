@@ -228,7 +228,9 @@ func (hd Handle) Call(ctx context.Context, handler string, input []byte) ([]byte
 
 // Kill ends this incarnation as a crash would: a call in progress is interrupted, and the
 // supervisor replaces the instance (unless the plugin is Temporary). Killing an ended
-// incarnation does nothing.
+// incarnation does nothing. An idle instance is ended by Kill itself and, when the plugin's
+// supervisor is idle too and the restart is within its intensity, replaced before Kill
+// returns, on the calling goroutine (supervisor.Notifier).
 func (hd Handle) Kill() {
 	m := hd.m
 	if m == nil {
