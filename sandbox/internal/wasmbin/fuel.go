@@ -60,7 +60,7 @@ func walkBody(body []byte, f func(op byte, sub uint32, start int, r *reader) err
 	nDecl := r.count()
 	for i := uint32(0); i < nDecl && r.err == nil; i++ {
 		r.u32()
-		r.byte()
+		r.valType()
 	}
 	if r.err != nil {
 		return 0, r.err

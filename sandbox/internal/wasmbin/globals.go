@@ -290,7 +290,7 @@ func constExprs(id byte, payload []byte, f func(start, end int) error) error {
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		switch id {
 		case secGlobal:
-			r.byte() // value type
+			r.valType()
 			r.byte() // mutability
 			expr()
 		case secElement:

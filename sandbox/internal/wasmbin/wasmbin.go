@@ -200,7 +200,10 @@ const MaxLocals = 50_000
 // Parse reads b. It walks every section wazero would decode, and checks each vector count
 // against the bytes left and each function's locals against MaxLocals, so that a hostile
 // module cannot make the decoder behind it allocate without bound. It does not validate
-// instructions or types: wazero does, on the rewritten module.
+// instructions or types: wazero does, on the rewritten module. It refuses the typed
+// references of the function references proposal wherever a value type can be (ErrMalformed):
+// wazero accepts some of them without that feature, and their heap type would throw the
+// walks of this package out of step with wazero's.
 func Parse(b []byte) (*Module, error) {
 	if len(b) < 8 || string(b[:8]) != magicVersion {
 		return nil, fmt.Errorf("%w: missing magic number or version 1 header", ErrMalformed)
@@ -245,8 +248,8 @@ func (m *Module) readSection(id byte, payload []byte) error {
 			if form := r.byte(); form != 0x60 && r.err == nil {
 				return fmt.Errorf("%w: type %d is not a function type (0x%02x)", ErrMalformed, i, form)
 			}
-			p := r.bytes(r.count())
-			res := r.bytes(r.count())
+			p := r.valTypes()
+			res := r.valTypes()
 			m.Types = append(m.Types, FuncType{Params: p, Results: res})
 		}
 	case secImport:
@@ -258,11 +261,11 @@ func (m *Module) readSection(id byte, payload []byte) error {
 				im.TypeIndex = r.u32()
 				m.NumImportedFuncs++
 			case KindTable:
-				im.Table = Table{RefType: r.byte(), Limits: r.limits()}
+				im.Table = Table{RefType: r.valType(), Limits: r.limits()}
 			case KindMemory:
 				im.Memory = r.limits()
 			case KindGlobal:
-				r.byte() // valtype
+				r.valType()
 				r.byte() // mutability
 				m.NumGlobals++
 			case KindTag:
@@ -288,7 +291,7 @@ func (m *Module) readSection(id byte, payload []byte) error {
 	case secGlobal:
 		n := r.count()
 		for i := uint32(0); i < n && r.err == nil; i++ {
-			g := GlobalType{ValType: r.byte(), Mutable: r.byte() == 1}
+			g := GlobalType{ValType: r.valType(), Mutable: r.byte() == 1}
 			r.skipConstExpr()
 			m.Globals = append(m.Globals, g)
 			m.NumGlobals++
@@ -313,7 +316,7 @@ func (m *Module) readSection(id byte, payload []byte) error {
 	case secTable:
 		n := r.count()
 		for i := uint32(0); i < n && r.err == nil; i++ {
-			m.Tables = append(m.Tables, Table{RefType: r.byte(), Limits: r.limits()})
+			m.Tables = append(m.Tables, Table{RefType: r.valType(), Limits: r.limits()})
 		}
 	case secElement:
 		n := r.count()
@@ -352,7 +355,7 @@ func checkLocals(body []byte) error {
 	var total uint64
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		total += uint64(r.u32())
-		r.byte()
+		r.valType()
 		if total > MaxLocals {
 			return fmt.Errorf("%w: more than %d locals", ErrMalformed, MaxLocals)
 		}
