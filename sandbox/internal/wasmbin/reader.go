@@ -179,11 +179,12 @@ func (r *reader) skipConstExpr() {
 }
 
 // skipElementSegment skips one element segment, in any of its eight encodings.
-func (r *reader) skipElementSegment() { r.elementSegment(r.skipConstExpr) }
+func (r *reader) skipElementSegment() { r.elementSegment(r.skipConstExpr, nil) }
 
 // elementSegment walks one element segment, in any of its eight encodings, calling expr at
-// each of its constant expressions, which expr must read.
-func (r *reader) elementSegment(expr func()) {
+// each of its constant expressions, which expr must read, and fn, unless nil, with each
+// function index of a segment that lists them (and stopping at its first error).
+func (r *reader) elementSegment(expr func(), fn func(idx uint32) error) {
 	flags := r.u32()
 	if r.err != nil {
 		return
@@ -205,8 +206,8 @@ func (r *reader) elementSegment(expr func()) {
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		if flags&0x04 != 0 {
 			expr()
-		} else {
-			r.u32()
+		} else if idx := r.u32(); fn != nil && r.err == nil {
+			r.err = fn(idx)
 		}
 	}
 }

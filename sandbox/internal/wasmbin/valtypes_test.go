@@ -17,8 +17,9 @@ import (
 // check, and a select of a typed reference makes wazero's compiler panic.
 func TestRefusesTypedReferences(t *testing.T) {
 	i32 := []byte{0x7f}
-	// Three types, so that heap type 2 is a type of the module.
-	types := sect(secType, funcType(nil, i32), funcType(nil, nil), funcType(nil, nil))
+	// Four types, so that heap type 2 is a type of the module, and so is type 3, the block
+	// type that the loop's opcode would be read as.
+	types := sect(secType, funcType(nil, i32), funcType(nil, nil), funcType(nil, nil), funcType(nil, nil))
 	raw := func(b ...byte) []byte { return append(appendU32(nil, uint32(len(b))), b...) }
 	module := func(code []byte, extra ...[]byte) []byte {
 		secs := append([][]byte{types, sect(secFunction, []byte{0}), sect(secExport, export("f", KindFunc, 0)),

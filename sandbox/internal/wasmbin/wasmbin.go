@@ -125,7 +125,7 @@ type GlobalType struct {
 type Import struct {
 	Module, Name string
 	Kind         byte
-	TypeIndex    uint32 // functions
+	TypeIndex    uint32 // functions and tags
 	Memory       Limits // memories
 	Table        Table  // tables
 }
@@ -162,6 +162,7 @@ type Module struct {
 
 	sections []section
 	bodies   [][]byte // code section entries, without their size prefix
+	tags     []uint32 // type index of each defined tag
 }
 
 // FuncType returns the type of function index idx (imports first), and whether it exists.
@@ -269,8 +270,8 @@ func (m *Module) readSection(id byte, payload []byte) error {
 				r.byte() // mutability
 				m.NumGlobals++
 			case KindTag:
-				r.byte()
-				r.u32()
+				r.byte() // attribute
+				im.TypeIndex = r.u32()
 			default:
 				if r.err == nil {
 					return fmt.Errorf("%w: import %q.%q has unknown kind %d", ErrMalformed, im.Module, im.Name, im.Kind)
@@ -333,8 +334,8 @@ func (m *Module) readSection(id byte, payload []byte) error {
 	case secTag:
 		n := r.count()
 		for i := uint32(0); i < n && r.err == nil; i++ {
-			r.byte()
-			r.u32()
+			r.byte() // attribute
+			m.tags = append(m.tags, r.u32())
 		}
 	default:
 		return nil
