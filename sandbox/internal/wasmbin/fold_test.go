@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -426,25 +427,66 @@ func elemModule() []byte {
 }
 
 // TestFoldDifferential mutates foldModule, noFoldModule and elemModule at random (a few
-// bytes each time, often into a global.get, global.set, i32.const, end or a small index)
-// and, for every mutant with one memory that wazero accepts (with extended-const), requires
-// that Instrument and InstrumentSnapshot accept it, that wazero accepts both copies, and
-// that Instrument's copy returns what the original returns from each of its exports without
-// parameters, called in name order, and leaves the same values in the exported globals.
+// bytes each time, often into a global.get, global.set, i32.const, end or a small index); see
+// differential for what it requires of each mutant.
 func TestFoldDifferential(t *testing.T) {
 	ctx := context.Background()
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter().
 		WithCoreFeatures(api.CoreFeaturesV2|experimental.CoreFeaturesExtendedConst))
 	defer rt.Close(ctx)
 	instantiateEnv(t, rt, 5)
-	rng := rand.New(rand.NewPCG(7, 11))
 	bases := [][]byte{foldModule(), noFoldModule(), elemModule()}
 	if got := runExports(ctx, rt, bases[2]); got != "f: [12] ok; slots: [40] ok" {
 		t.Fatalf("elemModule: %s", got)
 	}
-	compared := 0
-	for n := range 30_000 {
-		b := slices.Clone(bases[n%len(bases)])
+	c := differential(t, rt, rand.New(rand.NewPCG(7, 11)), bases, 30_000,
+		[]byte{0x23, 0x24, 0x41, 0x0b, 0x00, 0x01, 0x02, 0x7f, 0x7e}, true)
+	if c.compared < 1000 || c.refused < 1000 {
+		t.Fatalf("only %d mutants compared, %d refused", c.compared, c.refused)
+	}
+}
+
+// mutants counts the mutants of a differential test: those Parse accepts, those wazero accepts
+// (with one memory) and whose copy was compared with them, and those wazero refuses, by
+// Instrument or, after it, by wazero.
+type mutants struct {
+	parsed, compared, refused, byInstrument, byWazero int
+	panics                                            int // of wazero, on a mutant (counted in refused)
+}
+
+// errPanic is compile's error when wazero panicked.
+var errPanic = errors.New("wazero panicked")
+
+// compile compiles bin in rt and closes it; a panic of wazero's is errPanic.
+func compile(ctx context.Context, rt wazero.Runtime, bin []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", errPanic, r)
+		}
+	}()
+	code, err := rt.CompileModule(ctx, bin)
+	if err == nil {
+		code.Close(ctx)
+	}
+	return err
+}
+
+// differential makes n mutants of bases (one to three bytes changed each: at random, one bit,
+// or to a byte of palette) and requires, of every mutant that Parse accepts:
+//
+//   - if wazero refuses it (or panics on it), that Instrument and InstrumentSnapshot refuse it
+//     or wazero refuses their copies (without a panic: the sandbox gives it only copies): the
+//     additions must never make an invalid module valid;
+//   - if wazero accepts it and it has one memory, that Instrument and InstrumentSnapshot
+//     accept it, that wazero accepts both copies, and, with run, that Instrument's copy
+//     returns what the original returns from each of its exports without parameters, called
+//     in name order, and leaves the same values in the exported globals.
+func differential(t *testing.T, rt wazero.Runtime, rng *rand.Rand, bases [][]byte, n int, palette []byte, run bool) mutants {
+	t.Helper()
+	ctx := context.Background()
+	var c mutants
+	for k := range n {
+		b := slices.Clone(bases[k%len(bases)])
 		for range 1 + rng.IntN(3) {
 			i := 8 + rng.IntN(len(b)-8)
 			switch rng.IntN(3) {
@@ -453,36 +495,67 @@ func TestFoldDifferential(t *testing.T) {
 			case 1:
 				b[i] ^= 1 << rng.IntN(8)
 			default:
-				b[i] = []byte{0x23, 0x24, 0x41, 0x0b, 0x00, 0x01, 0x02, 0x7f, 0x7e}[rng.IntN(9)]
+				b[i] = palette[rng.IntN(len(palette))]
 			}
 		}
 		m, err := Parse(b)
 		if err != nil {
 			continue
 		}
-		if _, err := rt.CompileModule(ctx, b); err != nil || len(m.Memories) != 1 {
+		c.parsed++
+		if err := compile(ctx, rt, b); err != nil {
+			c.refused++
+			if errors.Is(err, errPanic) {
+				c.panics++
+			}
+			plain, ierr := Instrument(m, 0)
+			snapBin, _, serr := InstrumentSnapshot(m, 0)
+			if ierr != nil && serr != nil {
+				c.byInstrument++
+				continue
+			}
+			for name, bin := range map[string][]byte{"Instrument": plain, "InstrumentSnapshot": snapBin} {
+				if bin == nil {
+					continue
+				}
+				switch cerr := compile(ctx, rt, bin); {
+				case cerr == nil:
+					t.Fatalf("mutant %d: wazero refuses it (%v) and accepts its copy by %s", k, firstLine(err), name)
+				case errors.Is(cerr, errPanic):
+					t.Fatalf("mutant %d: wazero refuses it (%v) and panics on its copy by %s: %v", k, firstLine(err), name, cerr)
+				}
+			}
+			c.byWazero++
+			continue
+		}
+		if len(m.Memories) != 1 {
 			continue // the sandbox needs one memory: Instrument refuses the others
 		}
 		plain, err := Instrument(m, 0)
 		if err != nil {
-			t.Fatalf("mutant %d: wazero accepts it, Instrument refuses it: %v", n, err)
+			t.Fatalf("mutant %d: wazero accepts it, Instrument refuses it: %v", k, err)
 		}
 		snapBin, _, err := InstrumentSnapshot(m, 0)
 		if err != nil {
-			t.Fatalf("mutant %d: wazero accepts it, InstrumentSnapshot refuses it: %v", n, err)
+			t.Fatalf("mutant %d: wazero accepts it, InstrumentSnapshot refuses it: %v", k, err)
 		}
-		if _, err := rt.CompileModule(ctx, snapBin); err != nil {
-			t.Fatalf("mutant %d: wazero refuses its copy for snapshots: %v", n, err)
+		for name, bin := range map[string][]byte{"Instrument": plain, "InstrumentSnapshot": snapBin} {
+			if err := compile(ctx, rt, bin); err != nil {
+				t.Fatalf("mutant %d: wazero refuses its copy by %s: %v", k, name, err)
+			}
+		}
+		if !run {
+			c.compared++
+			continue
 		}
 		if want, got := runExports(ctx, rt, b), runExports(ctx, rt, plain); got != want {
-			t.Fatalf("mutant %d:\ninstrumented %s\noriginal     %s", n, got, want)
+			t.Fatalf("mutant %d:\ninstrumented %s\noriginal     %s", k, got, want)
 		}
-		compared++
+		c.compared++
 	}
-	if compared < 1000 {
-		t.Fatalf("only %d mutants compared", compared)
-	}
-	t.Logf("%d mutants compared", compared)
+	t.Logf("%d mutants, %d parsed: %d accepted by wazero, and so were their copies (run: %v); %d refused by wazero (%d by panicking), then by Instrument (%d) or by wazero again (%d)",
+		n, c.parsed, c.compared, run, c.refused, c.panics, c.byInstrument, c.byWazero)
+	return c
 }
 
 // runExports instantiates bin, calls each of its exports without parameters (but the added

@@ -60,7 +60,7 @@ func walkBody(body []byte, f func(op byte, sub uint32, start int, r *reader) err
 	nDecl := r.count()
 	for i := uint32(0); i < nDecl && r.err == nil; i++ {
 		r.u32()
-		r.byte()
+		r.valType()
 	}
 	if r.err != nil {
 		return 0, r.err
@@ -100,12 +100,14 @@ func isBulk(sub uint32) bool {
 
 // analyse finds, for every defined function, whether it calls and what its loop-free part
 // weighs: a function that makes no call and weighs at most LeafMax needs no check at its
-// entry, its callers pay for it.
+// entry, its callers pay for it. It refuses a function or type index out of range in the
+// code (bounds.instr).
 func (in *instrumenter) analyse() error {
 	n := len(in.m.bodies)
 	in.checked = make([]bool, n)
 	in.weight = make([]int64, n)
 	in.written = make([]bool, in.m.NumGlobals)
+	b := boundsOf(in.m)
 	for i, body := range in.m.bodies {
 		depth, loops := 0, []int{} // loops: the depths of the open loops
 		var w int64
@@ -129,7 +131,9 @@ func (in *instrumenter) analyse() error {
 					in.written[idx] = true
 				}
 			default:
-				r.skipImmediates(op)
+				if err := b.instr(op, r); err != nil {
+					return err
+				}
 			}
 			if len(loops) == 0 {
 				switch {

@@ -290,11 +290,11 @@ func constExprs(id byte, payload []byte, f func(start, end int) error) error {
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		switch id {
 		case secGlobal:
-			r.byte() // value type
+			r.valType()
 			r.byte() // mutability
 			expr()
 		case secElement:
-			r.elementSegment(expr)
+			r.elementSegment(expr, nil)
 		case secData:
 			r.dataSegment(expr)
 		}
@@ -305,12 +305,18 @@ func constExprs(id byte, payload []byte, f func(start, end int) error) error {
 // exprGlobals calls f with every global.get of a constant expression: the global's index and
 // where the instruction starts and ends. It stops at f's first error.
 func exprGlobals(expr []byte, f func(idx uint32, start, end int) error) error {
+	return exprIndices(expr, 0x23, f)
+}
+
+// exprIndices calls f with every instruction op of a constant expression, one whose immediate
+// is an index (global.get, ref.func): the index and where the instruction starts and ends. It
+// stops at f's first error.
+func exprIndices(expr []byte, op byte, f func(idx uint32, start, end int) error) error {
 	r := reader{b: expr}
 	for !r.done() {
 		start := r.off
-		op := r.byte()
-		if op != 0x23 {
-			r.skipImmediates(op)
+		if o := r.byte(); o != op {
+			r.skipImmediates(o)
 			continue
 		}
 		if idx := r.u32(); r.err == nil {

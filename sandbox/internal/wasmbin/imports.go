@@ -116,12 +116,12 @@ func (r *reader) skipImportDesc() (kind byte, ok bool) {
 	case KindFunc:
 		r.u32()
 	case KindTable:
-		r.byte()
+		r.valType()
 		r.limits()
 	case KindMemory:
 		r.limits()
 	case KindGlobal:
-		r.byte()
+		r.valType()
 		r.byte()
 	case KindTag:
 		r.byte()

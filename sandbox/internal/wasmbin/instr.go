@@ -1,17 +1,21 @@
 package wasmbin
 
-// skipBlockType skips a block type: 0x40, a value type, or a type index (s33).
-func (r *reader) skipBlockType() {
-	if r.err != nil || r.off >= len(r.b) {
+// blockType reads a block type, an s33: 0x40 (-64), a value type (another negative value) or a
+// type index, which it returns; for the others it returns -1. It refuses a typed reference
+// (0x63 or 0x64, see valType), whose heap type follows.
+func (r *reader) blockType() int64 {
+	if r.err == nil && r.off >= len(r.b) {
 		r.fail("missing block type")
-		return
+		return -1
 	}
-	switch c := r.b[r.off]; c {
-	case 0x40, 0x7f, 0x7e, 0x7d, 0x7c, 0x7b, 0x70, 0x6f:
-		r.off++
-	default:
-		r.sleb(33)
+	switch v := r.s33(); {
+	case r.err != nil:
+	case v == typedRefNull-0x80 || v == typedRef-0x80:
+		r.fail("block type is a typed reference")
+	case v >= 0:
+		return v
 	}
+	return -1
 }
 
 func (r *reader) skipMemArg() {
@@ -31,7 +35,7 @@ func (r *reader) skipImmediates(op byte) {
 		// no immediates: unreachable nop else end return drop select throw_ref catch_all
 		// ref.is_null ref.as_non_null
 	case op == 0x02 || op == 0x03 || op == 0x04 || op == 0x06:
-		r.skipBlockType() // block loop if try
+		r.blockType() // block loop if try
 	case op == 0x07 || op == 0x08 || op == 0x09 || op == 0x18 || op == 0x0c || op == 0x0d ||
 		op == 0x10 || op == 0x12 || op == 0x14 || op == 0x15 || op == 0xd2 || op == 0xd4 || op == 0xd6 ||
 		op >= 0x20 && op <= 0x26:
@@ -47,9 +51,9 @@ func (r *reader) skipImmediates(op byte) {
 		r.u32()
 		r.u32()
 	case op == 0x1c: // select t*
-		r.bytes(r.count())
+		r.valTypes()
 	case op == 0x1f: // try_table
-		r.skipBlockType()
+		r.blockType()
 		n := r.count()
 		for i := uint32(0); i < n && r.err == nil; i++ {
 			switch kind := r.byte(); kind {

@@ -93,7 +93,12 @@ const (
 // and the three added globals follow the remaining ones. A module with nothing to fold comes
 // out as it would without folding, byte for byte. A global.get or global.set of a global the
 // module does not have, or an export of one, is refused (ErrMalformed) rather than left to
-// wazero: after the additions its index would name one of them.
+// wazero: after the additions its index would name one of them. So is every reference to a
+// function or a type the module does not have, in code (call, return_call, ref.func,
+// call_indirect, return_call_indirect, call_ref, return_call_ref, a block type, the heap type
+// of ref.null), in exports, element segments, the start section, constant expressions
+// (ref.func), the function, tag and import sections: it would name an added helper, which
+// the guest could call (the safe point refills the fuel), or the type of one.
 func Instrument(m *Module, maxPages uint32) ([]byte, error) {
 	return instrument(m, maxPages, ChunkBytes, ChunkElements, nil)
 }
@@ -114,6 +119,9 @@ func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32, snap *Snap
 		return nil, fmt.Errorf("%w: an imported memory cannot be limited", ErrMalformed)
 	}
 	if err := checkGlobalExports(m); err != nil {
+		return nil, err
+	}
+	if err := checkIndices(m); err != nil {
 		return nil, err
 	}
 

@@ -128,6 +128,41 @@ func (r *reader) limits() Limits {
 	return l
 }
 
+// Prefixes of the typed references of the function references proposal: (ref null ht) and
+// (ref ht), where ht, the heap type, is an s33 that follows.
+const (
+	typedRefNull = 0x63
+	typedRef     = 0x64
+)
+
+// valType reads a value type, and refuses a typed reference. wazero accepts (ref null ht) and
+// (ref ht) in locals, block types, select, globals, tables and element segments even without
+// the typed function references feature, and their heap type can be a type index: read as
+// one byte, it would shift every instruction after it (an instruction hidden in it would get
+// no fuel check), and it could name a type that Instrument adds. No toolchain emits them for
+// the features the sandbox enables.
+func (r *reader) valType() byte {
+	t := r.byte()
+	if r.err == nil && (t == typedRefNull || t == typedRef) {
+		r.off--
+		r.fail("typed reference type 0x%02x not supported", t)
+	}
+	return t
+}
+
+// valTypes reads a vector of value types, refusing typed references (see valType).
+func (r *reader) valTypes() []byte {
+	n := r.count()
+	start := r.off
+	for i := uint32(0); i < n && r.err == nil; i++ {
+		r.valType()
+	}
+	if r.err != nil {
+		return nil
+	}
+	return r.b[start:r.off]
+}
+
 // skipConstExpr skips a constant expression up to and including its end opcode.
 func (r *reader) skipConstExpr() {
 	for depth := 0; r.err == nil; depth++ {
@@ -144,11 +179,12 @@ func (r *reader) skipConstExpr() {
 }
 
 // skipElementSegment skips one element segment, in any of its eight encodings.
-func (r *reader) skipElementSegment() { r.elementSegment(r.skipConstExpr) }
+func (r *reader) skipElementSegment() { r.elementSegment(r.skipConstExpr, nil) }
 
 // elementSegment walks one element segment, in any of its eight encodings, calling expr at
-// each of its constant expressions, which expr must read.
-func (r *reader) elementSegment(expr func()) {
+// each of its constant expressions, which expr must read, and fn, unless nil, with each
+// function index of a segment that lists them (and stopping at its first error).
+func (r *reader) elementSegment(expr func(), fn func(idx uint32) error) {
 	flags := r.u32()
 	if r.err != nil {
 		return
@@ -164,14 +200,14 @@ func (r *reader) elementSegment(expr func()) {
 		expr()
 	}
 	if flags&0x03 != 0 { // an element kind or reference type
-		r.byte()
+		r.valType()
 	}
 	n := r.count()
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		if flags&0x04 != 0 {
 			expr()
-		} else {
-			r.u32()
+		} else if idx := r.u32(); fn != nil && r.err == nil {
+			r.err = fn(idx)
 		}
 	}
 }
@@ -190,6 +226,40 @@ func (r *reader) dataSegment(expr func()) {
 		r.fail("unknown data segment flags %d", flags)
 	}
 	r.bytes(r.u32())
+}
+
+// s33 reads a signed LEB128 of at most 33 bits (a block type) as wazero reads one: at most five
+// bytes; of the last byte's three bits past the 33rd, only the first must repeat the sign.
+func (r *reader) s33() int64 {
+	var v int64
+	var shift uint
+	for {
+		c := r.byte()
+		if r.err != nil {
+			return 0
+		}
+		v |= int64(c&0x7f) << shift
+		shift += 7
+		if c&0x80 != 0 && shift < 35 {
+			continue
+		}
+		if c&0x80 != 0 {
+			r.fail("integer too long")
+			return 0
+		}
+		if shift < 33 && c&0x40 != 0 {
+			v |= -1 << shift
+		}
+		v &= 1<<33 - 1
+		if v&(1<<32) != 0 {
+			v -= 1 << 33
+		}
+		if shift == 35 && (v < 0) != (c&0x20 != 0) {
+			r.fail("integer too large")
+			return 0
+		}
+		return v
+	}
 }
 
 // s32 reads a signed LEB128 of at most 32 bits.

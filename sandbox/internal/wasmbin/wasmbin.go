@@ -125,7 +125,7 @@ type GlobalType struct {
 type Import struct {
 	Module, Name string
 	Kind         byte
-	TypeIndex    uint32 // functions
+	TypeIndex    uint32 // functions and tags
 	Memory       Limits // memories
 	Table        Table  // tables
 }
@@ -162,6 +162,7 @@ type Module struct {
 
 	sections []section
 	bodies   [][]byte // code section entries, without their size prefix
+	tags     []uint32 // type index of each defined tag
 }
 
 // FuncType returns the type of function index idx (imports first), and whether it exists.
@@ -200,7 +201,10 @@ const MaxLocals = 50_000
 // Parse reads b. It walks every section wazero would decode, and checks each vector count
 // against the bytes left and each function's locals against MaxLocals, so that a hostile
 // module cannot make the decoder behind it allocate without bound. It does not validate
-// instructions or types: wazero does, on the rewritten module.
+// instructions or types: wazero does, on the rewritten module. It refuses the typed
+// references of the function references proposal wherever a value type can be (ErrMalformed):
+// wazero accepts some of them without that feature, and their heap type would throw the
+// walks of this package out of step with wazero's.
 func Parse(b []byte) (*Module, error) {
 	if len(b) < 8 || string(b[:8]) != magicVersion {
 		return nil, fmt.Errorf("%w: missing magic number or version 1 header", ErrMalformed)
@@ -245,8 +249,8 @@ func (m *Module) readSection(id byte, payload []byte) error {
 			if form := r.byte(); form != 0x60 && r.err == nil {
 				return fmt.Errorf("%w: type %d is not a function type (0x%02x)", ErrMalformed, i, form)
 			}
-			p := r.bytes(r.count())
-			res := r.bytes(r.count())
+			p := r.valTypes()
+			res := r.valTypes()
 			m.Types = append(m.Types, FuncType{Params: p, Results: res})
 		}
 	case secImport:
@@ -258,16 +262,16 @@ func (m *Module) readSection(id byte, payload []byte) error {
 				im.TypeIndex = r.u32()
 				m.NumImportedFuncs++
 			case KindTable:
-				im.Table = Table{RefType: r.byte(), Limits: r.limits()}
+				im.Table = Table{RefType: r.valType(), Limits: r.limits()}
 			case KindMemory:
 				im.Memory = r.limits()
 			case KindGlobal:
-				r.byte() // valtype
+				r.valType()
 				r.byte() // mutability
 				m.NumGlobals++
 			case KindTag:
-				r.byte()
-				r.u32()
+				r.byte() // attribute
+				im.TypeIndex = r.u32()
 			default:
 				if r.err == nil {
 					return fmt.Errorf("%w: import %q.%q has unknown kind %d", ErrMalformed, im.Module, im.Name, im.Kind)
@@ -288,7 +292,7 @@ func (m *Module) readSection(id byte, payload []byte) error {
 	case secGlobal:
 		n := r.count()
 		for i := uint32(0); i < n && r.err == nil; i++ {
-			g := GlobalType{ValType: r.byte(), Mutable: r.byte() == 1}
+			g := GlobalType{ValType: r.valType(), Mutable: r.byte() == 1}
 			r.skipConstExpr()
 			m.Globals = append(m.Globals, g)
 			m.NumGlobals++
@@ -313,7 +317,7 @@ func (m *Module) readSection(id byte, payload []byte) error {
 	case secTable:
 		n := r.count()
 		for i := uint32(0); i < n && r.err == nil; i++ {
-			m.Tables = append(m.Tables, Table{RefType: r.byte(), Limits: r.limits()})
+			m.Tables = append(m.Tables, Table{RefType: r.valType(), Limits: r.limits()})
 		}
 	case secElement:
 		n := r.count()
@@ -330,8 +334,8 @@ func (m *Module) readSection(id byte, payload []byte) error {
 	case secTag:
 		n := r.count()
 		for i := uint32(0); i < n && r.err == nil; i++ {
-			r.byte()
-			r.u32()
+			r.byte() // attribute
+			m.tags = append(m.tags, r.u32())
 		}
 	default:
 		return nil
@@ -352,7 +356,7 @@ func checkLocals(body []byte) error {
 	var total uint64
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		total += uint64(r.u32())
-		r.byte()
+		r.valType()
 		if total > MaxLocals {
 			return fmt.Errorf("%w: more than %d locals", ErrMalformed, MaxLocals)
 		}
