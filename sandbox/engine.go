@@ -54,6 +54,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"go.uber.org/zap"
 
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/guard"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/wasmbin"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/watchdog"
 )
@@ -364,7 +365,10 @@ func (e *Engine) acquire(ctx context.Context, key compileKey, build func() (*Inf
 	c.snap = snap
 	if err == nil {
 		c.info = info
-		c.code, err = e.rt.CompileModule(ctx, bin)
+		err = guard.Run(func() (err error) {
+			c.code, err = e.rt.CompileModule(ctx, bin)
+			return err
+		})
 		if err != nil {
 			err = &ModuleError{Reason: err.Error(), Err: err}
 		}

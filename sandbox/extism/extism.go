@@ -128,6 +128,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/guard"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/watchdog"
 )
 
@@ -252,7 +253,10 @@ func Compile(ctx context.Context, wasm []byte, cfg sandbox.Config, opts ...Optio
 	}
 	manifest := sdk.Manifest{Wasm: []sdk.Wasm{sdk.WasmData{Data: bin, Name: "main"}}}
 	lctx := experimental.WithFunctionListenerFactory(ctx, safePoints{m})
-	m.cp, err = sdk.NewCompiledPlugin(lctx, manifest, sdk.PluginConfig{RuntimeConfig: rc, EnableWasi: true}, m.hostFunctions(granted))
+	err = guard.Run(func() (err error) {
+		m.cp, err = sdk.NewCompiledPlugin(lctx, manifest, sdk.PluginConfig{RuntimeConfig: rc, EnableWasi: true}, m.hostFunctions(granted))
+		return err
+	})
 	if err != nil {
 		if m.cache != nil {
 			_ = m.cache.Close(ctx)

@@ -101,6 +101,7 @@ import (
 
 	"github.com/wasmvisor/wasmvisor/abi"
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/sandbox/internal/guard"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/wasmbin"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/watchdog"
 	hostbi "github.com/wasmvisor/wasmvisor/sandbox/opa/builtins"
@@ -299,7 +300,10 @@ func compile(ctx context.Context, wasm []byte, cfg sandbox.Config, wd *watchdog.
 	if err := m.hostFunctions(ctx); err != nil {
 		return fail(err)
 	}
-	m.cm, err = m.rt.CompileModule(experimental.WithFunctionListenerFactory(ctx, safePoints{}), bin)
+	err = guard.Run(func() (err error) {
+		m.cm, err = m.rt.CompileModule(experimental.WithFunctionListenerFactory(ctx, safePoints{}), bin)
+		return err
+	})
 	if err != nil {
 		return fail(&sandbox.ModuleError{Reason: err.Error(), Err: err})
 	}
