@@ -42,9 +42,10 @@ type helperKey struct {
 	a, b uint32
 }
 
-// Sub-opcodes of the 0xfc prefix that Instrument replaces.
+// Sub-opcodes of the 0xfc prefix that Instrument replaces, and data.drop.
 const (
 	opMemoryInit = 8
+	opDataDrop   = 9
 	opMemoryCopy = 10
 	opMemoryFill = 11
 	opTableInit  = 12
@@ -118,12 +119,16 @@ func (in *instrumenter) analyse() error {
 				in.tableWrite = "table.set"
 			case op == 0xfc && tableWriters[sub] != "" && in.tableWrite == "":
 				in.tableWrite = tableWriters[sub]
-			case op == 0xfc && (sub == opMemoryInit || sub == 9):
+			case op == 0xfc && (sub == opMemoryInit || sub == opDataDrop):
 				in.usesData = true
 			}
 			switch op {
 			case 0xfc:
-				r.skipMisc(sub)
+				if sub != opMemoryInit && sub != opDataDrop {
+					r.skipMisc(sub)
+				} else if err := in.m.checkDataRef(sub, r); err != nil {
+					return err
+				}
 			case 0x40:
 				r.u32()
 			case 0x24: // global.set

@@ -325,3 +325,36 @@ func exprIndices(expr []byte, op byte, f func(idx uint32, start, end int) error)
 	}
 	return r.err
 }
+
+// checkData refuses a data count section that does not count the data section's segments.
+// wazero refuses it as written; InstrumentSnapshot writes a data count of its own, which
+// would make the module valid.
+func checkData(m *Module) error {
+	if m.hasDataCount && m.dataCount != m.numData {
+		return fmt.Errorf("%w: the data count section says %d segments, the data section has %d", ErrMalformed, m.dataCount, m.numData)
+	}
+	return nil
+}
+
+// checkDataRef reads the immediates of memory.init or data.drop (sub) and refuses them
+// without a data count section, or naming a segment past the module's: InstrumentSnapshot
+// adds a data count section and appends its merged segments, which would give either a
+// meaning, as the globals and functions Instrument appends would give an index past the
+// module's.
+func (m *Module) checkDataRef(sub uint32, r *reader) error {
+	idx := r.u32()
+	if sub == opMemoryInit {
+		if mem := r.u32(); mem != 0 {
+			return fmt.Errorf("%w: memory.init on memory %d", ErrMalformed, mem)
+		}
+	}
+	switch {
+	case r.err != nil:
+		return r.err
+	case !m.hasDataCount:
+		return fmt.Errorf("%w: memory.init or data.drop without a data count section", ErrMalformed)
+	case idx >= m.numData:
+		return fmt.Errorf("%w: data segment index %d out of range (%d segments)", ErrMalformed, idx, m.numData)
+	}
+	return nil
+}

@@ -118,6 +118,9 @@ func instrument(m *Module, maxPages uint32, memChunk, tabChunk int32, snap *Snap
 	if importedMems > 0 && maxPages > 0 {
 		return nil, fmt.Errorf("%w: an imported memory cannot be limited", ErrMalformed)
 	}
+	if err := checkData(m); err != nil {
+		return nil, err
+	}
 	if err := checkGlobalExports(m); err != nil {
 		return nil, err
 	}

@@ -163,6 +163,11 @@ type Module struct {
 	sections []section
 	bodies   [][]byte // code section entries, without their size prefix
 	tags     []uint32 // type index of each defined tag
+	numData  uint32   // data segments
+	// dataCount is the data count section's count, and hasDataCount whether there is one:
+	// memory.init and data.drop need it (see checkData).
+	dataCount    uint32
+	hasDataCount bool
 }
 
 // FuncType returns the type of function index idx (imports first), and whether it exists.
@@ -326,11 +331,12 @@ func (m *Module) readSection(id byte, payload []byte) error {
 		}
 	case secData:
 		n := r.count()
+		m.numData = n
 		for i := uint32(0); i < n && r.err == nil; i++ {
 			r.dataSegment(r.skipConstExpr)
 		}
 	case secDataCount:
-		r.u32()
+		m.dataCount, m.hasDataCount = r.u32(), true
 	case secTag:
 		n := r.count()
 		for i := uint32(0); i < n && r.err == nil; i++ {
