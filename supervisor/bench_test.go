@@ -77,46 +77,16 @@ func BenchmarkDynamic10k(b *testing.B) {
 	}
 }
 
-// benchChild is a Notifier with no goroutine: crash ends it from the caller.
-type benchChild struct {
-	done   chan struct{}
-	err    error
-	onDone atomic.Pointer[func()]
-}
-
-func (c *benchChild) Done() <-chan struct{} { return c.done }
-func (c *benchChild) Err() error            { return c.err }
-func (c *benchChild) Stop()                 { c.end(supervisor.ErrShutdown) }
-func (c *benchChild) Kill()                 { c.end(supervisor.ErrKilled) }
-func (c *benchChild) OnDone(f func()) {
-	c.onDone.Store(&f)
-	select {
-	case <-c.done:
-		if c.onDone.CompareAndSwap(&f, nil) {
-			f()
-		}
-	default:
-	}
-}
-
-func (c *benchChild) end(err error) {
-	c.err = err
-	close(c.done)
-	if f := c.onDone.Swap(nil); f != nil {
-		(*f)()
-	}
-}
-
 // BenchmarkRestartNotifier is BenchmarkRestartLatency for a Notifier child that the
 // benchmark's goroutine crashes: an idle supervisor restarts it on that goroutine, so the
 // successor has started when the crash returns (RATIONALE.md, "Restarts without
 // hand-offs"). Next to it, BenchmarkHandOffIdle is what each hand-off it saves costs.
 func BenchmarkRestartNotifier(b *testing.B) {
 	ctx := context.Background()
-	var cur atomic.Pointer[benchChild]
+	var cur atomic.Pointer[notifyingBench]
 	errCrash := errors.New("crash")
 	spec := supervisor.Spec{ID: "w", Start: func(context.Context) (supervisor.Child, error) {
-		c := &benchChild{done: make(chan struct{})}
+		c := &notifyingBench{done: make(chan struct{})}
 		cur.Store(c)
 		return c, nil
 	}}

@@ -211,7 +211,8 @@ func TestEndNoticeRacesStop(t *testing.T) {
 	}
 }
 
-// notifyingBench is a Notifier with no goroutine and no harness.
+// notifyingBench is a Notifier with no goroutine and no harness (TestEndNoticeRacesStop,
+// BenchmarkRestartNotifier); the harness's is notifyingChild.
 type notifyingBench struct {
 	deaf   bool // Stop and Kill do nothing
 	done   chan struct{}

@@ -170,6 +170,16 @@ func idxCases() []idxCase {
 		// A tag of type 2: ()->() in the bad module's copy, (i32)->() in the good module.
 		ty("tag", tagModule(false, sect(secTag, []byte{0x00, 2})), tagModule(true, sect(secTag, []byte{0x00, 2})), true),
 		ty("tag import", tagModule(false, sect(secImport, importTag("t", 2))), tagModule(true, sect(secImport, importTag("t", 2))), true),
+		// Data segments: InstrumentSnapshot appends its merged segments and writes a data
+		// count section (see dataModule).
+		{name: "memory.init", bad: dataModule(memoryInit(1), 1), good: dataModule(memoryInit(0), 1),
+			want: "data segment index 1 out of range (1 segments)"},
+		{name: "data.drop", bad: dataModule(dataDrop(1), 1), good: dataModule(dataDrop(0), 1),
+			want: "data segment index 1 out of range (1 segments)"},
+		{name: "no data count", bad: dataModule(memoryInit(0), -1), good: dataModule(memoryInit(0), 1),
+			want: "without a data count section"},
+		{name: "data count", bad: dataModule(nil, 2), good: dataModule(nil, 1),
+			want: "the data count section says 2 segments, the data section has 1"},
 	}
 }
 
