@@ -222,7 +222,7 @@ type notifyingBench struct {
 	done   chan struct{}
 	once   sync.Once
 	err    error
-	onDone atomic.Pointer[func()]
+	onDone doneNotice
 }
 
 func (c *notifyingBench) Done() <-chan struct{} { return c.done }
@@ -238,16 +238,7 @@ func (c *notifyingBench) Kill() {
 		c.end(supervisor.ErrKilled)
 	}
 }
-func (c *notifyingBench) OnDone(f func()) {
-	c.onDone.Store(&f)
-	select {
-	case <-c.done:
-		if c.onDone.CompareAndSwap(&f, nil) {
-			f()
-		}
-	default:
-	}
-}
+func (c *notifyingBench) OnDone(f func()) { c.onDone.register(c.done, f) }
 
 func (c *notifyingBench) end(err error) {
 	ended := false
@@ -256,7 +247,7 @@ func (c *notifyingBench) end(err error) {
 		close(c.done)
 		ended = true
 	})
-	if f := c.onDone.Swap(nil); ended && f != nil {
-		(*f)()
+	if ended {
+		c.onDone.fire()
 	}
 }

@@ -30,16 +30,37 @@ type fakeChild struct {
 	err  error
 	// onStop decides what Stop does; nil exits with ErrShutdown.
 	onStop func(c *fakeChild)
-	onDone atomic.Pointer[func()] // see notifyingChild
+	onDone doneNotice // see notifyingChild
+}
+
+// doneNotice is what a fake Notifier keeps of OnDone's function: whichever of the end and
+// OnDone comes second calls it, once.
+type doneNotice struct{ f atomic.Pointer[func()] }
+
+// register is OnDone for a child whose end closes done.
+func (n *doneNotice) register(done <-chan struct{}, f func()) {
+	n.f.Store(&f)
+	select {
+	case <-done:
+		if n.f.CompareAndSwap(&f, nil) {
+			f()
+		}
+	default:
+	}
+}
+
+// fire is called once done is closed.
+func (n *doneNotice) fire() {
+	if f := n.f.Swap(nil); f != nil {
+		(*f)()
+	}
 }
 
 func (c *fakeChild) exit(err error) {
 	c.once.Do(func() {
 		c.err = err
 		close(c.done)
-		if f := c.onDone.Swap(nil); f != nil {
-			(*f)()
-		}
+		c.onDone.fire()
 	})
 }
 
@@ -47,16 +68,7 @@ func (c *fakeChild) exit(err error) {
 // supervisor learns of its end from exit, with no watcher goroutine.
 type notifyingChild struct{ *fakeChild }
 
-func (c notifyingChild) OnDone(f func()) {
-	c.onDone.Store(&f)
-	select {
-	case <-c.done:
-		if c.onDone.CompareAndSwap(&f, nil) {
-			f()
-		}
-	default:
-	}
-}
+func (c notifyingChild) OnDone(f func())   { c.onDone.register(c.done, f) }
 func (c *fakeChild) Done() <-chan struct{} { return c.done }
 func (c *fakeChild) Err() error            { return c.err }
 func (c *fakeChild) Stop() {

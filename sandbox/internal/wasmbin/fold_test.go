@@ -310,18 +310,7 @@ func TestNoFoldIsByteIdentical(t *testing.T) {
 	defer rt.Close(ctx)
 	instantiateEnv(t, rt, 5)
 	src := noFoldModule()
-	m, err := Parse(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain, err := Instrument(m, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	snapBin, _, err := InstrumentSnapshot(m, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plain, snapBin, _ := instrumentBoth(t, src)
 	for _, c := range []struct {
 		name string
 		bin  []byte
@@ -587,4 +576,21 @@ func runExports(ctx context.Context, rt wazero.Runtime, bin []byte) string {
 		}
 	}
 	return strings.Join(out, "; ")
+}
+
+// instrumentBoth parses src and returns it instrumented both ways (Instrument and
+// InstrumentSnapshot), failing the test if either refuses it.
+func instrumentBoth(t *testing.T, src []byte) (plain, snapBin []byte, snap Snapshot) {
+	t.Helper()
+	m, err := Parse(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain, err = Instrument(m, 0); err != nil {
+		t.Fatalf("Instrument: %v", err)
+	}
+	if snapBin, snap, err = InstrumentSnapshot(m, 0); err != nil {
+		t.Fatalf("InstrumentSnapshot: %v", err)
+	}
+	return plain, snapBin, snap
 }

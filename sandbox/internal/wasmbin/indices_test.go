@@ -272,18 +272,7 @@ func TestInstrumentRefusesIndicesOutOfRange(t *testing.T) {
 			if _, err := rt.CompileModule(ctx, c.good); err != nil {
 				t.Fatalf("in range: wazero refuses the module: %v", err)
 			}
-			m, err = Parse(c.good)
-			if err != nil {
-				t.Fatal(err)
-			}
-			plain, err := Instrument(m, 0)
-			if err != nil {
-				t.Fatalf("in range: Instrument: %v", err)
-			}
-			snapBin, _, err := InstrumentSnapshot(m, 0)
-			if err != nil {
-				t.Fatalf("in range: InstrumentSnapshot: %v", err)
-			}
+			plain, snapBin, _ := instrumentBoth(t, c.good) // in range
 			if _, err := rt.CompileModule(ctx, snapBin); err != nil {
 				t.Fatalf("in range: wazero refuses the copy for snapshots: %v", err)
 			}
