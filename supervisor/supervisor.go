@@ -865,11 +865,9 @@ func (s *Supervisor) restartFits(r *childRec, uptime time.Duration) bool {
 	if len(s.restarts)-old+1 > s.lim.intensity {
 		return false
 	}
-	threshold := s.lim.minUptime
-	if threshold <= 0 {
-		threshold = s.lim.period
-	}
-	return s.lim.minUptime <= 0 || uptime >= threshold || r.quick+1 <= s.lim.intensity
+	// The slow-cycle rule (addRestart) applies only with a minimum uptime, which is then the
+	// threshold of a quick restart.
+	return s.lim.minUptime <= 0 || uptime >= s.lim.minUptime || r.quick+1 <= s.lim.intensity
 }
 
 // wakeLoop makes the loop's goroutine come round, without blocking.
