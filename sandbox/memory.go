@@ -177,6 +177,7 @@ type region struct {
 	// [0, committed) is readable and writable, the rest inaccessible. Otherwise mem is a Go
 	// slice whose capacity is the buffer's.
 	mem       []byte
+	res       reservation // mapped: the address space mem is
 	max       uint64
 	committed uint64
 	mapped    bool
@@ -189,12 +190,12 @@ type region struct {
 // capacity bytes on the Go heap.
 func newRegion(capacity, limit uint64) *region {
 	if limit > 0 {
-		if mem, err := reserve(limit); err == nil {
-			r := &region{mem: mem, max: limit, mapped: true}
+		if res, err := reserve(limit); err == nil {
+			r := &region{mem: res.mem, res: res, max: limit, mapped: true}
 			// A safety net for a region whose instance was never closed: once nothing can reach
 			// the region (wazero's memory holds the instance's linearMemory, which holds it),
 			// nothing can use the memory either.
-			r.cleanup = runtime.AddCleanup(r, func(mem []byte) { _ = unreserve(mem) }, mem)
+			r.cleanup = runtime.AddCleanup(r, func(res reservation) { _ = unreserve(res) }, res)
 			return r
 		}
 	}
@@ -264,8 +265,8 @@ func (r *region) reset(used, keep uint64) bool {
 func (r *region) free() {
 	if r.mapped {
 		r.cleanup.Stop()
-		_ = unreserve(r.mem)
-		r.mapped = false
+		_ = unreserve(r.res)
+		r.mapped, r.res = false, reservation{}
 	}
 	r.mem = nil
 }

@@ -12,10 +12,13 @@ const reservesMemory = false
 
 var errNoReservation = errors.New("address space reservation not supported on this platform")
 
-func reserve(uint64) ([]byte, error) { return nil, errNoReservation }
-func commit([]byte) error            { return errNoReservation }
-func decommit([]byte) error          { return errNoReservation }
-func unreserve([]byte) error         { return errNoReservation }
+// reservation is never made here.
+type reservation struct{ mem []byte }
+
+func reserve(uint64) (reservation, error) { return reservation{}, errNoReservation }
+func commit([]byte) error                 { return errNoReservation }
+func decommit([]byte) error               { return errNoReservation }
+func unreserve(reservation) error         { return errNoReservation }
 
 func imageFile([]byte) (int, []byte, error) { return -1, nil, errNoReservation }
 func closeImage(int, []byte)                {}
