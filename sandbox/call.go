@@ -438,7 +438,7 @@ func (i *Instance) invoke(id uint64, f api.Function) (uint64, error) {
 		if fl&flagHook != 0 {
 			i.hook(hookInvoke)
 		}
-		err = f.CallWithStack(context.Background(), i.stack[:])
+		err = f.CallWithStack(&i.callCtx, i.stack[:])
 	}
 	if err == nil {
 		return i.stack[0], nil

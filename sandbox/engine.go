@@ -143,9 +143,6 @@ type Engine struct {
 	noRecycle  bool     // see engineConfig
 	pagemap    *os.File // the kernel's page map of this process, for Rewind and recycling; nil where there is none
 
-	// insts maps each live instance's wazero module to it, for the host functions.
-	insts sync.Map // api.Module -> *Instance
-
 	mu       sync.Mutex
 	compiled map[compileKey]*compiled
 	kept     map[compileKey]*kept // see Keep
@@ -159,13 +156,11 @@ type kept struct {
 }
 
 func (e *Engine) register(i *Instance) {
-	e.insts.Store(i.wm, i)
 	e.wd.Add(&i.wde, (*watched)(i))
 }
 
 func (e *Engine) unregister(i *Instance) {
 	e.wd.Remove(&i.wde)
-	e.insts.Delete(i.wm)
 }
 
 type compileKey struct {

@@ -51,13 +51,14 @@ const (
 // *ViolationError by that read and every later one (see Budget and stores.go). Close recycles
 // the memory for the module's next instance, zeroed.
 type Instance struct {
-	mod    *Module
-	wm     api.Module
-	mem    api.Memory
-	lm     *linearMemory // holds mem's buffer, for the call path; see span
-	io     *instanceIO   // what wazero calls for WASI: this instance's streams, random source, clocks
-	roots  []*os.Root    // the granted directories, closed with the instance
-	logger *output       // the logger; stdout, stderr, log and publish, metered
+	mod     *Module
+	wm      api.Module
+	mem     api.Memory
+	lm      *linearMemory // holds mem's buffer, for the call path; see span
+	io      *instanceIO   // what wazero calls for WASI: this instance's streams, random source, clocks
+	roots   []*os.Root    // the granted directories, closed with the instance
+	logger  *output       // the logger; stdout, stderr, log and publish, metered
+	callCtx callContext   // every call's context: the host functions find the instance in it
 
 	fns     [numFns]api.Function // looked up on first use: each costs wazero a 10 KiB stack
 	intrG   api.MutableGlobal
@@ -188,6 +189,7 @@ func (m *Module) instantiate(ctx context.Context, config map[string]string, snap
 		return nil, fmt.Errorf("sandbox: module: %w", ErrClosed)
 	}
 	i := &Instance{mod: m, wd: m.eng.wd, wake: make(chan struct{}, 1)}
+	i.callCtx.i = i
 	i.logger = i.newOutput(m.cfg.Limits, m.logger)
 	caps := m.cfg.Capabilities
 	i.rand = caps.instanceRand(&i.chacha)
