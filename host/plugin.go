@@ -149,7 +149,7 @@ type plugin struct {
 	good    *desiredConfig // the last config an instance accepted, under cfgMu
 
 	chMu sync.Mutex
-	ch   chan struct{} // closed and replaced on every member or config change
+	ch   chan struct{} // closed on every member or config change; made when a waiter asks (nil until then)
 
 	tree     atomic.Pointer[supervisor.Supervisor] // the pool's supervisor; nil while down
 	restarts atomic.Uint64
@@ -172,16 +172,25 @@ type plugin struct {
 	recoveredAt time.Time // under qmu
 }
 
+// changed returns a channel that the next member or config change closes. A waiter takes it
+// before it checks what it waits for.
 func (p *plugin) changed() chan struct{} {
 	p.chMu.Lock()
 	defer p.chMu.Unlock()
+	if p.ch == nil {
+		p.ch = make(chan struct{})
+	}
 	return p.ch
 }
 
+// notify closes the channel changed returned, if any: a change nobody waits for (every
+// restart) makes none.
 func (p *plugin) notify() {
 	p.chMu.Lock()
-	close(p.ch)
-	p.ch = make(chan struct{})
+	if p.ch != nil {
+		close(p.ch)
+		p.ch = nil
+	}
 	p.chMu.Unlock()
 }
 
@@ -212,8 +221,8 @@ func (h *Host) Load(ctx context.Context, spec Plugin) error {
 	}
 	p := &plugin{h: h, name: spec.Name, spec: spec, id: "plugin:" + spec.Name, isolation: spec.Isolation,
 		slots: make([]slot, spec.Instances), wake: make(chan struct{}, 1), gone: make(chan struct{}),
-		ch: make(chan struct{}), prepared: make([]atomic.Pointer[preparedInstance], spec.Instances),
-		retry: make(chan struct{}, 1)}
+		prepared: make([]atomic.Pointer[preparedInstance], spec.Instances),
+		retry:    make(chan struct{}, 1)}
 	d := &desiredConfig{cfg: maps.Clone(spec.Config), version: 1}
 	p.desired.Store(d)
 	p.version.Store(1)

@@ -130,8 +130,10 @@ func (c *nativeCode) Instantiate(ctx context.Context, config map[string]string) 
 	if err != nil {
 		return nil, err
 	}
-	hs := i.Handlers()
-	c.names.Store(&hs)
+	if hs := c.names.Load(); hs == nil || !slices.Equal(*hs, i.handlers) { // the same list: no copy
+		hs := i.Handlers()
+		c.names.Store(&hs)
+	}
 	return i, nil
 }
 
