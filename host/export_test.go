@@ -22,3 +22,19 @@ func WithResetHook(f func(ctx context.Context)) Option {
 func WithResetDoneHook(f func()) Option {
 	return optionFunc(func(o *options) { o.resetDone = f })
 }
+
+// StopLandsOnReset does to plugin name's member in slot i what a stop does when it lands while
+// the member's reset (InstancePerCall) is reading its old instance: the member is asked to
+// end, and its drain finds the instance busy, so that the instance is only retired once the
+// read leaves it. Here the instance is idle (the caller is a WithResetHook hook, before the
+// reset touches it) and Retire retires it at once, the same state, without the timing.
+func StopLandsOnReset(h *Host, name string, i int) {
+	p, err := h.lookup(name)
+	if err != nil {
+		panic(err)
+	}
+	m := p.slots[i].m.Load()
+	m.reason.Store(reasonShutdown)
+	m.state.CompareAndSwap(stLive, stStopReq)
+	m.in().Retire()
+}

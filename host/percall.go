@@ -166,6 +166,13 @@ func (p *plugin) resetInstance(ctx context.Context, m *member, old *instRef) {
 		_ = inst.Close(context.Background())
 	}
 	m.resets.Done()
+	if installed && m.state.Load() == stStopReq {
+		// A stop or kill that came while the reset read or rewound the old instance found it
+		// busy and retired it, leaving the member's end to the operation's end (see drain),
+		// as for a call: the member ends here, with the instance it holds now (after Done:
+		// the end waits for the resets).
+		m.drain()
+	}
 	if err != nil && !ended {
 		err = pluginErr(p.name, "reset", err)
 		if m.state.Swap(stEnded) == stStopReq || m.reason.Load() != reasonNone {

@@ -11,6 +11,7 @@ import (
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/host/hosttest"
 	"github.com/wasmvisor/wasmvisor/sandbox"
+	"github.com/wasmvisor/wasmvisor/supervisor"
 )
 
 func perCall(name string, instances int) host.Plugin {
@@ -309,5 +310,38 @@ func TestInstancePerCallRewinds(t *testing.T) {
 		if string(ev.Data) != fmt.Sprint(i) && string(ev.Data) != fmt.Sprintf("%q", fmt.Sprint(i)) {
 			t.Fatalf("event %d: %q", i, ev.Data)
 		}
+	}
+}
+
+// A stop that lands while a reset reads the old instance finds it busy: the instance is
+// retired when the read leaves it, the rewind then fails, and the reset makes a new
+// instance. The member must still end, on the reset's goroutine, as it would on a call's:
+// it did not (TestChaos found it), and the supervisor waited its shutdown timeout, 5 s, for
+// a member nobody would end. Here the stop lands before the reset touches the instance
+// (StopLandsOnReset): the same state, without the timing.
+func TestInstancePerCallStopDuringResetRead(t *testing.T) {
+	t.Parallel()
+	ended := make(chan host.Event, 16)
+	var once sync.Once
+	var h *host.Host
+	h = hosttest.New(t, host.WithResetHook(func(context.Context) {
+		once.Do(func() { host.StopLandsOnReset(h, "p", 0) })
+	}), host.WithEventHook(func(e host.Event) {
+		if e.Kind == host.EventInstanceEnded {
+			ended <- e
+		}
+	}))
+	hosttest.LoadPlugin(t, h, perCall("p", 1))
+	call(t, h, "p", "echo", "a")
+	select {
+	case e := <-ended:
+		if !errors.Is(e.Err, supervisor.ErrShutdown) {
+			t.Fatalf("the member ended with %v, want ErrShutdown", e.Err)
+		}
+	case <-ctxT(t).Done():
+		t.Fatal("the member asked to end during its reset never ended")
+	}
+	if pi, _ := h.Plugin("p"); pi.Resets != 1 || pi.Rewinds != 0 {
+		t.Fatalf("resets %d, rewinds %d; want the one reset, by a new instance", pi.Resets, pi.Rewinds)
 	}
 }
