@@ -96,7 +96,7 @@ type Instance struct {
 	hook       func(hookPoint) // tests only, while flagHook is raised: see hookPoint
 	stoppedID  atomic.Uint64   // the id of the operation that was stopped
 	stopReason atomic.Uint32
-	wake       chan struct{} // cuts a real sleep short
+	wake       chan struct{} // cuts a real sleep short; nil under the other clocks, which never sleep
 
 	hostOut        []byte // the pending output of the last host_call, for host_result
 	hostMu         sync.Mutex
@@ -188,10 +188,13 @@ func (m *Module) instantiate(ctx context.Context, config map[string]string, snap
 	if closed {
 		return nil, fmt.Errorf("sandbox: module: %w", ErrClosed)
 	}
-	i := &Instance{mod: m, wd: m.eng.wd, wake: make(chan struct{}, 1)}
+	i := &Instance{mod: m, wd: m.eng.wd}
 	i.callCtx.i = i
 	i.logger = i.newOutput(m.cfg.Limits, m.logger)
 	caps := m.cfg.Capabilities
+	if caps.Clock == ClockReal {
+		i.wake = make(chan struct{}, 1) // only a real clock sleeps (withInstance)
+	}
 	i.rand = caps.instanceRand(&i.chacha)
 	i.clock.reset()
 	if sp := m.takeSpare(snap); sp != nil {

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmvisor/wasmvisor/abi"
+	"github.com/wasmvisor/wasmvisor/internal/guestio"
 	"github.com/wasmvisor/wasmvisor/sandbox/internal/wasmbin"
 )
 
@@ -121,6 +122,7 @@ type Module struct {
 	info   *Info
 	logger *zap.Logger
 	base   wazero.ModuleConfig // the instances' shared wazero config
+	drops  func(guestio.Drop)  // cfg.DropReporter(logger), made once for every instance
 
 	hasInitialize bool
 	hostFns       []HostFunc // granted, in grant order: a guest's handles index it
@@ -188,6 +190,7 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte, cfg Config) (*Module,
 	}
 	m := &Module{eng: e, code: code, hostFns: hostFns, digest: info.Digest, cfg: cfg, info: info, logger: logger, base: cfg.Capabilities.baseConfig(),
 		sampleMask: 1<<min(cfg.CallSampling, 31) - 1}
+	m.drops = cfg.DropReporter(logger)
 	plan := planSnapshots(e, cfg, code.snap)
 	m.snapOff, m.globalNames = plan.off, plan.names
 	for _, ex := range info.Exports {

@@ -166,7 +166,7 @@ func (i *Instance) newOutput(l Limits, logger *zap.Logger) *output {
 	o.scope.Init(guestio.ScopeConfig{
 		Op:      func() uint64 { return i.state.Load() >> idShift },
 		Stopped: i.stopped,
-		Report:  i.mod.cfg.DropReporter(logger),
+		Report:  i.mod.drops,
 	})
 	o.stdout, o.stderr, o.log, o.publish = &o.meters[0], &o.meters[1], &o.meters[2], &o.meters[3]
 	o.scope.InitMeter(o.stdout, StreamStdout, l.Output.budget())
