@@ -69,7 +69,8 @@ type guestState struct {
 	// values read from each live instance (each never lower than the one before it).
 	folded      map[string]*sandbox.Metric
 	last        map[instance]map[string]sandbox.Metric
-	totalsDrops uint64 // contributions left out: past abi.MaxMetrics names, or histogram bounds that differ
+	spareLast   []map[string]sandbox.Metric // of folded instances, cleared, for the next ones (at most maxSpareLast)
+	totalsDrops uint64                      // contributions left out: past abi.MaxMetrics names, or histogram bounds that differ
 
 	// Events: a ring of the last GuestEventLogSize events, and each live instance's cursor
 	// in its own ring.
@@ -92,7 +93,11 @@ func (g *guestState) observe(in instance, tel []sandbox.Metric) {
 	}
 	l := g.last[in]
 	if l == nil {
-		l = map[string]sandbox.Metric{}
+		if k := len(g.spareLast); k > 0 {
+			l, g.spareLast = g.spareLast[k-1], g.spareLast[:k-1]
+		} else {
+			l = map[string]sandbox.Metric{}
+		}
 		g.last[in] = l
 	}
 	for _, t := range tel {
@@ -124,12 +129,28 @@ func (g *guestState) fold(in instance) {
 // foldLocked is fold for a caller that holds mu; also for an instance rewound in place (see
 // plugin.rewind), which is a new instance as far as its stores go.
 func (g *guestState) foldLocked(in instance) {
-	for _, t := range g.last[in] {
+	l, ok := g.last[in]
+	for _, t := range l {
 		g.add(g.foldedMap(), &t)
 	}
-	delete(g.last, in)
+	if ok {
+		delete(g.last, in)
+		if len(g.spareLast) < maxSpareLast && len(l) <= maxSpareMetrics {
+			clear(l)
+			g.spareLast = append(g.spareLast, l)
+		}
+	}
 	delete(g.cursor, in)
 }
+
+// A folded instance's map of last values is kept, cleared, for an instance that starts after
+// it (a restart's successor, an InstancePerCall reset): at most maxSpareLast of them, and only
+// maps of at most maxSpareMetrics names, so that a guest that once listed a thousand metrics
+// leaves no thousand-entry map behind.
+const (
+	maxSpareLast    = 4
+	maxSpareMetrics = 64
+)
 
 func (g *guestState) foldedMap() map[string]*sandbox.Metric {
 	if g.folded == nil {

@@ -84,3 +84,54 @@ func TestGuestStateSums(t *testing.T) {
 		t.Fatalf("%d sums, %d dropped", len(g.totals()), g.dropped()-before)
 	}
 }
+
+// A folded instance's map of last values serves a later instance empty: what the successor
+// reports is its own, not added to its predecessor's again, and a map of many names is not
+// kept.
+func TestGuestStateSpareLast(t *testing.T) {
+	var g guestState
+	c := func(name string, v float64) sandbox.Metric {
+		return sandbox.Metric{Name: name, Kind: abi.Counter, Value: v}
+	}
+	prev := &fakeRunner{}
+	for k := range maxSpareLast + 3 {
+		in := &fakeRunner{}
+		g.mu.Lock()
+		g.observe(in, []sandbox.Metric{c("x", 5), c(fmt.Sprintf("only%d", k), 1)})
+		g.mu.Unlock()
+		if k > 0 && len(g.last[in]) != 2 {
+			t.Fatalf("instance %d starts with %d last values, want its own 2", k, len(g.last[in]))
+		}
+		prev.closed = true
+		g.fold(prev)
+		in.closed = true
+		g.fold(in)
+		prev = in
+		if len(g.spareLast) > maxSpareLast {
+			t.Fatalf("%d spare maps kept, at most %d", len(g.spareLast), maxSpareLast)
+		}
+	}
+	if v, _ := counterOf(&g, "x"); v != 5*(maxSpareLast+3) {
+		t.Fatalf("x = %v, want %v", v, 5*(maxSpareLast+3))
+	}
+	for k := range maxSpareLast + 3 {
+		if v, _ := counterOf(&g, fmt.Sprintf("only%d", k)); v != 1 {
+			t.Fatalf("only%d = %v, want 1: a successor's map held its predecessor's values", k, v)
+		}
+	}
+	// A map past maxSpareMetrics is not kept.
+	g.spareLast = nil
+	var many []sandbox.Metric
+	for k := range maxSpareMetrics + 1 {
+		many = append(many, c(fmt.Sprintf("m%d", k), 1))
+	}
+	big := &fakeRunner{}
+	g.mu.Lock()
+	g.observe(big, many)
+	g.mu.Unlock()
+	big.closed = true
+	g.fold(big)
+	if len(g.spareLast) != 0 {
+		t.Fatalf("a map of %d names was kept", len(many))
+	}
+}

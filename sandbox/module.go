@@ -123,6 +123,7 @@ type Module struct {
 	logger *zap.Logger
 	base   wazero.ModuleConfig // the instances' shared wazero config
 	drops  func(guestio.Drop)  // cfg.DropReporter(logger), made once for every instance
+	names  metricNames         // the metric names its instances report, interned
 
 	hasInitialize bool
 	hostFns       []HostFunc // granted, in grant order: a guest's handles index it

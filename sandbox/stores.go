@@ -7,9 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"github.com/wasmvisor/wasmvisor/abi"
 )
@@ -190,9 +193,11 @@ func (i *Instance) readStore(store int, fn func() error) error {
 		return v
 	}
 	err := i.read(fn)
-	var v *ViolationError
-	if errors.As(err, &v) {
-		i.storeErr[store].CompareAndSwap(nil, v)
+	if err != nil { // v escapes to errors.As: made only when there is an error to look into
+		var v *ViolationError
+		if errors.As(err, &v) {
+			i.storeErr[store].CompareAndSwap(nil, v)
+		}
 	}
 	return err
 }
@@ -342,14 +347,23 @@ func (i *Instance) telemetry(a *allowance) ([]Metric, error) {
 	if !ok {
 		return nil, storeViolation("metric records %#x+%d out of memory (%d bytes)", ptr, n*abi.MetricSize, i.mem.Size())
 	}
-	// Checked first, all of them, in place: the scratch is n small headers (at most 1,024).
-	checked := make([]record, n)
+	// Checked first, all of them, in place: the scratch is n small headers (at most 1,024), on
+	// the stack for the few most plugins have.
+	var small [8]record
+	checked := small[:min(n, uint32(len(small)))]
+	if n > uint32(len(small)) {
+		checked = make([]record, n)
+	}
 	for k := range checked {
 		if err := i.checkRecord(recs[k*abi.MetricSize:(k+1)*abi.MetricSize], &checked[k]); err != nil {
 			return nil, storeViolation("metric %d: %v", k, err)
 		}
 	}
-	order := make([]uint16, n)
+	var smallOrder [8]uint16
+	order := smallOrder[:min(n, uint32(len(smallOrder)))]
+	if n > uint32(len(smallOrder)) {
+		order = make([]uint16, n)
+	}
 	for k := range order {
 		order[k] = uint16(k)
 	}
@@ -369,7 +383,7 @@ func (i *Instance) telemetry(a *allowance) ([]Metric, error) {
 			break
 		}
 		a.charge(r.size())
-		out = append(out, r.metric())
+		out = append(out, r.metric(i.mod.names.intern(r.name)))
 	}
 	return out, nil
 }
@@ -433,8 +447,9 @@ func (i *Instance) checkRecord(raw []byte, r *record) error {
 }
 
 // metric copies a checked record out of guest memory.
-func (r *record) metric() Metric {
-	m := Metric{Name: string(r.name), Kind: r.kind}
+// metric is the record as a Metric named name (the record's name, interned).
+func (r *record) metric(name string) Metric {
+	m := Metric{Name: name, Kind: r.kind}
 	switch r.kind {
 	case abi.Counter:
 		m.Value = float64(r.value)
@@ -506,4 +521,41 @@ func (i *Instance) appliedConfig(a *allowance) (map[string]string, error) {
 	a.recs -= entries
 	a.bytes -= int(n) + entries*ReadRecordOverhead
 	return abi.DecodeConfig(b)
+}
+
+// maxInterned is how many metric names a Module interns (metricNames).
+const maxInterned = 64
+
+// metricNames interns the metric names a module's instances report. Every read of an
+// instance's telemetry made each name anew, and a restart (its final read) and an
+// InstancePerCall reset read it every time. Reads take the names from an immutable map
+// behind an atomic pointer, so instances of one module read in parallel without a lock; a
+// new name copies the map under mu. At most maxInterned names: a guest that makes up new
+// names past them gets them allocated at each read, as before, and cannot grow the table.
+type metricNames struct {
+	m  atomic.Pointer[map[string]string]
+	mu sync.Mutex
+}
+
+// intern returns b as a string, the same string for the same bytes while the table has room.
+func (c *metricNames) intern(b []byte) string {
+	if p := c.m.Load(); p != nil {
+		if s, ok := (*p)[string(b)]; ok { // the conversion in an index allocates nothing
+			return s
+		}
+	}
+	s := string(b)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var old map[string]string
+	if p := c.m.Load(); p != nil {
+		old = *p
+	}
+	if _, ok := old[s]; !ok && len(old) < maxInterned {
+		n := make(map[string]string, len(old)+1)
+		maps.Copy(n, old)
+		n[s] = s
+		c.m.Store(&n)
+	}
+	return s
 }

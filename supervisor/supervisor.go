@@ -124,6 +124,7 @@ type childRec struct {
 	spec       Spec
 	prev, next *childRec
 	deps       []*childRec
+	alone      [1]*childRec // itself: the restart set of a child without dependents (dependents), read only
 	state      State
 	cur        *incarnation
 	incs       int // incarnations started
@@ -949,7 +950,7 @@ func (s *Supervisor) addRestart(r *childRec, uptime time.Duration, reason error)
 	return false
 }
 
-// restartSet returns the children restarted with r, in start order.
+// restartSet returns the children restarted with r, in start order. The caller only reads it.
 func (s *Supervisor) restartSet(r *childRec) []*childRec {
 	switch s.cfg.Strategy {
 	case OneForAll:
@@ -972,10 +973,14 @@ func (s *Supervisor) restartSet(r *childRec) []*childRec {
 // dependents returns r's transitive dependents in start order, with r
 // first when self is set. Dependencies always precede their dependents.
 func (s *Supervisor) dependents(r *childRec, self bool) []*childRec {
-	out := []*childRec{r}
-	if s.cfg.Strategy == Dynamic {
-		return out
+	if s.cfg.Strategy == Dynamic || !s.anyDeps(r) {
+		if !self {
+			return nil
+		}
+		r.alone[0] = r
+		return r.alone[:]
 	}
+	out := []*childRec{r}
 	set := map[*childRec]bool{r: true}
 	for m := r.next; m != nil; m = m.next {
 		for _, d := range m.deps {
@@ -990,6 +995,17 @@ func (s *Supervisor) dependents(r *childRec, self bool) []*childRec {
 		out = out[1:]
 	}
 	return out
+}
+
+// anyDeps reports whether a child after r declares dependencies: when none does, r has no
+// dependents, and dependents makes no set to find them.
+func (s *Supervisor) anyDeps(r *childRec) bool {
+	for m := r.next; m != nil; m = m.next {
+		if len(m.deps) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // restart runs the restart of r (which is not running) for the strategy:
