@@ -178,3 +178,11 @@ func (e Event) fields() []zap.Field {
 func (h *Host) supervisorHook(e supervisor.Event) {
 	h.emit(Event{Kind: EventSupervisor, Supervisor: &e})
 }
+
+// supervisorWants is the supervisors' EventFilter: what supervisorHook would pass on, an event
+// emit does not discard (there is an event hook, or the logger logs its level). The others are
+// not queued, so that a supervisor does not wake its event goroutine for them: a restart's
+// three events did so at every restart, a thread woken through the kernel each time.
+func (h *Host) supervisorWants(e supervisor.Event) bool {
+	return h.opts.eventHook != nil || h.log.Core().Enabled(supervisorzap.Level(e))
+}

@@ -93,6 +93,7 @@ func New(ctx context.Context, opts ...Option) (*Host, error) {
 
 	rc := o.root
 	rc.Name, rc.Strategy, rc.Clock, rc.EventHook = "host", supervisor.OneForOne, h.clk, h.supervisorHook
+	rc.EventFilter = h.supervisorWants
 	root, err := supervisor.New(rc,
 		supervisor.Spec{ID: "task:config", Start: supervisor.Func(h.configLoop)},
 		supervisor.Spec{ID: "task:bus", Start: supervisor.Func(h.bus.loop)},

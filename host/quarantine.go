@@ -201,6 +201,7 @@ func (p *plugin) run(ctx context.Context, ready func()) error {
 func (p *plugin) startPool(ctx context.Context) (*supervisor.Supervisor, error) {
 	cfg := p.spec.RestartPolicy.poolConfig(p.h.opts.strategy)
 	cfg.Name, cfg.Strategy, cfg.Clock, cfg.EventHook = p.id, supervisor.OneForOne, p.h.clk, p.h.supervisorHook
+	cfg.EventFilter = p.h.supervisorWants
 	specs := make([]supervisor.Spec, len(p.slots))
 	for i := range specs {
 		specs[i] = supervisor.Spec{ID: strconv.Itoa(i), Start: p.startMember(i), Restart: p.spec.Restart,

@@ -73,15 +73,16 @@ type Event struct {
 type dispatcher struct {
 	q       chan Event
 	hook    func(Event)
+	want    func(Event) bool // Config.EventFilter; nil: every event
 	dropped atomic.Uint64
 	done    chan struct{}
 }
 
-func newDispatcher(hook func(Event), n int) *dispatcher {
+func newDispatcher(hook func(Event), want func(Event) bool, n int) *dispatcher {
 	if n == 0 {
 		n = DefaultEventBuffer
 	}
-	d := &dispatcher{q: make(chan Event, n), hook: hook, done: make(chan struct{})}
+	d := &dispatcher{q: make(chan Event, n), hook: hook, want: want, done: make(chan struct{})}
 	go d.run()
 	return d
 }
@@ -100,6 +101,23 @@ func (d *dispatcher) deliver(e Event) {
 		}
 	}()
 	d.hook(e)
+}
+
+// wants reports whether e is to be queued: there is a dispatcher, and its filter, if any,
+// takes e (or panics on it).
+func (d *dispatcher) wants(e Event) (ok bool) {
+	if d == nil {
+		return false
+	}
+	if d.want == nil {
+		return true
+	}
+	defer func() {
+		if recover() != nil {
+			ok = true
+		}
+	}()
+	return d.want(e)
 }
 
 func (d *dispatcher) emit(e Event) {

@@ -104,6 +104,46 @@ func TestEventHookCannotBlock(t *testing.T) {
 	})
 }
 
+// An EventFilter keeps what it refuses out of the queue (not dropped, not delivered), sees
+// each event once with its supervisor named, passes on what it panics on, and a nested
+// supervisor that inherits the hook inherits the filter.
+func TestEventFilter(t *testing.T) {
+	bubble(t, func(t *testing.T, h *harness) {
+		var seen atomic.Int64
+		filter := func(e supervisor.Event) bool {
+			seen.Add(1)
+			if e.Supervisor == "" || !e.Time.IsZero() {
+				t.Errorf("filter saw %+v: want the supervisor named, no time yet", e)
+			}
+			switch e.Kind {
+			case supervisor.EventRestarting:
+				panic("filter panic")
+			case supervisor.EventExited:
+				return true
+			}
+			return false
+		}
+		sub := supervisor.Subtree("sub", supervisor.Config{}, h.spec("x"))
+		s := h.start(supervisor.Config{EventFilter: filter, Intensity: 100, Period: time.Hour}, h.spec("a"), sub)
+		h.takeEvents()
+		h.crash("a", errBoom)
+		h.crash("x", errBoom)
+		wantLog(t, h.states(), "a:running", "sub:running")
+		got := kinds(h.takeEvents())
+		want := []string{"exited a", "restarting a", "exited x", "restarting x"}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("delivered %q, want %q (the started events refused)", got, want)
+		}
+		if seen.Load() < int64(len(want)+2) {
+			t.Fatalf("the filter saw %d events, want the two started events too", seen.Load())
+		}
+		if d := s.DroppedEvents(); d != 0 {
+			t.Fatalf("%d dropped: a refused event is not a dropped one", d)
+		}
+		h.stop()
+	})
+}
+
 // Dependencies: b needs a, c needs b, d is independent. A restart of a
 // restarts exactly b and c (stopped in reverse, started in order).
 func TestDependencies(t *testing.T) {

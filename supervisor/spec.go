@@ -258,6 +258,16 @@ type Config struct {
 	// Nil discards events; a nested supervisor inherits its parent's.
 	EventHook func(Event)
 
+	// EventFilter, if set with EventHook, says which events the hook wants:
+	// the others are not queued (nor counted as dropped), so a supervisor
+	// whose hook would discard them does not wake the hook's goroutine for
+	// them. It runs on the goroutine that emits the event, under the
+	// supervisor's turn, before Time is set: it must be quick, must not
+	// block and must not call the supervisor. An event it panics on is
+	// queued. A nested supervisor that inherits its parent's hook inherits
+	// its filter too.
+	EventFilter func(Event) bool
+
 	// EventBuffer is the length of the event queue. Zero means
 	// DefaultEventBuffer.
 	EventBuffer int

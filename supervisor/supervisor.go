@@ -256,7 +256,7 @@ func (s *Supervisor) Start(ctx context.Context) error {
 		}
 	}
 	if s.cfg.EventHook != nil {
-		s.events, s.ownEvents = newDispatcher(s.cfg.EventHook, s.cfg.EventBuffer), true
+		s.events, s.ownEvents = newDispatcher(s.cfg.EventHook, s.cfg.EventFilter, s.cfg.EventBuffer), true
 	} else if parent != nil {
 		s.events = parent.events
 	}
@@ -653,11 +653,11 @@ func (s *Supervisor) exit(reason error) {
 }
 
 func (s *Supervisor) emit(e Event) {
-	if s.events == nil {
+	e.Supervisor = s.name
+	if !s.events.wants(e) {
 		return
 	}
 	e.Time = s.clock.Now()
-	e.Supervisor = s.name
 	s.events.emit(e)
 }
 
