@@ -90,13 +90,15 @@ tidy:
 lint:
 	$(GO) tool golangci-lint run ./...
 
-# Format, vet, lint and tidy, then fail if any of them changed a tracked file.
+# Format, vet, lint, the repository's test rules (internal/testrules: no test waits on the
+# wall clock) and tidy, then fail if any of them changed a tracked file.
 check:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting" >&2; exit 1; }
 	$(GO) vet ./...
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./sdk/... ./plugins/authz/... ./plugins/validate/... ./plugins/ratelimit/... ./plugins/conformance/go/...
 	$(GO) tool golangci-lint run ./...
 	$(GO) mod tidy
+	$(GO) test -count=1 ./internal/testrules/
 	cd bench/opa && $(GO) vet ./... && $(GO) mod tidy
 	cd uitest && $(GO) vet ./... && $(GO) mod tidy
 	git diff --exit-code -- go.mod go.sum bench/opa/go.mod bench/opa/go.sum uitest/go.mod uitest/go.sum

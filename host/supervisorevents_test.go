@@ -2,7 +2,6 @@ package host_test
 
 import (
 	"testing"
-	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -17,7 +16,19 @@ import (
 // instance's exit (an error) and restart (a warning) at a Warn logger.
 func TestSupervisorEventsFollowTheLogLevel(t *testing.T) {
 	t.Parallel()
-	core, logs := observer.New(zapcore.WarnLevel)
+	obs, logs := observer.New(zapcore.WarnLevel)
+	// The hook runs after the observer has stored the entry (RegisterHooks adds its
+	// core after the one it wraps), so a signal means the entry is in logs.
+	logged := make(chan struct{}, 1)
+	core := zapcore.RegisterHooks(obs, func(e zapcore.Entry) error {
+		if e.Message == "host: supervisor" {
+			select {
+			case logged <- struct{}{}:
+			default:
+			}
+		}
+		return nil
+	})
 	h := hosttest.New(t, host.WithLogger(zap.New(core)))
 	hosttest.LoadPlugin(t, h, host.Plugin{Name: "p", Wasm: reference})
 	hd, err := h.Lookup(ctxT(t), "p", 0)
@@ -29,7 +40,9 @@ func TestSupervisorEventsFollowTheLogLevel(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The exit is logged at Error, the restart at Warn; both as "host: supervisor".
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) { // a failure limit: the delivery is asynchronous
+	// The delivery is asynchronous: wait for entries until both are there.
+	ctx := ctxT(t)
+	for {
 		var exited, restarting bool
 		for _, e := range logs.All() {
 			if e.Level < zapcore.WarnLevel {
@@ -41,9 +54,11 @@ func TestSupervisorEventsFollowTheLogLevel(t *testing.T) {
 			}
 		}
 		if exited && restarting {
-			break
+			return
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-logged:
+		case <-ctx.Done():
 			t.Fatalf("logged %v: want the kill's exit and restart", logs.All())
 		}
 	}
