@@ -795,8 +795,8 @@ func (s *Supervisor) callStart(ctx context.Context, r *childRec) (c Child, err e
 // children, giving up at the intensity and shutting down stay the loop's own.
 func (s *Supervisor) endNotice(inc *incarnation) {
 	if s.turn.TryLock() {
-		if s.restartsAlone(inc) {
-			s.onExit(inc)
+		if now, ok := s.restartsAlone(inc); ok {
+			s.onExitAt(inc, now)
 			queued := len(s.selfq) > 0 // a failed start's retry: the loop must come round for it
 			s.turn.Unlock()
 			if queued {
@@ -814,14 +814,15 @@ func (s *Supervisor) endNotice(inc *incarnation) {
 // stopping, no exit or timer is queued before this one, inc is its child's current
 // incarnation, the child is restarted for this end, without stopping any other child (one
 // for one, or dynamic, and no dependents), and the restart stays within the intensity.
-// Called with the turn held.
-func (s *Supervisor) restartsAlone(inc *incarnation) bool {
+// Called with the turn held. now is the clock's reading the intensity was checked at, for
+// onExitAt: one reading serves both (a restart read the clock five times).
+func (s *Supervisor) restartsAlone(inc *incarnation) (now time.Time, ok bool) {
 	if !s.looping || s.exiting || s.stopping || len(s.selfq) > 0 {
-		return false
+		return now, false
 	}
 	select {
 	case <-s.stopReq:
-		return false
+		return now, false
 	default:
 	}
 	s.notesMu.Lock()
@@ -829,34 +830,35 @@ func (s *Supervisor) restartsAlone(inc *incarnation) bool {
 	s.notesMu.Unlock()
 	r := inc.rec
 	if queued || r.cur != inc || r.removed {
-		return false
+		return now, false
 	}
 	switch s.cfg.Strategy {
 	case OneForOne:
 		for m := r.next; m != nil; m = m.next {
 			if slices.Contains(m.deps, r) {
-				return false
+				return now, false
 			}
 		}
 	case Dynamic:
 	default:
-		return false
+		return now, false
 	}
 	class := Classify(inc.child.Err())
 	switch {
 	case class == ExitReplaced:
-		return r.spec.Restart != Temporary
+		return s.clock.Now(), r.spec.Restart != Temporary
 	case r.spec.Restart == Permanent, r.spec.Restart == Transient && class == ExitAbnormal:
-		return s.restartFits(r, s.clock.Now().Sub(inc.readyAt))
+		now = s.clock.Now()
+		return now, s.restartFits(r, now, now.Sub(inc.readyAt))
 	}
-	return false
+	return now, false
 }
 
-// restartFits reports whether one more restart of r, after an incarnation that was up for
-// uptime, stays within the intensity: whether addRestart, called later (a later now drops
-// restarts from the window and lengthens the uptime), will not give up.
-func (s *Supervisor) restartFits(r *childRec, uptime time.Duration) bool {
-	cut := s.clock.Now().Add(-s.lim.period)
+// restartFits reports whether one more restart of r at now, after an incarnation that was up
+// for uptime, stays within the intensity: whether addRestart, called at now or later (a later
+// now drops restarts from the window and lengthens the uptime), will not give up.
+func (s *Supervisor) restartFits(r *childRec, now time.Time, uptime time.Duration) bool {
+	cut := now.Add(-s.lim.period)
 	old, _ := slices.BinarySearchFunc(s.restarts, cut, func(t, cut time.Time) int { // s.restarts is in time order
 		if t.Before(cut) {
 			return -1
@@ -879,7 +881,10 @@ func (s *Supervisor) wakeLoop() {
 	}
 }
 
-func (s *Supervisor) onExit(inc *incarnation) {
+func (s *Supervisor) onExit(inc *incarnation) { s.onExitAt(inc, s.clock.Now()) }
+
+// onExitAt handles inc's end, now being the clock's reading for it.
+func (s *Supervisor) onExitAt(inc *incarnation, now time.Time) {
 	r := inc.rec
 	if r.cur != inc {
 		return // an ended incarnation: already handled
@@ -889,7 +894,7 @@ func (s *Supervisor) onExit(inc *incarnation) {
 	reason := inc.child.Err()
 	class := Classify(reason)
 	r.lastErr = reason
-	uptime := s.clock.Now().Sub(inc.readyAt)
+	uptime := now.Sub(inc.readyAt)
 	s.emit(Event{Kind: EventExited, Child: r.spec.ID, Incarnation: inc.n, Err: reason, Class: class, Restarts: r.incs - 1})
 
 	restart := r.spec.Restart == Permanent || (r.spec.Restart == Transient && (class == ExitAbnormal || class == ExitReplaced))
@@ -906,17 +911,16 @@ func (s *Supervisor) onExit(inc *incarnation) {
 		s.restart(r, false)
 		return
 	}
-	if !s.addRestart(r, uptime, reason) {
+	if !s.addRestart(r, now, uptime, reason) {
 		return
 	}
 	s.restart(r, true)
 }
 
-// addRestart records a restart decided for r and checks the intensity
+// addRestart records a restart decided for r at now and checks the intensity
 // before it happens; when exceeded, the supervisor exits and it reports
 // false.
-func (s *Supervisor) addRestart(r *childRec, uptime time.Duration, reason error) bool {
-	now := s.clock.Now()
+func (s *Supervisor) addRestart(r *childRec, now time.Time, uptime time.Duration, reason error) bool {
 	cut := now.Add(-s.lim.period)
 	i := 0
 	for i < len(s.restarts) && s.restarts[i].Before(cut) {
@@ -1109,7 +1113,7 @@ func (s *Supervisor) retry(m *childRec, tok uint64) {
 	if m.removed || m.token != tok || m.state != StateRestarting {
 		return
 	}
-	if !s.addRestart(m, 0, m.lastErr) {
+	if !s.addRestart(m, s.clock.Now(), 0, m.lastErr) {
 		return
 	}
 	s.restart(m, true)
