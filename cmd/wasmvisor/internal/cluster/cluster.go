@@ -293,11 +293,17 @@ func (n *Node) session(ctx context.Context, a Applier) error {
 		case <-n.up:
 		}
 	}
-	// Drain a token of the connection we are about to use: the next one is a reconnection.
+	// Drain a token of the connection we are about to use, and note how many reconnections
+	// the client has made: a token that comes later is a reconnection only if that count
+	// moved. The client calls its handlers on a goroutine of its own, so the first
+	// connection's token can come after the session has started on it; taken for a
+	// reconnection, it ended the session at once, and for that moment the node refused writes
+	// (ErrUnavailable; TestPruneDeletedWhileAway failed so).
 	select {
 	case <-n.up:
 	default:
 	}
+	conn := n.nc.Stats().Reconnects
 	st, fresh, err := n.openStores(ctx)
 	if err != nil {
 		return err
@@ -329,6 +335,9 @@ func (n *Node) session(ctx context.Context, a Applier) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-n.up:
+			if n.nc.Stats().Reconnects == conn {
+				continue // this session's own connection, announced late
+			}
 			return errResync // reconnected: watch afresh
 		case e, ok := <-w.Updates():
 			if !ok {

@@ -13,7 +13,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/wasmvisor/wasmvisor/cmd/wasmvisor/internal/config"
 )
@@ -365,5 +368,53 @@ func TestPruneDeletedWhileAway(t *testing.T) {
 	wait(t, b.applied, "-gone")
 	if b.digest("seeded") == "" {
 		t.Fatal("seeded was removed too")
+	}
+}
+
+// A token on up with no reconnection behind it (the client announces its first connection on
+// a goroutine of its own, which can come after a session started on that connection) does
+// not end the session: the node keeps taking writes, and no session ends.
+func TestLateConnectTokenIsNoReconnection(t *testing.T) {
+	dir := t.TempDir()
+	ref, err := os.ReadFile(refPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := config.Cluster{Enabled: true, Node: "solo", CacheDir: filepath.Join(dir, "cache"), Replicas: 1, MaxPlugins: 8,
+		MaxSpecBytes: 4096, MaxModuleBytes: 1 << 20,
+		Embedded: config.ClusterEmbedded{Listen: "127.0.0.1:0", StoreDir: filepath.Join(dir, "js"), Name: "t"}}
+	core, logs := observer.New(zapcore.InfoLevel)
+	n, err := Open(Options{Config: c, Logger: zap.New(core),
+		Resolve: func(p config.Plugin) ([]byte, error) { return os.ReadFile(p.Path) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = n.Close() }()
+	a := newApplier()
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := n.Restore(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- n.Run(ctx, a) }()
+	defer func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Error(err)
+		}
+	}()
+	eventually(t, "connected", func() bool { return n.Status(ctx).Connected })
+	if _, err := n.Write(ctx, config.Plugin{Name: "first", Instances: 1}, ref); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, a.applied, "first") // the session watches
+	n.up <- struct{}{}          // the connection's token, late
+	eventually(t, "the token taken", func() bool { return len(n.up) == 0 })
+	if _, err := n.Write(ctx, config.Plugin{Name: "second", Instances: 1}, ref); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, a.applied, "second")
+	if ended := logs.FilterMessage("cluster: session ended; serving the last good state").All(); len(ended) > 0 {
+		t.Fatalf("a session ended: %v", ended[0].ContextMap())
 	}
 }
