@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -130,8 +132,19 @@ func rss(t testing.TB) int64 {
 // withinMemory runs f and fails the test if the process's resident set grew by more than
 // budget bytes above where it was when f started, sampled every millisecond while f runs.
 // Tests that use it do not run in parallel with others, so that the figure is theirs.
+//
+// Meanwhile the runtime's soft memory limit is three quarters of the budget above what the
+// runtime holds at the start. Without it, the collector's pacer lets the heap reach twice
+// what was live when it last ran, and a collection that starts while a listing's copies (up
+// to the 32 MiB read budget) are live sets a goal above the budget with nothing retained:
+// TestStoresAliasedRingWithinBudget measured 71 MiB against 64 once, in a `go test ./...` of
+// the whole repository. What the host keeps, and what it copies faster than a collection can
+// free it, still counts: the limit is soft, and the collector cannot free what is live.
 func withinMemory(t testing.TB, budget int64, f func()) {
 	t.Helper()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(int64(ms.Sys-ms.HeapReleased) + budget*3/4))
 	base := rss(t)
 	var peak atomic.Int64
 	peak.Store(base)
