@@ -396,6 +396,28 @@ func TestEmitReusesEvictedBuffer(t *testing.T) {
 	}
 }
 
+// A ring that has not gone round yet, as in an instance started from a snapshot, records an
+// event that fits its slot's first storage without allocating; a larger one gets its own.
+func TestEmitIntoFreshSlotsAllocatesNothing(t *testing.T) {
+	h := newHost(t, func(g *guest) { g.events.setCapacity(DefaultEventCapacity) })
+	data := make([]byte, eventSlotBytes-len("t"))
+	if n := testing.AllocsPerRun(10, func() { h.g.emit("t", data) }); n != 0 {
+		t.Errorf("%v allocations per event into fresh slots", n)
+	}
+	if written := h.g.events.written; written >= DefaultEventCapacity {
+		t.Fatalf("%d events written: the ring went round, the slots were not fresh", written)
+	}
+	h.g.emit("t", append(data, 'x')) // one byte more than a slot holds
+	h.g.emit("u", []byte("after"))   // the next slot: its neighbour's large event did not spill into it
+	evs, written, _ := h.events()
+	if got, want := evs[len(evs)-1], fmt.Sprintf("%d:u=after", written-1); got != want {
+		t.Errorf("last event %q, want %q", got, want)
+	}
+	if got := evs[len(evs)-2]; len(got) != len(fmt.Sprint(written-2))+1+len("t")+1+eventSlotBytes {
+		t.Errorf("the large event read back as %d bytes", len(got))
+	}
+}
+
 func TestEmitBeforeInit(t *testing.T) {
 	h := newHost(t, func(g *guest) { g.emit("early", []byte("x")) })
 	if evs, _, _ := h.events(); fmt.Sprint(evs) != "[0:early=x]" {
