@@ -698,3 +698,29 @@ func TestIsolationMappedAndReloaded(t *testing.T) {
 		t.Fatalf("view: %d %s", a.status, a.body)
 	}
 }
+
+// GET /v1/plugins/{name} shows what a call can reach: a plugin the host holds but the server
+// does not serve (here loaded into the host behind the server's back; in a load, the moment
+// between the host's Load and the server's entry) answers 404, as a call to it does, and both
+// answer for it once the server serves it.
+func TestGetPluginAgreesWithCall(t *testing.T) {
+	ts := openServer(t, "plugins: []\n", true)
+	ref, err := os.ReadFile(filepath.Join(ts.dir, "ref.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.h.Load(context.Background(), host.Plugin{Name: "hidden", Wasm: ref}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.h.Plugin("hidden"); err != nil {
+		t.Fatal(err)
+	}
+	get := ts.do(t, "GET", "/v1/plugins/hidden", "", "", nil)
+	call := ts.do(t, "POST", "/v1/plugins/hidden/call/echo", "", "", []byte("x"))
+	if get.status != http.StatusNotFound || call.status != http.StatusNotFound || get.code(t) != "plugin_not_found" {
+		t.Fatalf("GET %d %s, call %d %s: want both 404", get.status, get.body, call.status, call.body)
+	}
+	if a := ts.do(t, "GET", "/v1/plugins/nothing", "", "", nil); a.status != http.StatusNotFound {
+		t.Fatalf("GET of a plugin nobody has: %d", a.status)
+	}
+}
