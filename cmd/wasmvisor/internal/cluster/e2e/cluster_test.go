@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,22 +45,81 @@ type natsNode struct {
 
 func (n *natsNode) start(t *testing.T) {
 	t.Helper()
-	port, cport := n.port, n.clusterPort
-	ns, err := natsserver.NewServer(&natsserver.Options{ServerName: n.name, Host: "127.0.0.1", Port: port,
-		JetStream: true, StoreDir: n.dir, NoSigs: true, NoLog: os.Getenv("NATS_LOG") == "",
-		Cluster: natsserver.ClusterOpts{Name: "test", Host: "127.0.0.1", Port: cport}, Routes: n.routes})
-	if err != nil {
+	if err := n.tryStart(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// tryStart starts the server on n's ports. A server that is not ready for connections within
+// 30 s is shut down, and the error carries what it logged (kept in memory unless NATS_LOG is
+// set): with no logger, a port taken by another process fails silently, as "did not start".
+func (n *natsNode) tryStart() error {
+	ns, err := natsserver.NewServer(&natsserver.Options{ServerName: n.name, Host: "127.0.0.1", Port: n.port,
+		JetStream: true, StoreDir: n.dir, NoSigs: true, NoLog: os.Getenv("NATS_LOG") == "",
+		Cluster: natsserver.ClusterOpts{Name: "test", Host: "127.0.0.1", Port: n.clusterPort}, Routes: n.routes})
+	if err != nil {
+		return err
+	}
+	logs := &natsLog{}
 	if os.Getenv("NATS_LOG") != "" {
 		ns.ConfigureLogger()
+	} else {
+		ns.SetLoggerV2(logs, false, false, false)
 	}
 	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatalf("NATS %s did not start", n.name)
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return &natsStartError{name: n.name, log: logs.String()}
 	}
 	n.ns = ns
+	return nil
 }
+
+// natsStartError is a server that did not start, with its log.
+type natsStartError struct{ name, log string }
+
+func (e *natsStartError) Error() string {
+	return fmt.Sprintf("NATS %s did not start; its log:\n%s", e.name, e.log)
+}
+
+// portTaken reports whether the server did not start because a port of its was taken.
+func (e *natsStartError) portTaken() bool { return strings.Contains(e.log, "address already in use") }
+
+// natsLog keeps a server's last lines of log (notices, warnings, errors), and its first
+// errors apart, so that a flood of warnings does not push out the one that says why, for the
+// error of a server that did not start.
+type natsLog struct {
+	mu     sync.Mutex
+	lines  []string
+	errors []string
+}
+
+func (l *natsLog) add(level, format string, v ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	line := level + " " + fmt.Sprintf(format, v...)
+	if (level == "[ERR]" || level == "[FTL]") && len(l.errors) < 20 {
+		l.errors = append(l.errors, line)
+	}
+	if len(l.lines) == 100 {
+		l.lines = l.lines[1:]
+	}
+	l.lines = append(l.lines, line)
+}
+
+func (l *natsLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return "errors:\n" + strings.Join(l.errors, "\n") + "\nlast lines:\n" + strings.Join(l.lines, "\n")
+}
+
+func (l *natsLog) Noticef(format string, v ...any) { l.add("[INF]", format, v...) }
+func (l *natsLog) Warnf(format string, v ...any)   { l.add("[WRN]", format, v...) }
+func (l *natsLog) Fatalf(format string, v ...any)  { l.add("[FTL]", format, v...) }
+func (l *natsLog) Errorf(format string, v ...any)  { l.add("[ERR]", format, v...) }
+func (l *natsLog) Debugf(format string, v ...any)  {}
+func (l *natsLog) Tracef(format string, v ...any)  {}
 
 func (n *natsNode) stop() {
 	if n.ns != nil {
@@ -97,14 +157,35 @@ func startNATS(t *testing.T) []*natsNode {
 			}
 		}
 	}
-	for _, n := range ns {
-		n.start(t)
-	}
 	t.Cleanup(func() {
 		for _, n := range ns {
 			n.stop()
 		}
 	})
+	for _, n := range ns {
+		// freePort's ports are free a moment before the server listens on them: another
+		// process of a loaded machine can take one meanwhile. A first start then gets new
+		// ones, once (a route of a server already started may name the old cluster port; it
+		// finds the new one through the cluster's gossip).
+		err := n.tryStart()
+		var se *natsStartError
+		if errors.As(err, &se) && se.portTaken() {
+			t.Logf("NATS %s: a port was taken (%d, %d); new ones", n.name, n.port, n.clusterPort)
+			oldRoute := fmt.Sprintf("127.0.0.1:%d", n.clusterPort)
+			n.port, n.clusterPort = freePort(t), freePort(t)
+			for _, o := range ns {
+				for k, r := range o.routes {
+					if o != n && o.ns == nil && r.Host == oldRoute {
+						o.routes[k] = &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", n.clusterPort)}
+					}
+				}
+			}
+			err = n.tryStart()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	return ns
 }
 
