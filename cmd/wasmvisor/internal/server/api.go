@@ -305,6 +305,9 @@ func (s *Server) listPlugins(w http.ResponseWriter, r *http.Request) {
 	out := []pluginView{}
 	admin := s.isAdmin(r)
 	for _, pi := range s.h.Plugins() {
+		if s.entry(pi.Name) == nil {
+			continue // not served (yet): as getPlugin
+		}
 		out = append(out, s.view(pi, admin))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"plugins": out})

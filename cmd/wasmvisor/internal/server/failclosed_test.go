@@ -699,7 +699,7 @@ func TestIsolationMappedAndReloaded(t *testing.T) {
 	}
 }
 
-// GET /v1/plugins/{name} shows what a call can reach: a plugin the host holds but the server
+// GET /v1/plugins/{name}, and the list, show what a call can reach: a plugin the host holds but the server
 // does not serve (here loaded into the host behind the server's back; in a load, the moment
 // between the host's Load and the server's entry) answers 404, as a call to it does, and both
 // answer for it once the server serves it.
@@ -722,5 +722,8 @@ func TestGetPluginAgreesWithCall(t *testing.T) {
 	}
 	if a := ts.do(t, "GET", "/v1/plugins/nothing", "", "", nil); a.status != http.StatusNotFound {
 		t.Fatalf("GET of a plugin nobody has: %d", a.status)
+	}
+	if a := ts.do(t, "GET", "/v1/plugins", "", "", nil); a.status != http.StatusOK || bytes.Contains(a.body, []byte(`"hidden"`)) {
+		t.Fatalf("the list: %d %s, want it without hidden", a.status, a.body)
 	}
 }
