@@ -25,6 +25,17 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const refPath = "../../../../plugins/reference/reference.wasm"
 
+// soloCluster is the config of a lone embedded node (cluster.embedded, no routes) keeping its
+// cache and JetStream store under dir.
+func soloCluster(dir string, maxPlugins int) config.Cluster {
+	return config.Cluster{Enabled: true, Node: "solo", CacheDir: filepath.Join(dir, "cache"), Replicas: 1,
+		MaxPlugins: maxPlugins, MaxSpecBytes: 4096, MaxModuleBytes: 1 << 20,
+		Embedded: config.ClusterEmbedded{Listen: "127.0.0.1:0", StoreDir: filepath.Join(dir, "js"), Name: "t"}}
+}
+
+// resolvePath reads a plugin's module from its path.
+func resolvePath(p config.Plugin) ([]byte, error) { return os.ReadFile(p.Path) }
+
 func validSpec(t *testing.T) Spec {
 	t.Helper()
 	b, err := os.ReadFile(refPath)
@@ -157,13 +168,11 @@ func TestEmbeddedNodeRefusesBadState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := config.Cluster{Enabled: true, Node: "solo", CacheDir: filepath.Join(dir, "cache"), Replicas: 1, MaxPlugins: 3,
-		MaxSpecBytes: 4096, MaxModuleBytes: 1 << 20,
-		Embedded: config.ClusterEmbedded{Listen: "127.0.0.1:0", StoreDir: filepath.Join(dir, "js"), Name: "t"}}
+	c := soloCluster(dir, 3)
 	seed := config.Plugin{Name: "seeded", Wasm: "ref.wasm", Path: refPath, Instances: 1, Restart: "permanent",
 		FailurePolicy: config.FailDeny, Required: true}
 	n, err := Open(Options{Config: c, Seed: []config.Plugin{seed}, Logger: zaptest.NewLogger(t),
-		Resolve: func(p config.Plugin) ([]byte, error) { return os.ReadFile(p.Path) }})
+		Resolve: resolvePath})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,12 +316,10 @@ func TestPruneDeletedWhileAway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := config.Cluster{Enabled: true, Node: "solo", CacheDir: filepath.Join(dir, "cache"), Replicas: 1, MaxPlugins: 8,
-		MaxSpecBytes: 4096, MaxModuleBytes: 1 << 20,
-		Embedded: config.ClusterEmbedded{Listen: "127.0.0.1:0", StoreDir: filepath.Join(dir, "js"), Name: "t"}}
+	c := soloCluster(dir, 8)
 	seed := config.Plugin{Name: "seeded", Path: refPath, Instances: 1}
 	o := Options{Config: c, Seed: []config.Plugin{seed}, Logger: zaptest.NewLogger(t),
-		Resolve: func(p config.Plugin) ([]byte, error) { return os.ReadFile(p.Path) }}
+		Resolve: resolvePath}
 	// start opens a node, restores it and runs it; the returned func stops it.
 	start := func(a *applier, before func(*Node)) (*Node, func()) {
 		n, err := Open(o)
@@ -380,12 +387,10 @@ func TestLateConnectTokenIsNoReconnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := config.Cluster{Enabled: true, Node: "solo", CacheDir: filepath.Join(dir, "cache"), Replicas: 1, MaxPlugins: 8,
-		MaxSpecBytes: 4096, MaxModuleBytes: 1 << 20,
-		Embedded: config.ClusterEmbedded{Listen: "127.0.0.1:0", StoreDir: filepath.Join(dir, "js"), Name: "t"}}
+	c := soloCluster(dir, 8)
 	core, logs := observer.New(zapcore.InfoLevel)
 	n, err := Open(Options{Config: c, Logger: zap.New(core),
-		Resolve: func(p config.Plugin) ([]byte, error) { return os.ReadFile(p.Path) }})
+		Resolve: resolvePath})
 	if err != nil {
 		t.Fatal(err)
 	}
