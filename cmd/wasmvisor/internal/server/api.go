@@ -320,12 +320,7 @@ func (s *Server) getPlugin(w http.ResponseWriter, r *http.Request) {
 		// and the server's entry), but a call would answer 404 or 503, and so does this. Told
 		// apart, a client that waited for this to show the plugin had its first call refused
 		// (the cluster's end-to-end test failed so, once in a loaded run).
-		if s.loading(name) {
-			setRetryAfter(w, defaultRetryAfter)
-			writeError(w, http.StatusServiceUnavailable, "plugin_loading", fmt.Sprintf("plugin %q is still loading", name))
-			return
-		}
-		writeError(w, http.StatusNotFound, "plugin_not_found", fmt.Sprintf("no plugin %q", name))
+		s.notServed(w, name)
 		return
 	}
 	pi, err := s.h.Plugin(name)

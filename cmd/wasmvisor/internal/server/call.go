@@ -52,6 +52,19 @@ func setRetryAfter(w http.ResponseWriter, d time.Duration) {
 	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(d.Seconds())))))
 }
 
+// notServed answers a request for name, a plugin the server does not serve (it has no entry
+// for it): 503 plugin_loading while the server loads its configured plugins and name is one of
+// them, and it reports that; 404 plugin_not_found otherwise.
+func (s *Server) notServed(w http.ResponseWriter, name string) (loading bool) {
+	if s.loading(name) {
+		setRetryAfter(w, defaultRetryAfter)
+		writeError(w, http.StatusServiceUnavailable, "plugin_loading", fmt.Sprintf("plugin %q is still loading", name))
+		return true
+	}
+	writeError(w, http.StatusNotFound, "plugin_not_found", fmt.Sprintf("no plugin %q", name))
+	return false
+}
+
 // call is POST /v1/plugins/{name}/call/{handler...} (the handler is the rest of the path). Its whole life, reading the body included,
 // is bounded by http.request_timeout; every path writes an answer (never an empty 200).
 func (s *Server) call(w http.ResponseWriter, r *http.Request) {
@@ -60,13 +73,9 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 	deadline := time.Now().Add(c.HTTP.RequestTimeout)
 	e := s.entry(name)
 	if e == nil {
-		if s.loading(name) {
+		if s.notServed(w, name) {
 			s.m.refused.WithLabelValues("plugin_loading").Inc()
-			setRetryAfter(w, defaultRetryAfter)
-			writeError(w, http.StatusServiceUnavailable, "plugin_loading", fmt.Sprintf("plugin %q is still loading", name))
-			return
 		}
-		writeError(w, http.StatusNotFound, "plugin_not_found", fmt.Sprintf("no plugin %q", name))
 		return
 	}
 	rc := http.NewResponseController(w)
