@@ -2,16 +2,20 @@ package sandbox
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	mathrand "math/rand/v2"
 	"os"
 	"path"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/wasmvisor/wasmvisor/abi"
 )
 
 // Clock selects the clocks a guest sees through WASI.
@@ -88,8 +92,10 @@ func (c Capabilities) validate() error {
 }
 
 // baseConfig turns the grants into wazero's module config, the part shared by every
-// instance of a module; withInstance adds each instance's own streams and sleep.
-func (c Capabilities) baseConfig() wazero.ModuleConfig {
+// instance of a module; withInstance adds each instance's own streams and sleep. What use
+// says the module's imports cannot reach gets a stand-in here instead (unreached), so that
+// neither withInstance nor wazero makes one per instance.
+func (c Capabilities) baseConfig(use wasiUse) wazero.ModuleConfig {
 	mc := wazero.NewModuleConfig().
 		WithName(""). // anonymous: any number of instances of one module
 		WithStartFunctions()
@@ -106,8 +112,68 @@ func (c Capabilities) baseConfig() wazero.ModuleConfig {
 	} else {
 		mc = mc.WithNanosleep(func(int64) {})
 	}
+	if use&wasiStreams == 0 {
+		mc = mc.WithStdout(unreached{}).WithStderr(unreached{})
+	}
+	if use&wasiRandom == 0 {
+		mc = mc.WithRandSource(unreached{}) // else wazero seeds a source of its own per instance
+	}
+	if use&wasiClocks == 0 && c.Clock == ClockDeterministic {
+		mc = mc.WithWalltime(unreachedWalltime, sys.ClockResolution(1000)).WithNanotime(unreachedNanotime, 1)
+	}
 	return mc
 }
+
+// wasiUse is which of an instance's own WASI state its module's imports can reach: its
+// streams, its random source, its clocks, its sleep. withInstance gives an instance only
+// those, since each is a copy of wazero's module config (WithStdout and the like clone it:
+// a struct and a map), and the five of them were a sixth of a small instance's start
+// (BenchmarkLiveInstances). RATIONALE.md, "What an instance's start still pays".
+type wasiUse uint8
+
+const (
+	wasiStreams wasiUse = 1 << iota // stdout and stderr: the functions that take a descriptor
+	wasiRandom                      // random_get
+	wasiClocks                      // clock_time_get, clock_res_get, poll_oneoff
+	wasiSleep                       // poll_oneoff
+
+	wasiAll = wasiStreams | wasiRandom | wasiClocks | wasiSleep
+)
+
+// wasiUseOf is what a module with these imports can reach (wazero reads the streams, the
+// random source, the clocks and the sleep only from those functions).
+func wasiUseOf(imports []Symbol) wasiUse {
+	var u wasiUse
+	for _, s := range imports {
+		if s.Module != abi.WASIModule {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(s.Name, "fd_"), strings.HasPrefix(s.Name, "sock_"): // by descriptor
+			u |= wasiStreams
+		case s.Name == "random_get":
+			u |= wasiRandom
+		case strings.HasPrefix(s.Name, "clock_"):
+			u |= wasiClocks
+		case s.Name == "poll_oneoff":
+			u |= wasiClocks | wasiSleep
+		}
+	}
+	return u
+}
+
+// unreached stands in for the streams and the random source of a module that imports no
+// function that could use them (see wasiUse). Should wazero ever call it, the guest gets an
+// error, not another instance's stream.
+type unreached struct{}
+
+var errUnreached = errors.New("sandbox: the module imports no function for this")
+
+func (unreached) Write([]byte) (int, error) { return 0, errUnreached }
+func (unreached) Read([]byte) (int, error)  { return 0, errUnreached }
+
+func unreachedWalltime() (sec int64, nsec int32) { return 0, 0 }
+func unreachedNanotime() int64                   { return 0 }
 
 // clocks are the fake clocks an instance's WASI reads.
 type clocks interface {
@@ -165,10 +231,17 @@ var deterministicSeed = [32]byte{42}
 
 // withInstance adds an instance's stdout, stderr, random source, directories (the roots it
 // opened, which the instance closes), with ClockReal its interruptible sleep, and otherwise
-// its fake clocks (clk; nil: wazero's, which behave the same).
-func (c Capabilities) withInstance(base wazero.ModuleConfig, stdout, stderr io.Writer, random io.Reader, sleep func(ns int64), roots []*os.Root, clk clocks) wazero.ModuleConfig {
-	mc := base.WithStdout(stdout).WithStderr(stderr).WithRandSource(random)
-	if c.Clock == ClockDeterministic && clk != nil { // nil: wazero's, the same (formats)
+// its fake clocks (clk; nil: wazero's, which behave the same): of the streams, the random
+// source, the clocks and the sleep, only those use includes (base has the rest).
+func (c Capabilities) withInstance(base wazero.ModuleConfig, use wasiUse, stdout, stderr io.Writer, random io.Reader, sleep func(ns int64), roots []*os.Root, clk clocks) wazero.ModuleConfig {
+	mc := base
+	if use&wasiStreams != 0 {
+		mc = mc.WithStdout(stdout).WithStderr(stderr)
+	}
+	if use&wasiRandom != 0 {
+		mc = mc.WithRandSource(random)
+	}
+	if use&wasiClocks != 0 && c.Clock == ClockDeterministic && clk != nil { // nil: wazero's, the same (formats)
 		mc = mc.WithWalltime(clk.walltime, sys.ClockResolution(1000)).WithNanotime(clk.nanotime, 1)
 	}
 	if len(roots) > 0 {
@@ -180,7 +253,7 @@ func (c Capabilities) withInstance(base wazero.ModuleConfig, stdout, stderr io.W
 		}
 		mc = mc.WithFSConfig(fsc)
 	}
-	if c.Clock == ClockReal {
+	if use&wasiSleep != 0 && c.Clock == ClockReal {
 		mc = mc.WithNanosleep(sleep)
 	}
 	return mc

@@ -36,7 +36,7 @@ func (c Capabilities) Validate() error { return c.validate() }
 // ModuleConfig is the wazero module config the grants give every instance of a module:
 // environment variables (Env, InheritEnv read now), clocks, an anonymous name and no start
 // functions. InstanceConfig adds each instance's own part.
-func (c Capabilities) ModuleConfig() wazero.ModuleConfig { return c.baseConfig() }
+func (c Capabilities) ModuleConfig() wazero.ModuleConfig { return c.baseConfig(wasiAll) }
 
 // InstanceConfig adds one instance's own part to base (a ModuleConfig): its stdout and
 // stderr, its random source (the same seeded sequence for every instance, or the host's with
@@ -52,7 +52,7 @@ func (c Capabilities) InstanceConfig(base wazero.ModuleConfig, stdout, stderr io
 	if sleep == nil {
 		sleep = func(ns int64) { time.Sleep(time.Duration(ns)) }
 	}
-	mc := c.withInstance(base, stdout, stderr, c.randSource(), sleep, roots, nil)
+	mc := c.withInstance(base, wasiAll, stdout, stderr, c.randSource(), sleep, roots, nil)
 	return mc, rootsCloser(roots), nil
 }
 

@@ -206,7 +206,7 @@ func (m *Module) instantiate(ctx context.Context, config map[string]string, snap
 	if i.roots, err = caps.openDirs(); err != nil {
 		return nil, err
 	}
-	mc := caps.withInstance(m.base, ioStdout{i.io}, ioStderr{i.io}, ioRand{i.io}, i.io.sleep, i.roots, i.io)
+	mc := caps.withInstance(m.base, m.wasi, ioStdout{i.io}, ioStderr{i.io}, ioRand{i.io}, i.io.sleep, i.roots, i.io)
 	wm, err := m.eng.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, i.lm), m.code.code, mc)
 	if err != nil {
 		closeRoots(i.roots)

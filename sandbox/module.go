@@ -122,6 +122,7 @@ type Module struct {
 	info   *Info
 	logger *zap.Logger
 	base   wazero.ModuleConfig // the instances' shared wazero config
+	wasi   wasiUse             // what of it each instance gets its own of
 	drops  func(guestio.Drop)  // cfg.DropReporter(logger), made once for every instance
 	names  metricNames         // the metric names its instances report, interned
 
@@ -189,8 +190,10 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte, cfg Config) (*Module,
 	if logger == nil {
 		logger = e.logger
 	}
-	m := &Module{eng: e, code: code, hostFns: hostFns, digest: info.Digest, cfg: cfg, info: info, logger: logger, base: cfg.Capabilities.baseConfig(),
+	m := &Module{eng: e, code: code, hostFns: hostFns, digest: info.Digest, cfg: cfg, info: info, logger: logger,
 		sampleMask: 1<<min(cfg.CallSampling, 31) - 1}
+	m.wasi = wasiUseOf(info.Imports)
+	m.base = cfg.Capabilities.baseConfig(m.wasi)
 	m.drops = cfg.DropReporter(logger)
 	plan := planSnapshots(e, cfg, code.snap)
 	m.snapOff, m.globalNames = plan.off, plan.names
