@@ -221,12 +221,18 @@ func BenchmarkInstancePerCall(b *testing.B) {
 		name, handler string
 		wasm, input   []byte
 	}{{"authz", "evaluate", authz, decision}, {"echo", "echo", reference, in64}} {
-		for _, mode := range []string{"warm", "per-call", "per-call-caught-up"} {
+		for _, mode := range []string{"warm", "per-call", "per-call-caught-up", "per-call-then"} {
 			iso := host.InstancePerCall
 			if mode == "warm" {
 				iso = host.SharedInstance
 			}
 			caughtUp := mode == "per-call-caught-up"
+			if mode == "per-call-then" {
+				b.Run(c.name+"-"+mode, func(b *testing.B) {
+					benchCallThen(b, c.wasm, c.handler, c.input)
+				})
+				continue
+			}
 			b.Run(c.name+"-"+mode, func(b *testing.B) {
 				var resets atomic.Uint64
 				h := benchHost(b, host.WithResetDoneHook(func() { resets.Add(1) }))
@@ -270,6 +276,47 @@ func BenchmarkInstancePerCall(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// benchCallThen is BenchmarkInstancePerCall's per-call-then: Host.CallThen on a pool of 2
+// under InstancePerCall, one caller. Its ns/op is the time until the output is in then, the
+// latency of a caller that delivers it there (a server's answer); the reset runs after then,
+// on the caller's goroutine, and is done when CallThen returns, so every call finds its
+// instance reset without a wait. with-reset-ns/op is the whole CallThen, reset included: what
+// the caller's goroutine spends a call.
+func benchCallThen(b *testing.B, wasm []byte, handler string, input []byte) {
+	ctx := context.Background()
+	h := benchHost(b)
+	if err := h.Load(ctx, host.Plugin{Name: "p", Wasm: wasm, Instances: 2, Isolation: host.InstancePerCall}); err != nil {
+		b.Fatal(err)
+	}
+	var dst []byte
+	var failed error
+	var t0, got time.Time
+	then := func(out []byte, err error) {
+		got = time.Now()
+		dst, failed = out, err
+	}
+	h.CallThen(ctx, "p", handler, input, dst, then)
+	if failed != nil || len(dst) == 0 {
+		b.Fatalf("%s: %q, %v", handler, dst, failed)
+	}
+	var spent, whole time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		t0 = time.Now()
+		h.CallThen(ctx, "p", handler, input, dst[:0], then)
+		whole += time.Since(t0)
+		spent += got.Sub(t0)
+		if failed != nil {
+			b.Fatal(failed)
+		}
+	}
+	b.ReportMetric(float64(spent.Nanoseconds())/float64(b.N), "ns/op")
+	b.ReportMetric(float64(whole.Nanoseconds())/float64(b.N), "with-reset-ns/op")
+	if pi, _ := h.Plugin("p"); pi.Resets < uint64(b.N) || pi.Restarts != 0 {
+		b.Fatalf("resets %d for %d calls, restarts %d", pi.Resets, b.N, pi.Restarts)
 	}
 }
 

@@ -25,7 +25,10 @@ const (
 	// be snapshotted, a memory that grew, a config that changed), replaced by a new one. A
 	// call that finds every slot resetting waits within its context, as for a busy pool. The
 	// price is one reset per call, paid off the caller's time but not off the pool's: the
-	// pool serves at most Instances calls per reset time.
+	// pool serves at most Instances calls per reset time. A caller that calls through
+	// Host.CallThen gets its result first and then runs the reset on its own goroutine,
+	// instead of starting one for it (which, on an idle machine, wakes a CPU on the caller's
+	// time).
 	//
 	// A reset is not a failure: it is not a restart (PluginInfo.Restarts, the restart
 	// intensity), keeps the member's incarnation and emits no event; it is counted in
@@ -79,14 +82,15 @@ func (m *member) untake(r *instRef) {
 func (p *plugin) afterUse(m *member, err error) {
 	p.after(m, err)
 	if p.isolation == InstancePerCall {
-		p.recycle(m)
+		p.recycle(m, false)
 	}
 }
 
-// recycle starts the reset of m's used instance in the background, unless the member is
-// ending (after or a stopper ends it) or the instance ended after its operation returned (a
-// kill): then after ends the member, as in the default mode.
-func (p *plugin) recycle(m *member) {
+// recycle starts the reset of m's used instance in the background, or with inline runs it
+// (Host.CallThen), unless the member is ending (after or a stopper ends it) or the instance
+// ended after its operation returned (a kill): then after ends the member, as in the default
+// mode.
+func (p *plugin) recycle(m *member, inline bool) {
 	old := m.cur.Load()
 	if !old.used.Load() || m.state.Load() != stLive {
 		return
@@ -106,6 +110,10 @@ func (p *plugin) recycle(m *member) {
 	ctx := m.rctx
 	m.resets.Add(1) // never concurrent with stopReset's Wait: ended is set first, under rmu
 	m.rmu.Unlock()
+	if inline {
+		p.resetInstance(ctx, m, old)
+		return
+	}
 	go p.resetInstance(ctx, m, old)
 }
 
