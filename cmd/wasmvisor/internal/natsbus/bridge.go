@@ -100,7 +100,13 @@ type Bridge struct {
 	collector  prometheus.Collector
 	registered bool
 
-	afterReceive func(data []byte) // tests: called after each message from NATS
+	hooks hooks // tests only
+}
+
+// hooks are called by a bridge in tests, which wait on them instead of polling.
+type hooks struct {
+	afterReceive func(data []byte) // after each message from NATS is handled
+	afterSend    func(data []byte) // after each local message is handed to NATS (or dropped)
 }
 
 // New checks o, creates the stream and this node's durable consumer when Config.AtLeastOnce
@@ -108,12 +114,12 @@ type Bridge struct {
 // JetStream cannot be reached), and
 // starts the bridge. Without topics it bridges nothing and starts nothing but the sending
 // goroutine.
-func New(ctx context.Context, o Options) (*Bridge, error) { return newBridge(ctx, o, nil) }
+func New(ctx context.Context, o Options) (*Bridge, error) { return newBridge(ctx, o, hooks{}) }
 
 // startTimeout bounds New's talk to NATS when ctx has no deadline of its own.
 const startTimeout = 10 * time.Second
 
-func newBridge(ctx context.Context, o Options, afterReceive func(data []byte)) (*Bridge, error) {
+func newBridge(ctx context.Context, o Options, hk hooks) (*Bridge, error) {
 	switch {
 	case o.Conn == nil:
 		return nil, fmt.Errorf("%w: no NATS connection", ErrInvalidOptions)
@@ -138,7 +144,7 @@ func newBridge(ctx context.Context, o Options, afterReceive func(data []byte)) (
 		b.alo[t] = true
 	}
 	b.collector = collector{b}
-	b.afterReceive = afterReceive
+	b.hooks = hk
 	if _, ok := ctx.Deadline(); !ok {
 		// The start talks to NATS (the stream, the consumer, a flush of the subscriptions),
 		// which wants a deadline: a caller without one gets startTimeout.
@@ -291,6 +297,9 @@ func (b *Bridge) send() {
 		default:
 			b.n.sent.Add(1)
 		}
+		if b.hooks.afterSend != nil {
+			b.hooks.afterSend(m.Data)
+		}
 	}
 }
 
@@ -310,8 +319,8 @@ func (b *Bridge) onStream(msg jetstream.Msg) {
 // receive publishes one message from NATS on the local bus; it reports whether the message
 // could not be published now and should come again (the bridge or the host is closing).
 func (b *Bridge) receive(subject string, h nats.Header, data []byte) (again bool) {
-	if b.afterReceive != nil {
-		defer b.afterReceive(data)
+	if b.hooks.afterReceive != nil {
+		defer b.hooks.afterReceive(data)
 	}
 	node := h.Get(HeaderNode)
 	if node == b.o.Node {

@@ -65,6 +65,7 @@ type node struct {
 	nc *nats.Conn
 	b  *natsbus.Bridge
 	rx chan string // a message from NATS handled: its data
+	tx chan string // a local message handed to NATS (or dropped): its data
 }
 
 func newNode(t testing.TB, s *server.Server, name string, c natsbus.Config, opts ...host.Option) *node {
@@ -74,18 +75,24 @@ func newNode(t testing.TB, s *server.Server, name string, c natsbus.Config, opts
 
 func newNodeConn(t testing.TB, nc *nats.Conn, name string, c natsbus.Config, opts ...host.Option) *node {
 	t.Helper()
-	n := &node{h: hosttest.New(t, opts...), nc: nc, rx: make(chan string, 1<<16)}
+	n := &node{h: hosttest.New(t, opts...), nc: nc, rx: make(chan string, 1<<16), tx: make(chan string, 1<<16)}
 	n.start(t, name, c)
 	return n
 }
 
 func (n *node) start(t testing.TB, name string, c natsbus.Config) {
 	t.Helper()
-	rx := n.rx
+	rx, tx := n.rx, n.tx
 	b, err := natsbus.NewWithHook(ctxT(t), natsbus.Options{Conn: n.nc, Host: n.h, Node: name, Config: c},
 		func(data []byte) {
 			select { // never blocks the bridge (a benchmark's many messages): tests wait for fewer
 			case rx <- string(data):
+			default:
+			}
+		},
+		func(data []byte) {
+			select {
+			case tx <- string(data):
 			default:
 			}
 		})
@@ -155,7 +162,15 @@ func TestCrossNodePublishNoEcho(t *testing.T) {
 	if m := recv(t, atB); m.Node != "" || string(m.Data) != "two" {
 		t.Fatalf("b's own message at b: %+v", m)
 	}
-	// The NATS connection delivers in order: a's echo of "one" came before "two".
+	// The NATS connection delivers in order: a's echo of "one" came before "two". Each
+	// bridge counts its message sent after handing it to NATS, which may deliver it first.
+	for _, n := range []*node{a, b} {
+		select {
+		case <-n.tx:
+		case <-time.After(wait): // a failure limit, not a wait
+			t.Fatalf("a message was not sent: %+v", n.b.Stats())
+		}
+	}
 	if err := a.h.Flush(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
