@@ -84,12 +84,15 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 }
 
 func writeErrorKind(w http.ResponseWriter, status int, code, msg, kind string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(struct {
+	b, _ := json.Marshal(struct {
 		Error apiError `json:"error"`
 	}{apiError{Code: code, Message: msg, Kind: kind}})
+	b = append(b, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b))) // a flush then ends the answer
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
 }
 
 // writeJSON encodes v before it writes the status, so that a value that cannot be encoded is

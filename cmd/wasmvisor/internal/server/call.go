@@ -30,6 +30,11 @@ import (
 // answer.
 var errRequestTimeout = errors.New("server: http.request_timeout reached")
 
+// answerFlushTimeout bounds the flush of a per_call plugin's answer, which the instance's
+// reset waits for (Server.call): the answer fits the connection's buffers unless the client
+// has stopped reading.
+const answerFlushTimeout = time.Second
+
 // defaultRetryAfter is the Retry-After of a 503 whose error carries no retry time.
 const defaultRetryAfter = time.Second
 
@@ -117,22 +122,62 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 	// (its state is unknown once interrupted), so clients that disconnect mid-call, again and
 	// again, would grind the pool down. Only http.request_timeout (and the plugin's own
 	// call_timeout) end it.
+	//
+	// The answer is written in the host's CallThen, before the instance's reset: under
+	// isolation per_call the reset then runs on this goroutine once the answer is flushed
+	// (host.CallThen), so that the client does not wait for it.
 	t0 := time.Now()
-	out, err := s.admitted(r.Context(), e, deadline, func(ctx context.Context) ([]byte, error) {
-		return s.h.Call(ctx, name, handler, input)
+	var (
+		dur        time.Duration
+		kind       string
+		clientGone bool
+		outcome    string
+		result     []byte // the answer's body when it is a decision (the plugin's, or the policy's)
+		httpStatus = http.StatusOK
+	)
+	policy := e.spec.FailurePolicy
+	s.admitted(r.Context(), e, deadline, func(ctx context.Context, then func([]byte, error)) {
+		s.h.CallThen(ctx, name, handler, input, nil, then)
+	}, func(out []byte, cerr error) {
+		dur, err = time.Since(t0), cerr
+		kind = host.Kind(err)
+		clientGone = r.Context().Err() != nil
+		outcome, httpStatus, result = s.answer(w, e, name, handler, out, err, clientGone)
+		if e.spec.Isolation == config.IsolationPerCall && !clientGone {
+			// The answer goes out now, before the reset. A client that does not take it within
+			// answerFlushTimeout (its connection's buffers full) loses it and its connection,
+			// counted: it holds the instance no longer. The deadline is cleared for the
+			// connection's next request.
+			_ = rc.SetWriteDeadline(time.Now().Add(answerFlushTimeout))
+			if rc.Flush() != nil {
+				s.m.interrupted.WithLabelValues(name, "answer_not_taken").Inc()
+			}
+			_ = rc.SetWriteDeadline(time.Time{})
+		}
 	})
-	dur := time.Since(t0)
+	s.m.decisions.WithLabelValues(name, outcome).Inc()
+	s.dash.decision(dashDecision{Time: t0, Plugin: name, Handler: truncate(handler, 128), Outcome: outcome,
+		ErrorKind: kind, Status: httpStatus, DurationUs: float64(dur.Nanoseconds()) / 1e3})
+	rec := &decisionlog.Record{DecisionID: id, Timestamp: t0, Path: name + "/" + handler, Plugin: name,
+		Digest: e.digest, Handler: handler, Input: input, Result: result, Outcome: outcome, ErrorKind: kind,
+		FailurePolicy: policy, FailurePolicyApplied: strings.HasPrefix(outcome, "failure_"), Status: httpStatus,
+		Metrics: decisionlog.Metrics{TimerServerHandlerNs: dur.Nanoseconds()}}
+	s.dlog.Log(rec) // masks and bounds rec's input and result for the log line too
+	s.logDecision(c, rec, clientGone, err)
+}
+
+// answer writes the answer to a call that ended with out and err, and returns its outcome,
+// status and (for a decision) body.
+func (s *Server) answer(w http.ResponseWriter, e *entry, name, handler string, out []byte, err error,
+	clientGone bool) (outcome string, httpStatus int, result []byte) {
 	kind := host.Kind(err)
 	// Told apart: the server's own timeout ends the call's context with errRequestTimeout as
 	// its cause; a client that went away ends r.Context() (only then: the read deadline is
 	// cleared above).
 	timedOut := errors.Is(err, errRequestTimeout)
-	clientGone := r.Context().Err() != nil
 	policy := e.spec.FailurePolicy
 	w.Header().Set(HeaderDigest, e.digest)
-	var outcome string
-	var result []byte // the answer's body when it is a decision (the plugin's, or the policy's)
-	httpStatus := http.StatusOK
+	httpStatus = http.StatusOK
 	switch {
 	case clientGone:
 		// Nobody to answer (the plugin's answer or failure goes nowhere), and no policy applies.
@@ -148,6 +193,7 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 			ct = "application/json"
 		}
 		w.Header().Set("Content-Type", ct)
+		w.Header().Set("Content-Length", strconv.Itoa(len(out))) // a flush then ends the answer
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(out)
 	case kind == "not_found":
@@ -177,15 +223,7 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		s.m.failures.WithLabelValues(name, policy, kind).Inc()
 		outcome, httpStatus, result = s.failed(w, e, name, handler, policy, kind, timedOut, err)
 	}
-	s.m.decisions.WithLabelValues(name, outcome).Inc()
-	s.dash.decision(dashDecision{Time: t0, Plugin: name, Handler: truncate(handler, 128), Outcome: outcome,
-		ErrorKind: kind, Status: httpStatus, DurationUs: float64(dur.Nanoseconds()) / 1e3})
-	rec := &decisionlog.Record{DecisionID: id, Timestamp: t0, Path: name + "/" + handler, Plugin: name,
-		Digest: e.digest, Handler: handler, Input: input, Result: result, Outcome: outcome, ErrorKind: kind,
-		FailurePolicy: policy, FailurePolicyApplied: strings.HasPrefix(outcome, "failure_"), Status: httpStatus,
-		Metrics: decisionlog.Metrics{TimerServerHandlerNs: dur.Nanoseconds()}}
-	s.dlog.Log(rec) // masks and bounds rec's input and result for the log line too
-	s.logDecision(c, rec, clientGone, err)
+	return outcome, httpStatus, result
 }
 
 // readBody reads a request's body, at most limit bytes, into one buffer sized by the declared
@@ -201,13 +239,15 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 }
 
 // admitted runs call once e has a free slot, with a context that ends at deadline (cause
-// errRequestTimeout) and not when rctx (the client's) does. Waiting for the slot ends with
-// either. An error of the server's timeout matches errRequestTimeout (the call's own error
-// is joined to it).
+// errRequestTimeout) and not when rctx (the client's) does, and call hands its result to
+// then; a call that gets no slot hands then the error. Waiting for the slot ends with either.
+// An error of the server's timeout matches errRequestTimeout (the call's own error is joined
+// to it). The slot is given back when call returns.
 func (s *Server) admitted(rctx context.Context, e *entry, deadline time.Time,
-	call func(context.Context) ([]byte, error)) ([]byte, error) {
+	call func(ctx context.Context, then func([]byte, error)), then func([]byte, error)) {
 	if rctx.Err() != nil { // gone already: do not take a slot
-		return nil, fmt.Errorf("waiting for a free instance: %w: %w", host.ErrNoInstance, context.Cause(rctx))
+		then(nil, fmt.Errorf("waiting for a free instance: %w: %w", host.ErrNoInstance, context.Cause(rctx)))
+		return
 	}
 	select {
 	case e.slots <- struct{}{}:
@@ -217,17 +257,19 @@ func (s *Server) admitted(rctx context.Context, e *entry, deadline time.Time,
 		select {
 		case e.slots <- struct{}{}:
 		case <-wctx.Done():
-			return nil, fmt.Errorf("waiting for a free instance: %w: %w", host.ErrNoInstance, context.Cause(wctx))
+			then(nil, fmt.Errorf("waiting for a free instance: %w: %w", host.ErrNoInstance, context.Cause(wctx)))
+			return
 		}
 	}
 	defer func() { <-e.slots }()
 	ctx, cancel := context.WithDeadlineCause(context.WithoutCancel(rctx), deadline, errRequestTimeout)
 	defer cancel()
-	out, err := call(ctx)
-	if err != nil && errors.Is(context.Cause(ctx), errRequestTimeout) && !errors.Is(err, errRequestTimeout) {
-		err = errors.Join(err, errRequestTimeout)
-	}
-	return out, err
+	call(ctx, func(out []byte, err error) {
+		if err != nil && errors.Is(context.Cause(ctx), errRequestTimeout) && !errors.Is(err, errRequestTimeout) {
+			err = errors.Join(err, errRequestTimeout)
+		}
+		then(out, err)
+	})
 }
 
 // failed answers a call the plugin could not answer, by its failure policy, and returns the

@@ -1,0 +1,102 @@
+package server
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+)
+
+// holdDecisions is a zap core that holds the "decision" line, which a call's handler logs
+// after its answer and the instance's reset, until released: a test sees what the client has
+// while the handler has not returned.
+type holdDecisions struct {
+	zapcore.Core
+	held          chan<- struct{}
+	release, done <-chan struct{} // done: the test has ended, hold nothing more
+}
+
+func (c holdDecisions) With(f []zapcore.Field) zapcore.Core {
+	return holdDecisions{c.Core.With(f), c.held, c.release, c.done}
+}
+
+func (c holdDecisions) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if e.Message == "decision" {
+		return ce.AddCore(e, c)
+	}
+	return c.Core.Check(e, ce)
+}
+
+func (c holdDecisions) Write(e zapcore.Entry, f []zapcore.Field) error {
+	if e.Message == "decision" {
+		select {
+		case c.held <- struct{}{}:
+			select {
+			case <-c.release:
+			case <-c.done:
+			}
+		case <-c.done:
+		}
+		return nil
+	}
+	return c.Core.Write(e, f)
+}
+
+// Under isolation per_call the answer is flushed before the instance's reset, which runs on
+// the handler's goroutine (host.CallThen): the client reads the whole answer while the
+// handler still holds its decision line, and a second call on the same connection is served
+// pristine. (Under shared isolation the answer waits for the handler's end: the client would
+// block here.)
+func TestPerCallAnswerBeforeReset(t *testing.T) {
+	held, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	log := zaptest.NewLogger(t, zaptest.WrapOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return holdDecisions{Core: c, held: held, release: release, done: done}
+	})))
+	ts := openServerLog(t, "plugins:\n  - {name: ref, wasm: ref.wasm, isolation: per_call}\n", true, log)
+	t.Cleanup(func() { close(done) }) // before the server's shutdown, which waits for the handlers
+	client := &http.Client{}
+	type result struct {
+		status int
+		body   []byte
+		err    error
+	}
+	call := func(handler, body string) <-chan result {
+		got := make(chan result, 1)
+		go func() {
+			resp, err := client.Post(ts.base+"/v1/plugins/ref/call/"+handler, "application/octet-stream", bytes.NewBufferString(body))
+			if err != nil {
+				got <- result{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			got <- result{resp.StatusCode, b, err}
+		}()
+		return got
+	}
+	for _, c := range []struct{ handler, body, want string }{
+		{"set", "marker", ""},
+		{"get", "", ""}, // pristine: the marker's instance was reset
+		{"echo", "hello", "hello"},
+	} {
+		got := call(c.handler, c.body)
+		select {
+		case r := <-got:
+			if r.err != nil || r.status != 200 || string(r.body) != c.want {
+				t.Fatalf("%s: %d %q %v", c.handler, r.status, r.body, r.err)
+			}
+		case <-time.After(10 * time.Second): // a failure limit, not a wait
+			t.Fatalf("%s: no answer while the handler runs: it was not flushed before the reset", c.handler)
+		}
+		<-held // the handler is still running: its decision line comes after the answer
+		release <- struct{}{}
+		if p := <-ts.ended; p != "/v1/plugins/ref/call/"+c.handler {
+			t.Fatalf("ended %q", p)
+		}
+	}
+}
