@@ -55,8 +55,8 @@
 // Reset, RestartInstance (one pool slot), Unload and Close go through the supervisor
 // (terminate, restart, delete child). The background tasks (config retry, bus delivery, and
 // each plugin's watcher and prober) are supervised children of the root; the host starts no
-// other goroutine, except one per instance reset in flight under InstancePerCall, which its
-// member's end cancels and waits for.
+// other goroutine, except one per instance reset in flight under InstancePerCall (none for a
+// call through CallThen, whose caller runs it), which its member's end cancels and waits for.
 //
 // # Registry and pool
 //
@@ -82,7 +82,9 @@
 // PluginInfo.Resets and wasmvisor_instance_resets_total, and touches neither the restart
 // intensity nor the event stream. An operation that ends its instance (trap, deadline,
 // memory) takes the failure path of the default mode. A fresh instance costs what
-// sandbox.Code.Instantiate costs (BENCHMARKS.md, "Instance per call").
+// sandbox.Code.Instantiate costs (BENCHMARKS.md, "Instance per call"). A caller that calls
+// through CallThen gets the result in a callback and then runs the reset itself, on its own
+// goroutine: its result does not wait for a goroutine's start, which wakes an idle CPU.
 //
 // # Config
 //
