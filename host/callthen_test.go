@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/wasmvisor/wasmvisor/host"
 	"github.com/wasmvisor/wasmvisor/host/hosttest"
@@ -128,5 +129,42 @@ func TestCallThenPanics(t *testing.T) {
 	}
 	if out := call(t, h, "p", "get", ""); out != "" {
 		t.Fatalf("get = %q: the instance was not reset", out)
+	}
+}
+
+// A host closes while a CallThen's then runs: Close does not wait for then (the instance's
+// operation is over; its reset has not begun), and when then returns there is no reset to run
+// on a closed member. Neither blocks, nothing leaks (goleak), and then's output stays valid.
+func TestCallThenCloseWhileThenRuns(t *testing.T) {
+	t.Parallel()
+	h := hosttest.New(t)
+	hosttest.LoadPlugin(t, h, perCall("p", 1))
+	ctx := ctxT(t)
+	inThen, closed := make(chan struct{}), make(chan error, 1)
+	var got string
+	go func() {
+		<-inThen
+		closed <- h.Close(ctx)
+	}()
+	h.CallThen(ctx, "p", "echo", []byte("hello"), nil, func(out []byte, err error) {
+		if err != nil {
+			t.Errorf("echo: %v", err)
+		}
+		close(inThen)
+		select {
+		case err := <-closed:
+			if err != nil {
+				t.Errorf("close: %v", err)
+			}
+		case <-time.After(10 * time.Second): // a failure limit, not a wait
+			t.Errorf("Close waited for then")
+		}
+		got = string(out)
+	})
+	if got != "hello" {
+		t.Fatalf("echo = %q", got)
+	}
+	if pi, err := h.Plugin("p"); err == nil {
+		t.Fatalf("a closed host still lists the plugin: %+v", pi)
 	}
 }
