@@ -30,9 +30,9 @@ import (
 // answer.
 var errRequestTimeout = errors.New("server: http.request_timeout reached")
 
-// answerFlushTimeout bounds the flush of a per_call plugin's answer, which the instance's
-// reset waits for (Server.call): the answer fits the connection's buffers unless the client
-// has stopped reading.
+// answerFlushTimeout bounds the writing of a per_call plugin's answer, which the instance's
+// reset waits for (Server.call): the answer goes into the connection's buffers at once unless
+// the client has stopped reading.
 const answerFlushTimeout = time.Second
 
 // defaultRetryAfter is the Retry-After of a 503 whose error carries no retry time.
@@ -123,14 +123,21 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 	// again, would grind the pool down. Only http.request_timeout (and the plugin's own
 	// call_timeout) end it.
 	//
-	// The answer is written in the host's CallThen, before the instance's reset: under
-	// isolation per_call the reset then runs on this goroutine once the answer is flushed
-	// (host.CallThen), so that the client does not wait for it.
+	// Under isolation per_call the answer is written in the host's CallThen, before the
+	// instance's reset, which then runs on this goroutine once the answer is flushed
+	// (host.CallThen), so that the client does not wait for it. That write holds the instance
+	// and the admission slot: it gets answerFlushTimeout, and a client that does not take the
+	// answer within it (its connection's buffers full) loses it and its connection, counted.
+	// Otherwise the answer is written once the slot is given back, as a client's pace is
+	// nobody else's business.
+	perCall := e.spec.Isolation == config.IsolationPerCall
 	t0 := time.Now()
 	var (
+		out        []byte
 		dur        time.Duration
 		kind       string
 		clientGone bool
+		answered   bool
 		outcome    string
 		result     []byte // the answer's body when it is a decision (the plugin's, or the policy's)
 		httpStatus = http.StatusOK
@@ -138,23 +145,30 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 	policy := e.spec.FailurePolicy
 	s.admitted(r.Context(), e, deadline, func(ctx context.Context, then func([]byte, error)) {
 		s.h.CallThen(ctx, name, handler, input, nil, then)
-	}, func(out []byte, cerr error) {
-		dur, err = time.Since(t0), cerr
+	}, func(o []byte, cerr error) {
+		out, dur, err = o, time.Since(t0), cerr
 		kind = host.Kind(err)
 		clientGone = r.Context().Err() != nil
-		outcome, httpStatus, result = s.answer(w, e, name, handler, out, err, clientGone)
-		if e.spec.Isolation == config.IsolationPerCall && !clientGone {
-			// The answer goes out now, before the reset. A client that does not take it within
-			// answerFlushTimeout (its connection's buffers full) loses it and its connection,
-			// counted: it holds the instance no longer. The deadline is cleared for the
-			// connection's next request.
-			_ = rc.SetWriteDeadline(time.Now().Add(answerFlushTimeout))
-			if rc.Flush() != nil {
-				s.m.interrupted.WithLabelValues(name, "answer_not_taken").Inc()
-			}
-			_ = rc.SetWriteDeadline(time.Time{})
+		if !perCall || clientGone {
+			return
 		}
+		answered = true
+		_ = rc.SetWriteDeadline(time.Now().Add(answerFlushTimeout))
+		ew := &writeErr{ResponseWriter: w}
+		outcome, httpStatus, result = s.answer(ew, e, name, handler, out, err, clientGone)
+		ferr := ew.err
+		if ferr == nil {
+			ferr = rc.Flush()
+		}
+		if ferr != nil {
+			s.m.interrupted.WithLabelValues(name, "answer_not_taken").Inc()
+			s.log.Debug("answer not taken", zap.String("plugin", name), zap.String("decision_id", id), zap.Error(ferr))
+		}
+		_ = rc.SetWriteDeadline(time.Time{}) // for the connection's next request
 	})
+	if !answered {
+		outcome, httpStatus, result = s.answer(w, e, name, handler, out, err, clientGone)
+	}
 	s.m.decisions.WithLabelValues(name, outcome).Inc()
 	s.dash.decision(dashDecision{Time: t0, Plugin: name, Handler: truncate(handler, 128), Outcome: outcome,
 		ErrorKind: kind, Status: httpStatus, DurationUs: float64(dur.Nanoseconds()) / 1e3})
@@ -164,6 +178,21 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		Metrics: decisionlog.Metrics{TimerServerHandlerNs: dur.Nanoseconds()}}
 	s.dlog.Log(rec) // masks and bounds rec's input and result for the log line too
 	s.logDecision(c, rec, clientGone, err)
+}
+
+// writeErr is a ResponseWriter that keeps the first error of a Write: a write that ran past
+// its deadline fails, and the flush after it may not say so.
+type writeErr struct {
+	http.ResponseWriter
+	err error
+}
+
+func (w *writeErr) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return n, err
 }
 
 // answer writes the answer to a call that ended with out and err, and returns its outcome,

@@ -2,8 +2,11 @@ package server
 
 import (
 	"bytes"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,5 +101,72 @@ func TestPerCallAnswerBeforeReset(t *testing.T) {
 		if p := <-ts.ended; p != "/v1/plugins/ref/call/"+c.handler {
 			t.Fatalf("ended %q", p)
 		}
+	}
+}
+
+// signalOn is a zap core that signals each entry with message msg on ch (never blocking).
+type signalOn struct {
+	zapcore.Core
+	msg string
+	ch  chan<- struct{}
+}
+
+func (c signalOn) With(f []zapcore.Field) zapcore.Core { return signalOn{c.Core.With(f), c.msg, c.ch} }
+
+func (c signalOn) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if e.Message == c.msg {
+		return ce.AddCore(e, c)
+	}
+	return c.Core.Check(e, ce)
+}
+
+func (c signalOn) Write(e zapcore.Entry, f []zapcore.Field) error {
+	if e.Message == c.msg {
+		select {
+		case c.ch <- struct{}{}:
+		default:
+		}
+		return nil
+	}
+	return c.Core.Write(e, f)
+}
+
+// A hostile client pipelines calls to a per_call plugin and never reads the answers: once the
+// connection's buffers are full, the flush before the reset waits at most answerFlushTimeout,
+// the answer is counted as not taken, and the instance is reset and serves another client. The
+// client cannot hold the plugin's only instance.
+func TestPerCallAnswerNotTaken(t *testing.T) {
+	notTaken := make(chan struct{}, 1)
+	log := zaptest.NewLogger(t, zaptest.Level(zapcore.DebugLevel), zaptest.WrapOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return signalOn{Core: c, msg: "answer not taken", ch: notTaken}
+	})))
+	ts := openServerLog(t, "plugins:\n  - {name: ref, wasm: ref.wasm, isolation: per_call, instances: 1}\n", true, log)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.(*net.TCPConn).SetReadBuffer(4096) // fills sooner; it never reads anyway
+	body := bytes.Repeat([]byte("x"), 32<<10)
+	req := fmt.Appendf(nil, "POST /v1/plugins/ref/call/echo HTTP/1.1\r\nHost: wasmvisor\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	go func() {
+		for range 4096 { // far more answers than the buffers hold; a write fails once the server gives up
+			if _, err := conn.Write(req); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-notTaken:
+	case <-time.After(30 * time.Second): // a failure limit, not a wait
+		t.Fatal("the server never gave up on an answer nobody reads")
+	}
+	if n := counterValue(t, ts.m.interrupted.WithLabelValues("ref", "answer_not_taken")); n < 1 {
+		t.Fatalf("answer_not_taken = %v", n)
+	}
+	// The only instance serves a client that reads.
+	r, out := post(t, ts.base+"/v1/plugins/ref/call/echo", []byte("hello"))
+	if r.StatusCode != 200 || string(out) != "hello" {
+		t.Fatalf("a reading client: %d %q", r.StatusCode, out)
 	}
 }
