@@ -1,7 +1,10 @@
 package host
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"os"
 	"testing"
 
 	"github.com/wasmvisor/wasmvisor/abi"
@@ -133,5 +136,41 @@ func TestGuestStateSpareLast(t *testing.T) {
 	g.fold(big)
 	if len(g.spareLast) != 0 {
 		t.Fatalf("a map of %d names was kept", len(many))
+	}
+}
+
+// An operation that succeeded while a Handle.Kill found the instance busy (the kill landed
+// after the guest had returned, or during a read, which runs no guest code) ends the member in
+// its after, as one that the kill interrupted does: else the member stays up with a dead
+// instance until another operation reaches it, and the killer's wait on Done never ends. Here
+// the instance is killed directly, idle, as Kill leaves it, and after sees a nil error.
+func TestAfterEndsAMemberWhoseInstanceEnded(t *testing.T) {
+	ctx := context.Background()
+	h, err := New(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close(ctx)
+	wasm, err := os.ReadFile("../plugins/reference/reference.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Load(ctx, Plugin{Name: "p", Wasm: wasm}); err != nil {
+		t.Fatal(err)
+	}
+	p := h.plugins.Load().find("p")
+	m := p.slots[0].m.Load()
+	m.in().Kill() // what the operation's leave leaves of an instance killed while busy
+	p.after(m, nil)
+	select {
+	case <-m.Done():
+	default:
+		t.Fatal("the member lives on with a dead instance")
+	}
+	if !errors.Is(m.Err(), sandbox.ErrCanceled) {
+		t.Fatalf("ended with %v, want the kill", m.Err())
+	}
+	if out, err := h.Call(ctx, "p", "echo", []byte("x")); err != nil || string(out) != "x" {
+		t.Fatalf("the successor: %q, %v", out, err)
 	}
 }

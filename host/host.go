@@ -230,7 +230,7 @@ func (h *Host) callAppend(ctx context.Context, name, handler string, input, dst 
 	if m := p.slots[first].m.Load(); m != nil {
 		if r := m.take(); r != nil {
 			out, err := r.CallAppend(ctx, handler, input, dst)
-			if err == nil && near == nil && m.state.Load() == stLive && p.quiet(m) {
+			if err == nil && near == nil && m.state.Load() == stLive && p.quiet(m) && r.Err() == nil {
 				return out, nil, nil // the common case: nothing for after to do
 			}
 			if err == nil || !beforeEntry(err) && !p.notEntered(m, err) {
@@ -260,7 +260,7 @@ func (p *plugin) called(m *member, near *int, name, handler string, input, out [
 		*near = m.idx
 		p.near.Put(near)
 	}
-	if err == nil && m.state.Load() == stLive && p.quiet(m) {
+	if err == nil && m.state.Load() == stLive && p.quiet(m) && m.in().Err() == nil {
 		return out, nil, nil // nothing for after to do
 	}
 	var reset *member

@@ -282,9 +282,11 @@ func budgetEnded(err error) bool {
 // after is what follows any operation on m that ran (returned err): it ends the member if
 // its instance has ended (a crash, a kill, or a drain the supervisor asked for), and hands on
 // the work that waited for the instance to be free: a waiting caller, a config update, bus
-// deliveries.
+// deliveries. An operation that succeeded may still find its instance ended: a Handle.Kill
+// that landed after the guest had returned (or during a read, which runs no guest code)
+// found the instance busy and left its end to the operation's end, as for one it interrupts.
 func (p *plugin) after(m *member, err error) {
-	if err != nil || m.state.Load() != stLive {
+	if err != nil || m.state.Load() != stLive || m.in().Err() != nil {
 		if ierr := m.in().Err(); ierr != nil {
 			switch {
 			case m.state.Swap(stEnded) == stStopReq || m.reason.Load() != reasonNone:
