@@ -30,9 +30,10 @@ import (
 // answer.
 var errRequestTimeout = errors.New("server: http.request_timeout reached")
 
-// answerFlushTimeout bounds the writing of a per_call plugin's answer, which the instance's
-// reset waits for (Server.call): the answer goes into the connection's buffers at once unless
-// the client has stopped reading.
+// answerFlushTimeout is the least time the writing of a per_call plugin's answer gets, which
+// the instance's reset waits for (Server.call): it gets what is left of http.request_timeout,
+// and at least this, so that the answer to a call that ran to the timeout is still written.
+// An answer goes into the connection's buffers at once unless the client has stopped reading.
 const answerFlushTimeout = time.Second
 
 // defaultRetryAfter is the Retry-After of a 503 whose error carries no retry time.
@@ -126,8 +127,9 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 	// Under isolation per_call the answer is written in the host's CallThen, before the
 	// instance's reset, which then runs on this goroutine once the answer is flushed
 	// (host.CallThen), so that the client does not wait for it. That write holds the instance
-	// and the admission slot: it gets answerFlushTimeout, and a client that does not take the
-	// answer within it (its connection's buffers full) loses it and its connection, counted.
+	// and the admission slot: it gets the rest of the request's deadline, at least
+	// answerFlushTimeout, and a client that does not take the answer within it (its
+	// connection's buffers full) loses it and its connection, counted.
 	// Otherwise the answer is written once the slot is given back, as a client's pace is
 	// nobody else's business.
 	perCall := e.spec.Isolation == config.IsolationPerCall
@@ -153,7 +155,7 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		answered = true
-		_ = rc.SetWriteDeadline(time.Now().Add(answerFlushTimeout))
+		_ = rc.SetWriteDeadline(later(deadline, time.Now().Add(answerFlushTimeout)))
 		ew := &writeErr{ResponseWriter: w}
 		outcome, httpStatus, result = s.answer(ew, e, name, handler, out, err, clientGone)
 		ferr := ew.err
@@ -178,6 +180,14 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		Metrics: decisionlog.Metrics{TimerServerHandlerNs: dur.Nanoseconds()}}
 	s.dlog.Log(rec) // masks and bounds rec's input and result for the log line too
 	s.logDecision(c, rec, clientGone, err)
+}
+
+// later is the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // writeErr is a ResponseWriter that keeps the first error of a Write: a write that ran past

@@ -132,15 +132,15 @@ func (c signalOn) Write(e zapcore.Entry, f []zapcore.Field) error {
 }
 
 // A hostile client pipelines calls to a per_call plugin and never reads the answers: once the
-// connection's buffers are full, the flush before the reset waits at most answerFlushTimeout,
-// the answer is counted as not taken, and the instance is reset and serves another client. The
+// connection's buffers are full, the answer's write before the reset waits at most for the
+// rest of the request's deadline (http.request_timeout, 1 s here), the answer is counted as not taken, and the instance is reset and serves another client. The
 // client cannot hold the plugin's only instance.
 func TestPerCallAnswerNotTaken(t *testing.T) {
 	notTaken := make(chan struct{}, 1)
 	log := zaptest.NewLogger(t, zaptest.Level(zapcore.DebugLevel), zaptest.WrapOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
 		return signalOn{Core: c, msg: "answer not taken", ch: notTaken}
 	})))
-	ts := openServerLog(t, "plugins:\n  - {name: ref, wasm: ref.wasm, isolation: per_call, instances: 1}\n", true, log)
+	ts := openServerLog(t, "http: {request_timeout: 1s}\nplugins:\n  - {name: ref, wasm: ref.wasm, isolation: per_call, instances: 1}\n", true, log)
 	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.base, "http://"))
 	if err != nil {
 		t.Fatal(err)
