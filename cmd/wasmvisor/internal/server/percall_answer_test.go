@@ -15,39 +15,38 @@ import (
 	"go.uber.org/zap/zaptest"
 )
 
-// holdDecisions is a zap core that holds the "decision" line, which a call's handler logs
-// after its answer and the instance's reset, until released: a test sees what the client has
-// while the handler has not returned.
-type holdDecisions struct {
+// onMessage is a zap core that runs on, instead of writing, each entry with message msg: a
+// test waits on a line the server logs, or holds the goroutine that logs it.
+type onMessage struct {
 	zapcore.Core
-	held          chan<- struct{}
-	release, done <-chan struct{} // done: the test has ended, hold nothing more
+	msg string
+	on  func()
 }
 
-func (c holdDecisions) With(f []zapcore.Field) zapcore.Core {
-	return holdDecisions{c.Core.With(f), c.held, c.release, c.done}
+func (c onMessage) With(f []zapcore.Field) zapcore.Core {
+	return onMessage{c.Core.With(f), c.msg, c.on}
 }
 
-func (c holdDecisions) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	if e.Message == "decision" {
+func (c onMessage) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if e.Message == c.msg {
 		return ce.AddCore(e, c)
 	}
 	return c.Core.Check(e, ce)
 }
 
-func (c holdDecisions) Write(e zapcore.Entry, f []zapcore.Field) error {
-	if e.Message == "decision" {
-		select {
-		case c.held <- struct{}{}:
-			select {
-			case <-c.release:
-			case <-c.done:
-			}
-		case <-c.done:
-		}
+func (c onMessage) Write(e zapcore.Entry, f []zapcore.Field) error {
+	if e.Message == c.msg {
+		c.on()
 		return nil
 	}
 	return c.Core.Write(e, f)
+}
+
+// logOn is a test logger that runs on for each line with message msg (see onMessage).
+func logOn(t *testing.T, msg string, on func()) *zap.Logger {
+	return zaptest.NewLogger(t, zaptest.Level(zapcore.DebugLevel), zaptest.WrapOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return onMessage{Core: c, msg: msg, on: on}
+	})))
 }
 
 // Under isolation per_call the answer is flushed before the instance's reset, which runs on
@@ -57,9 +56,18 @@ func (c holdDecisions) Write(e zapcore.Entry, f []zapcore.Field) error {
 // block here.)
 func TestPerCallAnswerBeforeReset(t *testing.T) {
 	held, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	log := zaptest.NewLogger(t, zaptest.WrapOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
-		return holdDecisions{Core: c, held: held, release: release, done: done}
-	})))
+	// The "decision" line, which the handler logs after the answer and the reset, is held
+	// until released; done: the test has ended, hold nothing more.
+	log := logOn(t, "decision", func() {
+		select {
+		case held <- struct{}{}:
+			select {
+			case <-release:
+			case <-done:
+			}
+		case <-done:
+		}
+	})
 	ts := openServerLog(t, "plugins:\n  - {name: ref, wasm: ref.wasm, isolation: per_call}\n", true, log)
 	t.Cleanup(func() { close(done) }) // before the server's shutdown, which waits for the handlers
 	client := &http.Client{}
@@ -104,42 +112,19 @@ func TestPerCallAnswerBeforeReset(t *testing.T) {
 	}
 }
 
-// signalOn is a zap core that signals each entry with message msg on ch (never blocking).
-type signalOn struct {
-	zapcore.Core
-	msg string
-	ch  chan<- struct{}
-}
-
-func (c signalOn) With(f []zapcore.Field) zapcore.Core { return signalOn{c.Core.With(f), c.msg, c.ch} }
-
-func (c signalOn) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	if e.Message == c.msg {
-		return ce.AddCore(e, c)
-	}
-	return c.Core.Check(e, ce)
-}
-
-func (c signalOn) Write(e zapcore.Entry, f []zapcore.Field) error {
-	if e.Message == c.msg {
-		select {
-		case c.ch <- struct{}{}:
-		default:
-		}
-		return nil
-	}
-	return c.Core.Write(e, f)
-}
-
 // A hostile client pipelines calls to a per_call plugin and never reads the answers: once the
 // connection's buffers are full, the answer's write before the reset waits at most for the
-// rest of the request's deadline (http.request_timeout, 1 s here), the answer is counted as not taken, and the instance is reset and serves another client. The
-// client cannot hold the plugin's only instance.
+// rest of the request's deadline (http.request_timeout, 1 s here), the answer is counted as
+// not taken, and the instance is reset and serves another client. The client cannot hold the
+// plugin's only instance.
 func TestPerCallAnswerNotTaken(t *testing.T) {
 	notTaken := make(chan struct{}, 1)
-	log := zaptest.NewLogger(t, zaptest.Level(zapcore.DebugLevel), zaptest.WrapOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
-		return signalOn{Core: c, msg: "answer not taken", ch: notTaken}
-	})))
+	log := logOn(t, "answer not taken", func() {
+		select {
+		case notTaken <- struct{}{}:
+		default:
+		}
+	})
 	ts := openServerLog(t, "http: {request_timeout: 1s}\nplugins:\n  - {name: ref, wasm: ref.wasm, isolation: per_call, instances: 1}\n", true, log)
 	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.base, "http://"))
 	if err != nil {
