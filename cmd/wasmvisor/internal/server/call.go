@@ -149,7 +149,6 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		s.h.CallThen(ctx, name, handler, input, nil, then)
 	}, func(o []byte, cerr error) {
 		out, dur, err = o, time.Since(t0), cerr
-		kind = host.Kind(err)
 		clientGone = r.Context().Err() != nil
 		if !perCall || clientGone {
 			return
@@ -157,7 +156,7 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		answered = true
 		_ = rc.SetWriteDeadline(later(deadline, time.Now().Add(answerFlushTimeout)))
 		ew := &writeErr{ResponseWriter: w}
-		outcome, httpStatus, result = s.answer(ew, e, name, handler, out, err, clientGone)
+		outcome, httpStatus, result, kind = s.answer(ew, e, name, handler, out, err, clientGone)
 		ferr := ew.err
 		if ferr == nil {
 			ferr = rc.Flush()
@@ -169,7 +168,7 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		_ = rc.SetWriteDeadline(time.Time{}) // for the connection's next request
 	})
 	if !answered {
-		outcome, httpStatus, result = s.answer(w, e, name, handler, out, err, clientGone)
+		outcome, httpStatus, result, kind = s.answer(w, e, name, handler, out, err, clientGone)
 	}
 	s.m.decisions.WithLabelValues(name, outcome).Inc()
 	s.dash.decision(dashDecision{Time: t0, Plugin: name, Handler: truncate(handler, 128), Outcome: outcome,
@@ -206,10 +205,11 @@ func (w *writeErr) Write(b []byte) (int, error) {
 }
 
 // answer writes the answer to a call that ended with out and err, and returns its outcome,
-// status and (for a decision) body.
+// status, (for a decision) body, and error kind (host.Kind, or request_timeout when the
+// server's own timeout ended the call).
 func (s *Server) answer(w http.ResponseWriter, e *entry, name, handler string, out []byte, err error,
-	clientGone bool) (outcome string, httpStatus int, result []byte) {
-	kind := host.Kind(err)
+	clientGone bool) (outcome string, httpStatus int, result []byte, kind string) {
+	kind = host.Kind(err)
 	// Told apart: the server's own timeout ends the call's context with errRequestTimeout as
 	// its cause; a client that went away ends r.Context() (only then: the read deadline is
 	// cleared above).
@@ -262,7 +262,7 @@ func (s *Server) answer(w http.ResponseWriter, e *entry, name, handler string, o
 		s.m.failures.WithLabelValues(name, policy, kind).Inc()
 		outcome, httpStatus, result = s.failed(w, e, name, handler, policy, kind, timedOut, err)
 	}
-	return outcome, httpStatus, result
+	return outcome, httpStatus, result, kind
 }
 
 // readBody reads a request's body, at most limit bytes, into one buffer sized by the declared
